@@ -1,0 +1,103 @@
+// Shims for the Linux calls that `import Glibc` does not expose to Swift.
+// A system-library target compiles no .c files, so everything here is `static inline`.
+#ifndef CEPOLL_SHIM_H
+#define CEPOLL_SHIM_H
+
+// No _GNU_SOURCE here, although accept4 is a GNU extension: with it, glibc headers define
+// some types differently (fd_set, __rusage_who) from the SwiftGlibc module that Swift files also
+// import, and the two modules then fail to build together. accept4 is declared by hand below.
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+extern int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+
+// accept4's `struct sockaddr *` is a transparent union in glibc, which does not import.
+static inline int cepoll_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+    return accept4(fd, addr, len, flags);
+}
+
+static inline int cepoll_errno(void) { return errno; }
+static inline void cepoll_set_errno(int value) { errno = value; }
+
+// epoll_event is packed on x86_64; these keep Swift away from its field offsets.
+static inline uint64_t cepoll_event_data(const struct epoll_event *event) { return event->data.u64; }
+static inline uint32_t cepoll_event_mask(const struct epoll_event *event) { return event->events; }
+static inline void cepoll_event_set(struct epoll_event *event, uint32_t mask, uint64_t data) {
+    event->events = mask;
+    event->data.u64 = data;
+}
+
+static const uint32_t CEPOLL_IN = EPOLLIN;
+static const uint32_t CEPOLL_OUT = EPOLLOUT;
+static const uint32_t CEPOLL_ERR = EPOLLERR;
+static const uint32_t CEPOLL_HUP = EPOLLHUP;
+static const uint32_t CEPOLL_RDHUP = EPOLLRDHUP;
+
+static const int CEPOLL_SOCK_NONBLOCK = SOCK_NONBLOCK;
+static const int CEPOLL_SOCK_CLOEXEC = SOCK_CLOEXEC;
+static const int CEPOLL_SOCK_STREAM = SOCK_STREAM;
+static const int CEPOLL_EFD_NONBLOCK = EFD_NONBLOCK;
+static const int CEPOLL_EFD_CLOEXEC = EFD_CLOEXEC;
+static const int CEPOLL_TFD_NONBLOCK = TFD_NONBLOCK;
+static const int CEPOLL_TFD_CLOEXEC = TFD_CLOEXEC;
+static const int CEPOLL_SFD_NONBLOCK = SFD_NONBLOCK;
+static const int CEPOLL_SFD_CLOEXEC = SFD_CLOEXEC;
+static const int CEPOLL_MSG_NOSIGNAL = MSG_NOSIGNAL;
+static const int CEPOLL_MSG_DONTWAIT = MSG_DONTWAIT;
+
+static inline int cepoll_timerfd_settime_ns(int fd, int64_t initial_ns, int64_t interval_ns) {
+    struct itimerspec spec;
+    spec.it_value.tv_sec = initial_ns / 1000000000;
+    spec.it_value.tv_nsec = initial_ns % 1000000000;
+    spec.it_interval.tv_sec = interval_ns / 1000000000;
+    spec.it_interval.tv_nsec = interval_ns % 1000000000;
+    return timerfd_settime(fd, 0, &spec, NULL);
+}
+
+static inline int64_t cepoll_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+// sigset_t helpers: the sigset macros do not import.
+static inline int cepoll_block_signals(const int *signals, int count, sigset_t *out) {
+    sigemptyset(out);
+    for (int i = 0; i < count; i++) sigaddset(out, signals[i]);
+    return pthread_sigmask(SIG_BLOCK, out, NULL);
+}
+
+static inline int cepoll_signalfd(const int *signals, int count) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int i = 0; i < count; i++) sigaddset(&set, signals[i]);
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+static inline void cepoll_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
+
+static inline void *cepoll_mmap_anonymous(size_t length) {
+    void *p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+#endif

@@ -1,0 +1,23 @@
+/// Per-wakeup limits of the loop, each with the reason for its value.
+@usableFromInline
+enum Budget {
+    /// Reads per readiness event. One read normally drains the socket (the loop reads again only
+    /// when a read filled the whole buffer). Why 4: a bulk sender gets 256 KiB per turn, then
+    /// the others get theirs (prevents one connection starving the loop; SwiftNIO's default).
+    @usableFromInline static let readsPerEvent = 4
+    /// Connections accepted per listener wakeup. Why 64: a connect storm is drained in few
+    /// wakeups while existing connections still get served between them.
+    static let acceptsPerWakeup = 64
+    /// Events per epoll_wait at first; the array doubles when a wait fills it, up to `maxEvents`.
+    static let initialEvents = 64
+    /// Why 4096: beyond that one wait already returns more work than a millisecond of processing.
+    static let maxEvents = 4096
+    /// Pause after EMFILE/ENFILE/ENOBUFS/ENOMEM on accept. Why 100 ms: long enough not to spin
+    /// (10 wakeups a second), short enough that a freed fd is used almost at once.
+    static let acceptBackoffNs: Int64 = 100_000_000
+    /// Reads that discard unread input before a graceful close, so close() sends FIN, not RST
+    /// (an RST would destroy output still in flight to the peer).
+    static let drainReadsOnClose = 4
+    /// How often a reactor publishes its statistics for other threads.
+    static let publishIntervalNs: Int64 = 1_000_000_000
+}

@@ -1,0 +1,39 @@
+import Logging
+
+/// How a reactor behaves. The defaults suit a server with many short-message connections.
+public struct ReactorConfiguration: Sendable {
+    /// Size of the one read buffer the reactor shares among all its connections.
+    /// Why 64 KiB: a bulk sender fills it in one read (fewer system calls per byte), and it is
+    /// allocated once per reactor, not per connection.
+    public var readBufferSize = 64 * 1024
+
+    /// Stop reading from a connection when its unsent output passes this many bytes…
+    public var highWatermark = 64 * 1024
+    /// …and read again when it falls below this many. (SwiftNIO's defaults.)
+    /// A peer that never reads can therefore make the reactor hold at most
+    /// `highWatermark + readBufferSize` bytes for it.
+    public var lowWatermark = 32 * 1024
+
+    /// Close connections with no traffic in either direction for this many seconds (nil: never).
+    /// The close happens between `idleTimeout` and `idleTimeout + 1` seconds after the last byte.
+    public var idleTimeout: Int? = nil
+
+    /// Set TCP_NODELAY on accepted TCP connections, so small replies are not held back by Nagle's
+    /// algorithm waiting for the peer's delayed ACK.
+    public var noDelay = true
+
+    /// Enable TCP keepalive on accepted connections, probing after this many idle seconds (nil: off).
+    public var keepAlive: Int? = nil
+
+    /// A limit on open connections, possibly shared by several reactors (nil: only the fd limit).
+    public var connectionLimit: ConnectionLimit? = nil
+
+    /// After a stop is requested, how long connections get to flush before they are cut.
+    public var shutdownGrace: Duration = .seconds(4)
+
+    /// Where the reactor reports accept errors and other events that are not a connection's.
+    public var logger = Logger(label: "reactor")
+
+    /// Creates the default configuration.
+    public init() {}
+}

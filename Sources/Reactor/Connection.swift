@@ -1,0 +1,145 @@
+import CEpoll
+import Glibc
+
+/// Names one connection for as long as it lives: its fd and a generation number.
+///
+/// The kernel reuses fd numbers at once, so the generation tells a live connection from a
+/// closed one that had the same fd. An id of a closed connection stays safe to use: writes to it
+/// report ``WriteOutcome/closed``.
+public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
+    @usableFromInline let fd: Int32
+    @usableFromInline let generation: UInt32
+
+    @usableFromInline init(fd: Int32, generation: UInt32) {
+        self.fd = fd
+        self.generation = generation
+    }
+
+    /// Packs the id into the 64-bit user data of an epoll event.
+    @usableFromInline var epollData: UInt64 { UInt64(generation) << 32 | UInt64(UInt32(bitPattern: fd)) }
+
+    @usableFromInline init(epollData: UInt64) {
+        fd = Int32(bitPattern: UInt32(truncatingIfNeeded: epollData))
+        generation = UInt32(truncatingIfNeeded: epollData >> 32)
+    }
+
+    public var description: String { "#\(fd).\(generation)" }
+}
+
+/// What happened to bytes given to ``Connection/write(_:)`` or ``Reactor/write(to:_:)``.
+public enum WriteOutcome: Sendable, Equatable {
+    /// Every byte went to the kernel.
+    case sent
+    /// Some bytes wait in the connection's output buffer; `pending` is its size now.
+    case queued(pending: Int)
+    /// The connection is closed or closing; the bytes were dropped.
+    case closed
+}
+
+/// The connection a callback is about, valid only during that callback.
+///
+/// It is `~Copyable` and passed `borrowing`, so it cannot be stored: keep its ``id`` instead,
+/// and use ``Reactor/write(to:_:)`` later.
+public struct Connection<Handler: ConnectionHandler>: ~Copyable {
+    @usableFromInline unowned(unsafe) let reactor: Reactor<Handler>
+    /// The id of this connection, for use after the callback returns.
+    public let id: ConnectionID
+
+    @usableFromInline init(reactor: Reactor<Handler>, id: ConnectionID) {
+        self.reactor = reactor
+        self.id = id
+    }
+
+    /// The peer's address (for a Unix-domain connection, usually unnamed).
+    public var peer: SocketAddress { reactor.slots[Int(id.fd)].pointee.peer }
+
+    /// Sends `bytes`, or queues what the kernel did not take. The bytes may be reused as soon
+    /// as this returns. Writing to a closing connection drops the bytes.
+    @inlinable @discardableResult
+    public func write(_ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
+        reactor.write(fd: id.fd, bytes)
+    }
+
+    /// Bytes written by the handler but not yet taken by the kernel.
+    public var pendingOutputBytes: Int { reactor.slots[Int(id.fd)].pointee.output?.count ?? 0 }
+
+    /// The reactor this connection belongs to.
+    public var loop: Reactor<Handler> { reactor }
+}
+
+/// What an fd in the reactor's table is.
+@usableFromInline
+enum SlotKind: UInt8 {
+    case free = 0, connection, listener, timer, wakeup, signal
+}
+
+@usableFromInline
+struct SlotFlags: OptionSet, Sendable {
+    @usableFromInline let rawValue: UInt8
+    @usableFromInline init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// The handler returned `.pauseReading`.
+    @usableFromInline static let pausedByHandler = SlotFlags(rawValue: 1 << 0)
+    /// Pending output passed the high watermark.
+    @usableFromInline static let pausedByBackpressure = SlotFlags(rawValue: 1 << 1)
+    /// read() returned 0.
+    @usableFromInline static let readEOF = SlotFlags(rawValue: 1 << 2)
+    /// A close was requested: read nothing more, flush, then close.
+    @usableFromInline static let closing = SlotFlags(rawValue: 1 << 3)
+    /// Close without flushing (the socket is broken).
+    @usableFromInline static let abort = SlotFlags(rawValue: 1 << 4)
+    /// A listener paused by accept back-off.
+    @usableFromInline static let acceptPaused = SlotFlags(rawValue: 1 << 5)
+    /// Waiting in `pendingSettle`.
+    @usableFromInline static let queued = SlotFlags(rawValue: 1 << 6)
+}
+
+/// One entry of the connection table, indexed by fd.
+///
+/// Plain values only, except `output` (present only while output is pending) and `state`.
+/// The table is one anonymous mapping, so pages of fds never opened cost no memory.
+@usableFromInline
+struct Slot<State> {
+    @usableFromInline var generation: UInt32
+    @usableFromInline var kind: SlotKind
+    @usableFromInline var flags: SlotFlags
+    /// The epoll mask currently registered, so it is changed only when it must be.
+    @usableFromInline var registered: UInt32
+    /// Idle-timer bookkeeping (see Timers.swift).
+    @usableFromInline var lastActive: UInt32
+    @usableFromInline var wheelBucket: Int32
+    @usableFromInline var wheelPrev: Int32
+    @usableFromInline var wheelNext: Int32
+    @usableFromInline var output: OutputBuffer?
+    @usableFromInline var closeReason: CloseReason?
+    @usableFromInline var peer: SocketAddress
+    @usableFromInline var state: State
+}
+
+/// The fd-indexed table of slots: one anonymous mapping sized for the fd hard limit.
+///
+/// It never moves, so a pointer to a slot stays valid while callbacks run, and it is touched
+/// only where fds are used, so resident memory follows the number of open connections.
+@usableFromInline
+struct SlotTable<State> {
+    @usableFromInline let base: UnsafeMutablePointer<Slot<State>>
+    @usableFromInline let capacity: Int
+    let byteCount: Int
+
+    init(capacity: Int) {
+        let bytes = max(capacity, 1) * MemoryLayout<Slot<State>>.stride
+        guard let raw = cepoll_mmap_anonymous(bytes) else {
+            fatalError("cannot map a connection table of \(bytes) bytes")
+        }
+        // A fresh anonymous mapping is zero-filled: every slot reads as kind .free, generation 0.
+        base = raw.bindMemory(to: Slot<State>.self, capacity: capacity)
+        self.capacity = capacity
+        byteCount = bytes
+    }
+
+    @usableFromInline
+    subscript(fd: Int) -> UnsafeMutablePointer<Slot<State>> {
+        @inline(__always) get { base + fd }
+    }
+
+    func unmap() { munmap(UnsafeMutableRawPointer(base), byteCount) }
+}

@@ -1,0 +1,119 @@
+import SystemPackage
+
+/// Why a connection was closed. Reactor-made reasons are static members; a handler names its own
+/// (`CloseReason("exit")`).
+public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
+    /// A short lowercase word for logs and metrics labels (`eof`, `reset`, `exit`).
+    public let name: String
+    /// The socket error behind `.reset` and `.error`, when there was one.
+    public let errno: Errno?
+
+    /// A handler-defined reason, such as `CloseReason("exit")`.
+    public init(_ name: String) {
+        self.name = name
+        self.errno = nil
+    }
+
+    init(_ name: String, errno: Errno?) {
+        self.name = name
+        self.errno = errno
+    }
+
+    /// The peer shut down its side and every pending byte was written.
+    public static let eof = CloseReason("eof")
+    /// The peer reset the connection (ECONNRESET, EPIPE).
+    public static let reset = CloseReason("reset")
+    /// The reactor is stopping.
+    public static let shutdown = CloseReason("shutdown")
+    /// No traffic in either direction for the idle timeout.
+    public static let timeout = CloseReason("timeout")
+    /// The connection limit was reached; the connection was accepted only to be closed.
+    public static let limit = CloseReason("limit")
+    /// Another socket error.
+    public static func error(_ errno: Errno) -> CloseReason { CloseReason("error", errno: errno) }
+
+    /// The reason for a failed read or write on a connection.
+    static func failure(_ errno: Errno) -> CloseReason {
+        switch errno {
+        case .connectionReset, .brokenPipe: return CloseReason("reset", errno: errno)
+        default: return .error(errno)
+        }
+    }
+
+    public static func == (a: CloseReason, b: CloseReason) -> Bool { a.name == b.name }
+    public func hash(into hasher: inout Hasher) { hasher.combine(name) }
+
+    public var description: String {
+        if let errno, name == "error" { return "error (\(Errno.name(errno)))" }
+        return name
+    }
+}
+
+/// What a handler asks the reactor to do after a callback.
+public enum Action: Sendable, Equatable {
+    /// Keep the connection as it is.
+    case `continue`
+    /// Stop reading from this connection until ``Reactor/resumeReading(_:)`` is called.
+    case pauseReading
+    /// Write every pending byte, then close the connection with this reason.
+    /// Nothing more is read or delivered.
+    case close(CloseReason)
+}
+
+/// The protocol logic of a server: the reactor calls it when a connection opens, has data,
+/// reaches end of input, or closes.
+///
+/// The reactor calls a handler on its own thread only, and never re-entrantly: a callback that
+/// wants a connection gone returns ``Action/close(_:)`` (or calls ``Reactor/close(_:reason:)``),
+/// and the reactor tears it down after the callback returns.
+///
+/// Each connection carries a `ConnectionState` value stored inline in the reactor's connection
+/// table, so per-connection state costs no allocation. Every method has a default, so a handler
+/// implements only what it needs:
+///
+/// ```swift
+/// struct Upper: ConnectionHandler {
+///     func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>,
+///                 state: inout Void) -> Action {
+///         connection.write(bytes)   // echo; copy and transform for real work
+///         return .continue
+///     }
+/// }
+/// ```
+public protocol ConnectionHandler {
+    /// Per-connection state, stored inline in the reactor's table. `Void` by default.
+    associatedtype ConnectionState = Void
+
+    /// Creates the state of a new connection; ``onOpen(_:state:)`` follows at once.
+    func makeState() -> ConnectionState
+
+    /// A connection was accepted. It may write (a greeting) or close at once.
+    func onOpen(_ connection: borrowing Connection<Self>, state: inout ConnectionState) -> Action
+
+    /// Bytes arrived. `bytes` points into the reactor's shared read buffer and is valid only
+    /// during this call: write it, parse it, or copy what must outlive the call.
+    func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>,
+                state: inout ConnectionState) -> Action
+
+    /// The peer shut down its write side. The default closes with ``CloseReason/eof`` once every
+    /// pending byte is written.
+    func onReadEOF(_ connection: borrowing Connection<Self>, state: inout ConnectionState) -> Action
+
+    /// The connection is closing for `reason`; its state is destroyed after this call. Writes
+    /// made here are discarded.
+    func onClose(_ connection: borrowing Connection<Self>, state: inout ConnectionState, reason: CloseReason)
+}
+
+extension ConnectionHandler where ConnectionState == Void {
+    public func makeState() -> Void {}
+}
+
+extension ConnectionHandler {
+    public func onOpen(_ connection: borrowing Connection<Self>, state: inout ConnectionState) -> Action { .continue }
+    public func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>,
+                       state: inout ConnectionState) -> Action { .continue }
+    public func onReadEOF(_ connection: borrowing Connection<Self>, state: inout ConnectionState) -> Action {
+        .close(.eof)
+    }
+    public func onClose(_ connection: borrowing Connection<Self>, state: inout ConnectionState, reason: CloseReason) {}
+}

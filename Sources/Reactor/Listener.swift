@@ -1,0 +1,183 @@
+import CEpoll
+import Glibc
+import SystemPackage
+
+/// A listening socket registered on a reactor.
+struct Listener {
+    let fd: CInt
+    let address: SocketAddress
+    /// Whether the reactor created the socket file, and so removes it when it stops.
+    let ownsUnixPath: Bool
+}
+
+/// Creating listening sockets.
+enum ListeningSocket {
+    /// socket → SO_REUSEADDR → (SO_REUSEPORT) → bind → listen, all non-blocking and close-on-exec.
+    ///
+    /// SO_REUSEADDR is set before bind so a restarted server can bind while connections of the
+    /// previous run sit in TIME_WAIT. Linux still refuses (EADDRINUSE) a port that another socket
+    /// is listening on, which is how "port in use" is detected.
+    static func make(_ address: SocketAddress, backlog: CInt, reusePort: Bool) throws(SyscallError) -> (CInt, SocketAddress) {
+        if case .unix(let path) = address.storage { try removeStaleSocketFile(path) }
+        let fd = FileDescriptor(try Syscalls.socket(family: address.family))
+        if !address.isUnix {
+            try Syscalls.setOption(fd.raw, SOL_SOCKET, SO_REUSEADDR, 1, "setsockopt(SO_REUSEADDR)")
+            if reusePort { try Syscalls.setOption(fd.raw, SOL_SOCKET, SO_REUSEPORT, 1, "setsockopt(SO_REUSEPORT)") }
+            if address.family == AF_INET6 {
+                // Make `::` dual stack whatever net.ipv6.bindv6only says.
+                try Syscalls.setOption(fd.raw, CInt(IPPROTO_IPV6), IPV6_V6ONLY, 0, "setsockopt(IPV6_V6ONLY)")
+            }
+        }
+        try address.withSockAddr { (sa, len) throws(SyscallError) in try Syscalls.bind(fd.raw, sa, len) }
+        try Syscalls.listen(fd.raw, backlog: backlog)
+        let bound = address.isUnix ? address : (SocketAddress(storage: try Syscalls.localAddress(fd.raw)) ?? address)
+        return (fd.take(), bound)
+    }
+
+    /// A socket file left by a server that died is replaced; one that a live server still
+    /// accepts on is not (that is "address in use").
+    static func removeStaleSocketFile(_ path: String) throws(SyscallError) {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        guard (st.st_mode & S_IFMT) == S_IFSOCK else {
+            throw SyscallError(call: "bind (\(path) exists and is not a socket)", errno: .fileExists)
+        }
+        let probe = FileDescriptor(try Syscalls.socket(family: AF_UNIX))
+        let address = try? SocketAddress(unixPath: path)
+        let live = address?.withSockAddr { sa, len in Glibc.connect(probe.raw, sa, len) == 0 || Syscalls.errnoNow() == .resourceTemporarilyUnavailable } ?? false
+        probe.close()
+        if live { throw SyscallError(call: "bind", errno: .addressInUse) }
+        Syscalls.unlink(path)
+    }
+}
+
+extension Reactor {
+    /// Listens on `address` and accepts connections for this reactor's handler.
+    ///
+    /// - Parameters:
+    ///   - backlog: the kernel's queue of connections not yet accepted (capped by
+    ///     `net.core.somaxconn`).
+    ///   - reusePort: set SO_REUSEPORT, so several reactors can each listen on the same address
+    ///     and the kernel spreads connections among them.
+    /// - Returns: the address actually bound (the real port when `address` has port 0).
+    /// - Throws: ``SyscallError`` naming the failed call; `errno` is `.addressInUse` when another
+    ///   socket listens there.
+    @discardableResult
+    public func listen(on address: SocketAddress, backlog: Int = Int(SOMAXCONN), reusePort: Bool = false) throws(SyscallError) -> SocketAddress {
+        let (fd, bound) = try ListeningSocket.make(address, backlog: CInt(clamping: backlog), reusePort: reusePort)
+        try configureListener(fd)
+        listeners.append(Listener(fd: fd, address: bound, ownsUnixPath: bound.isUnix))
+        register(special: fd, kind: .listener)
+        return bound
+    }
+
+    /// Accepts connections on a listening socket this process inherited (systemd socket
+    /// activation passes them from fd 3 on). The reactor takes ownership and closes it when it stops.
+    ///
+    /// - Returns: the socket's local address.
+    @discardableResult
+    public func adoptListener(fd: CInt) throws(SyscallError) -> SocketAddress {
+        let flags = try Syscalls.check(fcntl(fd, F_GETFL), "fcntl(F_GETFL)")
+        _ = try Syscalls.check(fcntl(fd, F_SETFL, flags | O_NONBLOCK), "fcntl(F_SETFL)")
+        _ = try Syscalls.check(fcntl(fd, F_SETFD, FD_CLOEXEC), "fcntl(F_SETFD)")
+        let storage = try Syscalls.localAddress(fd)
+        guard let address = SocketAddress(storage: storage) else {
+            throw SyscallError(call: "getsockname (fd \(fd) is not an IPv4, IPv6 or Unix socket)", errno: .invalidArgument)
+        }
+        guard Syscalls.getOption(fd, SOL_SOCKET, SO_ACCEPTCONN) != 0 else {
+            throw SyscallError(call: "adopt (fd \(fd) is not a listening socket)", errno: .invalidArgument)
+        }
+        try configureListener(fd)
+        listeners.append(Listener(fd: fd, address: address, ownsUnixPath: false))
+        register(special: fd, kind: .listener)
+        return address
+    }
+
+    /// Options that accepted TCP sockets inherit from their listener on Linux (TCP_NODELAY,
+    /// SO_KEEPALIVE and the keepalive timings are copied to each accepted socket), so they cost
+    /// nothing per connection.
+    private func configureListener(_ fd: CInt) throws(SyscallError) {
+        let domain = Syscalls.getOption(fd, SOL_SOCKET, SO_DOMAIN)
+        guard domain == AF_INET || domain == AF_INET6 else { return }
+        if configuration.noDelay {
+            try Syscalls.setOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY, 1, "setsockopt(TCP_NODELAY)")
+        }
+        if let idle = configuration.keepAlive {
+            try Syscalls.setOption(fd, SOL_SOCKET, SO_KEEPALIVE, 1, "setsockopt(SO_KEEPALIVE)")
+            try Syscalls.setOption(fd, CInt(IPPROTO_TCP), TCP_KEEPIDLE, CInt(clamping: idle), "setsockopt(TCP_KEEPIDLE)")
+            try Syscalls.setOption(fd, CInt(IPPROTO_TCP), TCP_KEEPINTVL, CInt(clamping: max(1, idle / 3)), "setsockopt(TCP_KEEPINTVL)")
+            try Syscalls.setOption(fd, CInt(IPPROTO_TCP), TCP_KEEPCNT, 3, "setsockopt(TCP_KEEPCNT)")
+        }
+    }
+
+    /// The addresses this reactor listens on.
+    public var listeningAddresses: [SocketAddress] { listeners.map(\.address) }
+
+    /// Accepts up to `acceptsPerWakeup` connections from one listener.
+    func acceptReady(_ listenFD: CInt) {
+        var address = sockaddr_storage()
+        for _ in 0..<Budget.acceptsPerWakeup {
+            switch sys.accept(listenFD, &address) {
+            case .accepted(let fd):
+                open(fd, peer: SocketAddress(storage: address))
+            case .wouldBlock:
+                return
+            case .failed(let e):
+                acceptFailed(e)
+                return
+            }
+        }
+    }
+
+    /// EMFILE, ENFILE, ENOBUFS and ENOMEM leave the connection queued, so accepting again at once
+    /// would spin. Pause every listener for `acceptBackoff` instead; the queued peers wait in the
+    /// backlog and are served as soon as fds or memory free up.
+    func acceptFailed(_ e: Errno) {
+        let name = Errno.name(e)
+        counters.pointee.acceptErrors[name, default: 0] += 1
+        let resource: Set<Errno> = [.tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory]
+        let pausing = resource.contains(e)
+        if pausing {
+            counters.pointee.acceptPauses += 1
+            acceptResumeAt = cepoll_monotonic_ns() + Budget.acceptBackoffNs
+            for listener in listeners { setListener(listener.fd, enabled: false) }
+        }
+        rateLimitedAcceptLog(e, pausing: pausing)
+    }
+
+    /// At most one log line per second, with the number of errors it stands for.
+    private func rateLimitedAcceptLog(_ e: Errno, pausing: Bool) {
+        suppressedAcceptErrors += 1
+        let now = cepoll_monotonic_ns()
+        guard now - lastAcceptErrorLog >= 1_000_000_000 else { return }
+        lastAcceptErrorLog = now
+        let count = suppressedAcceptErrors
+        suppressedAcceptErrors = 0
+        configuration.logger.warning(
+            "accept failed: \(e) (\(Errno.name(e)))\(pausing ? ", pausing accepts for \(Budget.acceptBackoffNs / 1_000_000) ms" : ""); \(count) accept error(s) since the last report")
+    }
+
+    func resumeAcceptingIfDue() {
+        guard acceptResumeAt != 0, cepoll_monotonic_ns() >= acceptResumeAt else { return }
+        acceptResumeAt = 0
+        guard !isStopping else { return }
+        for listener in listeners { setListener(listener.fd, enabled: true) }
+    }
+
+    private func setListener(_ fd: CInt, enabled: Bool) {
+        let slot = slots[Int(fd)]
+        let mask = enabled ? CEPOLL_IN : 0
+        guard slot.pointee.registered != mask else { return }
+        slot.pointee.registered = mask
+        _ = sys.epollCtl(epfd, EPOLL_CTL_MOD, fd, events: mask, data: ConnectionID(fd: fd, generation: slot.pointee.generation).epollData)
+    }
+
+    func closeListeners() {
+        for listener in listeners {
+            sys.close(listener.fd)
+            slots[Int(listener.fd)].pointee.kind = .free
+            if listener.ownsUnixPath { Syscalls.unlink(listener.address.host) }
+        }
+        listeners.removeAll()
+    }
+}

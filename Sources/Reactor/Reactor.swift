@@ -1,0 +1,562 @@
+import CEpoll
+import Glibc
+import Logging
+import SystemPackage
+
+/// A single-threaded, level-triggered epoll event loop that accepts connections and drives a
+/// ``ConnectionHandler``.
+///
+/// One loop iteration:
+/// 1. `epoll_wait` fills a preallocated event array.
+/// 2. Each event names its fd and the generation of the connection it was registered for;
+///    an event for a connection closed earlier in the same batch is dropped.
+/// 3. Dispatch in a fixed order: error → writable (flush pending output) → readable (read into
+///    the shared buffer, call the handler) → end of input.
+/// 4. The handler's ``Action`` is applied: the epoll mask is updated only if it changed, and
+///    closing connections are torn down once their output is flushed.
+/// 5. Timers (idle timeouts), accept back-off, wake-ups and signals are ordinary events.
+///
+/// A reactor belongs to the thread that calls ``run()``: create it, listen, and run it on that
+/// thread. To use several cores, run one reactor per thread, each listening with `reusePort`.
+/// Other threads talk to it only through its ``handle``.
+public final class Reactor<Handler: ConnectionHandler> {
+    /// The protocol logic, shared by all connections of this reactor.
+    public let handler: Handler
+    /// The settings this reactor was created with.
+    public let configuration: ReactorConfiguration
+    /// Stops the reactor or reads its statistics from other threads.
+    public let handle: ReactorHandle
+
+    @usableFromInline let sys: Syscalls
+    @usableFromInline let epfd: CInt
+    @usableFromInline let slots: SlotTable<Handler.ConnectionState>
+    @usableFromInline let readBuffer: UnsafeMutableRawBufferPointer
+    /// Mutable scalars of the hot path live behind a pointer, not in class properties, so reading
+    /// them costs no dynamic exclusivity check.
+    @usableFromInline let hot: UnsafeMutablePointer<HotState>
+    @usableFromInline let counters: UnsafeMutablePointer<ReactorStatistics>
+
+    var events: UnsafeMutablePointer<epoll_event>
+    var eventCapacity: Int
+    @usableFromInline var pool = OutputBufferPool()
+    var listeners: [Listener] = []
+    /// Connections touched from outside their own dispatch (a write from another connection's
+    /// callback, a timer): their epoll mask or close is settled after the current event.
+    @usableFromInline var pendingSettle: [Int32] = []
+    var timerFD: CInt = -1
+    var signalFD: CInt = -1
+    var signalTargets: [ReactorHandle] = []
+    var wheel: IdleWheel?
+    var acceptResumeAt: Int64 = 0
+    var lastAcceptErrorLog: Int64 = 0
+    var suppressedAcceptErrors = 0
+    var lastPublish: Int64 = 0
+    var runState = RunState.idle
+
+    enum RunState { case idle, running, stopping(deadline: Int64), finished }
+
+    @usableFromInline
+    struct HotState {
+        /// The fd whose event is being dispatched (its settle happens at the end of dispatch).
+        @usableFromInline var currentFD: Int32 = -1
+        /// The idle wheel's tick, stamped on connections at each read and write.
+        @usableFromInline var tick: UInt32 = 0
+        /// The highest fd ever used for a connection: the bound of a walk over all connections.
+        @usableFromInline var maxFD: Int32 = -1
+    }
+
+    /// Creates a reactor: an epoll instance, its wake-up eventfd, its read buffer and its
+    /// connection table. Nothing is accepted until ``listen(on:backlog:reusePort:)`` and ``run()``.
+    public convenience init(handler: Handler, configuration: ReactorConfiguration = ReactorConfiguration()) throws(SyscallError) {
+        try self.init(handler: handler, configuration: configuration, interposer: nil)
+    }
+
+    init(handler: Handler, configuration: ReactorConfiguration, interposer: SyscallInterposer?) throws(SyscallError) {
+        precondition(configuration.lowWatermark <= configuration.highWatermark, "lowWatermark must not exceed highWatermark")
+        precondition(configuration.readBufferSize > 0, "readBufferSize must be positive")
+        self.handler = handler
+        self.configuration = configuration
+        sys = Syscalls(interposer: interposer)
+        let ep = FileDescriptor(try Syscalls.epollCreate())
+        handle = try ReactorHandle()
+        // Size the table for every fd this process may ever open; pages are touched only when used.
+        slots = SlotTable(capacity: Syscalls.fdLimit().hard)
+        readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: configuration.readBufferSize, alignment: 64)
+        hot = .allocate(capacity: 1)
+        hot.initialize(to: HotState())
+        counters = .allocate(capacity: 1)
+        counters.initialize(to: ReactorStatistics())
+        eventCapacity = Budget.initialEvents
+        events = .allocate(capacity: eventCapacity)
+        epfd = ep.take()
+        register(special: handle.eventFD, kind: .wakeup)
+        if let timeout = configuration.idleTimeout {
+            precondition(timeout > 0 && timeout <= IdleWheel.maxTimeout, "idleTimeout must be 1...\(IdleWheel.maxTimeout) seconds")
+            wheel = IdleWheel(timeout: timeout)
+            timerFD = try Syscalls.timerfd()
+            register(special: timerFD, kind: .timer)
+            Syscalls.timerfdSet(timerFD, initialNs: 1_000_000_000, intervalNs: 1_000_000_000)
+        }
+    }
+
+    deinit {
+        let maxFD = hot.pointee.maxFD
+        if maxFD >= 0 {
+            for fd in 0...maxFD where slots[Int(fd)].pointee.kind == .connection {
+                sys.close(fd)
+                slots[Int(fd)].deinitialize(count: 1)
+            }
+        }
+        for listener in listeners { sys.close(listener.fd) }
+        if timerFD >= 0 { Glibc.close(timerFD) }
+        if signalFD >= 0 { Glibc.close(signalFD) }
+        Glibc.close(epfd)
+        slots.unmap()
+        readBuffer.deallocate()
+        hot.deallocate()
+        counters.deinitialize(count: 1)
+        counters.deallocate()
+        events.deallocate()
+    }
+
+    /// The counters, read on the reactor's own thread.
+    public var statistics: ReactorStatistics { counters.pointee }
+
+    /// True once a stop was requested.
+    public var isStopping: Bool {
+        switch runState {
+        case .stopping, .finished: return true
+        case .idle, .running: return false
+        }
+    }
+
+    // MARK: registration
+
+    func register(special fd: CInt, kind: SlotKind) {
+        precondition(Int(fd) < slots.capacity, "fd \(fd) beyond the fd hard limit")
+        let slot = slots[Int(fd)]
+        slot.pointee.generation &+= 1
+        slot.pointee.kind = kind
+        slot.pointee.registered = CEPOLL_IN
+        let data = ConnectionID(fd: fd, generation: slot.pointee.generation).epollData
+        if let e = sys.epollCtl(epfd, EPOLL_CTL_ADD, fd, events: CEPOLL_IN, data: data) {
+            fatalError("cannot register fd \(fd) with epoll: \(e)")
+        }
+    }
+
+    // MARK: the loop
+
+    /// Runs the loop on the calling thread until a stop (``ReactorHandle/stop()``, or a signal
+    /// given to ``stop(onSignals:alsoStopping:)``) has closed every connection, or the shutdown
+    /// grace period has passed. Call it once.
+    public func run() {
+        guard case .idle = runState else { preconditionFailure("Reactor.run() called twice") }
+        runState = .running
+        lastPublish = cepoll_monotonic_ns()
+        while true {
+            if case .stopping(let deadline) = runState {
+                if counters.pointee.open == 0 { break }
+                if cepoll_monotonic_ns() >= deadline {
+                    abortAll()
+                    break
+                }
+            }
+            let n = sys.epollWait(epfd, events, capacity: eventCapacity, timeoutMs: waitTimeout())
+            counters.pointee.loopIterations &+= 1
+            for i in 0..<n { dispatch(events + i) }
+            if n == eventCapacity && eventCapacity < Budget.maxEvents { growEvents() }
+            resumeAcceptingIfDue()
+        }
+        runState = .finished
+        closeListeners()
+        handle.publish(counters.pointee)
+    }
+
+    private func growEvents() {
+        events.deallocate()
+        eventCapacity *= 2
+        events = .allocate(capacity: eventCapacity)
+    }
+
+    @inline(__always)
+    func dispatch(_ event: UnsafePointer<epoll_event>) {
+        let id = ConnectionID(epollData: cepoll_event_data(event))
+        let mask = cepoll_event_mask(event)
+        let slot = slots[Int(id.fd)]
+        guard slot.pointee.generation == id.generation, slot.pointee.kind != .free else {
+            // Closed (and maybe reused) earlier in this batch: the event is not for what is there now.
+            counters.pointee.staleEvents &+= 1
+            return
+        }
+        switch slot.pointee.kind {
+        case .connection:
+            hot.pointee.currentFD = id.fd
+            connectionReady(id.fd, mask)
+            hot.pointee.currentFD = -1
+            settle(id.fd)
+            if !pendingSettle.isEmpty { settlePending() }
+        case .listener:
+            acceptReady(id.fd)
+        case .timer:
+            timerFired()
+        case .wakeup:
+            wokenUp()
+        case .signal:
+            signalArrived()
+        case .free:
+            break
+        }
+    }
+
+    /// Error → writable → readable → end of input, for one connection.
+    @inline(__always)
+    func connectionReady(_ fd: Int32, _ mask: UInt32) {
+        let slot = slots[Int(fd)]
+        if mask & CEPOLL_ERR != 0 {
+            // The socket failed (usually an RST). Pending output can no longer be delivered.
+            requestClose(fd, .failure(Syscalls.socketError(fd)), abort: true)
+            return
+        }
+        if mask & CEPOLL_OUT != 0 && slot.pointee.output != nil {
+            flush(fd)
+        }
+        if mask & (CEPOLL_IN | CEPOLL_HUP) != 0 {
+            if wantsRead(slot) {
+                readReady(fd)
+            } else if mask & CEPOLL_HUP != 0 && mask & CEPOLL_IN == 0 {
+                // Both directions are shut and we are not reading: level-triggered HUP would
+                // repeat forever. Nothing more can be delivered.
+                requestClose(fd, .reset, abort: true)
+            }
+        }
+    }
+
+    @inline(__always)
+    func wantsRead(_ slot: UnsafeMutablePointer<Slot<Handler.ConnectionState>>) -> Bool {
+        !slot.pointee.flags.contains(.pausedByHandler) && !slot.pointee.flags.contains(.pausedByBackpressure)
+            && !slot.pointee.flags.contains(.readEOF) && !slot.pointee.flags.contains(.closing)
+    }
+
+    /// Reads into the shared buffer and hands the bytes to the handler, up to `readsPerEvent`
+    /// times, and only again when a read filled the whole buffer (level triggering reports
+    /// whatever is left).
+    @inline(__always)
+    func readReady(_ fd: Int32) {
+        let slot = slots[Int(fd)]
+        let id = ConnectionID(fd: fd, generation: slot.pointee.generation)
+        for _ in 0..<Budget.readsPerEvent {
+            switch sys.read(fd, into: readBuffer) {
+            case .bytes(let n):
+                counters.pointee.bytesIn &+= n
+                slot.pointee.lastActive = hot.pointee.tick
+                let action = handler.onRead(UnsafeRawBufferPointer(rebasing: readBuffer[..<n]),
+                                            connection: Connection(reactor: self, id: id),
+                                            state: &slot.pointee.state)
+                apply(action, fd)
+                guard n == readBuffer.count, wantsRead(slot) else { return }
+                if let out = slot.pointee.output, out.count > configuration.highWatermark { return }
+            case .eof:
+                slot.pointee.flags.insert(.readEOF)
+                let action = handler.onReadEOF(Connection(reactor: self, id: id), state: &slot.pointee.state)
+                apply(action, fd)
+                return
+            case .wouldBlock:
+                return
+            case .failed(let e):
+                requestClose(fd, .failure(e), abort: true)
+                return
+            }
+        }
+    }
+
+    @inline(__always)
+    func apply(_ action: Action, _ fd: Int32) {
+        switch action {
+        case .continue: break
+        case .pauseReading: slots[Int(fd)].pointee.flags.insert(.pausedByHandler)
+        case .close(let reason): requestClose(fd, reason, abort: false)
+        }
+    }
+
+    // MARK: writing
+
+    /// The write path of ``Connection/write(_:)``: straight to the socket when nothing is
+    /// pending; what the kernel does not take is copied to the connection's output buffer.
+    @usableFromInline
+    func write(fd: Int32, _ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
+        let slot = slots[Int(fd)]
+        if slot.pointee.flags.contains(.closing) { return .closed }
+        if bytes.isEmpty { return .sent }
+        slot.pointee.lastActive = hot.pointee.tick
+        if let out = slot.pointee.output {
+            // Order: earlier bytes are still queued, so these go behind them.
+            out.append(bytes)
+            return .queued(pending: out.count)
+        }
+        var sent = 0
+        switch sys.write(fd, bytes) {
+        case .bytes(let n):
+            counters.pointee.bytesOut &+= n
+            if n == bytes.count { return .sent }
+            sent = n
+        case .wouldBlock, .eof:
+            break
+        case .failed(let e):
+            requestClose(fd, .failure(e), abort: true)
+            return .closed
+        }
+        let out = pool.take()
+        out.append(UnsafeRawBufferPointer(rebasing: bytes[sent...]))
+        slot.pointee.output = out
+        markForSettle(fd)
+        return .queued(pending: out.count)
+    }
+
+    /// EPOLLOUT: send what is pending. When the buffer drains it goes back to the pool and
+    /// EPOLLOUT is disarmed (in `settle`).
+    func flush(_ fd: Int32) {
+        let slot = slots[Int(fd)]
+        guard let out = slot.pointee.output else { return }
+        while !out.isEmpty {
+            let unsent = out.unsent
+            switch sys.write(fd, unsent) {
+            case .bytes(let n):
+                counters.pointee.bytesOut &+= n
+                slot.pointee.lastActive = hot.pointee.tick
+                out.consume(n)
+                if n < unsent.count { return }  // the socket buffer is full: wait for EPOLLOUT
+            case .wouldBlock, .eof:
+                return
+            case .failed(let e):
+                requestClose(fd, .failure(e), abort: true)
+                return
+            }
+        }
+        slot.pointee.output = nil
+        pool.give(out)
+    }
+
+    // MARK: settling: epoll mask, backpressure, closing
+
+    @usableFromInline
+    func markForSettle(_ fd: Int32) {
+        guard fd != hot.pointee.currentFD else { return }
+        let slot = slots[Int(fd)]
+        guard !slot.pointee.flags.contains(.queued) else { return }
+        slot.pointee.flags.insert(.queued)
+        pendingSettle.append(fd)
+    }
+
+    func settlePending() {
+        while let fd = pendingSettle.popLast() {
+            slots[Int(fd)].pointee.flags.remove(.queued)
+            settle(fd)
+        }
+    }
+
+    /// Brings one connection's epoll registration in line with its state, or finishes its close.
+    @inline(__always)
+    func settle(_ fd: Int32) {
+        let slot = slots[Int(fd)]
+        guard slot.pointee.kind == .connection else { return }
+        let flags = slot.pointee.flags
+        if flags.contains(.closing) && (flags.contains(.abort) || slot.pointee.output == nil) {
+            finishClose(fd)
+            return
+        }
+        // Watermark backpressure: stop reading above the high mark, resume below the low mark.
+        let pending = slot.pointee.output?.count ?? 0
+        if pending > configuration.highWatermark {
+            slot.pointee.flags.insert(.pausedByBackpressure)
+        } else if pending < configuration.lowWatermark {
+            slot.pointee.flags.remove(.pausedByBackpressure)
+        }
+        var mask: UInt32 = 0
+        if wantsRead(slot) { mask |= CEPOLL_IN }
+        if slot.pointee.output != nil { mask |= CEPOLL_OUT }
+        if mask != slot.pointee.registered {
+            slot.pointee.registered = mask
+            let data = ConnectionID(fd: fd, generation: slot.pointee.generation).epollData
+            if let e = sys.epollCtl(epfd, EPOLL_CTL_MOD, fd, events: mask, data: data) {
+                requestClose(fd, .error(e), abort: true)
+                finishClose(fd)
+            }
+        }
+    }
+
+    // MARK: opening and closing
+
+    func open(_ fd: CInt, peer: SocketAddress?) {
+        counters.pointee.accepted &+= 1
+        guard Int(fd) < slots.capacity else {
+            configuration.logger.error("accepted fd \(fd) is beyond the fd hard limit \(slots.capacity); closing it")
+            sys.close(fd)
+            return
+        }
+        if let limit = configuration.connectionLimit, !limit.acquire() {
+            counters.pointee.rejectedByLimit &+= 1
+            counters.pointee.closed[CloseReason.limit.name, default: 0] += 1
+            configuration.logger.info("connection from \(peer?.description ?? "?") refused: limit of \(limit.maximum) connections reached (reason limit)")
+            sys.close(fd)
+            return
+        }
+        let slot = slots[Int(fd)]
+        let generation = slot.pointee.generation &+ 1
+        slot.initialize(to: Slot(
+            generation: generation, kind: .connection, flags: [], registered: CEPOLL_IN,
+            lastActive: hot.pointee.tick, wheelBucket: -1, wheelPrev: -1, wheelNext: -1,
+            output: nil, closeReason: nil, peer: peer ?? SocketAddress(storage: .unix("")),
+            state: handler.makeState()))
+        counters.pointee.open &+= 1
+        if fd > hot.pointee.maxFD { hot.pointee.maxFD = fd }
+        let id = ConnectionID(fd: fd, generation: generation)
+        if let e = sys.epollCtl(epfd, EPOLL_CTL_ADD, fd, events: CEPOLL_IN, data: id.epollData) {
+            slot.pointee.registered = 0
+            requestClose(fd, .error(e), abort: true)
+            finishClose(fd)
+            return
+        }
+        wheelInsert(fd)
+        hot.pointee.currentFD = fd
+        let action = handler.onOpen(Connection(reactor: self, id: id), state: &slot.pointee.state)
+        apply(action, fd)
+        hot.pointee.currentFD = -1
+        settle(fd)
+    }
+
+    /// Marks a connection for closing. Graceful (`abort == false`): stop reading, flush pending
+    /// output, then close. Abortive: close at the next settle, dropping pending output.
+    /// The first reason given is the one reported.
+    @usableFromInline
+    func requestClose(_ fd: Int32, _ reason: CloseReason, abort: Bool) {
+        let slot = slots[Int(fd)]
+        guard slot.pointee.kind == .connection else { return }
+        if !slot.pointee.flags.contains(.closing) {
+            slot.pointee.flags.insert(.closing)
+            slot.pointee.closeReason = reason
+        }
+        if abort { slot.pointee.flags.insert(.abort) }
+        markForSettle(fd)
+    }
+
+    /// Tears a connection down: the handler's onClose, close(2), and the slot freed.
+    /// close(2) also removes the fd from the epoll set (the reactor never duplicates fds).
+    func finishClose(_ fd: Int32) {
+        let slot = slots[Int(fd)]
+        let flags = slot.pointee.flags
+        let reason = slot.pointee.closeReason ?? .eof
+        if !flags.contains(.abort) && !flags.contains(.readEOF) {
+            discardUnreadInput(fd)
+        }
+        let id = ConnectionID(fd: fd, generation: slot.pointee.generation)
+        handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state, reason: reason)
+        if slot.pointee.wheelBucket >= 0 { wheelRemove(fd) }
+        sys.close(fd)
+        if let out = slot.pointee.output {
+            slot.pointee.output = nil
+            pool.give(out)
+        }
+        counters.pointee.open &-= 1
+        counters.pointee.closed[reason.name, default: 0] += 1
+        configuration.connectionLimit?.release()
+        let generation = slot.pointee.generation
+        slot.deinitialize(count: 1)
+        slot.pointee.kind = .free
+        slot.pointee.generation = generation
+    }
+
+    /// Reads and drops what the peer sent but nobody will read, so that close(2) sends FIN.
+    /// Closing a socket with unread input makes Linux send RST, which can destroy the last
+    /// replies still in flight to the peer (tcp_close in net/ipv4/tcp.c).
+    private func discardUnreadInput(_ fd: Int32) {
+        for _ in 0..<Budget.drainReadsOnClose {
+            guard case .bytes(let n) = sys.read(fd, into: readBuffer), n == readBuffer.count else { return }
+        }
+    }
+
+    // MARK: the public connection API
+
+    /// Writes to a connection from anywhere on the reactor's thread, for example to another
+    /// connection from inside a callback (a broadcast). Returns ``WriteOutcome/closed`` when the
+    /// connection is gone, so stale ids are harmless.
+    @discardableResult
+    public func write(to id: ConnectionID, _ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
+        guard isLive(id) else { return .closed }
+        let outcome = write(fd: id.fd, bytes)
+        markForSettle(id.fd)
+        return outcome
+    }
+
+    /// Bytes queued for a connection and not yet taken by the kernel (0 for a closed one).
+    public func pendingOutputBytes(_ id: ConnectionID) -> Int {
+        guard isLive(id) else { return 0 }
+        return slots[Int(id.fd)].pointee.output?.count ?? 0
+    }
+
+    /// Closes a connection after its pending output is written. Does nothing if it is gone.
+    public func close(_ id: ConnectionID, reason: CloseReason) {
+        guard isLive(id) else { return }
+        requestClose(id.fd, reason, abort: false)
+    }
+
+    /// Reads again from a connection paused with ``Action/pauseReading``.
+    public func resumeReading(_ id: ConnectionID) {
+        guard isLive(id) else { return }
+        slots[Int(id.fd)].pointee.flags.remove(.pausedByHandler)
+        markForSettle(id.fd)
+    }
+
+    /// True while `id` names an open connection of this reactor.
+    public func isLive(_ id: ConnectionID) -> Bool {
+        guard id.fd >= 0, Int(id.fd) < slots.capacity else { return false }
+        let slot = slots[Int(id.fd)]
+        return slot.pointee.kind == .connection && slot.pointee.generation == id.generation
+    }
+
+    // MARK: stopping
+
+    func wokenUp() {
+        Syscalls.drain(handle.eventFD, size: 8)
+        let now = cepoll_monotonic_ns()
+        if handle.forceRequested.load(ordering: .acquiring) {
+            beginStop()
+            runState = .stopping(deadline: now)
+        } else if handle.stopRequested.load(ordering: .acquiring) {
+            beginStop()
+        }
+        handle.publish(counters.pointee)
+        lastPublish = now
+    }
+
+    /// Stop accepting, give every connection one last read of what its peer already sent, then
+    /// close each once its output is flushed (the peers see EOF).
+    func beginStop() {
+        guard case .running = runState else { return }
+        runState = .stopping(deadline: cepoll_monotonic_ns() + Int64(configuration.shutdownGrace.components.seconds) * 1_000_000_000
+            + configuration.shutdownGrace.components.attoseconds / 1_000_000_000)
+        closeListeners()
+        acceptResumeAt = 0
+        let maxFD = hot.pointee.maxFD
+        guard maxFD >= 0 else { return }
+        for fd in 0...maxFD where slots[Int(fd)].pointee.kind == .connection {
+            let slot = slots[Int(fd)]
+            hot.pointee.currentFD = fd
+            if wantsRead(slot) { readReady(fd) }
+            requestClose(fd, .shutdown, abort: false)
+            hot.pointee.currentFD = -1
+            settle(fd)
+        }
+        settlePending()
+    }
+
+    /// The grace period is over: close what is left without waiting for slow peers.
+    func abortAll() {
+        let maxFD = hot.pointee.maxFD
+        guard maxFD >= 0 else { return }
+        for fd in 0...maxFD where slots[Int(fd)].pointee.kind == .connection {
+            requestClose(fd, .shutdown, abort: true)
+            finishClose(fd)
+        }
+        pendingSettle.removeAll()
+    }
+}

@@ -1,0 +1,78 @@
+import CEpoll
+import Glibc
+import Synchronization
+
+/// A thread-safe handle to a reactor: stop it or read its statistics from any thread.
+///
+/// The handle owns the reactor's wake-up eventfd, so the fd stays valid for as long as anyone
+/// holds the handle, even after the reactor is gone.
+public final class ReactorHandle: Sendable {
+    let eventFD: CInt
+    let stopRequested = Atomic<Bool>(false)
+    let forceRequested = Atomic<Bool>(false)
+    private let published = Mutex(ReactorStatistics())
+
+    init() throws(SyscallError) {
+        eventFD = try Syscalls.eventfd()
+    }
+
+    deinit { Glibc.close(eventFD) }
+
+    /// Asks the reactor to stop: it stops accepting, flushes what its connections have pending,
+    /// closes them (the peers see EOF), and `run()` returns. Safe from any thread, any number of times.
+    public func stop() {
+        stopRequested.store(true, ordering: .releasing)
+        Syscalls.signalEventfd(eventFD)
+    }
+
+    /// Asks the reactor to stop at once, without waiting for slow peers to take pending output.
+    public func stopNow() {
+        forceRequested.store(true, ordering: .releasing)
+        stop()
+    }
+
+    /// The reactor's counters as it last published them (it does so about once a second, at every
+    /// ``requestStatistics()``, and when it stops).
+    public var latestStatistics: ReactorStatistics { published.withLock { $0 } }
+
+    /// Asks the reactor to publish fresh statistics soon (it wakes up to do so).
+    public func requestStatistics() { Syscalls.signalEventfd(eventFD) }
+
+    func publish(_ statistics: ReactorStatistics) { published.withLock { $0 = statistics } }
+}
+
+/// Process-wide signal setup.
+public enum Signals {
+    /// Blocks `signals` in the calling thread, so that they are delivered only through a signalfd.
+    /// Call it on the main thread before starting any other thread: new threads inherit the mask.
+    public static func block(_ signals: [CInt]) { Syscalls.blockSignals(signals) }
+
+    /// Makes SIGPIPE harmless for the whole process. The reactor itself writes with MSG_NOSIGNAL;
+    /// this covers other writers, such as a logger whose pipe reader went away.
+    public static func ignoreSIGPIPE() { cepoll_ignore_sigpipe() }
+}
+
+extension Reactor {
+    /// Stops this reactor (and `others`) when one of `signals` arrives, such as SIGTERM and SIGINT.
+    ///
+    /// The signals are blocked in the calling thread and read through a signalfd registered on
+    /// this reactor, so they are handled inside the loop like any other event. A second signal
+    /// during a graceful stop cuts the grace period short.
+    public func stop(onSignals signals: [CInt], alsoStopping others: [ReactorHandle] = []) throws(SyscallError) {
+        Signals.block(signals)
+        let fd = try Syscalls.signalfd(signals)
+        register(special: fd, kind: .signal)
+        signalFD = fd
+        signalTargets = others
+    }
+
+    func signalArrived() {
+        var info = signalfd_siginfo()
+        while Glibc.read(signalFD, &info, MemoryLayout<signalfd_siginfo>.size) == MemoryLayout<signalfd_siginfo>.size {
+            let force = isStopping
+            configuration.logger.info("received signal \(info.ssi_signo), \(force ? "stopping now" : "stopping")")
+            for other in signalTargets { force ? other.stopNow() : other.stop() }
+            if force { handle.stopNow() } else { handle.stop() }
+        }
+    }
+}

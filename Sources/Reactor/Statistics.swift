@@ -1,0 +1,46 @@
+import SystemPackage
+
+/// Counters of one reactor. Plain integers, written only by the reactor's own thread.
+///
+/// Read them on that thread (``Reactor/statistics``), or through a snapshot published by the
+/// reactor (``ReactorHandle/latestStatistics``): no lock or atomic is taken per message.
+public struct ReactorStatistics: Sendable, Equatable {
+    /// Connections accepted (including those closed at once by the connection limit).
+    public var accepted = 0
+    /// Connections open now.
+    public var open = 0
+    /// Connections closed at once because the connection limit was reached.
+    public var rejectedByLimit = 0
+    /// Closed connections, by ``CloseReason/name``.
+    public var closed: [String: Int] = [:]
+    /// Bytes read from and written to connections.
+    public var bytesIn = 0
+    public var bytesOut = 0
+    /// Failed accept4 calls, by error name (`EMFILE`, `ENFILE`, …).
+    public var acceptErrors: [String: Int] = [:]
+    /// Times accepting was paused for back-off after EMFILE, ENFILE, ENOBUFS or ENOMEM.
+    public var acceptPauses = 0
+    /// Iterations of the event loop (epoll_wait calls).
+    public var loopIterations = 0
+    /// Events dropped because their connection had been closed earlier in the same batch.
+    public var staleEvents = 0
+
+    /// Creates zeroed counters.
+    public init() {}
+
+    /// The element-wise sum, for a process-wide view of several reactors.
+    public static func + (a: ReactorStatistics, b: ReactorStatistics) -> ReactorStatistics {
+        var sum = a
+        sum.accepted += b.accepted
+        sum.open += b.open
+        sum.rejectedByLimit += b.rejectedByLimit
+        sum.closed.merge(b.closed, uniquingKeysWith: +)
+        sum.bytesIn += b.bytesIn
+        sum.bytesOut += b.bytesOut
+        sum.acceptErrors.merge(b.acceptErrors, uniquingKeysWith: +)
+        sum.acceptPauses += b.acceptPauses
+        sum.loopIterations += b.loopIterations
+        sum.staleEvents += b.staleEvents
+        return sum
+    }
+}

@@ -1,0 +1,365 @@
+// The only file in Reactor that reads errno.
+//
+// Every wrapper is `@inline(never)` so that no ARC traffic or allocation can run between
+// the call and the read of errno (SwiftNIO's System.swift does the same, for the same reason).
+// EINTR is retried here. EAGAIN becomes `.wouldBlock`. EBADF and EFAULT are programmer errors
+// and stop the process. Every other errno comes back typed, with the name of the call.
+
+import CEpoll
+import Glibc
+import SystemPackage
+
+/// A failed system call: which call, and the `errno` it set.
+public struct SyscallError: Error, Sendable, CustomStringConvertible {
+    /// The name of the failing call, such as `"bind"`.
+    public let call: String
+    /// The error number the call set.
+    public let errno: Errno
+
+    /// Creates an error for `call` failing with `errno`.
+    public init(call: String, errno: Errno) {
+        self.call = call
+        self.errno = errno
+    }
+
+    public var description: String { "\(call): \(errno) (\(Errno.name(errno)))" }
+}
+
+extension Errno {
+    /// The symbolic name (`EADDRINUSE`), for logs that must be grep-able.
+    static func name(_ e: Errno) -> String {
+        switch e {
+        case .addressInUse: return "EADDRINUSE"
+        case .addressNotAvailable: return "EADDRNOTAVAIL"
+        case .permissionDenied: return "EACCES"
+        case .tooManyOpenFiles: return "EMFILE"
+        case .tooManyOpenFilesInSystem: return "ENFILE"
+        case .noBufferSpace: return "ENOBUFS"
+        case .noMemory: return "ENOMEM"
+        case .connectionReset: return "ECONNRESET"
+        case .brokenPipe: return "EPIPE"
+        case .connectionAbort: return "ECONNABORTED"
+        case .timedOut: return "ETIMEDOUT"
+        case .interrupted: return "EINTR"
+        case .resourceTemporarilyUnavailable: return "EAGAIN"
+        case .invalidArgument: return "EINVAL"
+        case .badFileDescriptor: return "EBADF"
+        case .noSuchFileOrDirectory: return "ENOENT"
+        case .networkUnreachable: return "ENETUNREACH"
+        case .connectionRefused: return "ECONNREFUSED"
+        default: return "errno \(e.rawValue)"
+        }
+    }
+}
+
+/// The result of a read or write on a non-blocking socket.
+@usableFromInline
+enum IOResult: Equatable {
+    /// This many bytes moved (always > 0).
+    case bytes(Int)
+    /// Read only: the peer shut down its write side.
+    case eof
+    /// EAGAIN / EWOULDBLOCK: try again when epoll says so.
+    case wouldBlock
+    /// A per-connection failure (ECONNRESET, EPIPE, ETIMEDOUT, …).
+    case failed(Errno)
+}
+
+/// The result of one accept4 call.
+@usableFromInline
+enum AcceptResult {
+    case accepted(CInt)
+    case wouldBlock
+    case failed(Errno)
+}
+
+/// The system calls that can be intercepted: the test seam.
+@usableFromInline
+enum SyscallName: Sendable, Equatable {
+    case accept4, read, write, close, epollCtl, epollWait, shutdown
+}
+
+/// What an interposer wants done with one call.
+@usableFromInline
+enum Interposition: Equatable {
+    /// Make the real call.
+    case proceed
+    /// Make the real call with the length cut to at most this many bytes (short reads and writes).
+    case limit(Int)
+    /// Do not make the call; fail it with this errno as the kernel would.
+    case fail(Errno)
+}
+
+/// A test seam: sees every intercepted call first and may fail it or shorten it.
+///
+/// Production reactors have none. The cost is one predictable branch per call,
+/// next to a system call of hundreds of nanoseconds.
+@usableFromInline
+protocol SyscallInterposer: AnyObject {
+    func intercept(_ call: SyscallName, fd: CInt) -> Interposition
+    /// Lets a test rewrite the events `epoll_wait` returned (stale events, EPOLLERR without EPOLLIN…).
+    func rewriteEvents(_ events: UnsafeMutablePointer<epoll_event>, count: Int, capacity: Int) -> Int
+}
+
+@inline(__always)
+private func isProgrammerError(_ e: CInt) -> Bool { e == EBADF || e == EFAULT }
+
+/// The system calls the reactor makes, all in one place.
+@usableFromInline
+struct Syscalls {
+    @usableFromInline var interposer: SyscallInterposer?
+
+    @usableFromInline init(interposer: SyscallInterposer? = nil) { self.interposer = interposer }
+
+    @inline(__always)
+    private func consult(_ call: SyscallName, _ fd: CInt) -> Interposition {
+        guard let interposer else { return .proceed }
+        return interposer.intercept(call, fd: fd)
+    }
+
+    // MARK: data path
+
+    @usableFromInline @inline(never)
+    func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
+        while true {
+            var length = buffer.count
+            switch consult(.read, fd) {
+            case .proceed: break
+            case .limit(let n): length = min(length, max(n, 1))
+            case .fail(let e):
+                if e == .interrupted { continue }
+                if e == .resourceTemporarilyUnavailable { return .wouldBlock }
+                return .failed(e)
+            }
+            let n = Glibc.read(fd, buffer.baseAddress, length)
+            if n > 0 { return .bytes(n) }
+            if n == 0 { return .eof }
+            let e = cepoll_errno()
+            switch e {
+            case EINTR: continue
+            case EAGAIN: return .wouldBlock
+            default:
+                precondition(!isProgrammerError(e), "read(\(fd)) failed with errno \(e): a reactor bug")
+                return .failed(Errno(rawValue: e))
+            }
+        }
+    }
+
+    /// Writes with MSG_NOSIGNAL, so a peer that vanished gives EPIPE, never SIGPIPE.
+    @usableFromInline @inline(never)
+    func write(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) -> IOResult {
+        while true {
+            var length = bytes.count
+            switch consult(.write, fd) {
+            case .proceed: break
+            case .limit(let n): length = min(length, max(n, 1))
+            case .fail(let e):
+                if e == .interrupted { continue }
+                if e == .resourceTemporarilyUnavailable { return .wouldBlock }
+                return .failed(e)
+            }
+            let n = Glibc.send(fd, bytes.baseAddress, length, CEPOLL_MSG_NOSIGNAL)
+            if n >= 0 { return .bytes(n) }
+            let e = cepoll_errno()
+            switch e {
+            case EINTR: continue
+            case EAGAIN: return .wouldBlock
+            case ENOTSOCK: return writePlain(fd, bytes, length)  // pipes and ttys (the client's stdout)
+            default:
+                precondition(!isProgrammerError(e), "send(\(fd)) failed with errno \(e): a reactor bug")
+                return .failed(Errno(rawValue: e))
+            }
+        }
+    }
+
+    @inline(never)
+    private func writePlain(_ fd: CInt, _ bytes: UnsafeRawBufferPointer, _ length: Int) -> IOResult {
+        while true {
+            let n = Glibc.write(fd, bytes.baseAddress, length)
+            if n >= 0 { return .bytes(n) }
+            let e = cepoll_errno()
+            if e == EINTR { continue }
+            if e == EAGAIN { return .wouldBlock }
+            precondition(!isProgrammerError(e), "write(\(fd)) failed with errno \(e): a reactor bug")
+            return .failed(Errno(rawValue: e))
+        }
+    }
+
+    /// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC. ECONNABORTED (the peer gave up while queued) and
+    /// EINTR are retried: neither says anything about the listener.
+    @usableFromInline @inline(never)
+    func accept(_ fd: CInt, _ address: UnsafeMutablePointer<sockaddr_storage>) -> AcceptResult {
+        while true {
+            switch consult(.accept4, fd) {
+            case .proceed, .limit: break
+            case .fail(let e):
+                if e == .interrupted || e == .connectionAbort { continue }
+                if e == .resourceTemporarilyUnavailable { return .wouldBlock }
+                return .failed(e)
+            }
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let client = address.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                cepoll_accept4(fd, $0, &length, CEPOLL_SOCK_NONBLOCK | CEPOLL_SOCK_CLOEXEC)
+            }
+            if client >= 0 { return .accepted(client) }
+            let e = cepoll_errno()
+            switch e {
+            case EINTR, ECONNABORTED: continue
+            case EAGAIN: return .wouldBlock
+            default:
+                precondition(!isProgrammerError(e), "accept4(\(fd)) failed with errno \(e): a reactor bug")
+                return .failed(Errno(rawValue: e))
+            }
+        }
+    }
+
+    /// close(2). Linux always frees the fd, even when close reports EINTR or EIO, so it is never
+    /// retried (retrying could close an fd another thread just opened).
+    @usableFromInline @inline(never)
+    func close(_ fd: CInt) {
+        if case .fail = consult(.close, fd) { Glibc.close(fd); return }
+        let rc = Glibc.close(fd)
+        if rc != 0 {
+            let e = cepoll_errno()
+            precondition(e != EBADF, "close(\(fd)): EBADF, the fd was closed twice: a reactor bug")
+        }
+    }
+
+    @usableFromInline @inline(never)
+    func shutdownWrite(_ fd: CInt) {
+        if case .fail = consult(.shutdown, fd) { return }
+        _ = Glibc.shutdown(fd, CInt(SHUT_WR))  // ENOTCONN after a reset is harmless here
+    }
+
+    // MARK: epoll
+
+    @usableFromInline @inline(never)
+    func epollCtl(_ epfd: CInt, _ op: CInt, _ fd: CInt, events: UInt32, data: UInt64) -> Errno? {
+        if case .fail(let e) = consult(.epollCtl, fd) { return e }
+        var event = epoll_event()
+        cepoll_event_set(&event, events, data)
+        if epoll_ctl(epfd, op, fd, &event) == 0 { return nil }
+        let e = cepoll_errno()
+        // EBADF, EINVAL, EEXIST, ENOENT from epoll_ctl mean the reactor's bookkeeping is wrong.
+        precondition(e == ENOMEM || e == ENOSPC, "epoll_ctl(op \(op), fd \(fd)) failed with errno \(e): a reactor bug")
+        return Errno(rawValue: e)
+    }
+
+    /// Returns the number of ready events (0 on timeout or EINTR).
+    @usableFromInline @inline(never)
+    func epollWait(_ epfd: CInt, _ events: UnsafeMutablePointer<epoll_event>, capacity: Int, timeoutMs: CInt) -> Int {
+        if case .fail = consult(.epollWait, epfd) { return 0 }
+        let n = epoll_wait(epfd, events, CInt(capacity), timeoutMs)
+        if n < 0 {
+            let e = cepoll_errno()
+            precondition(e == EINTR, "epoll_wait failed with errno \(e): a reactor bug")
+            return 0
+        }
+        guard let interposer else { return Int(n) }
+        return interposer.rewriteEvents(events, count: Int(n), capacity: capacity)
+    }
+
+    // MARK: setup calls (not on the hot path): these throw
+
+    static func check(_ rc: CInt, _ call: String) throws(SyscallError) -> CInt {
+        if rc >= 0 { return rc }
+        throw SyscallError(call: call, errno: Errno(rawValue: cepoll_errno()))
+    }
+
+    static func epollCreate() throws(SyscallError) -> CInt {
+        try check(epoll_create1(CInt(EPOLL_CLOEXEC)), "epoll_create1")
+    }
+
+    static func eventfd() throws(SyscallError) -> CInt {
+        try check(CEpoll.eventfd(0, CEPOLL_EFD_NONBLOCK | CEPOLL_EFD_CLOEXEC), "eventfd")
+    }
+
+    static func timerfd() throws(SyscallError) -> CInt {
+        try check(timerfd_create(CLOCK_MONOTONIC, CEPOLL_TFD_NONBLOCK | CEPOLL_TFD_CLOEXEC), "timerfd_create")
+    }
+
+    static func timerfdSet(_ fd: CInt, initialNs: Int64, intervalNs: Int64) {
+        let rc = cepoll_timerfd_settime_ns(fd, initialNs, intervalNs)
+        precondition(rc == 0, "timerfd_settime failed with errno \(cepoll_errno())")
+    }
+
+    static func signalfd(_ signals: [CInt]) throws(SyscallError) -> CInt {
+        try check(signals.withUnsafeBufferPointer { cepoll_signalfd($0.baseAddress, CInt($0.count)) }, "signalfd")
+    }
+
+    static func blockSignals(_ signals: [CInt]) {
+        var set = sigset_t()
+        _ = signals.withUnsafeBufferPointer { cepoll_block_signals($0.baseAddress, CInt($0.count), &set) }
+    }
+
+    /// Reads and discards an eventfd / timerfd / signalfd payload. Returns false on EAGAIN.
+    @discardableResult
+    static func drain(_ fd: CInt, size: Int) -> Bool {
+        withUnsafeTemporaryAllocation(byteCount: size, alignment: 8) { buffer in
+            while true {
+                let n = Glibc.read(fd, buffer.baseAddress, size)
+                if n >= 0 { return true }
+                if cepoll_errno() == EINTR { continue }
+                return false
+            }
+        }
+    }
+
+    /// Writes 1 to an eventfd (the wake-up). EAGAIN means the counter is already non-zero: enough.
+    static func signalEventfd(_ fd: CInt) {
+        var one: UInt64 = 1
+        while Glibc.write(fd, &one, 8) < 0 && cepoll_errno() == EINTR {}
+    }
+
+    static func socket(family: CInt) throws(SyscallError) -> CInt {
+        try check(Glibc.socket(family, CEPOLL_SOCK_STREAM | CEPOLL_SOCK_NONBLOCK | CEPOLL_SOCK_CLOEXEC, 0), "socket")
+    }
+
+    static func setOption(_ fd: CInt, _ level: CInt, _ name: CInt, _ value: CInt, _ call: String) throws(SyscallError) {
+        var v = value
+        _ = try check(setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<CInt>.size)), call)
+    }
+
+    static func getOption(_ fd: CInt, _ level: CInt, _ name: CInt) -> CInt {
+        var v: CInt = 0
+        var len = socklen_t(MemoryLayout<CInt>.size)
+        _ = getsockopt(fd, level, name, &v, &len)
+        return v
+    }
+
+    /// The pending error of a socket that epoll flagged with EPOLLERR.
+    static func socketError(_ fd: CInt) -> Errno {
+        let v = getOption(fd, SOL_SOCKET, SO_ERROR)
+        return Errno(rawValue: v == 0 ? ECONNRESET : v)
+    }
+
+    static func bind(_ fd: CInt, _ address: UnsafePointer<sockaddr>, _ length: socklen_t) throws(SyscallError) {
+        _ = try check(Glibc.bind(fd, address, length), "bind")
+    }
+
+    static func listen(_ fd: CInt, backlog: CInt) throws(SyscallError) {
+        _ = try check(Glibc.listen(fd, backlog), "listen")
+    }
+
+    static func localAddress(_ fd: CInt) throws(SyscallError) -> sockaddr_storage {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = try withUnsafeMutablePointer(to: &storage) { (p) throws(SyscallError) -> CInt in
+            try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SyscallError) -> CInt in
+                try check(getsockname(fd, sa, &length), "getsockname")
+            }
+        }
+        return storage
+    }
+
+    static func unlink(_ path: String) { _ = Glibc.unlink(path) }
+
+    static func fdLimit() -> (soft: Int, hard: Int) {
+        var limit = rlimit()
+        guard getrlimit(CInt(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return (1024, 1024) }
+        let cap = UInt(1 << 24)
+        return (Int(min(limit.rlim_cur, cap)), Int(min(limit.rlim_max, cap)))
+    }
+
+    static func errnoNow() -> Errno { Errno(rawValue: cepoll_errno()) }
+}

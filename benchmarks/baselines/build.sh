@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Build the three baseline echo servers used by reflectd's comparison
+# benchmarks. Idempotent: safe to run repeatedly (C sources are recompiled
+# only when changed, SwiftPM rebuilds incrementally).
+#
+#   benchmarks/baselines/build.sh
+#
+# Build logs go to stderr; stdout gets exactly three lines, the absolute
+# paths of the binaries, in this order:
+#   c-epoll/echo_epoll, c-fork/echo_fork, nio-echo (release)
+# Exits non-zero on any failure.
+#
+# Environment: CC (default cc), SWIFT (default: swift on PATH, else
+# /opt/swift/usr/bin/swift).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CC="${CC:-cc}"
+CFLAGS="${CFLAGS:--O2 -Wall -Wextra}"
+
+if [[ -z "${SWIFT:-}" ]]; then
+    if command -v swift >/dev/null 2>&1; then
+        SWIFT="$(command -v swift)"
+    elif [[ -x /opt/swift/usr/bin/swift ]]; then
+        SWIFT=/opt/swift/usr/bin/swift
+    else
+        echo "build.sh: swift not found (set SWIFT=/path/to/swift)" >&2
+        exit 1
+    fi
+fi
+
+build_c() { # build_c DIR NAME
+    local src="$here/$1/$2.c" out="$here/$1/$2"
+    if [[ ! -x "$out" || "$src" -nt "$out" ]]; then
+        echo "+ $CC $CFLAGS -o $out $src" >&2
+        # shellcheck disable=SC2086
+        "$CC" $CFLAGS -o "$out.tmp.$$" "$src" >&2
+        mv -f "$out.tmp.$$" "$out"
+    else
+        echo "= $out is up to date" >&2
+    fi
+}
+
+build_c c-epoll echo_epoll
+build_c c-fork echo_fork
+
+nio_pkg="$here/nio-echo"
+echo "+ $SWIFT build -c release --package-path $nio_pkg" >&2
+"$SWIFT" build -c release --package-path "$nio_pkg" >&2
+nio_bin="$("$SWIFT" build -c release --package-path "$nio_pkg" --show-bin-path)/nio-echo"
+if [[ ! -x "$nio_bin" ]]; then
+    echo "build.sh: expected binary missing: $nio_bin" >&2
+    exit 1
+fi
+
+echo "$here/c-epoll/echo_epoll"
+echo "$here/c-fork/echo_fork"
+echo "$nio_bin"
