@@ -6,11 +6,17 @@ let package = Package(
     products: [
         .library(name: "Reactor", targets: ["Reactor"]),
         .executable(name: "reflectd", targets: ["reflectd"]),
+        .executable(name: "reflect", targets: ["reflect"]),
+        .executable(name: "reflect-bench", targets: ["reflect-bench"]),
+        .executable(name: "chat", targets: ["chat"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin.git", from: "1.5.0"),
     ],
     targets: [
         // C shims for what Glibc does not import into Swift (epoll, accept4, eventfd, timerfd, signalfd).
@@ -25,7 +31,11 @@ let package = Package(
             ]
         ),
         // The echo protocol: the exit-line detector and the echo handler. Knows nothing about epoll.
-        .target(name: "Echo", dependencies: ["Reactor"]),
+        .target(
+            name: "Echo",
+            dependencies: ["Reactor", .product(name: "Logging", package: "swift-log")]
+        ),
+        // The server.
         .executableTarget(
             name: "reflectd",
             dependencies: [
@@ -34,7 +44,32 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The interactive client: stdin and the socket on one reactor.
+        .executableTarget(
+            name: "reflect",
+            dependencies: ["Reactor", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // The load generator.
+        .executableTarget(
+            name: "reflect-bench",
+            dependencies: [
+                "Reactor",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        // Example: a line-based chat server on the public Reactor API only.
+        .executableTarget(
+            name: "chat",
+            dependencies: ["Reactor", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Examples/chat"
+        ),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEpoll"]),
-        .testTarget(name: "ReflectdTests", dependencies: ["Echo", "Reactor", "CEpoll"]),
+        .testTarget(
+            name: "ReflectdTests",
+            dependencies: ["Echo", "Reactor", "CEpoll", .product(name: "PropertyBased", package: "swift-property-based")]
+        ),
+        .testTarget(name: "ToolsTests", dependencies: ["CEpoll"]),
+        .testTarget(name: "ChatTests", dependencies: ["CEpoll"]),
     ]
 )

@@ -64,13 +64,16 @@ static const int CEPOLL_SFD_CLOEXEC = SFD_CLOEXEC;
 static const int CEPOLL_MSG_NOSIGNAL = MSG_NOSIGNAL;
 static const int CEPOLL_MSG_DONTWAIT = MSG_DONTWAIT;
 
-static inline int cepoll_timerfd_settime_ns(int fd, int64_t initial_ns, int64_t interval_ns) {
+// One-shot, absolute CLOCK_MONOTONIC deadline; 0 disarms. A deadline already past fires at once.
+static inline int cepoll_timerfd_set_absolute_ns(int fd, int64_t deadline_ns) {
     struct itimerspec spec;
-    spec.it_value.tv_sec = initial_ns / 1000000000;
-    spec.it_value.tv_nsec = initial_ns % 1000000000;
-    spec.it_interval.tv_sec = interval_ns / 1000000000;
-    spec.it_interval.tv_nsec = interval_ns % 1000000000;
-    return timerfd_settime(fd, 0, &spec, NULL);
+    memset(&spec, 0, sizeof spec);
+    if (deadline_ns > 0) {
+        spec.it_value.tv_sec = deadline_ns / 1000000000;
+        spec.it_value.tv_nsec = deadline_ns % 1000000000;
+        if (spec.it_value.tv_sec == 0 && spec.it_value.tv_nsec == 0) spec.it_value.tv_nsec = 1;
+    }
+    return timerfd_settime(fd, TFD_TIMER_ABSTIME, &spec, NULL);
 }
 
 static inline int64_t cepoll_monotonic_ns(void) {

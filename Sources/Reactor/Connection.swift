@@ -87,10 +87,12 @@ struct SlotFlags: OptionSet, Sendable {
     @usableFromInline static let closing = SlotFlags(rawValue: 1 << 3)
     /// Close without flushing (the socket is broken).
     @usableFromInline static let abort = SlotFlags(rawValue: 1 << 4)
-    /// A listener paused by accept back-off.
-    @usableFromInline static let acceptPaused = SlotFlags(rawValue: 1 << 5)
+    /// An outbound connect is in progress (waiting for EPOLLOUT).
+    @usableFromInline static let connecting = SlotFlags(rawValue: 1 << 5)
     /// Waiting in `pendingSettle`.
     @usableFromInline static let queued = SlotFlags(rawValue: 1 << 6)
+    /// shutdown(SHUT_WR) once the output buffer drains.
+    @usableFromInline static let shutdownPending = SlotFlags(rawValue: 1 << 7)
 }
 
 /// One entry of the connection table, indexed by fd.

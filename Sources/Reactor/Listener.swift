@@ -137,10 +137,11 @@ extension Reactor {
         counters.pointee.acceptErrors[name, default: 0] += 1
         let resource: Set<Errno> = [.tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory]
         let pausing = resource.contains(e)
-        if pausing {
+        if pausing && !acceptPaused {
+            acceptPaused = true
             counters.pointee.acceptPauses += 1
-            acceptResumeAt = cepoll_monotonic_ns() + Budget.acceptBackoffNs
             for listener in listeners { setListener(listener.fd, enabled: false) }
+            _ = addTimer(after: Budget.acceptBackoffNs, interval: nil, .resumeAccepting)
         }
         rateLimitedAcceptLog(e, pausing: pausing)
     }
@@ -157,9 +158,8 @@ extension Reactor {
             "accept failed: \(e) (\(Errno.name(e)))\(pausing ? ", pausing accepts for \(Budget.acceptBackoffNs / 1_000_000) ms" : ""); \(count) accept error(s) since the last report")
     }
 
-    func resumeAcceptingIfDue() {
-        guard acceptResumeAt != 0, cepoll_monotonic_ns() >= acceptResumeAt else { return }
-        acceptResumeAt = 0
+    func resumeAccepting() {
+        acceptPaused = false
         guard !isStopping else { return }
         for listener in listeners { setListener(listener.fd, enabled: true) }
     }

@@ -43,17 +43,19 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// Connections touched from outside their own dispatch (a write from another connection's
     /// callback, a timer): their epoll mask or close is settled after the current event.
     @usableFromInline var pendingSettle: [Int32] = []
-    var timerFD: CInt = -1
+    let timerFD: CInt
+    var timers = TimerQueue()
+    var armedDeadline: Int64 = 0
     var signalFD: CInt = -1
     var signalTargets: [ReactorHandle] = []
     var wheel: IdleWheel?
-    var acceptResumeAt: Int64 = 0
+    var wheelStart: Int64 = 0
+    var acceptPaused = false
     var lastAcceptErrorLog: Int64 = 0
     var suppressedAcceptErrors = 0
-    var lastPublish: Int64 = 0
     var runState = RunState.idle
 
-    enum RunState { case idle, running, stopping(deadline: Int64), finished }
+    enum RunState { case idle, running, stopping, finished }
 
     @usableFromInline
     struct HotState {
@@ -88,14 +90,16 @@ public final class Reactor<Handler: ConnectionHandler> {
         counters.initialize(to: ReactorStatistics())
         eventCapacity = Budget.initialEvents
         events = .allocate(capacity: eventCapacity)
+        let timer = FileDescriptor(try Syscalls.timerfd())
         epfd = ep.take()
+        timerFD = timer.take()
         register(special: handle.eventFD, kind: .wakeup)
+        register(special: timerFD, kind: .timer)
         if let timeout = configuration.idleTimeout {
             precondition(timeout > 0 && timeout <= IdleWheel.maxTimeout, "idleTimeout must be 1...\(IdleWheel.maxTimeout) seconds")
             wheel = IdleWheel(timeout: timeout)
-            timerFD = try Syscalls.timerfd()
-            register(special: timerFD, kind: .timer)
-            Syscalls.timerfdSet(timerFD, initialNs: 1_000_000_000, intervalNs: 1_000_000_000)
+            wheelStart = cepoll_monotonic_ns()
+            _ = addTimer(after: nanosecondsPerSecond, interval: nanosecondsPerSecond, .idleTick)
         }
     }
 
@@ -108,7 +112,7 @@ public final class Reactor<Handler: ConnectionHandler> {
             }
         }
         for listener in listeners { sys.close(listener.fd) }
-        if timerFD >= 0 { Glibc.close(timerFD) }
+        Glibc.close(timerFD)
         if signalFD >= 0 { Glibc.close(signalFD) }
         Glibc.close(epfd)
         slots.unmap()
@@ -152,20 +156,14 @@ public final class Reactor<Handler: ConnectionHandler> {
     public func run() {
         guard case .idle = runState else { preconditionFailure("Reactor.run() called twice") }
         runState = .running
-        lastPublish = cepoll_monotonic_ns()
+        _ = addTimer(after: Budget.publishIntervalNs, interval: Budget.publishIntervalNs, .publishStatistics)
         while true {
-            if case .stopping(let deadline) = runState {
-                if counters.pointee.open == 0 { break }
-                if cepoll_monotonic_ns() >= deadline {
-                    abortAll()
-                    break
-                }
-            }
-            let n = sys.epollWait(epfd, events, capacity: eventCapacity, timeoutMs: waitTimeout())
+            if case .stopping = runState, counters.pointee.open == 0 { break }
+            // No timeout: every deadline is on the timerfd.
+            let n = sys.epollWait(epfd, events, capacity: eventCapacity, timeoutMs: -1)
             counters.pointee.loopIterations &+= 1
             for i in 0..<n { dispatch(events + i) }
             if n == eventCapacity && eventCapacity < Budget.maxEvents { growEvents() }
-            resumeAcceptingIfDue()
         }
         runState = .finished
         closeListeners()
@@ -217,6 +215,10 @@ public final class Reactor<Handler: ConnectionHandler> {
             requestClose(fd, .failure(Syscalls.socketError(fd)), abort: true)
             return
         }
+        if slot.pointee.flags.contains(.connecting) {
+            connectFinished(fd)
+            return
+        }
         if mask & CEPOLL_OUT != 0 && slot.pointee.output != nil {
             flush(fd)
         }
@@ -235,6 +237,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     func wantsRead(_ slot: UnsafeMutablePointer<Slot<Handler.ConnectionState>>) -> Bool {
         !slot.pointee.flags.contains(.pausedByHandler) && !slot.pointee.flags.contains(.pausedByBackpressure)
             && !slot.pointee.flags.contains(.readEOF) && !slot.pointee.flags.contains(.closing)
+            && !slot.pointee.flags.contains(.connecting)
     }
 
     /// Reads into the shared buffer and hands the bytes to the handler, up to `readsPerEvent`
@@ -294,6 +297,13 @@ public final class Reactor<Handler: ConnectionHandler> {
             return .queued(pending: out.count)
         }
         var sent = 0
+        if slot.pointee.flags.contains(.connecting) {
+            let out = pool.take()
+            out.append(bytes)
+            slot.pointee.output = out
+            markForSettle(fd)
+            return .queued(pending: out.count)
+        }
         switch sys.write(fd, bytes) {
         case .bytes(let n):
             counters.pointee.bytesOut &+= n
@@ -371,9 +381,13 @@ public final class Reactor<Handler: ConnectionHandler> {
         } else if pending < configuration.lowWatermark {
             slot.pointee.flags.remove(.pausedByBackpressure)
         }
+        if flags.contains(.shutdownPending) && slot.pointee.output == nil {
+            slot.pointee.flags.remove(.shutdownPending)
+            sys.shutdownWrite(fd)
+        }
         var mask: UInt32 = 0
         if wantsRead(slot) { mask |= CEPOLL_IN }
-        if slot.pointee.output != nil { mask |= CEPOLL_OUT }
+        if slot.pointee.output != nil || flags.contains(.connecting) { mask |= CEPOLL_OUT }
         if mask != slot.pointee.registered {
             slot.pointee.registered = mask
             let data = ConnectionID(fd: fd, generation: slot.pointee.generation).epollData
@@ -386,6 +400,7 @@ public final class Reactor<Handler: ConnectionHandler> {
 
     // MARK: opening and closing
 
+    /// A connection was accepted.
     func open(_ fd: CInt, peer: SocketAddress?) {
         counters.pointee.accepted &+= 1
         guard Int(fd) < slots.capacity else {
@@ -400,28 +415,43 @@ public final class Reactor<Handler: ConnectionHandler> {
             sys.close(fd)
             return
         }
+        guard let id = install(fd, peer: peer, state: handler.makeState(), connecting: false) else { return }
+        opened(id)
+    }
+
+    /// Puts a new connection in the table and registers it with epoll: for reading, or for
+    /// writability while a connect is in progress. Returns nil if epoll refused it (ENOMEM).
+    func install(_ fd: CInt, peer: SocketAddress?, state: Handler.ConnectionState, connecting: Bool) -> ConnectionID? {
         let slot = slots[Int(fd)]
         let generation = slot.pointee.generation &+ 1
+        let mask = connecting ? CEPOLL_OUT : CEPOLL_IN
         slot.initialize(to: Slot(
-            generation: generation, kind: .connection, flags: [], registered: CEPOLL_IN,
+            generation: generation, kind: .connection, flags: connecting ? [.connecting] : [], registered: mask,
             lastActive: hot.pointee.tick, wheelBucket: -1, wheelPrev: -1, wheelNext: -1,
             output: nil, closeReason: nil, peer: peer ?? SocketAddress(storage: .unix("")),
-            state: handler.makeState()))
+            state: state))
         counters.pointee.open &+= 1
         if fd > hot.pointee.maxFD { hot.pointee.maxFD = fd }
         let id = ConnectionID(fd: fd, generation: generation)
-        if let e = sys.epollCtl(epfd, EPOLL_CTL_ADD, fd, events: CEPOLL_IN, data: id.epollData) {
+        if let e = sys.epollCtl(epfd, EPOLL_CTL_ADD, fd, events: mask, data: id.epollData) {
             slot.pointee.registered = 0
             requestClose(fd, .error(e), abort: true)
             finishClose(fd)
-            return
+            return nil
         }
         wheelInsert(fd)
-        hot.pointee.currentFD = fd
+        return id
+    }
+
+    /// The connection is established: tell the handler.
+    func opened(_ id: ConnectionID) {
+        let slot = slots[Int(id.fd)]
+        let saved = hot.pointee.currentFD
+        hot.pointee.currentFD = id.fd
         let action = handler.onOpen(Connection(reactor: self, id: id), state: &slot.pointee.state)
-        apply(action, fd)
-        hot.pointee.currentFD = -1
-        settle(fd)
+        apply(action, id.fd)
+        hot.pointee.currentFD = saved
+        if saved != id.fd { settle(id.fd) }
     }
 
     /// Marks a connection for closing. Graceful (`abort == false`): stop reading, flush pending
@@ -499,6 +529,14 @@ public final class Reactor<Handler: ConnectionHandler> {
         requestClose(id.fd, reason, abort: false)
     }
 
+    /// Shuts down the writing side of a connection once its pending output is written: the peer
+    /// sees EOF, and the connection keeps reading until the peer closes too.
+    public func shutdownWrite(_ id: ConnectionID) {
+        guard isLive(id) else { return }
+        slots[Int(id.fd)].pointee.flags.insert(.shutdownPending)
+        markForSettle(id.fd)
+    }
+
     /// Reads again from a connection paused with ``Action/pauseReading``.
     public func resumeReading(_ id: ConnectionID) {
         guard isLive(id) else { return }
@@ -517,25 +555,21 @@ public final class Reactor<Handler: ConnectionHandler> {
 
     func wokenUp() {
         Syscalls.drain(handle.eventFD, size: 8)
-        let now = cepoll_monotonic_ns()
-        if handle.forceRequested.load(ordering: .acquiring) {
-            beginStop()
-            runState = .stopping(deadline: now)
-        } else if handle.stopRequested.load(ordering: .acquiring) {
-            beginStop()
-        }
+        if handle.stopRequested.load(ordering: .acquiring) { beginStop() }
+        if handle.forceRequested.load(ordering: .acquiring) { abortAll() }
         handle.publish(counters.pointee)
-        lastPublish = now
     }
 
     /// Stop accepting, give every connection one last read of what its peer already sent, then
     /// close each once its output is flushed (the peers see EOF).
     func beginStop() {
-        guard case .running = runState else { return }
-        runState = .stopping(deadline: cepoll_monotonic_ns() + Int64(configuration.shutdownGrace.components.seconds) * 1_000_000_000
-            + configuration.shutdownGrace.components.attoseconds / 1_000_000_000)
+        switch runState {
+        case .idle, .running: break
+        case .stopping, .finished: return
+        }
+        runState = .stopping
+        _ = addTimer(after: configuration.shutdownGrace.nanoseconds, interval: nil, .shutdownDeadline)
         closeListeners()
-        acceptResumeAt = 0
         let maxFD = hot.pointee.maxFD
         guard maxFD >= 0 else { return }
         for fd in 0...maxFD where slots[Int(fd)].pointee.kind == .connection {

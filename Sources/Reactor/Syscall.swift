@@ -278,8 +278,9 @@ struct Syscalls {
         try check(timerfd_create(CLOCK_MONOTONIC, CEPOLL_TFD_NONBLOCK | CEPOLL_TFD_CLOEXEC), "timerfd_create")
     }
 
-    static func timerfdSet(_ fd: CInt, initialNs: Int64, intervalNs: Int64) {
-        let rc = cepoll_timerfd_settime_ns(fd, initialNs, intervalNs)
+    /// Arms a CLOCK_MONOTONIC timerfd for an absolute deadline in nanoseconds (0 disarms).
+    static func timerfdSetAbsolute(_ fd: CInt, deadlineNs: Int64) {
+        let rc = cepoll_timerfd_set_absolute_ns(fd, deadlineNs)
         precondition(rc == 0, "timerfd_settime failed with errno \(cepoll_errno())")
     }
 
@@ -350,6 +351,15 @@ struct Syscalls {
             }
         }
         return storage
+    }
+
+    /// A non-blocking connect: returns when connected or in progress (EINPROGRESS).
+    static func connect(_ fd: CInt, _ address: SocketAddress) throws(SyscallError) {
+        let rc = address.withSockAddr { sa, len in Glibc.connect(fd, sa, len) }
+        if rc == 0 { return }
+        let e = cepoll_errno()
+        if e == EINPROGRESS || e == EINTR { return }  // EINTR: the connect goes on asynchronously
+        throw SyscallError(call: "connect", errno: Errno(rawValue: e))
     }
 
     static func unlink(_ path: String) { _ = Glibc.unlink(path) }

@@ -1,25 +1,108 @@
 import CEpoll
 import Glibc
 
-// Time inside a reactor.
+// Time inside a reactor: one timerfd, armed for the earliest deadline of a small binary heap.
+// Nothing reads the clock per loop iteration; the loop sleeps in epoll_wait until an fd or the
+// timerfd is ready.
 //
-// - Idle timeouts: a wheel of one-second buckets, driven by one periodic timerfd. A connection
-//   sits in the bucket of its deadline. Traffic only stamps `lastActive` (a store, no list
-//   operation per message); when a bucket comes due, each connection in it is either closed (idle
-//   long enough) or moved to the bucket of its new deadline. Each connection is therefore visited
-//   once per timeout period at most, and a tick costs only the connections due in that bucket,
-//   however many idle connections wait in the others.
-// - Accept back-off and the shutdown deadline are single deadlines, folded into the epoll_wait
-//   timeout (as redis ae does), so they need no fd.
+// Idle timeouts use a wheel of one-second buckets driven by a repeating one-second timer. A
+// connection sits in the bucket of its deadline. Traffic only stamps `lastActive` (a store, no
+// list operation per message); when a bucket comes due, each connection in it is either closed
+// (idle long enough) or moved to the bucket of its new deadline. So each connection is visited at
+// most once per timeout period, and a tick costs only the connections due in that bucket, however
+// many idle connections wait in the others.
+
+/// Names a timer made with ``Reactor/schedule(after:repeating:_:)``, to cancel it.
+public struct TimerID: Hashable, Sendable {
+    let value: UInt64
+}
+
+enum TimerWork {
+    case idleTick
+    case publishStatistics
+    case resumeAccepting
+    case shutdownDeadline
+    case user(() -> Void)
+}
+
+struct TimerEntry {
+    var deadline: Int64
+    let id: UInt64
+    let interval: Int64?
+    let work: TimerWork
+}
+
+/// A binary min-heap of timer deadlines. Cancelled timers are dropped when they surface.
+struct TimerQueue {
+    private var heap: [(deadline: Int64, id: UInt64)] = []
+    private var entries: [UInt64: TimerEntry] = [:]
+    private var nextID: UInt64 = 1
+
+    var earliest: Int64? { heap.first?.deadline }
+
+    mutating func add(_ deadline: Int64, interval: Int64?, _ work: TimerWork) -> UInt64 {
+        let id = nextID
+        nextID += 1
+        entries[id] = TimerEntry(deadline: deadline, id: id, interval: interval, work: work)
+        push(deadline, id)
+        return id
+    }
+
+    mutating func cancel(_ id: UInt64) { entries[id] = nil }
+
+    /// Removes and returns the next entry due at `now`, rescheduling it first if it repeats.
+    mutating func popDue(_ now: Int64) -> TimerEntry? {
+        while let top = heap.first, top.deadline <= now {
+            popTop()
+            guard var entry = entries[top.id], entry.deadline == top.deadline else { continue }
+            if let interval = entry.interval {
+                // Skip missed periods instead of firing a burst after a stall.
+                entry.deadline += interval * max(1, (now - entry.deadline) / interval + 1)
+                entries[top.id] = entry
+                push(entry.deadline, top.id)
+            } else {
+                entries[top.id] = nil
+            }
+            return entry
+        }
+        return nil
+    }
+
+    private mutating func push(_ deadline: Int64, _ id: UInt64) {
+        heap.append((deadline, id))
+        var i = heap.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard heap[parent].deadline > heap[i].deadline else { break }
+            heap.swapAt(parent, i)
+            i = parent
+        }
+    }
+
+    private mutating func popTop() {
+        heap.swapAt(0, heap.count - 1)
+        heap.removeLast()
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var smallest = i
+            if l < heap.count && heap[l].deadline < heap[smallest].deadline { smallest = l }
+            if r < heap.count && heap[r].deadline < heap[smallest].deadline { smallest = r }
+            if smallest == i { return }
+            heap.swapAt(i, smallest)
+            i = smallest
+        }
+    }
+}
 
 /// The idle-timeout wheel.
 struct IdleWheel {
     /// Idle seconds after which a connection closes.
     let timeout: UInt32
-    /// Seconds since the reactor started, advanced by the timerfd.
+    /// Seconds since the reactor started.
     var tick: UInt32 = 0
-    /// First fd of each bucket, or -1. One bucket per second of `timeout + 2`: a deadline is at most
-    /// `timeout + 1` ticks ahead, so it never lands in the bucket being processed.
+    /// First fd of each bucket, or -1. One bucket per second of `timeout + 2`: a deadline is at
+    /// most `timeout + 1` ticks ahead, so it never lands in the bucket being processed.
     var heads: [Int32]
 
     /// Why 1 day: longer timeouts would make the wheel big for no use; use TCP keepalive instead.
@@ -30,17 +113,72 @@ struct IdleWheel {
         heads = Array(repeating: -1, count: timeout + 2)
     }
 
-    /// The first tick at which a connection last active at `lastActive` has been idle a full timeout.
-    /// `lastActive` is the tick during which the traffic happened, up to 1 s before that tick ends,
-    /// so the +1 makes the idle time at least `timeout` and at most `timeout + 1` seconds.
+    /// The first tick at which a connection last active during tick `lastActive` has been idle a
+    /// full timeout. Traffic stamped `lastActive` happened up to 1 s before that tick ended, so
+    /// the +1 makes the idle time at least `timeout` and at most `timeout + 1` seconds.
     func deadline(lastActive: UInt32) -> UInt32 { lastActive &+ timeout &+ 1 }
 
     func bucket(_ deadline: UInt32) -> Int { Int(deadline % UInt32(heads.count)) }
 }
 
+let nanosecondsPerSecond: Int64 = 1_000_000_000
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * nanosecondsPerSecond + attoseconds / 1_000_000_000
+    }
+}
+
 extension Reactor {
-    /// The current idle tick, stamped on a connection at each read and write.
-    @inlinable var currentTick: UInt32 { hot.pointee.tick }
+    /// Runs `body` on the reactor's thread after `delay`, and then every `interval` if given.
+    ///
+    /// The closure is kept until the timer is cancelled or, for a one-shot timer, has run;
+    /// capture the reactor `unowned` in it to avoid a reference cycle.
+    @discardableResult
+    public func schedule(after delay: Duration, repeating interval: Duration? = nil, _ body: @escaping () -> Void) -> TimerID {
+        TimerID(value: addTimer(after: delay.nanoseconds, interval: interval?.nanoseconds, .user(body)))
+    }
+
+    /// Cancels a timer; a timer that already ran (or was cancelled) is ignored.
+    public func cancel(_ timer: TimerID) {
+        timers.cancel(timer.value)
+    }
+
+    func addTimer(after delay: Int64, interval: Int64?, _ work: TimerWork) -> UInt64 {
+        let id = timers.add(cepoll_monotonic_ns() + max(0, delay), interval: interval, work)
+        armTimerFD()
+        return id
+    }
+
+    /// Arms the timerfd for the earliest deadline, if that changed.
+    func armTimerFD() {
+        let earliest = timers.earliest ?? 0
+        guard earliest != armedDeadline else { return }
+        armedDeadline = earliest
+        // Absolute CLOCK_MONOTONIC time; 0 disarms.
+        Syscalls.timerfdSetAbsolute(timerFD, deadlineNs: earliest)
+    }
+
+    /// The timerfd fired: run everything due.
+    func timerFired() {
+        Syscalls.drain(timerFD, size: 8)
+        armedDeadline = 0
+        let now = cepoll_monotonic_ns()
+        while let entry = timers.popDue(now) {
+            switch entry.work {
+            case .idleTick: idleTick(now)
+            case .publishStatistics: handle.publish(counters.pointee)
+            case .resumeAccepting: resumeAccepting()
+            case .shutdownDeadline: abortAll()
+            case .user(let body): body()
+            }
+            settlePending()
+        }
+        armTimerFD()
+    }
+
+    // MARK: idle wheel
 
     func wheelInsert(_ fd: Int32) {
         guard wheel != nil else { return }
@@ -60,29 +198,32 @@ extension Reactor {
         let prev = slot.pointee.wheelPrev, next = slot.pointee.wheelNext
         if prev >= 0 { slots[Int(prev)].pointee.wheelNext = next } else { wheel!.heads[Int(slot.pointee.wheelBucket)] = next }
         if next >= 0 { slots[Int(next)].pointee.wheelPrev = prev }
+        slot.pointee.wheelBucket = -1
         slot.pointee.wheelPrev = -1
         slot.pointee.wheelNext = -1
     }
 
-    /// The timerfd fired: advance the wheel one second per expiration and process due buckets.
-    func timerFired() {
-        var expirations: UInt64 = 0
-        guard Glibc.read(timerFD, &expirations, 8) == 8, wheel != nil else { return }
-        for _ in 0..<min(expirations, UInt64(wheel!.heads.count)) {
+    /// One or more seconds passed: advance the wheel one bucket per second.
+    func idleTick(_ now: Int64) {
+        guard wheel != nil else { return }
+        let target = UInt32(truncatingIfNeeded: (now - wheelStart) / nanosecondsPerSecond)
+        var steps = 0
+        while wheel!.tick != target && steps < wheel!.heads.count {
+            steps += 1
             wheel!.tick &+= 1
             hot.pointee.tick = wheel!.tick
-            let now = wheel!.tick
-            let b = wheel!.bucket(now)
+            let tick = wheel!.tick
+            let b = wheel!.bucket(tick)
             var fd = wheel!.heads[b]
             wheel!.heads[b] = -1
             while fd >= 0 {
                 let slot = slots[Int(fd)]
                 let next = slot.pointee.wheelNext
+                slot.pointee.wheelBucket = -1
                 slot.pointee.wheelPrev = -1
                 slot.pointee.wheelNext = -1
                 let due = wheel!.deadline(lastActive: slot.pointee.lastActive)
-                if due &- now == 0 || Int32(bitPattern: due &- now) < 0 {
-                    slot.pointee.wheelBucket = -1
+                if Int32(bitPattern: due &- tick) <= 0 {
                     requestClose(fd, .timeout, abort: false)
                 } else {
                     wheelInsert(fd)
@@ -90,16 +231,7 @@ extension Reactor {
                 fd = next
             }
         }
-        settlePending()
-    }
-
-    /// Milliseconds epoll_wait may sleep: until accept back-off or the shutdown deadline ends.
-    func waitTimeout() -> CInt {
-        var deadline = Int64.max
-        if acceptResumeAt != 0 { deadline = acceptResumeAt }
-        if case .stopping(let end) = runState { deadline = min(deadline, end) }
-        guard deadline != Int64.max else { return -1 }
-        let remaining = deadline - cepoll_monotonic_ns()
-        return remaining <= 0 ? 0 : CInt(min((remaining + 999_999) / 1_000_000, 60_000))
+        wheel!.tick = target
+        hot.pointee.tick = target
     }
 }
