@@ -15,9 +15,11 @@ enum Budget {
     /// Pause after EMFILE/ENFILE/ENOBUFS/ENOMEM on accept. Why 100 ms: long enough not to spin
     /// (10 wakeups a second), short enough that a freed fd is used almost at once.
     static let acceptBackoffNs: Int64 = 100_000_000
-    /// Reads that discard unread input before a graceful close, so close() sends FIN, not RST
-    /// (an RST would destroy output still in flight to the peer).
-    static let drainReadsOnClose = 4
+    /// How long a gracefully closed connection waits for its peer to close after our FIN.
+    /// Closing with unread input makes Linux send RST (tcp_close in net/ipv4/tcp.c), which
+    /// destroys replies still in the send queue; lingering until the peer's EOF avoids that.
+    /// Why 2 s: a peer that reads our EOF closes within a round trip; one that does not is cut.
+    static let lingerNs: Int64 = 2_000_000_000
     /// How often a reactor publishes its statistics for other threads.
     static let publishIntervalNs: Int64 = 1_000_000_000
 }

@@ -75,8 +75,8 @@ enum SlotKind: UInt8 {
 
 @usableFromInline
 struct SlotFlags: OptionSet, Sendable {
-    @usableFromInline let rawValue: UInt8
-    @usableFromInline init(rawValue: UInt8) { self.rawValue = rawValue }
+    @usableFromInline let rawValue: UInt16
+    @usableFromInline init(rawValue: UInt16) { self.rawValue = rawValue }
     /// The handler returned `.pauseReading`.
     @usableFromInline static let pausedByHandler = SlotFlags(rawValue: 1 << 0)
     /// Pending output passed the high watermark.
@@ -93,6 +93,8 @@ struct SlotFlags: OptionSet, Sendable {
     @usableFromInline static let queued = SlotFlags(rawValue: 1 << 6)
     /// shutdown(SHUT_WR) once the output buffer drains.
     @usableFromInline static let shutdownPending = SlotFlags(rawValue: 1 << 7)
+    /// Output flushed and write side shut down; discarding input until the peer closes.
+    @usableFromInline static let lingering = SlotFlags(rawValue: 1 << 8)
 }
 
 /// One entry of the connection table, indexed by fd.

@@ -219,6 +219,10 @@ public final class Reactor<Handler: ConnectionHandler> {
             connectFinished(fd)
             return
         }
+        if slot.pointee.flags.contains(.lingering) {
+            lingerRead(fd)
+            return
+        }
         if mask & CEPOLL_OUT != 0 && slot.pointee.output != nil {
             flush(fd)
         }
@@ -371,8 +375,11 @@ public final class Reactor<Handler: ConnectionHandler> {
         guard slot.pointee.kind == .connection else { return }
         let flags = slot.pointee.flags
         if flags.contains(.closing) && (flags.contains(.abort) || slot.pointee.output == nil) {
-            finishClose(fd)
-            return
+            if flags.contains(.abort) || flags.contains(.readEOF) {
+                finishClose(fd)
+                return
+            }
+            if !flags.contains(.lingering) { startLinger(fd) }
         }
         // Watermark backpressure: stop reading above the high mark, resume below the low mark.
         let pending = slot.pointee.output?.count ?? 0
@@ -386,7 +393,7 @@ public final class Reactor<Handler: ConnectionHandler> {
             sys.shutdownWrite(fd)
         }
         var mask: UInt32 = 0
-        if wantsRead(slot) { mask |= CEPOLL_IN }
+        if wantsRead(slot) || slot.pointee.flags.contains(.lingering) { mask |= CEPOLL_IN }
         if slot.pointee.output != nil || flags.contains(.connecting) { mask |= CEPOLL_OUT }
         if mask != slot.pointee.registered {
             slot.pointee.registered = mask
@@ -473,11 +480,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// close(2) also removes the fd from the epoll set (the reactor never duplicates fds).
     func finishClose(_ fd: Int32) {
         let slot = slots[Int(fd)]
-        let flags = slot.pointee.flags
         let reason = slot.pointee.closeReason ?? .eof
-        if !flags.contains(.abort) && !flags.contains(.readEOF) {
-            discardUnreadInput(fd)
-        }
         let id = ConnectionID(fd: fd, generation: slot.pointee.generation)
         handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state, reason: reason)
         if slot.pointee.wheelBucket >= 0 { wheelRemove(fd) }
@@ -495,13 +498,33 @@ public final class Reactor<Handler: ConnectionHandler> {
         slot.pointee.generation = generation
     }
 
-    /// Reads and drops what the peer sent but nobody will read, so that close(2) sends FIN.
-    /// Closing a socket with unread input makes Linux send RST, which can destroy the last
-    /// replies still in flight to the peer (tcp_close in net/ipv4/tcp.c).
-    private func discardUnreadInput(_ fd: Int32) {
-        for _ in 0..<Budget.drainReadsOnClose {
-            guard case .bytes(let n) = sys.read(fd, into: readBuffer), n == readBuffer.count else { return }
+    /// Output is flushed but the peer may still send: shut down our side (the peer sees EOF after
+    /// the last byte) and discard input until the peer closes too, or `lingerNs` passes.
+    /// Closing at once could turn into an RST that destroys replies still in the send queue.
+    func startLinger(_ fd: Int32) {
+        let slot = slots[Int(fd)]
+        slot.pointee.flags.insert(.lingering)
+        sys.shutdownWrite(fd)
+        _ = addTimer(after: Budget.lingerNs, interval: nil,
+                     .lingerExpired(ConnectionID(fd: fd, generation: slot.pointee.generation)))
+    }
+
+    func lingerRead(_ fd: Int32) {
+        for _ in 0..<Budget.readsPerEvent {
+            switch sys.read(fd, into: readBuffer) {
+            case .bytes: continue
+            case .wouldBlock: return
+            case .eof, .failed:
+                slots[Int(fd)].pointee.flags.insert(.abort)
+                return
+            }
         }
+    }
+
+    func lingerExpired(_ id: ConnectionID) {
+        guard isLive(id), slots[Int(id.fd)].pointee.flags.contains(.lingering) else { return }
+        requestClose(id.fd, .shutdown, abort: true)
+        settle(id.fd)
     }
 
     // MARK: the public connection API
@@ -523,10 +546,12 @@ public final class Reactor<Handler: ConnectionHandler> {
         return slots[Int(id.fd)].pointee.output?.count ?? 0
     }
 
-    /// Closes a connection after its pending output is written. Does nothing if it is gone.
-    public func close(_ id: ConnectionID, reason: CloseReason) {
+    /// Closes a connection. By default its pending output is written first (the peer gets every
+    /// byte, then EOF); with `discardingOutput` it is closed at once, which is how to drop a peer
+    /// that does not read. Does nothing if the connection is gone.
+    public func close(_ id: ConnectionID, reason: CloseReason, discardingOutput: Bool = false) {
         guard isLive(id) else { return }
-        requestClose(id.fd, reason, abort: false)
+        requestClose(id.fd, reason, abort: discardingOutput)
     }
 
     /// Shuts down the writing side of a connection once its pending output is written: the peer

@@ -22,6 +22,7 @@ enum TimerWork {
     case publishStatistics
     case resumeAccepting
     case shutdownDeadline
+    case lingerExpired(ConnectionID)
     case user(() -> Void)
 }
 
@@ -171,6 +172,7 @@ extension Reactor {
             case .publishStatistics: handle.publish(counters.pointee)
             case .resumeAccepting: resumeAccepting()
             case .shutdownDeadline: abortAll()
+            case .lingerExpired(let id): lingerExpired(id)
             case .user(let body): body()
             }
             settlePending()
