@@ -7,19 +7,19 @@ enum Budget {
     @usableFromInline static let readsPerEvent = 4
     /// Connections accepted per listener wakeup. Why 64: a connect storm is drained in few
     /// wakeups while existing connections still get served between them.
-    static let acceptsPerWakeup = 64
+    @usableFromInline static let acceptsPerWakeup = 64
     /// Events per epoll_wait at first; the array doubles when a wait fills it, up to `maxEvents`.
-    static let initialEvents = 64
+    @usableFromInline static let initialEvents = 64
     /// Why 4096: beyond that one wait already returns more work than a millisecond of processing.
-    static let maxEvents = 4096
+    @usableFromInline static let maxEvents = 4096
     /// Pause after EMFILE/ENFILE/ENOBUFS/ENOMEM on accept. Why 100 ms: long enough not to spin
     /// (10 wakeups a second), short enough that a freed fd is used almost at once.
-    static let acceptBackoffNs: Int64 = 100_000_000
+    @usableFromInline static let acceptBackoffNs: Int64 = 100_000_000
     /// How long a gracefully closed connection waits for its peer to close after our FIN.
     /// Closing with unread input makes Linux send RST (tcp_close in net/ipv4/tcp.c), which
     /// destroys replies still in the send queue; lingering until the peer's EOF avoids that.
     /// Why 2 s: a peer that reads our EOF closes within a round trip; one that does not is cut.
-    static let lingerNs: Int64 = 2_000_000_000
+    @usableFromInline static let lingerNs: Int64 = 2_000_000_000
     /// How often a reactor publishes its statistics for other threads.
-    static let publishIntervalNs: Int64 = 1_000_000_000
+    @usableFromInline static let publishIntervalNs: Int64 = 1_000_000_000
 }

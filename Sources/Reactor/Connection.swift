@@ -41,30 +41,37 @@ public enum WriteOutcome: Sendable, Equatable {
 /// It is `~Copyable` and passed `borrowing`, so it cannot be stored: keep its ``id`` instead,
 /// and use ``Reactor/write(to:_:)`` later.
 public struct Connection<Handler: ConnectionHandler>: ~Copyable {
-    @usableFromInline unowned(unsafe) let reactor: Reactor<Handler>
+    // Unmanaged, not a strong or unowned reference: the reactor outlives every callback, and a
+    // guaranteed reference costs no retain/release pair per message.
+    @usableFromInline let reactor: Unmanaged<Reactor<Handler>>
     /// The id of this connection, for use after the callback returns.
     public let id: ConnectionID
 
-    @usableFromInline init(reactor: Reactor<Handler>, id: ConnectionID) {
-        self.reactor = reactor
+    @inlinable init(reactor: Reactor<Handler>, id: ConnectionID) {
+        self.reactor = Unmanaged.passUnretained(reactor)
         self.id = id
     }
 
     /// The peer's address (for a Unix-domain connection, usually unnamed).
-    public var peer: SocketAddress { reactor.slots[Int(id.fd)].pointee.peer }
+    public var peer: SocketAddress {
+        reactor._withUnsafeGuaranteedRef { $0.slots[Int(id.fd)].pointee.peer }
+    }
 
     /// Sends `bytes`, or queues what the kernel did not take. The bytes may be reused as soon
     /// as this returns. Writing to a closing connection drops the bytes.
     @inlinable @discardableResult
     public func write(_ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
-        reactor.write(fd: id.fd, bytes)
+        reactor._withUnsafeGuaranteedRef { $0.write(fd: id.fd, bytes) }
     }
 
     /// Bytes written by the handler but not yet taken by the kernel.
-    public var pendingOutputBytes: Int { reactor.slots[Int(id.fd)].pointee.output?.count ?? 0 }
+    public var pendingOutputBytes: Int {
+        reactor._withUnsafeGuaranteedRef { $0.slots[Int(id.fd)].pointee.output?.count ?? 0 }
+    }
 
-    /// The reactor this connection belongs to.
-    public var loop: Reactor<Handler> { reactor }
+    /// The reactor this connection belongs to, for calls such as ``Reactor/write(to:_:)`` to
+    /// other connections.
+    public var loop: Reactor<Handler> { reactor.takeUnretainedValue() }
 }
 
 /// What an fd in the reactor's table is.
@@ -75,26 +82,28 @@ enum SlotKind: UInt8 {
 
 @usableFromInline
 struct SlotFlags: OptionSet, Sendable {
+    // The constants are computed properties, not `static let`s: a `static let` is a lazily
+    // initialised global, and every use of one on the hot path would call its accessor.
     @usableFromInline let rawValue: UInt16
-    @usableFromInline init(rawValue: UInt16) { self.rawValue = rawValue }
+    @inlinable init(rawValue: UInt16) { self.rawValue = rawValue }
     /// The handler returned `.pauseReading`.
-    @usableFromInline static let pausedByHandler = SlotFlags(rawValue: 1 << 0)
+    @inlinable static var pausedByHandler: SlotFlags { SlotFlags(rawValue: 1 << 0) }
     /// Pending output passed the high watermark.
-    @usableFromInline static let pausedByBackpressure = SlotFlags(rawValue: 1 << 1)
+    @inlinable static var pausedByBackpressure: SlotFlags { SlotFlags(rawValue: 1 << 1) }
     /// read() returned 0.
-    @usableFromInline static let readEOF = SlotFlags(rawValue: 1 << 2)
+    @inlinable static var readEOF: SlotFlags { SlotFlags(rawValue: 1 << 2) }
     /// A close was requested: read nothing more, flush, then close.
-    @usableFromInline static let closing = SlotFlags(rawValue: 1 << 3)
+    @inlinable static var closing: SlotFlags { SlotFlags(rawValue: 1 << 3) }
     /// Close without flushing (the socket is broken).
-    @usableFromInline static let abort = SlotFlags(rawValue: 1 << 4)
+    @inlinable static var abort: SlotFlags { SlotFlags(rawValue: 1 << 4) }
     /// An outbound connect is in progress (waiting for EPOLLOUT).
-    @usableFromInline static let connecting = SlotFlags(rawValue: 1 << 5)
+    @inlinable static var connecting: SlotFlags { SlotFlags(rawValue: 1 << 5) }
     /// Waiting in `pendingSettle`.
-    @usableFromInline static let queued = SlotFlags(rawValue: 1 << 6)
+    @inlinable static var queued: SlotFlags { SlotFlags(rawValue: 1 << 6) }
     /// shutdown(SHUT_WR) once the output buffer drains.
-    @usableFromInline static let shutdownPending = SlotFlags(rawValue: 1 << 7)
+    @inlinable static var shutdownPending: SlotFlags { SlotFlags(rawValue: 1 << 7) }
     /// Output flushed and write side shut down; discarding input until the peer closes.
-    @usableFromInline static let lingering = SlotFlags(rawValue: 1 << 8)
+    @inlinable static var lingering: SlotFlags { SlotFlags(rawValue: 1 << 8) }
 }
 
 /// One entry of the connection table, indexed by fd.
@@ -117,6 +126,24 @@ struct Slot<State> {
     @usableFromInline var closeReason: CloseReason?
     @usableFromInline var peer: SocketAddress
     @usableFromInline var state: State
+
+    @usableFromInline
+    init(generation: UInt32, kind: SlotKind, flags: SlotFlags, registered: UInt32, lastActive: UInt32,
+         wheelBucket: Int32, wheelPrev: Int32, wheelNext: Int32, output: OutputBuffer?,
+         closeReason: CloseReason?, peer: SocketAddress, state: State) {
+        self.generation = generation
+        self.kind = kind
+        self.flags = flags
+        self.registered = registered
+        self.lastActive = lastActive
+        self.wheelBucket = wheelBucket
+        self.wheelPrev = wheelPrev
+        self.wheelNext = wheelNext
+        self.output = output
+        self.closeReason = closeReason
+        self.peer = peer
+        self.state = state
+    }
 }
 
 /// The fd-indexed table of slots: one anonymous mapping sized for the fd hard limit.

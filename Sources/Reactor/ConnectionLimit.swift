@@ -18,6 +18,7 @@ public final class ConnectionLimit: Sendable {
     public var count: Int { current.load(ordering: .relaxed) }
 
     /// Takes a place for a new connection; false when the limit is reached.
+@usableFromInline
     func acquire() -> Bool {
         var value = current.load(ordering: .relaxed)
         while value < maximum {
@@ -29,5 +30,6 @@ public final class ConnectionLimit: Sendable {
         return false
     }
 
+@usableFromInline
     func release() { current.subtract(1, ordering: .relaxed) }
 }

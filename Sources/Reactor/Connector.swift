@@ -38,6 +38,7 @@ extension Reactor {
     }
 
     /// EPOLLOUT on a connecting socket: it is connected, or SO_ERROR says why not.
+@usableFromInline
     func connectFinished(_ fd: Int32) {
         let slot = slots[Int(fd)]
         let error = Syscalls.getOption(fd, SOL_SOCKET, SO_ERROR)

@@ -14,6 +14,7 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
         self.errno = nil
     }
 
+@usableFromInline
     init(_ name: String, errno: Errno?) {
         self.name = name
         self.errno = errno
@@ -33,6 +34,7 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
     public static func error(_ errno: Errno) -> CloseReason { CloseReason("error", errno: errno) }
 
     /// The reason for a failed read or write on a connection.
+@usableFromInline
     static func failure(_ errno: Errno) -> CloseReason {
         switch errno {
         case .connectionReset, .brokenPipe: return CloseReason("reset", errno: errno)

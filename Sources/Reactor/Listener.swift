@@ -114,6 +114,7 @@ extension Reactor {
     public var listeningAddresses: [SocketAddress] { listeners.map(\.address) }
 
     /// Accepts up to `acceptsPerWakeup` connections from one listener.
+    @inlinable
     func acceptReady(_ listenFD: CInt) {
         var address = sockaddr_storage()
         for _ in 0..<Budget.acceptsPerWakeup {
@@ -132,6 +133,7 @@ extension Reactor {
     /// EMFILE, ENFILE, ENOBUFS and ENOMEM leave the connection queued, so accepting again at once
     /// would spin. Pause every listener for `acceptBackoff` instead; the queued peers wait in the
     /// backlog and are served as soon as fds or memory free up.
+@usableFromInline
     func acceptFailed(_ e: Errno) {
         let name = Errno.name(e)
         counters.pointee.acceptErrors[name, default: 0] += 1
@@ -172,6 +174,7 @@ extension Reactor {
         _ = sys.epollCtl(epfd, EPOLL_CTL_MOD, fd, events: mask, data: ConnectionID(fd: fd, generation: slot.pointee.generation).epollData)
     }
 
+@usableFromInline
     func closeListeners() {
         for listener in listeners {
             sys.close(listener.fd)

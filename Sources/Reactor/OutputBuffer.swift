@@ -11,6 +11,7 @@ final class OutputBuffer {
     @usableFromInline var head = 0
     @usableFromInline var tail = 0
 
+@usableFromInline
     init(capacity: Int) {
         self.capacity = capacity
         storage = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
@@ -19,11 +20,14 @@ final class OutputBuffer {
     deinit { storage.deallocate() }
 
     @usableFromInline var count: Int { tail - head }
+@usableFromInline
     var isEmpty: Bool { head == tail }
 
     /// The bytes still to send.
+@usableFromInline
     var unsent: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: storage + head, count: tail - head) }
 
+@usableFromInline
     func append(_ bytes: UnsafeRawBufferPointer) {
         guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
         if tail + bytes.count > capacity {
@@ -48,6 +52,7 @@ final class OutputBuffer {
     }
 
     /// Drops `n` bytes the kernel took.
+@usableFromInline
     func consume(_ n: Int) {
         head += n
         if head == tail { head = 0; tail = 0 }
@@ -65,14 +70,17 @@ struct OutputBufferPool {
     /// the pool's memory stays small next to the connections themselves.
     static let maxPooled = 64
 
-    private var free: [OutputBuffer] = []
+    @usableFromInline var free: [OutputBuffer] = []
 
+@usableFromInline
     init() { free.reserveCapacity(Self.maxPooled) }
 
+@usableFromInline
     mutating func take() -> OutputBuffer {
         free.popLast() ?? OutputBuffer(capacity: Self.initialCapacity)
     }
 
+@usableFromInline
     mutating func give(_ buffer: OutputBuffer) {
         // Grown buffers go back to malloc: memory follows activity.
         guard free.count < Self.maxPooled, buffer.capacity == Self.initialCapacity else { return }

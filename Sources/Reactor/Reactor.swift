@@ -36,8 +36,8 @@ public final class Reactor<Handler: ConnectionHandler> {
     @usableFromInline let hot: UnsafeMutablePointer<HotState>
     @usableFromInline let counters: UnsafeMutablePointer<ReactorStatistics>
 
-    var events: UnsafeMutablePointer<epoll_event>
-    var eventCapacity: Int
+    @usableFromInline var events: UnsafeMutablePointer<epoll_event>
+    @usableFromInline var eventCapacity: Int
     @usableFromInline var pool = OutputBufferPool()
     var listeners: [Listener] = []
     /// Connections touched from outside their own dispatch (a write from another connection's
@@ -53,9 +53,9 @@ public final class Reactor<Handler: ConnectionHandler> {
     var acceptPaused = false
     var lastAcceptErrorLog: Int64 = 0
     var suppressedAcceptErrors = 0
-    var runState = RunState.idle
+    @usableFromInline var runState = RunState.idle
 
-    enum RunState { case idle, running, stopping, finished }
+    @usableFromInline enum RunState { case idle, running, stopping, finished }
 
     @usableFromInline
     struct HotState {
@@ -136,6 +136,7 @@ public final class Reactor<Handler: ConnectionHandler> {
 
     // MARK: registration
 
+    @usableFromInline
     func register(special fd: CInt, kind: SlotKind) {
         precondition(Int(fd) < slots.capacity, "fd \(fd) beyond the fd hard limit")
         let slot = slots[Int(fd)]
@@ -153,10 +154,9 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// Runs the loop on the calling thread until a stop (``ReactorHandle/stop()``, or a signal
     /// given to ``stop(onSignals:alsoStopping:)``) has closed every connection, or the shutdown
     /// grace period has passed. Call it once.
+    @inlinable
     public func run() {
-        guard case .idle = runState else { preconditionFailure("Reactor.run() called twice") }
-        runState = .running
-        _ = addTimer(after: Budget.publishIntervalNs, interval: Budget.publishIntervalNs, .publishStatistics)
+        startRunning()
         while true {
             if case .stopping = runState, counters.pointee.open == 0 { break }
             // No timeout: every deadline is on the timerfd.
@@ -165,18 +165,31 @@ public final class Reactor<Handler: ConnectionHandler> {
             for i in 0..<n { dispatch(events + i) }
             if n == eventCapacity && eventCapacity < Budget.maxEvents { growEvents() }
         }
+        finishRunning()
+    }
+
+    @usableFromInline
+    func startRunning() {
+        guard case .idle = runState else { preconditionFailure("Reactor.run() called twice") }
+        runState = .running
+        _ = addTimer(after: Budget.publishIntervalNs, interval: Budget.publishIntervalNs, .publishStatistics)
+    }
+
+    @usableFromInline
+    func finishRunning() {
         runState = .finished
         closeListeners()
         handle.publish(counters.pointee)
     }
 
-    private func growEvents() {
+    @usableFromInline
+    func growEvents() {
         events.deallocate()
         eventCapacity *= 2
         events = .allocate(capacity: eventCapacity)
     }
 
-    @inline(__always)
+    @inlinable
     func dispatch(_ event: UnsafePointer<epoll_event>) {
         let id = ConnectionID(epollData: cepoll_event_data(event))
         let mask = cepoll_event_mask(event)
@@ -207,7 +220,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     }
 
     /// Error → writable → readable → end of input, for one connection.
-    @inline(__always)
+    @inlinable
     func connectionReady(_ fd: Int32, _ mask: UInt32) {
         let slot = slots[Int(fd)]
         if mask & CEPOLL_ERR != 0 {
@@ -237,17 +250,15 @@ public final class Reactor<Handler: ConnectionHandler> {
         }
     }
 
-    @inline(__always)
+    @inlinable
     func wantsRead(_ slot: UnsafeMutablePointer<Slot<Handler.ConnectionState>>) -> Bool {
-        !slot.pointee.flags.contains(.pausedByHandler) && !slot.pointee.flags.contains(.pausedByBackpressure)
-            && !slot.pointee.flags.contains(.readEOF) && !slot.pointee.flags.contains(.closing)
-            && !slot.pointee.flags.contains(.connecting)
+        slot.pointee.flags.isDisjoint(with: [.pausedByHandler, .pausedByBackpressure, .readEOF, .closing, .connecting])
     }
 
     /// Reads into the shared buffer and hands the bytes to the handler, up to `readsPerEvent`
     /// times, and only again when a read filled the whole buffer (level triggering reports
     /// whatever is left).
-    @inline(__always)
+    @inlinable
     func readReady(_ fd: Int32) {
         let slot = slots[Int(fd)]
         let id = ConnectionID(fd: fd, generation: slot.pointee.generation)
@@ -276,7 +287,7 @@ public final class Reactor<Handler: ConnectionHandler> {
         }
     }
 
-    @inline(__always)
+    @inlinable
     func apply(_ action: Action, _ fd: Int32) {
         switch action {
         case .continue: break
@@ -289,7 +300,7 @@ public final class Reactor<Handler: ConnectionHandler> {
 
     /// The write path of ``Connection/write(_:)``: straight to the socket when nothing is
     /// pending; what the kernel does not take is copied to the connection's output buffer.
-    @usableFromInline
+    @inlinable
     func write(fd: Int32, _ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
         let slot = slots[Int(fd)]
         if slot.pointee.flags.contains(.closing) { return .closed }
@@ -328,6 +339,7 @@ public final class Reactor<Handler: ConnectionHandler> {
 
     /// EPOLLOUT: send what is pending. When the buffer drains it goes back to the pool and
     /// EPOLLOUT is disarmed (in `settle`).
+    @inlinable
     func flush(_ fd: Int32) {
         let slot = slots[Int(fd)]
         guard let out = slot.pointee.output else { return }
@@ -352,7 +364,7 @@ public final class Reactor<Handler: ConnectionHandler> {
 
     // MARK: settling: epoll mask, backpressure, closing
 
-    @usableFromInline
+    @inlinable
     func markForSettle(_ fd: Int32) {
         guard fd != hot.pointee.currentFD else { return }
         let slot = slots[Int(fd)]
@@ -361,6 +373,7 @@ public final class Reactor<Handler: ConnectionHandler> {
         pendingSettle.append(fd)
     }
 
+    @inlinable
     func settlePending() {
         while let fd = pendingSettle.popLast() {
             slots[Int(fd)].pointee.flags.remove(.queued)
@@ -369,11 +382,13 @@ public final class Reactor<Handler: ConnectionHandler> {
     }
 
     /// Brings one connection's epoll registration in line with its state, or finishes its close.
-    @inline(__always)
+    @inlinable
     func settle(_ fd: Int32) {
         let slot = slots[Int(fd)]
-        guard slot.pointee.kind == .connection else { return }
         let flags = slot.pointee.flags
+        // The common case after a message: nothing pending, nothing paused, reading as registered.
+        if flags.isEmpty && slot.pointee.output == nil && slot.pointee.registered == CEPOLL_IN { return }
+        guard slot.pointee.kind == .connection else { return }
         if flags.contains(.closing) && (flags.contains(.abort) || slot.pointee.output == nil) {
             if flags.contains(.abort) || flags.contains(.readEOF) {
                 finishClose(fd)
@@ -408,6 +423,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     // MARK: opening and closing
 
     /// A connection was accepted.
+    @inlinable
     func open(_ fd: CInt, peer: SocketAddress?) {
         counters.pointee.accepted &+= 1
         guard Int(fd) < slots.capacity else {
@@ -428,6 +444,7 @@ public final class Reactor<Handler: ConnectionHandler> {
 
     /// Puts a new connection in the table and registers it with epoll: for reading, or for
     /// writability while a connect is in progress. Returns nil if epoll refused it (ENOMEM).
+    @inlinable
     func install(_ fd: CInt, peer: SocketAddress?, state: Handler.ConnectionState, connecting: Bool) -> ConnectionID? {
         let slot = slots[Int(fd)]
         let generation = slot.pointee.generation &+ 1
@@ -451,6 +468,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     }
 
     /// The connection is established: tell the handler.
+    @inlinable
     func opened(_ id: ConnectionID) {
         let slot = slots[Int(id.fd)]
         let saved = hot.pointee.currentFD
@@ -464,7 +482,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// Marks a connection for closing. Graceful (`abort == false`): stop reading, flush pending
     /// output, then close. Abortive: close at the next settle, dropping pending output.
     /// The first reason given is the one reported.
-    @usableFromInline
+    @inlinable
     func requestClose(_ fd: Int32, _ reason: CloseReason, abort: Bool) {
         let slot = slots[Int(fd)]
         guard slot.pointee.kind == .connection else { return }
@@ -478,6 +496,7 @@ public final class Reactor<Handler: ConnectionHandler> {
 
     /// Tears a connection down: the handler's onClose, close(2), and the slot freed.
     /// close(2) also removes the fd from the epoll set (the reactor never duplicates fds).
+    @inlinable
     func finishClose(_ fd: Int32) {
         let slot = slots[Int(fd)]
         let reason = slot.pointee.closeReason ?? .eof
@@ -501,6 +520,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// Output is flushed but the peer may still send: shut down our side (the peer sees EOF after
     /// the last byte) and discard input until the peer closes too, or `lingerNs` passes.
     /// Closing at once could turn into an RST that destroys replies still in the send queue.
+    @usableFromInline
     func startLinger(_ fd: Int32) {
         let slot = slots[Int(fd)]
         slot.pointee.flags.insert(.lingering)
@@ -509,6 +529,7 @@ public final class Reactor<Handler: ConnectionHandler> {
                      .lingerExpired(ConnectionID(fd: fd, generation: slot.pointee.generation)))
     }
 
+    @usableFromInline
     func lingerRead(_ fd: Int32) {
         for _ in 0..<Budget.readsPerEvent {
             switch sys.read(fd, into: readBuffer) {
@@ -521,6 +542,7 @@ public final class Reactor<Handler: ConnectionHandler> {
         }
     }
 
+    @usableFromInline
     func lingerExpired(_ id: ConnectionID) {
         guard isLive(id), slots[Int(id.fd)].pointee.flags.contains(.lingering) else { return }
         requestClose(id.fd, .shutdown, abort: true)
@@ -533,6 +555,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// connection from inside a callback (a broadcast). Returns ``WriteOutcome/closed`` when the
     /// connection is gone, so stale ids are harmless.
     @discardableResult
+    @inlinable
     public func write(to id: ConnectionID, _ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
         guard isLive(id) else { return .closed }
         let outcome = write(fd: id.fd, bytes)
@@ -570,6 +593,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     }
 
     /// True while `id` names an open connection of this reactor.
+    @inlinable
     public func isLive(_ id: ConnectionID) -> Bool {
         guard id.fd >= 0, Int(id.fd) < slots.capacity else { return false }
         let slot = slots[Int(id.fd)]
@@ -578,6 +602,7 @@ public final class Reactor<Handler: ConnectionHandler> {
 
     // MARK: stopping
 
+    @usableFromInline
     func wokenUp() {
         Syscalls.drain(handle.eventFD, size: 8)
         if handle.stopRequested.load(ordering: .acquiring) { beginStop() }
@@ -587,6 +612,7 @@ public final class Reactor<Handler: ConnectionHandler> {
 
     /// Stop accepting, give every connection one last read of what its peer already sent, then
     /// close each once its output is flushed (the peers see EOF).
+    @usableFromInline
     func beginStop() {
         switch runState {
         case .idle, .running: break
@@ -609,6 +635,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     }
 
     /// The grace period is over: close what is left without waiting for slow peers.
+    @usableFromInline
     func abortAll() {
         let maxFD = hot.pointee.maxFD
         guard maxFD >= 0 else { return }

@@ -38,6 +38,7 @@ public final class ReactorHandle: Sendable {
     /// Asks the reactor to publish fresh statistics soon (it wakes up to do so).
     public func requestStatistics() { Syscalls.signalEventfd(eventFD) }
 
+@usableFromInline
     func publish(_ statistics: ReactorStatistics) { published.withLock { $0 = statistics } }
 }
 
@@ -66,6 +67,7 @@ extension Reactor {
         signalTargets = others
     }
 
+@usableFromInline
     func signalArrived() {
         var info = signalfd_siginfo()
         while Glibc.read(signalFD, &info, MemoryLayout<signalfd_siginfo>.size) == MemoryLayout<signalfd_siginfo>.size {

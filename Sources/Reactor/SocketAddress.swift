@@ -63,6 +63,7 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         }
     }
 
+@usableFromInline
     init?(storage address: sockaddr_storage) {
         var copy = address
         let parsed = withUnsafePointer(to: &copy) {

@@ -113,8 +113,9 @@ struct Syscalls {
 
     @inline(__always)
     private func consult(_ call: SyscallName, _ fd: CInt) -> Interposition {
-        guard let interposer else { return .proceed }
-        return interposer.intercept(call, fd: fd)
+        // Compare with nil before binding: binding would retain the existential on every call.
+        if _fastPath(interposer == nil) { return .proceed }
+        return interposer!.intercept(call, fd: fd)
     }
 
     // MARK: data path
@@ -329,6 +330,7 @@ struct Syscalls {
     }
 
     /// The pending error of a socket that epoll flagged with EPOLLERR.
+@usableFromInline
     static func socketError(_ fd: CInt) -> Errno {
         let v = getOption(fd, SOL_SOCKET, SO_ERROR)
         return Errno(rawValue: v == 0 ? ECONNRESET : v)

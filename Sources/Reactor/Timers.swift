@@ -162,6 +162,7 @@ extension Reactor {
     }
 
     /// The timerfd fired: run everything due.
+@usableFromInline
     func timerFired() {
         Syscalls.drain(timerFD, size: 8)
         armedDeadline = 0
@@ -182,6 +183,7 @@ extension Reactor {
 
     // MARK: idle wheel
 
+@usableFromInline
     func wheelInsert(_ fd: Int32) {
         guard wheel != nil else { return }
         let slot = slots[Int(fd)]
@@ -194,6 +196,7 @@ extension Reactor {
         wheel!.heads[b] = fd
     }
 
+@usableFromInline
     func wheelRemove(_ fd: Int32) {
         guard wheel != nil else { return }
         let slot = slots[Int(fd)]

@@ -1,0 +1,81 @@
+import ArgumentParser
+import Glibc
+import Reactor
+
+/// reflect: the interactive client of reflectd.
+@main
+struct Reflect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reflect",
+        abstract: "Send lines from stdin to an echo server and print the echoes.",
+        discussion: """
+            Every line read from stdin is sent to the server, and every byte the server sends back \
+            is written to stdout. At the end of stdin, reflect sends the line `exit`, waits for the \
+            server to close the connection, and exits 0. If the server closes first, it prints \
+            "connection closed by server" on stderr and exits 1; so does a connection that cannot \
+            be made. stdin may be a terminal, a pipe or a regular file.
+            """)
+
+    @Option(help: "Server address: an IPv4 or IPv6 literal, or a host name.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Server TCP port.")
+    var port = 8887
+
+    func validate() throws {
+        guard (1...65535).contains(port) else {
+            throw ValidationError("--port must be between 1 and 65535, got \(port)")
+        }
+    }
+
+    func run() throws {
+        // A reader of our stdout that goes away must give EPIPE, not kill us before stdin's flags
+        // are restored.
+        Signals.ignoreSIGPIPE()
+        let address: SocketAddress
+        do {
+            address = try SocketAddress(host: host, port: port)
+        } catch {
+            throw Self.fail("invalid --host: \(error)")
+        }
+        let stdin = StandardInput()
+        // Whatever happens below, the terminal gets its flags back.
+        defer { stdin.restoreFlags() }
+
+        let session = Session(server: address, input: stdin.source)
+        var configuration = ReactorConfiguration()
+        // A server that stops reading must not keep an interrupted client alive for long.
+        configuration.shutdownGrace = .seconds(1)
+        let reactor = try Reactor(handler: ClientHandler(session: session), configuration: configuration)
+        try reactor.stop(onSignals: [SIGINT, SIGTERM, SIGHUP])
+        do {
+            session.socket = try reactor.connect(to: address)
+        } catch {
+            throw Self.fail("cannot connect to \(address): \(describe(error.errno.rawValue))")
+        }
+        if case .adopt(let fd) = stdin.source {
+            do {
+                session.stdin = try reactor.adopt(fd: fd, state: .stdin)
+            } catch {
+                throw Self.fail("cannot watch stdin: \(error)")
+            }
+        }
+        reactor.run()
+
+        let outcome = session.outcome ?? .failed("the event loop stopped unexpectedly")
+        switch outcome {
+        case .done:
+            return
+        case .failed(let message):
+            throw Self.fail(message)
+        case .quiet(let code):
+            throw ExitCode(code)
+        }
+    }
+
+    /// Prints `reflect: message` on stderr and returns the exit status 1.
+    static func fail(_ message: String) -> ExitCode {
+        Terminal.write("reflect: \(message)\n", to: 2)
+        return ExitCode.failure
+    }
+}

@@ -1,0 +1,220 @@
+import Glibc
+import Reactor
+
+/// Which end of the client a connection of the reactor is.
+enum Role {
+    /// The TCP connection to the server.
+    case server
+    /// stdin, adopted by the reactor (a pipe, a terminal or a socket).
+    case stdin
+}
+
+/// How the client ended.
+enum Outcome {
+    /// stdin ended, `exit` was sent and the server closed: exit 0.
+    case done
+    /// Print `reflect: message` and exit 1.
+    case failed(String)
+    /// Exit with this status and say nothing more (stdout went away, or a signal).
+    case quiet(Int32)
+}
+
+/// The state of one client run, shared by the two connections of its reactor.
+///
+/// Input is forwarded to the server as it comes, but never more than `window` bytes ahead of the
+/// echoes, so a large or fast input cannot pile up in memory when the server is slower than the
+/// input: beyond the window, an adopted stdin is paused, and an input read directly (a regular
+/// file) is simply not read.
+final class Session {
+    /// Bytes sent and not yet echoed, above which input is not read.
+    /// Why 256 KiB: several reads' worth keeps the connection busy, while memory stays small.
+    static let window = 256 * 1024
+    /// Input is read again once the unechoed bytes fall below this.
+    static let resumeBelow = window / 2
+
+    let server: SocketAddress
+    var input: InputSource
+    var socket: ConnectionID?
+    var stdin: ConnectionID?
+
+    /// The connection to the server is established.
+    var connected = false
+    /// stdin ended and the closing `exit` line was sent.
+    var inputFinished = false
+    /// stdin is paused because the window is full.
+    var stdinPaused = false
+    /// The last byte forwarded, to end an unterminated last line before `exit`.
+    var lastByte = UInt8(ascii: "\n")
+    /// Input bytes sent to the server, and echoed bytes received.
+    var sent = 0
+    var echoed = 0
+    /// Set once: how the run ends.
+    var outcome: Outcome?
+
+    /// Direct reads of stdin (see `InputSource.read`) land here.
+    let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+
+    init(server: SocketAddress, input: InputSource) {
+        self.server = server
+        self.input = input
+    }
+
+    deinit { chunk.deallocate() }
+
+    var unechoed: Int { sent - echoed }
+
+    // MARK: input → server
+
+    /// Sends input bytes to the server. Returns false when the window is now full.
+    func forward(_ bytes: UnsafeRawBufferPointer, loop: Reactor<ClientHandler>) -> Bool {
+        guard !bytes.isEmpty, let socket else { return true }
+        loop.write(to: socket, bytes)
+        sent += bytes.count
+        lastByte = bytes[bytes.count - 1]
+        return unechoed < Self.window
+    }
+
+    /// Input ended: finish its last line, then send the exit line and wait for the server to close.
+    func finishInput(loop: Reactor<ClientHandler>) {
+        guard !inputFinished, let socket else { return }
+        inputFinished = true
+        // Without the newline, `exit` would continue the last line and the server would not see it.
+        if lastByte != UInt8(ascii: "\n") { Self.send("\n", to: socket, loop: loop) }
+        Self.send("exit\n", to: socket, loop: loop)
+    }
+
+    private static func send(_ text: StaticString, to socket: ConnectionID, loop: Reactor<ClientHandler>) {
+        loop.write(to: socket, UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    /// Reads input that epoll cannot watch (a regular file, /dev/null, or what is left of stdin
+    /// after its reactor connection failed) until the window is full or the input ends.
+    func pull(loop: Reactor<ClientHandler>) {
+        guard case .direct(let fd) = input, connected, !inputFinished, outcome == nil else { return }
+        while unechoed < Self.window {
+            switch InputSource.read(fd, into: chunk) {
+            case .bytes(let n):
+                _ = forward(UnsafeRawBufferPointer(rebasing: chunk[..<n]), loop: loop)
+            case .end:
+                finishInput(loop: loop)
+                return
+            case .failed(let message):
+                finish(.failed("cannot read stdin: \(message)"), loop: loop)
+                return
+            }
+        }
+    }
+
+    // MARK: server → output
+
+    /// Echoed bytes arrived: print them, then let more input go if the window has room.
+    func echo(_ bytes: UnsafeRawBufferPointer, loop: Reactor<ClientHandler>) -> Bool {
+        echoed += bytes.count
+        if let problem = Terminal.writeAll(bytes, to: 1) {
+            // EPIPE: whoever read our output is gone; say nothing more, like other filters.
+            finish(problem == EPIPE ? .quiet(1) : .failed("cannot write stdout: \(describe(problem))"), loop: loop)
+            return false
+        }
+        if unechoed < Self.resumeBelow {
+            if stdinPaused, let stdin {
+                stdinPaused = false
+                loop.resumeReading(stdin)
+            }
+            pull(loop: loop)
+        }
+        return true
+    }
+
+    // MARK: ending
+
+    /// The connection to the server closed for `reason`.
+    func serverClosed(_ reason: CloseReason, loop: Reactor<ClientHandler>) {
+        socket = nil
+        if outcome != nil {
+            // We closed it ourselves, on the way out.
+        } else if !connected {
+            finish(.failed("cannot connect to \(server): \(describe(reason))"), loop: loop)
+        } else if reason == .shutdown {
+            // Our reactor is stopping, and we did not ask it to: a signal.
+            finish(.quiet(130), loop: loop)
+        } else if !inputFinished {
+            let detail = reason == .eof ? "" : " (\(describe(reason)))"
+            finish(.failed("connection closed by server\(detail)"), loop: loop)
+        } else if reason == .eof {
+            finish(.done, loop: loop)
+        } else {
+            finish(.failed("connection to \(server) lost: \(describe(reason))"), loop: loop)
+        }
+    }
+
+    /// The adopted stdin closed. If we did not end it, the reactor gave up on it (EPOLLHUP while
+    /// paused, or a read error): what is left, if anything, is read directly from fd 0.
+    func stdinClosed(_ reason: CloseReason, loop: Reactor<ClientHandler>) {
+        stdin = nil
+        guard outcome == nil, !inputFinished else { return }
+        if reason == .shutdown {
+            // The reactor is stopping and we did not ask it to: a signal.
+            finish(.quiet(130), loop: loop)
+            return
+        }
+        stdinPaused = false
+        input = .direct(STDIN_FILENO)
+        pull(loop: loop)
+    }
+
+    /// Records how the run ends and stops the reactor: every connection still open closes.
+    func finish(_ result: Outcome, loop: Reactor<ClientHandler>) {
+        guard outcome == nil else { return }
+        outcome = result
+        if let stdin { loop.close(stdin, reason: CloseReason("done")) }
+        if let socket { loop.close(socket, reason: CloseReason("done")) }
+        loop.handle.stop()
+    }
+}
+
+/// Drives the two connections of a client: the server and stdin.
+struct ClientHandler: ConnectionHandler {
+    typealias ConnectionState = Role
+
+    let session: Session
+
+    func makeState() -> Role { .server }
+
+    func onOpen(_ connection: borrowing Connection<ClientHandler>, state: inout Role) -> Action {
+        if state == .server {
+            session.connected = true
+            session.pull(loop: connection.loop)
+        }
+        return .continue
+    }
+
+    func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<ClientHandler>,
+                state: inout Role) -> Action {
+        switch state {
+        case .server:
+            return session.echo(bytes, loop: connection.loop) ? .continue : .close(CloseReason("done"))
+        case .stdin:
+            if session.forward(bytes, loop: connection.loop) { return .continue }
+            session.stdinPaused = true
+            return .pauseReading
+        }
+    }
+
+    func onReadEOF(_ connection: borrowing Connection<ClientHandler>, state: inout Role) -> Action {
+        switch state {
+        case .server:
+            // The server is done sending; whatever we still have to say, it will not echo.
+            return .close(.eof)
+        case .stdin:
+            session.finishInput(loop: connection.loop)
+            return .close(CloseReason("input-end"))
+        }
+    }
+
+    func onClose(_ connection: borrowing Connection<ClientHandler>, state: inout Role, reason: CloseReason) {
+        switch state {
+        case .server: session.serverClosed(reason, loop: connection.loop)
+        case .stdin: session.stdinClosed(reason, loop: connection.loop)
+        }
+    }
+}
