@@ -1,0 +1,102 @@
+import ArgumentParser
+import Glibc
+import Reactor
+
+/// chat: a line-based chat server on the Reactor library's public API.
+@main
+struct ChatCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chat",
+        abstract: "A line-based chat server: each line a client sends goes to every other client.",
+        discussion: """
+            Lines from a client reach the others as `NAME: TEXT`; server notices start with `* `. \
+            Commands: `/nick NAME`, `/who`, `/quit`; `//TEXT` sends a line that starts with `/`. \
+            A receiver more than --max-pending bytes behind is disconnected (reason `slow`); a \
+            line longer than --max-line bytes closes its connection (reason `toolong`). \
+            Prints `listening on HOST:PORT` on stdout once it accepts connections. SIGTERM or \
+            SIGINT stops it gracefully, and it exits 0.
+            """)
+
+    @Option(help: "Address to listen on: an IPv4 or IPv6 literal, or a host name.")
+    var host = "0.0.0.0"
+
+    @Option(help: "TCP port to listen on (0 picks a free one).")
+    var port = 8888
+
+    @Option(help: "The longest line a client may send, in bytes.")
+    var maxLine = 4096
+
+    @Option(help: "Bytes a receiver may fall behind before it is disconnected.")
+    var maxPending = 256 * 1024
+
+    @Option(help: "Seconds without a line before a client is told it is idle (0: never).")
+    var idleWarning = 300.0
+
+    @Option(help: "Seconds without a line before a client is disconnected (0: never).")
+    var idleTimeout = 600.0
+
+    @Flag(help: "Log joins, renames and leaves on stderr.")
+    var verbose = false
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, got \(port)") }
+        guard maxLine > 0 else { throw ValidationError("--max-line must be positive, got \(maxLine)") }
+        guard maxPending > 0 else { throw ValidationError("--max-pending must be positive, got \(maxPending)") }
+        guard idleWarning >= 0, idleTimeout >= 0 else { throw ValidationError("idle times must not be negative") }
+    }
+
+    func run() throws {
+        Signals.ignoreSIGPIPE()
+        var limits = ChatLimits()
+        limits.maxLineBytes = maxLine
+        limits.maxPendingBytes = maxPending
+        limits.idleWarning = Self.duration(idleWarning)
+        limits.idleTimeout = Self.duration(idleTimeout)
+        let verbose = verbose
+        let room = Room(limits: limits) { message in if verbose { Output.write("chat: \(message)\n", to: 2) } }
+
+        let address: SocketAddress
+        do {
+            address = try SocketAddress(host: host, port: port)
+        } catch {
+            throw fail("invalid --host: \(error)")
+        }
+        let reactor = try Reactor(handler: ChatHandler(room: room))
+        let bound: SocketAddress
+        do {
+            bound = try reactor.listen(on: address)
+        } catch {
+            throw fail("cannot listen on \(address): \(error)")
+        }
+        try reactor.stop(onSignals: [SIGTERM, SIGINT])
+        Output.write("listening on \(bound)\n", to: 1)
+        reactor.run()
+        let stats = reactor.statistics
+        let closed = stats.closed.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        Output.write("chat: stopped after \(stats.accepted) connection(s); closed: \(closed)\n", to: 2)
+    }
+
+    static func duration(_ seconds: Double) -> Duration? {
+        seconds > 0 ? .milliseconds(Int64((seconds * 1000).rounded())) : nil
+    }
+
+    func fail(_ message: String) -> ExitCode {
+        Output.write("chat: error: \(message)\n", to: 2)
+        return ExitCode.failure
+    }
+}
+
+/// Unbuffered writes, so the startup line is out before anything else happens.
+enum Output {
+    static func write(_ text: String, to fd: CInt) {
+        var text = text
+        text.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                if n <= 0 { return }
+                offset += n
+            }
+        }
+    }
+}

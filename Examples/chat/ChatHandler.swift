@@ -1,0 +1,33 @@
+import Reactor
+
+/// The chat protocol as a ``ConnectionHandler``: it cuts each connection's bytes into lines and
+/// hands them to the ``Room`` that all connections of the reactor share.
+struct ChatHandler: ConnectionHandler {
+    typealias ConnectionState = LineAssembler
+
+    let room: Room
+
+    func makeState() -> LineAssembler { LineAssembler() }
+
+    func onOpen(_ connection: borrowing Connection<Self>, state: inout LineAssembler) -> Action {
+        room.join(connection.id, peer: connection.peer, on: connection.loop)
+        return .continue
+    }
+
+    func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>,
+                state: inout LineAssembler) -> Action {
+        // `connection` is borrowed and cannot be captured: the closures use its id and loop.
+        let id = connection.id
+        let loop = connection.loop
+        return state.feed(bytes, maxLength: room.limits.maxLineBytes,
+                          onLine: { line in room.handle(line: line, from: id, on: loop) },
+                          tooLong: { room.lineTooLong(id, on: loop) })
+    }
+
+    // onReadEOF: the default closes with `.eof` once pending output is written. An unfinished
+    // last line (no newline before EOF) is not a message, and is dropped.
+
+    func onClose(_ connection: borrowing Connection<Self>, state: inout LineAssembler, reason: CloseReason) {
+        room.leave(connection.id, reason: reason, on: connection.loop)
+    }
+}
