@@ -1,16 +1,48 @@
 import Logging
 import Reactor
 
-/// The echo protocol: every byte goes back unchanged and in order, except the exit line, which
-/// closes the connection (see ``ExitLineDetector``).
+/// The echo protocol as functions any handler can call, whatever its type: every byte goes
+/// back unchanged and in order, except the exit line, which closes the connection
+/// (see ``ExitLineDetector``).
 ///
 /// The echo is written straight from the reactor's shared read buffer: nothing is copied and
 /// nothing is allocated per message.
+public enum EchoProtocol {
+    /// The close reason of a client that sent the exit line.
+    public static let exitReason = CloseReason("exit")
+
+    /// Echoes `bytes`, holding back a possible exit line until it is known.
+    @inlinable
+    public static func read<H>(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<H>,
+                               detector: inout ExitLineDetector) -> Action {
+        let verdict = detector.scan(bytes)
+        if verdict.release > 0 { writeHeld(verdict.release, to: connection) }
+        if verdict.echo > 0 { connection.write(UnsafeRawBufferPointer(rebasing: bytes[..<verdict.echo])) }
+        return verdict.exit ? .close(exitReason) : .continue
+    }
+
+    /// End of input: `exit` without its newline was data after all. Then close.
+    @inlinable
+    public static func readEOF<H>(connection: borrowing Connection<H>, detector: inout ExitLineDetector) -> Action {
+        let held = detector.finish()
+        if held > 0 { writeHeld(held, to: connection) }
+        return .close(.eof)
+    }
+
+    @inlinable
+    static func writeHeld<H>(_ count: Int, to connection: borrowing Connection<H>) {
+        let candidate = ExitLineDetector.candidate
+        connection.write(UnsafeRawBufferPointer(start: candidate.utf8Start, count: count))
+    }
+}
+
+/// A complete echo server handler: ``EchoProtocol`` plus one log line per connection open and
+/// close at info level.
 public struct EchoHandler: ConnectionHandler {
     public typealias ConnectionState = ExitLineDetector
 
     /// The close reason of a client that sent the exit line.
-    public static let exitReason = CloseReason("exit")
+    public static var exitReason: CloseReason { EchoProtocol.exitReason }
 
     let logger: Logger
 
@@ -26,28 +58,18 @@ public struct EchoHandler: ConnectionHandler {
         return .continue
     }
 
-    @inline(__always)
+    @inlinable
     public func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>,
                        state: inout ExitLineDetector) -> Action {
-        let verdict = state.scan(bytes)
-        if verdict.release > 0 { writeHeld(verdict.release, to: connection) }
-        if verdict.echo > 0 { connection.write(UnsafeRawBufferPointer(rebasing: bytes[..<verdict.echo])) }
-        return verdict.exit ? .close(Self.exitReason) : .continue
+        EchoProtocol.read(bytes, connection: connection, detector: &state)
     }
 
+    @inlinable
     public func onReadEOF(_ connection: borrowing Connection<Self>, state: inout ExitLineDetector) -> Action {
-        // `exit` without its newline, then EOF: it was data after all.
-        let held = state.finish()
-        if held > 0 { writeHeld(held, to: connection) }
-        return .close(.eof)
+        EchoProtocol.readEOF(connection: connection, detector: &state)
     }
 
     public func onClose(_ connection: borrowing Connection<Self>, state: inout ExitLineDetector, reason: CloseReason) {
         logger.info("close \(connection.peer) (\(connection.id)) reason=\(reason)")
-    }
-
-    private func writeHeld(_ count: Int, to connection: borrowing Connection<Self>) {
-        let candidate = ExitLineDetector.candidate
-        connection.write(UnsafeRawBufferPointer(start: candidate.utf8Start, count: count))
     }
 }

@@ -64,6 +64,12 @@ public struct Connection<Handler: ConnectionHandler>: ~Copyable {
         reactor._withUnsafeGuaranteedRef { $0.write(fd: id.fd, bytes) }
     }
 
+    /// The listening address this connection was accepted on (nil for ``Reactor/connect(to:from:state:)``
+    /// and ``Reactor/adopt(fd:state:)``), for servers that speak different protocols on different ports.
+    public var acceptedOn: SocketAddress? {
+        reactor._withUnsafeGuaranteedRef { $0.listenerAddress(of: id.fd) }
+    }
+
     /// Bytes written by the handler but not yet taken by the kernel.
     public var pendingOutputBytes: Int {
         reactor._withUnsafeGuaranteedRef { $0.slots[Int(id.fd)].pointee.output?.count ?? 0 }
@@ -117,6 +123,8 @@ struct Slot<State> {
     @usableFromInline var flags: SlotFlags
     /// The epoll mask currently registered, so it is changed only when it must be.
     @usableFromInline var registered: UInt32
+    /// Index in the reactor's listeners of the one that accepted this connection, or -1.
+    @usableFromInline var listener: Int16
     /// Idle-timer bookkeeping (see Timers.swift).
     @usableFromInline var lastActive: UInt32
     @usableFromInline var wheelBucket: Int32
@@ -128,13 +136,14 @@ struct Slot<State> {
     @usableFromInline var state: State
 
     @usableFromInline
-    init(generation: UInt32, kind: SlotKind, flags: SlotFlags, registered: UInt32, lastActive: UInt32,
+    init(generation: UInt32, kind: SlotKind, flags: SlotFlags, registered: UInt32, listener: Int16, lastActive: UInt32,
          wheelBucket: Int32, wheelPrev: Int32, wheelNext: Int32, output: OutputBuffer?,
          closeReason: CloseReason?, peer: SocketAddress, state: State) {
         self.generation = generation
         self.kind = kind
         self.flags = flags
         self.registered = registered
+        self.listener = listener
         self.lastActive = lastActive
         self.wheelBucket = wheelBucket
         self.wheelPrev = wheelPrev

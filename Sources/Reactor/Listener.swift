@@ -51,6 +51,19 @@ enum ListeningSocket {
     }
 }
 
+extension SocketAddress {
+    /// Checks that no socket listens on this address yet, by binding (with SO_REUSEADDR but not
+    /// SO_REUSEPORT) and closing a socket. Use it before several reactors bind the address with
+    /// `reusePort`: SO_REUSEPORT would otherwise silently share the port with another process of
+    /// the same user. Returns the address with the port a port-0 bind chose.
+    public func checkAvailable() throws(SyscallError) -> SocketAddress {
+        let (fd, bound) = try ListeningSocket.make(self, backlog: 1, reusePort: false)
+        _ = Glibc.close(fd)
+        if isUnix { Syscalls.unlink(host) }
+        return bound
+    }
+}
+
 extension Reactor {
     /// Listens on `address` and accepts connections for this reactor's handler.
     ///
@@ -116,11 +129,12 @@ extension Reactor {
     /// Accepts up to `acceptsPerWakeup` connections from one listener.
     @inlinable
     func acceptReady(_ listenFD: CInt) {
+        let listener = listenerIndex(listenFD)
         var address = sockaddr_storage()
         for _ in 0..<Budget.acceptsPerWakeup {
             switch sys.accept(listenFD, &address) {
             case .accepted(let fd):
-                open(fd, peer: SocketAddress(storage: address))
+                open(fd, peer: SocketAddress(storage: address), listener: listener)
             case .wouldBlock:
                 return
             case .failed(let e):
@@ -129,6 +143,9 @@ extension Reactor {
             }
         }
     }
+
+    @usableFromInline
+    func listenerIndex(_ fd: CInt) -> Int { listeners.firstIndex { $0.fd == fd } ?? -1 }
 
     /// EMFILE, ENFILE, ENOBUFS and ENOMEM leave the connection queued, so accepting again at once
     /// would spin. Pause every listener for `acceptBackoff` instead; the queued peers wait in the

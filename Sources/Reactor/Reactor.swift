@@ -424,7 +424,7 @@ public final class Reactor<Handler: ConnectionHandler> {
 
     /// A connection was accepted.
     @inlinable
-    func open(_ fd: CInt, peer: SocketAddress?) {
+    func open(_ fd: CInt, peer: SocketAddress?, listener: Int) {
         counters.pointee.accepted &+= 1
         guard Int(fd) < slots.capacity else {
             configuration.logger.error("accepted fd \(fd) is beyond the fd hard limit \(slots.capacity); closing it")
@@ -439,6 +439,7 @@ public final class Reactor<Handler: ConnectionHandler> {
             return
         }
         guard let id = install(fd, peer: peer, state: handler.makeState(), connecting: false) else { return }
+        slots[Int(fd)].pointee.listener = Int16(truncatingIfNeeded: listener)
         opened(id)
     }
 
@@ -450,7 +451,7 @@ public final class Reactor<Handler: ConnectionHandler> {
         let generation = slot.pointee.generation &+ 1
         let mask = connecting ? CEPOLL_OUT : CEPOLL_IN
         slot.initialize(to: Slot(
-            generation: generation, kind: .connection, flags: connecting ? [.connecting] : [], registered: mask,
+            generation: generation, kind: .connection, flags: connecting ? [.connecting] : [], registered: mask, listener: -1,
             lastActive: hot.pointee.tick, wheelBucket: -1, wheelPrev: -1, wheelNext: -1,
             output: nil, closeReason: nil, peer: peer ?? SocketAddress(storage: .unix("")),
             state: state))
@@ -590,6 +591,12 @@ public final class Reactor<Handler: ConnectionHandler> {
         guard isLive(id) else { return }
         slots[Int(id.fd)].pointee.flags.remove(.pausedByHandler)
         markForSettle(id.fd)
+    }
+
+    @usableFromInline
+    func listenerAddress(of fd: Int32) -> SocketAddress? {
+        let index = Int(slots[Int(fd)].pointee.listener)
+        return listeners.indices.contains(index) ? listeners[index].address : nil
     }
 
     /// True while `id` names an open connection of this reactor.

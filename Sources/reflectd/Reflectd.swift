@@ -1,10 +1,28 @@
 import ArgumentParser
-import Echo
 import Glibc
 import Logging
 import Reactor
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// How many reactor threads: a positive number or `auto` (one per online CPU).
+struct ReactorCount: ExpressibleByArgument, Sendable {
+    let value: Int
+
+    init?(argument: String) {
+        if argument == "auto" {
+            value = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        } else if let n = Int(argument), n > 0 {
+            value = n
+        } else {
+            return nil
+        }
+    }
+
+    init(_ value: Int) { self.value = value }
+
+    static var defaultValueDescription: String { "1" }
+}
 
 /// reflectd: a TCP echo server on an epoll reactor.
 @main
@@ -15,17 +33,39 @@ struct Reflectd: ParsableCommand {
         discussion: """
             Prints `listening on HOST:PORT` (the real bound port) on stdout once it accepts \
             connections, at every log level. SIGTERM or SIGINT stops it gracefully: pending \
-            echoes are delivered, clients see EOF, and it exits 0.
+            echoes are delivered, clients see EOF, and it exits 0. Under systemd socket \
+            activation (LISTEN_PID/LISTEN_FDS) it serves the inherited sockets instead of binding.
             """)
 
-    @Option(help: "Address to listen on: an IPv4 or IPv6 literal, or a host name.")
+    @Option(help: "Address to listen on: an IPv4 or IPv6 literal (`::` is dual stack), or a host name.")
     var host = "0.0.0.0"
 
     @Option(help: "TCP port to listen on (0 picks a free one).")
     var port = 8887
 
+    @Option(help: ArgumentHelp("Also listen on a Unix-domain socket at this path (a stale socket file is replaced; the file is removed at exit).", valueName: "path"))
+    var unix: String?
+
     @Option(help: "Length of the kernel's queue of connections not yet accepted.")
     var backlog = Int(SOMAXCONN)
+
+    @Option(help: ArgumentHelp("Reactor threads, each with its own SO_REUSEPORT listener: a number, or `auto` for one per CPU.", valueName: "n|auto"))
+    var reactors = ReactorCount(1)
+
+    @Option(help: "Most connections open at once (whole process); more are accepted and closed at once.")
+    var maxConnections: Int?
+
+    @Option(help: "Close connections with no traffic in either direction for this many seconds.")
+    var idleTimeout: Int?
+
+    @Option(help: "Enable TCP keepalive, probing after this many idle seconds.")
+    var keepalive: Int?
+
+    @Flag(inversion: .prefixedNo, help: "Set TCP_NODELAY on accepted connections.")
+    var tcpNodelay = true
+
+    @Option(help: "Serve Prometheus metrics at GET /metrics on this port (same host).")
+    var metricsPort: Int?
 
     @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
@@ -34,7 +74,19 @@ struct Reflectd: ParsableCommand {
         guard (0...65535).contains(port) else {
             throw ValidationError("--port must be between 0 and 65535, got \(port)")
         }
+        if let metricsPort, !(0...65535).contains(metricsPort) {
+            throw ValidationError("--metrics-port must be between 0 and 65535, got \(metricsPort)")
+        }
         guard backlog > 0 else { throw ValidationError("--backlog must be positive, got \(backlog)") }
+        if let maxConnections, maxConnections <= 0 {
+            throw ValidationError("--max-connections must be positive, got \(maxConnections)")
+        }
+        if let idleTimeout, !(1...86_400).contains(idleTimeout) {
+            throw ValidationError("--idle-timeout must be between 1 and 86400 seconds, got \(idleTimeout)")
+        }
+        if let keepalive, !(1...32_767).contains(keepalive) {
+            throw ValidationError("--keepalive must be between 1 and 32767 seconds, got \(keepalive)")
+        }
     }
 
     func run() throws {
@@ -44,52 +96,18 @@ struct Reflectd: ParsableCommand {
             handler.logLevel = level
             return handler
         }
-        let logger = Logger(label: "reflectd")
-        Signals.ignoreSIGPIPE()
-
-        var configuration = ReactorConfiguration()
-        configuration.logger = logger
-        let address: SocketAddress
         do {
-            address = try SocketAddress(host: host, port: port)
-        } catch {
-            throw fail("invalid --host: \(error)")
-        }
-        let reactor = try Reactor(handler: EchoHandler(logger: logger), configuration: configuration)
-        let bound: SocketAddress
-        do {
-            bound = try reactor.listen(on: address, backlog: backlog)
-        } catch {
-            throw fail(Self.explain(error, address: address))
-        }
-        try reactor.stop(onSignals: [SIGTERM, SIGINT])
-        announce(bound)
-        reactor.run()
-        logger.info("stopped", metadata: ["connections": "\(reactor.statistics.accepted)"])
-    }
-
-    /// The startup line scripts wait for. Written straight to stdout and flushed, whatever the log level.
-    func announce(_ address: SocketAddress) {
-        Output.write("listening on \(address)\n", to: 1)
-    }
-
-    static func explain(_ error: SyscallError, address: SocketAddress) -> String {
-        switch error.errno {
-        case .addressInUse:
-            return "cannot listen on \(address): address already in use (EADDRINUSE); is another server running on that port?"
-        case .permissionDenied:
-            return "cannot listen on \(address): permission denied (EACCES); ports below 1024 need privileges"
-        case .addressNotAvailable:
-            return "cannot listen on \(address): address not available on this machine (EADDRNOTAVAIL)"
-        default:
-            return "cannot listen on \(address): \(error)"
+            try Server(options: self).run()
+        } catch let failure as StartupFailure {
+            Output.write("reflectd: error: \(failure.message)\n", to: 2)
+            throw ExitCode.failure
         }
     }
+}
 
-    func fail(_ message: String) -> ExitCode {
-        Output.write("reflectd: error: \(message)\n", to: 2)
-        return ExitCode.failure
-    }
+/// A reason reflectd cannot start, in words for the user.
+struct StartupFailure: Error {
+    let message: String
 }
 
 /// Unbuffered writes, so a line is out before anything that follows (a crash, a signal).
