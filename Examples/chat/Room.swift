@@ -70,6 +70,10 @@ final class Room {
         }
     }
 
+    /// Takes `id` out of the room and tells the others. The room calls it as soon as it decides to
+    /// close a connection (`/quit`, too long, slow, idle), because the reactor's `onClose` may come
+    /// up to a couple of seconds later (a graceful close waits for the peer to close too); the
+    /// handler's `onClose` calls it for closes the room did not start (EOF, reset, shutdown).
     func leave(_ id: ConnectionID, reason: CloseReason, on loop: Loop) {
         guard let member = members.removeValue(forKey: id) else { return }
         byName[member.name.lowercased()] = nil
@@ -118,6 +122,7 @@ final class Room {
         switch words.first {
         case "/quit":
             send("* bye\n", to: id, on: loop)
+            leave(id, reason: Self.quit, on: loop)
             return .close(Self.quit)
         case "/nick":
             guard words.count == 2 else {
@@ -168,6 +173,7 @@ final class Room {
     /// The client's line passed `maxLineBytes`: tell it, and close.
     func lineTooLong(_ id: ConnectionID, on loop: Loop) -> Action {
         send("* line too long (limit \(limits.maxLineBytes) bytes); closing\n", to: id, on: loop)
+        leave(id, reason: Self.tooLong, on: loop)
         return .close(Self.tooLong)
     }
 
@@ -200,6 +206,9 @@ final class Room {
         guard case .queued(let pending) = loop.write(to: id, bytes), pending > limits.maxPendingBytes else { return }
         // Discard, not flush: a peer that does not read would never take the queued bytes.
         loop.close(id, reason: Self.slow, discardingOutput: true)
+        // `fanOut` iterates over a copy of the member list, so leaving here is safe; the write to
+        // this receiver later in the same fan-out reports `.closed` and costs nothing.
+        leave(id, reason: Self.slow, on: loop)
     }
 
     // MARK: idle timers
@@ -214,10 +223,11 @@ final class Room {
         guard var member = members[id] else { return }
         let idle = clock.now - member.lastLine
         member.timer = nil
+        members[id] = member
         if let timeout = limits.idleTimeout, idle >= timeout {
             send("* idle for \(Self.seconds(idle)); disconnecting\n", to: id, on: loop)
             loop.close(id, reason: Self.idle)
-            members[id] = member
+            leave(id, reason: Self.idle, on: loop)
             return
         }
         if let warning = limits.idleWarning, idle >= warning, !member.warned {

@@ -1,0 +1,243 @@
+import Foundation
+import Glibc
+import XCTest
+
+/// The `chat` binary, run as a child process listening on an ephemeral loopback port.
+final class ChatServer {
+    let process = Process()
+    let port: Int
+    private let stderrFile: URL
+
+    /// Starts `chat --host 127.0.0.1 --port 0 --verbose ARGUMENTS` and waits (at most 10 s) for
+    /// its `listening on HOST:PORT` line.
+    init(_ arguments: [String] = []) throws {
+        let binary = try Self.binary()
+        stderrFile = FileManager.default.temporaryDirectory.appendingPathComponent("chat-\(UUID().uuidString).err")
+        _ = FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
+        let stdout = Pipe()
+        process.executableURL = binary
+        process.arguments = ["--host", "127.0.0.1", "--port", "0", "--verbose"] + arguments
+        process.standardOutput = stdout
+        process.standardError = try FileHandle(forWritingTo: stderrFile)
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let startup = Self.readLine(stdout.fileHandleForReading.fileDescriptor, timeout: 10)
+        guard let startup, startup.hasPrefix("listening on 127.0.0.1:"),
+              let port = Int(startup.split(separator: ":").last ?? "") else {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            throw Failure("chat did not announce its port; stdout: \(startup ?? "nothing")")
+        }
+        self.port = port
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: stderrFile)
+    }
+
+    /// What the server logged (it runs with --verbose), for failure messages.
+    var log: String { (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "" }
+
+    /// The server's resident set size in KiB, from /proc.
+    var residentKiB: Int {
+        let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? -1
+        }
+        return -1
+    }
+
+    /// Sends `signal` to the server.
+    func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+
+    /// Waits at most `timeout` seconds for the server to exit; its exit status, or nil if it is
+    /// still running then.
+    func waitForExit(timeout: Double = 8) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    /// `chat` is built next to the test bundle (`.build/debug/chat` beside the `.xctest`).
+    static func binary() throws -> URL {
+        var candidates: [URL] = []
+        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            candidates.append(URL(fileURLWithPath: exe).deletingLastPathComponent())
+        }
+        for bundle in Bundle.allBundles where bundle.bundlePath.hasSuffix(".xctest") {
+            candidates.append(bundle.bundleURL.deletingLastPathComponent())
+        }
+        candidates.append(Bundle.main.bundleURL)
+        for directory in candidates {
+            let url = directory.appendingPathComponent("chat")
+            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
+        }
+        throw Failure("no chat binary next to the tests; looked in \(candidates.map(\.path))")
+    }
+
+    /// One line from a pipe, read a byte at a time so nothing after it is consumed.
+    static func readLine(_ fd: CInt, timeout: Double) -> String? {
+        var bytes: [UInt8] = []
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, 100) > 0 else { continue }
+            var byte: UInt8 = 0
+            guard read(fd, &byte, 1) == 1 else { return nil }
+            if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
+            bytes.append(byte)
+        }
+        return nil
+    }
+}
+
+struct Failure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A chat client on a blocking socket, with a timeout on every read.
+final class ChatClient {
+    enum Event: Equatable {
+        case line(String)
+        case eof
+        case timeout
+    }
+
+    let fd: CInt
+    /// The name the server gave this client in its welcome line.
+    private(set) var name = ""
+    /// Bytes received so far, lines or not.
+    private(set) var bytesReceived = 0
+    private var buffer: [UInt8] = []
+    /// Where the unread part of `buffer` starts.
+    private var head = 0
+    private var chunk = [UInt8](repeating: 0, count: 65536)
+    private var isClosed = false
+
+    /// Connects and reads the welcome line, so that the client is in the room when this returns.
+    /// `receiveBuffer` sets SO_RCVBUF before connecting, to make a slow reader's window small.
+    init(_ server: ChatServer, receiveBuffer: Int? = nil) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure("socket: errno \(errno)") }
+        if let receiveBuffer {
+            var size = CInt(receiveBuffer)
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<CInt>.size))
+        }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(server.port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard rc == 0 else {
+            let error = errno
+            Glibc.close(fd)
+            throw Failure("connect to 127.0.0.1:\(server.port): errno \(error)")
+        }
+        guard case .line(let welcome) = next(timeout: 5), welcome.hasPrefix("* welcome ") else {
+            throw Failure("no welcome line from the server")
+        }
+        name = String(welcome.dropFirst("* welcome ".count).prefix { $0 != ";" })
+    }
+
+    deinit { close() }
+
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        Glibc.close(fd)
+    }
+
+    func send(_ text: String) { send(Array(text.utf8)) }
+
+    func send(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                if n <= 0 { return }
+                offset += n
+            }
+        }
+    }
+
+    /// The next line (without its `\n`), EOF, or `.timeout` after `timeout` seconds.
+    func next(timeout: Double = 5) -> Event {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            if let line = takeLine() { return .line(line) }
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { return .timeout }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, CInt(min(left * 1000 + 1, 1000))) > 0 else { continue }
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return .eof }  // 0: the server closed; -1: reset
+            bytesReceived += n
+            if head > 0 && head == buffer.count {
+                buffer.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head > 1 << 20 {
+                buffer.removeSubrange(..<head)
+                head = 0
+            }
+            buffer.append(contentsOf: chunk[..<n])
+        }
+    }
+
+    /// A complete line from the buffer, found with memchr (the tests move megabytes).
+    private func takeLine() -> String? {
+        guard head < buffer.count else { return nil }
+        return buffer.withUnsafeBytes { raw -> String? in
+            guard let found = memchr(raw.baseAddress! + head, Int32(UInt8(ascii: "\n")), raw.count - head) else { return nil }
+            let end = raw.baseAddress!.distance(to: UnsafeRawPointer(found))
+            let line = String(decoding: UnsafeRawBufferPointer(rebasing: raw[head..<end]), as: UTF8.self)
+            head = end + 1
+            return line
+        }
+    }
+
+    /// The next line that is not a server notice (`* …`), EOF, or a timeout.
+    func nextMessage(timeout: Double = 5) -> Event {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let event = next(timeout: max(0, deadline.timeIntervalSinceNow))
+            if case .line(let text) = event, text.hasPrefix("* ") { continue }
+            return event
+        }
+    }
+
+    /// Reads until a line satisfying `match` arrives and returns it; nil on EOF or timeout.
+    @discardableResult
+    func waitFor(timeout: Double = 5, _ match: (String) -> Bool) -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            switch next(timeout: max(0, deadline.timeIntervalSinceNow)) {
+            case .line(let text): if match(text) { return text }
+            case .eof, .timeout: return nil
+            }
+        }
+    }
+
+    /// Reads until exactly `line` arrives; false on EOF or timeout.
+    func waitFor(_ line: String, timeout: Double = 5) -> Bool { waitFor(timeout: timeout) { $0 == line } != nil }
+
+    /// Reads and drops everything until the server closes; false if it does not within `timeout`.
+    func drainUntilEOF(timeout: Double = 10) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            switch next(timeout: max(0, deadline.timeIntervalSinceNow)) {
+            case .line: continue
+            case .eof: return true
+            case .timeout: return false
+            }
+        }
+    }
+}
