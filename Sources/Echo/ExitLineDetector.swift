@@ -50,16 +50,18 @@ public struct ExitLineDetector: Sendable, Equatable {
     }
 
     /// Scans one segment and says what to write. Bytes after an exit line are not looked at.
+    ///
+    /// The common case costs one memchr per line and one comparison after each newline: only a
+    /// line that starts with `e` is looked at more closely.
     public mutating func scan(_ bytes: UnsafeRawBufferPointer) -> Verdict {
         let n = bytes.count
         guard n > 0, let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else {
             return Verdict(release: 0, echo: 0, exit: false)
         }
-        var i = 0
-        var release = 0
         if held > 0 {
             // A candidate from earlier segments continues here.
             var matched = held
+            var i = 0
             while i < n {
                 guard let next = Self.step(matched, base[i]) else {
                     self = ExitLineDetector()
@@ -73,43 +75,56 @@ public struct ExitLineDetector: Sendable, Equatable {
                 held = matched
                 return Verdict(release: 0, echo: 0, exit: false)
             }
-            // Broken at base[i]: the held bytes and base[0..<i] are ordinary data.
-            release = Int(held)
+            // Broken at base[i]: the held bytes and base[0..<i] are ordinary data, and the line
+            // goes on (unless base[i] is its newline, which the search below finds).
+            let release = Int(held)
             held = 0
-            atLineStart = false
+            return finishScan(base, n, from: i, lineStart: -1, release: release)
         }
-        while i < n {
-            if atLineStart {
-                let start = i
-                var matched: UInt8 = 0
-                while i < n {
-                    guard let next = Self.step(matched, base[i]) else {
-                        self = ExitLineDetector()
-                        return Verdict(release: release, echo: start, exit: true)
-                    }
-                    if next < 0 { break }
-                    matched = UInt8(next)
-                    i += 1
-                }
-                if i == n {
-                    // The segment ends inside a candidate: hold it back until we know.
-                    held = matched
-                    atLineStart = false
-                    return Verdict(release: release, echo: start, exit: false)
-                }
-                atLineStart = false
-                if base[i] == Self.newline {
+        return finishScan(base, n, from: 0, lineStart: atLineStart ? 0 : -1, release: 0)
+    }
+
+    /// Walks the segment from `from`: checks the line starting at `lineStart` (if any), then
+    /// jumps from newline to newline.
+    @inline(__always)
+    private mutating func finishScan(_ base: UnsafePointer<UInt8>, _ n: Int, from: Int, lineStart: Int, release: Int) -> Verdict {
+        var i = from
+        var start = lineStart
+        while true {
+            if start >= 0 {
+                if start == n {
                     atLineStart = true
-                    i += 1
+                    return Verdict(release: release, echo: n, exit: false)
                 }
-                continue
+                if base[start] == UInt8(ascii: "e") {
+                    // A candidate: match it byte by byte.
+                    var matched: UInt8 = 0
+                    var j = start
+                    while j < n {
+                        guard let next = Self.step(matched, base[j]) else {
+                            self = ExitLineDetector()
+                            return Verdict(release: release, echo: start, exit: true)
+                        }
+                        if next < 0 { break }
+                        matched = UInt8(next)
+                        j += 1
+                    }
+                    if j == n {
+                        // The segment ends inside a candidate: hold it back until we know.
+                        held = matched
+                        atLineStart = false
+                        return Verdict(release: release, echo: start, exit: false)
+                    }
+                }
+                i = start
             }
-            // Mid-line: only a newline can start a candidate, so jump to it.
-            guard let found = memchr(base + i, Int32(Self.newline), n - i) else { break }
-            i = base.distance(to: found.assumingMemoryBound(to: UInt8.self)) + 1
-            atLineStart = true
+            // Mid-line: only a newline can start a candidate, so jump to the next one.
+            guard let found = memchr(base + i, Int32(Self.newline), n - i) else {
+                atLineStart = false
+                return Verdict(release: release, echo: n, exit: false)
+            }
+            start = base.distance(to: found.assumingMemoryBound(to: UInt8.self)) + 1
         }
-        return Verdict(release: release, echo: n, exit: false)
     }
 
     /// End of input: bytes still held back are data. Returns how many bytes of
