@@ -1,0 +1,225 @@
+// A real Reactor with a FaultInterposer, on its own thread, listening on 127.0.0.1 port 0,
+// driving an echo handler that records everything it is told.
+
+import Foundation
+import Glibc
+import Synchronization
+import SystemPackage
+@testable import Reactor
+
+/// What the handler saw of one connection.
+struct FaultConnectionLog: Sendable {
+    let id: ConnectionID
+    let peerPort: Int
+    /// Every byte onRead was given, in order (only when the recorder keeps bytes).
+    var bytes: [UInt8] = []
+    var byteCount = 0
+    var reads = 0
+    var largestRead = 0
+    /// The most output the reactor held for this connection after an echo.
+    var largestPending = 0
+    var sawEOF = false
+    var closeReason: CloseReason?
+}
+
+/// Collects what the echo handler sees, for the test thread to check.
+final class FaultRecorder: Sendable {
+    private struct State {
+        var connections: [ConnectionID: FaultConnectionLog] = [:]
+        var order: [ConnectionID] = []
+        /// Callbacks that should never happen (a read after close, a second open…).
+        var anomalies: [String] = []
+    }
+
+    private let state = Mutex(State())
+    let keepBytes: Bool
+
+    init(keepBytes: Bool = true) { self.keepBytes = keepBytes }
+
+    func opened(_ id: ConnectionID, peerPort: Int) {
+        state.withLock { s in
+            if let old = s.connections[id], old.closeReason == nil {
+                s.anomalies.append("\(id) opened twice")
+            }
+            s.connections[id] = FaultConnectionLog(id: id, peerPort: peerPort)
+            s.order.append(id)
+        }
+    }
+
+    func read(_ id: ConnectionID, _ bytes: UnsafeRawBufferPointer, pendingAfterEcho: Int) {
+        state.withLock { s in
+            guard var log = s.connections[id] else { s.anomalies.append("read on unknown \(id)"); return }
+            if log.closeReason != nil { s.anomalies.append("read on closed \(id)") }
+            if log.sawEOF { s.anomalies.append("read after EOF on \(id)") }
+            if keepBytes { log.bytes.append(contentsOf: bytes) }
+            log.byteCount += bytes.count
+            log.reads += 1
+            log.largestRead = max(log.largestRead, bytes.count)
+            log.largestPending = max(log.largestPending, pendingAfterEcho)
+            s.connections[id] = log
+        }
+    }
+
+    func readEOF(_ id: ConnectionID) {
+        state.withLock { s in
+            guard s.connections[id] != nil else { s.anomalies.append("EOF on unknown \(id)"); return }
+            if s.connections[id]!.sawEOF { s.anomalies.append("second EOF on \(id)") }
+            s.connections[id]!.sawEOF = true
+        }
+    }
+
+    func closed(_ id: ConnectionID, reason: CloseReason) {
+        state.withLock { s in
+            guard s.connections[id] != nil else { s.anomalies.append("close of unknown \(id)"); return }
+            if s.connections[id]!.closeReason != nil { s.anomalies.append("second close of \(id)") }
+            s.connections[id]!.closeReason = reason
+        }
+    }
+
+    var anomalies: [String] { state.withLock { $0.anomalies } }
+
+    /// Every connection, in the order they opened.
+    var connections: [FaultConnectionLog] { state.withLock { s in s.order.compactMap { s.connections[$0] } } }
+
+    func connection(peerPort: Int) -> FaultConnectionLog? {
+        state.withLock { s in
+            for id in s.order.reversed() {
+                if let log = s.connections[id], log.peerPort == peerPort { return log }
+            }
+            return nil
+        }
+    }
+
+    /// Waits (up to `timeout` seconds) until the server has opened the connection of the client
+    /// whose local port is `peerPort`.
+    func waitForConnection(peerPort: Int, timeout: Double = 10) -> FaultConnectionLog? {
+        let deadline = faultNow() + timeout
+        while faultNow() < deadline {
+            if let log = connection(peerPort: peerPort) { return log }
+            usleep(1000)
+        }
+        return nil
+    }
+
+    /// Waits until the connection of `peerPort` has closed, and returns its log.
+    func waitForClose(peerPort: Int, timeout: Double = 10) -> FaultConnectionLog? {
+        let deadline = faultNow() + timeout
+        while faultNow() < deadline {
+            if let log = connection(peerPort: peerPort), log.closeReason != nil { return log }
+            usleep(1000)
+        }
+        return connection(peerPort: peerPort)
+    }
+
+    /// Close reasons by name, over every connection that closed.
+    var closeReasons: [String: Int] {
+        var counts: [String: Int] = [:]
+        for log in connections { if let r = log.closeReason { counts[r.name, default: 0] += 1 } }
+        return counts
+    }
+}
+
+/// The echo handler of these tests: writes back every byte it is given, records everything, and,
+/// when `closeByte` is set, closes (gracefully, reason "quit") after echoing a segment that holds it.
+struct FaultEchoHandler: ConnectionHandler {
+    let recorder: FaultRecorder
+    let closeByte: UInt8?
+
+    static let quit = CloseReason("quit")
+
+    func onOpen(_ connection: borrowing Connection<Self>, state: inout Void) -> Action {
+        recorder.opened(connection.id, peerPort: connection.peer.port ?? -1)
+        return .continue
+    }
+
+    func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>, state: inout Void) -> Action {
+        connection.write(bytes)
+        recorder.read(connection.id, bytes, pendingAfterEcho: connection.pendingOutputBytes)
+        if let closeByte, bytes.contains(closeByte) { return .close(Self.quit) }
+        return .continue
+    }
+
+    func onReadEOF(_ connection: borrowing Connection<Self>, state: inout Void) -> Action {
+        recorder.readEOF(connection.id)
+        return .close(.eof)
+    }
+
+    func onClose(_ connection: borrowing Connection<Self>, state: inout Void, reason: CloseReason) {
+        recorder.closed(connection.id, reason: reason)
+    }
+}
+
+/// A reactor with a FaultInterposer running FaultEchoHandler on a background thread.
+final class FaultServer: Sendable {
+    let port: Int
+    let listenerFD: CInt
+    let handle: ReactorHandle
+    let recorder: FaultRecorder
+    let interposer: FaultInterposer
+    private let shared: Shared
+
+    private final class Shared: Sendable {
+        let ready = DispatchSemaphore(value: 0)
+        let finished = DispatchSemaphore(value: 0)
+        let started = Mutex<Result<(port: Int, listenerFD: CInt, handle: ReactorHandle), FaultServerError>?>(nil)
+        let final = Mutex<ReactorStatistics?>(nil)
+    }
+
+    struct FaultServerError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    init(interposer: FaultInterposer = FaultInterposer(),
+         configuration: ReactorConfiguration = ReactorConfiguration(),
+         recorder: FaultRecorder = FaultRecorder(),
+         closeByte: UInt8? = nil) throws {
+        let shared = Shared()
+        let thread = Thread {
+            do {
+                let reactor = try Reactor(handler: FaultEchoHandler(recorder: recorder, closeByte: closeByte),
+                                          configuration: configuration, interposer: interposer)
+                let bound = try reactor.listen(on: try SocketAddress(host: "127.0.0.1", port: 0))
+                let listenerFD = reactor.listeners.first?.fd ?? -1
+                shared.started.withLock { $0 = .success((bound.port ?? 0, listenerFD, reactor.handle)) }
+                shared.ready.signal()
+                reactor.run()
+                shared.final.withLock { $0 = reactor.statistics }
+            } catch {
+                shared.started.withLock { $0 = .failure(FaultServerError(description: "\(error)")) }
+                shared.ready.signal()
+            }
+            shared.finished.signal()
+        }
+        thread.name = "fault-reactor"
+        thread.start()
+        guard shared.ready.wait(timeout: .now() + 10) == .success else {
+            throw FaultServerError(description: "the reactor did not start within 10 s")
+        }
+        let started = try shared.started.withLock { $0 }!.get()
+        port = started.port
+        listenerFD = started.listenerFD
+        handle = started.handle
+        self.recorder = recorder
+        self.interposer = interposer
+        self.shared = shared
+    }
+
+    /// Stops the reactor gracefully and returns its final counters (nil if it did not stop within
+    /// `timeout` seconds, even after `stopNow`; the thread is then abandoned).
+    func stop(timeout: Double = 10) -> ReactorStatistics? {
+        handle.stop()
+        if shared.finished.wait(timeout: .now() + timeout) != .success {
+            handle.stopNow()
+            guard shared.finished.wait(timeout: .now() + 5) == .success else { return nil }
+        }
+        shared.finished.signal()  // a second stop() returns at once
+        return shared.final.withLock { $0 }
+    }
+}
+
+/// Seconds on CLOCK_MONOTONIC.
+func faultNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}

@@ -1,0 +1,339 @@
+// Property-based tests of the echo + exit-line logic against a tiny reference model.
+//
+// The model: the exit line is the first line that is exactly "exit" or "exit\r", terminated by
+// "\n", at the start of the stream or right after a "\n". The output is everything before that
+// line, and the connection closes. Without an exit line the output is everything, once EOF has
+// released the bytes held back while they could still have become the exit line.
+//
+// Random streams with `exit`, `exit\r`, `\n`, `\r` and NUL sprinkled in are cut into random
+// segments; the output and the close decision must be the model's, after every segment and at
+// EOF. Once against ExitLineDetector driven the way EchoProtocol drives it, and once end to end:
+// EchoProtocol on a real Reactor over loopback, with the reactor's reads cut to the generated
+// segment lengths through the syscall seam.
+
+import CEpoll
+import Echo
+import Foundation
+import Glibc
+import PropertyBased
+import Synchronization
+import Testing
+@testable import Reactor
+
+// MARK: the reference model
+
+enum ExitLineModel {
+    static let exitLF = Array("exit".utf8)
+    static let exitCR = Array("exit\r".utf8)
+    static let newline = UInt8(ascii: "\n")
+
+    /// The first exit line: where it starts, and where its terminating "\n" is.
+    static func exitLine(in s: ArraySlice<UInt8>) -> (start: Int, newline: Int)? {
+        var lineStart = s.startIndex
+        while let nl = s[lineStart...].firstIndex(of: newline) {
+            let line = s[lineStart..<nl]
+            if line.elementsEqual(exitLF) || line.elementsEqual(exitCR) { return (lineStart, nl) }
+            lineStart = nl + 1
+        }
+        return nil
+    }
+
+    /// After the whole stream and EOF: what is echoed, and whether the exit line closed it.
+    static func atEOF(_ s: ArraySlice<UInt8>) -> (output: ArraySlice<UInt8>, exit: Bool) {
+        if let e = exitLine(in: s) { return (s[..<e.start], true) }
+        return (s, false)
+    }
+
+    /// After `s` was read but before EOF: the same, except that a last, unterminated line that
+    /// could still become the exit line (a prefix of "exit\r") is held back.
+    static func beforeEOF(_ s: ArraySlice<UInt8>) -> (output: ArraySlice<UInt8>, exit: Bool) {
+        if let e = exitLine(in: s) { return (s[..<e.start], true) }
+        let tailStart = s.lastIndex(of: newline).map { $0 + 1 } ?? s.startIndex
+        if exitCR.starts(with: s[tailStart...]) { return (s[..<tailStart], false) }
+        return (s, false)
+    }
+}
+
+// MARK: generators
+
+enum ExitLineGen {
+    /// The pieces streams are made of, chosen to hit every state of the detector.
+    static let pieces: [[UInt8]] = [
+        "exit", "exit\r", "\n", "\r", "\0", "exit\n", "exit\r\n", "e", "ex", "exi", "x", "\r\n",
+        "exits", "exit now", " exit", "ordinary text", "\u{FF}", String(repeating: "long line ", count: 12),
+    ].map { Array($0.utf8) }
+
+    /// A piece index (or, above the list, a random byte) and the byte to use then.
+    static let stream = zip(Gen.int(in: 0...(pieces.count + 5)), Gen<UInt8>.value(in: 0...255))
+        .array(of: 0...48)
+        .map { tokens in
+            tokens.flatMap { kind, byte in kind < pieces.count ? pieces[kind] : [byte] }
+        }
+
+    /// Segment lengths, used in turn (cycled when the stream is longer).
+    static let cuts = Gen.int(in: 1...16).array(of: 1...24)
+
+    static func segments(of count: Int, cuts: [Int]) -> [Range<Int>] {
+        var out: [Range<Int>] = []
+        var at = 0
+        var i = 0
+        while at < count {
+            let n = min(cuts[i % cuts.count], count - at)
+            out.append(at..<(at + n))
+            at += n
+            i += 1
+        }
+        return out
+    }
+}
+
+func exitLineText(_ bytes: some Collection<UInt8>) -> String {
+    "\"" + bytes.map { b -> String in
+        switch b {
+        case UInt8(ascii: "\n"): return "\\n"
+        case UInt8(ascii: "\r"): return "\\r"
+        case 0: return "\\0"
+        case 0x20..<0x7F: return String(UnicodeScalar(b))
+        default: return "\\x" + String(b, radix: 16)
+        }
+    }.joined() + "\""
+}
+
+// MARK: the detector, driven the way EchoProtocol drives it
+
+@Suite struct ExitLinePropertyTests {
+    @Test func detectorOutputAndCloseDecisionMatchTheModelForAnySegmentation() async {
+        await propertyCheck(count: 3000, input: ExitLineGen.stream, ExitLineGen.cuts) { stream, cuts in
+            let candidate = ExitLineModel.exitCR
+            var detector = ExitLineDetector()
+            var output: [UInt8] = []
+            var exited = false
+            for segment in ExitLineGen.segments(of: stream.count, cuts: cuts) {
+                let bytes = Array(stream[segment])
+                let verdict = bytes.withUnsafeBytes { detector.scan($0) }
+                guard verdict.release >= 0, verdict.release <= candidate.count, verdict.echo >= 0, verdict.echo <= bytes.count else {
+                    Issue.record("impossible verdict \(verdict) for segment \(exitLineText(bytes)) of \(exitLineText(stream))")
+                    return
+                }
+                // What EchoProtocol.read writes: the released held bytes, then a prefix of the segment.
+                output += candidate[..<verdict.release]
+                output += bytes[..<verdict.echo]
+                let model = ExitLineModel.beforeEOF(stream[..<segment.upperBound])
+                guard output[...] == model.output, verdict.exit == model.exit else {
+                    Issue.record("""
+                        after \(exitLineText(stream[..<segment.upperBound])) cut by \(cuts): \
+                        output \(exitLineText(output)) exit \(verdict.exit), model \(exitLineText(model.output)) exit \(model.exit)
+                        """)
+                    return
+                }
+                if verdict.exit { exited = true; break }
+            }
+            if !exited {
+                // What EchoProtocol.readEOF writes: the bytes still held back.
+                let held = detector.finish()
+                output += candidate[..<held]
+            }
+            let model = ExitLineModel.atEOF(stream[...])
+            #expect(output[...] == model.output, "at EOF, \(exitLineText(stream)) cut by \(cuts): \(exitLineText(output)) != \(exitLineText(model.output))")
+            #expect(exited == model.exit, "at EOF, \(exitLineText(stream)) cut by \(cuts)")
+        }
+    }
+
+    @Test func heldBytesAreReleasedAtEOF() {
+        for (input, expected) in [("exit", "exit"), ("exit\r", "exit\r"), ("ab\nexi", "ab\nexi"), ("e", "e"),
+                                  ("exit\r\r", "exit\r\r"), ("x\nexit\n", "x\n"), ("exit\r\nmore", "")] {
+            var detector = ExitLineDetector()
+            var output: [UInt8] = []
+            var exited = false
+            for byte in input.utf8 {
+                let verdict = [byte].withUnsafeBytes { detector.scan($0) }
+                output += ExitLineModel.exitCR[..<verdict.release]
+                output += [byte][..<verdict.echo]
+                if verdict.exit { exited = true; break }
+            }
+            if !exited { output += ExitLineModel.exitCR[..<detector.finish()] }
+            #expect(output == Array(expected.utf8), "\(exitLineText(Array(input.utf8)))")
+        }
+    }
+
+    // MARK: end to end: EchoProtocol on a real Reactor, reads cut through the syscall seam
+
+    @Test func echoOverLoopbackMatchesTheModelForAnySegmentation() async throws {
+        let server = try ExitLineServer()
+        defer { server.stop() }
+        await propertyCheck(count: 150, input: ExitLineGen.stream, ExitLineGen.cuts) { stream, cuts in
+            server.cuts.set(cuts)
+            let expected = ExitLineModel.atEOF(stream[...])
+            do {
+                let client = try ExitLineClient(port: server.port)
+                try client.sendAll(stream)
+                client.shutdownWrite()
+                let (received, eof) = client.readToEnd()
+                #expect(eof, "no EOF after \(exitLineText(stream)) cut by \(cuts)")
+                #expect(received[...] == expected.output,
+                        "\(exitLineText(stream)) cut by \(cuts): echoed \(exitLineText(received)), model \(exitLineText(expected.output))")
+                let reason = server.recorder.waitForClose(peerPort: client.localPort)
+                #expect(reason == (expected.exit ? EchoProtocol.exitReason : .eof),
+                        "\(exitLineText(stream)) cut by \(cuts): closed with \(String(describing: reason))")
+            } catch {
+                Issue.record("\(error)")
+            }
+        }
+    }
+}
+
+// MARK: end-to-end harness
+
+/// Cuts every read the reactor makes to the next of a list of lengths.
+final class ExitLineReadCuts: SyscallInterposer, @unchecked Sendable {
+    // @unchecked: the only stored property is a Mutex.
+    private let state = Mutex<(cuts: [Int], next: Int)>(([], 0))
+
+    func set(_ cuts: [Int]) { state.withLock { $0 = (cuts, 0) } }
+
+    func intercept(_ call: SyscallName, fd: CInt) -> Interposition {
+        guard call == .read else { return .proceed }
+        return state.withLock { s in
+            guard !s.cuts.isEmpty else { return .proceed }
+            defer { s.next += 1 }
+            return .limit(s.cuts[s.next % s.cuts.count])
+        }
+    }
+
+    func rewriteEvents(_ events: UnsafeMutablePointer<epoll_event>, count: Int, capacity: Int) -> Int { count }
+}
+
+/// Close reasons by the client's port.
+final class ExitLineRecorder: Sendable {
+    private let reasons = Mutex<[Int: CloseReason]>([:])
+
+    func closed(peerPort: Int, _ reason: CloseReason) { reasons.withLock { $0[peerPort] = reason } }
+
+    func waitForClose(peerPort: Int, timeout: Double = 5) -> CloseReason? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let r = reasons.withLock({ $0[peerPort] }) { return r }
+            usleep(500)
+        }
+        return nil
+    }
+}
+
+/// The echo protocol exactly as EchoHandler runs it, plus a record of each close reason.
+struct ExitLineEchoHandler: ConnectionHandler {
+    typealias ConnectionState = ExitLineDetector
+    let recorder: ExitLineRecorder
+
+    func makeState() -> ExitLineDetector { ExitLineDetector() }
+
+    func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>,
+                state: inout ExitLineDetector) -> Action {
+        EchoProtocol.read(bytes, connection: connection, detector: &state)
+    }
+
+    func onReadEOF(_ connection: borrowing Connection<Self>, state: inout ExitLineDetector) -> Action {
+        EchoProtocol.readEOF(connection: connection, detector: &state)
+    }
+
+    func onClose(_ connection: borrowing Connection<Self>, state: inout ExitLineDetector, reason: CloseReason) {
+        recorder.closed(peerPort: connection.peer.port ?? -1, reason)
+    }
+}
+
+/// A reactor running ExitLineEchoHandler on its own thread, on 127.0.0.1 port 0.
+final class ExitLineServer: Sendable {
+    let port: Int
+    let handle: ReactorHandle
+    let cuts = ExitLineReadCuts()
+    let recorder = ExitLineRecorder()
+    private let finished = DispatchSemaphore(value: 0)
+
+    struct StartError: Error, CustomStringConvertible { let description: String }
+
+    init() throws {
+        let ready = DispatchSemaphore(value: 0)
+        let started = Mutex<Result<(Int, ReactorHandle), StartError>?>(nil)
+        let (cuts, recorder, finished) = (self.cuts, self.recorder, self.finished)
+        let thread = Thread {
+            do {
+                let reactor = try Reactor(handler: ExitLineEchoHandler(recorder: recorder),
+                                          configuration: ReactorConfiguration(), interposer: cuts)
+                let bound = try reactor.listen(on: try SocketAddress(host: "127.0.0.1", port: 0))
+                started.withLock { $0 = .success((bound.port ?? 0, reactor.handle)) }
+                ready.signal()
+                reactor.run()
+            } catch {
+                started.withLock { $0 = .failure(StartError(description: "\(error)")) }
+                ready.signal()
+            }
+            finished.signal()
+        }
+        thread.start()
+        guard ready.wait(timeout: .now() + 10) == .success, let result = started.withLock({ $0 }) else {
+            throw StartError(description: "the reactor did not start")
+        }
+        (port, handle) = try result.get()
+    }
+
+    func stop() {
+        handle.stop()
+        if finished.wait(timeout: .now() + 10) != .success { handle.stopNow() }
+    }
+}
+
+/// A blocking loopback client with 5-second timeouts.
+final class ExitLineClient {
+    let fd: CInt
+    let localPort: Int
+
+    struct Failure: Error, CustomStringConvertible { let description: String }
+
+    init(port: Int) throws {
+        let s = socket(AF_INET, CEPOLL_SOCK_STREAM, 0)
+        guard s >= 0 else { throw Failure(description: "socket: errno \(errno)") }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else { Glibc.close(s); throw Failure(description: "connect: errno \(errno)") }
+        var local = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &length) }
+        }
+        fd = s
+        localPort = Int(UInt16(bigEndian: local.sin_port))
+    }
+
+    deinit { Glibc.close(fd) }
+
+    func sendAll(_ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw Failure(description: "send: errno \(errno)") }
+            offset += n
+        }
+    }
+
+    func shutdownWrite() { _ = shutdown(fd, CInt(SHUT_WR)) }
+
+    /// Everything until EOF; the flag says whether EOF (not an error or the timeout) ended it.
+    func readToEnd() -> ([UInt8], Bool) {
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 { out += buffer[..<n]; continue }
+            if n < 0 && errno == EINTR { continue }
+            return (out, n == 0)
+        }
+    }
+}
