@@ -35,7 +35,10 @@ struct ChatCommand: ParsableCommand {
     @Option(help: "Seconds without a line before a client is disconnected (0: never).")
     var idleTimeout = 600.0
 
-    @Flag(help: "Log joins, renames and leaves on stderr.")
+    @Option(help: "Seconds a connection the server closes gets to take its last output before it is cut.")
+    var closeTimeout = 5.0
+
+    @Flag(help: "Log joins, renames, leaves and closes on stderr.")
     var verbose = false
 
     func validate() throws {
@@ -43,6 +46,7 @@ struct ChatCommand: ParsableCommand {
         guard maxLine > 0 else { throw ValidationError("--max-line must be positive, got \(maxLine)") }
         guard maxPending > 0 else { throw ValidationError("--max-pending must be positive, got \(maxPending)") }
         guard idleWarning >= 0, idleTimeout >= 0 else { throw ValidationError("idle times must not be negative") }
+        guard closeTimeout > 0 else { throw ValidationError("--close-timeout must be positive, got \(closeTimeout)") }
     }
 
     func run() throws {
@@ -52,6 +56,7 @@ struct ChatCommand: ParsableCommand {
         limits.maxPendingBytes = maxPending
         limits.idleWarning = Self.duration(idleWarning)
         limits.idleTimeout = Self.duration(idleTimeout)
+        limits.closeTimeout = Self.duration(closeTimeout) ?? .seconds(5)
         let verbose = verbose
         let room = Room(limits: limits) { message in if verbose { Output.write("chat: \(message)\n", to: 2) } }
 

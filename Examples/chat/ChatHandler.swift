@@ -24,10 +24,18 @@ struct ChatHandler: ConnectionHandler {
                           tooLong: { room.lineTooLong(id, on: loop) })
     }
 
-    // onReadEOF: the default closes with `.eof` once pending output is written. An unfinished
-    // last line (no newline before EOF) is not a message, and is dropped.
+    /// The client will send nothing more, so it leaves the room; it gets what is already queued
+    /// for it, then the connection closes. An unfinished last line (no newline before EOF) is
+    /// not a message, and is dropped.
+    func onReadEOF(_ connection: borrowing Connection<Self>, state: inout LineAssembler) -> Action {
+        room.leave(connection.id, reason: .eof, on: connection.loop)
+        room.enforceCloseTimeout(connection.id, reason: .eof, on: connection.loop)
+        return .close(.eof)
+    }
 
     func onClose(_ connection: borrowing Connection<Self>, state: inout LineAssembler, reason: CloseReason) {
+        room.log("closed \(connection.peer) (\(connection.id)) reason=\(reason)")
+        // Closes the room started were already announced; this covers resets and shutdown.
         room.leave(connection.id, reason: reason, on: connection.loop)
     }
 }

@@ -208,6 +208,28 @@ final class ChatTests: XCTestCase {
         XCTAssertFalse(talkerLines.contains { $0.hasPrefix("* you have been idle") }, "the talker was warned")
     }
 
+    /// The reactor flushes a graceful close without a deadline; the server cuts a connection it
+    /// closed (here for idleness) when its peer does not take the last output in --close-timeout.
+    func testClosedConnectionThatNeverReadsIsCutAfterCloseTimeout() throws {
+        let server = try ChatServer(["--max-pending", "100000000", "--idle-warning", "0",
+                                     "--idle-timeout", "1.5", "--close-timeout", "0.5"])
+        let slow = try ChatClient(server, receiveBuffer: 4096)
+        let sender = try ChatClient(server)
+        // Far more than the kernel buffers between the server and `slow` hold: megabytes stay
+        // queued in the server for it.
+        let line = String(repeating: "q", count: 1000) + "\n"
+        sender.send(String(repeating: line, count: 8000))
+        let started = Date()
+        var closedLine: String?
+        while closedLine == nil && Date().timeIntervalSince(started) < 6 {
+            usleep(50_000)
+            closedLine = server.log.split(separator: "\n").first { $0.hasPrefix("chat: closed \(slow.name) (") }.map(String.init)
+        }
+        XCTAssertEqual(closedLine?.hasSuffix("reason=idle"), true, "the idle, never-reading client was not cut; log:\n\(server.log)")
+        XCTAssertTrue(slow.drainUntilEOF(timeout: 10))
+        XCTAssertLessThan(slow.bytesReceived, 8000 * 1000, "its queued output was dropped")
+    }
+
     func testTerminationSignalStopsGracefully() throws {
         let server = try ChatServer()
         let a = try ChatClient(server), b = try ChatClient(server)
