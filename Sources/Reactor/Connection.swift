@@ -110,6 +110,8 @@ struct SlotFlags: OptionSet, Sendable {
     @inlinable static var shutdownPending: SlotFlags { SlotFlags(rawValue: 1 << 7) }
     /// Output flushed and write side shut down; discarding input until the peer closes.
     @inlinable static var lingering: SlotFlags { SlotFlags(rawValue: 1 << 8) }
+    /// Accepted on a listener exempt from the connection limit (so closing it frees no place).
+    @inlinable static var unlimited: SlotFlags { SlotFlags(rawValue: 1 << 9) }
 }
 
 /// One entry of the connection table, indexed by fd.

@@ -6,6 +6,8 @@ import SystemPackage
 struct Listener {
     let fd: CInt
     let address: SocketAddress
+    /// Whether its connections count toward the connection limit.
+    let limited: Bool
     /// Whether the reactor created the socket file, and so removes it when it stops.
     let ownsUnixPath: Bool
 }
@@ -72,14 +74,18 @@ extension Reactor {
     ///     `net.core.somaxconn`).
     ///   - reusePort: set SO_REUSEPORT, so several reactors can each listen on the same address
     ///     and the kernel spreads connections among them.
+    ///   - limited: whether connections accepted here count toward
+    ///     ``ReactorConfiguration/connectionLimit``; pass false for an admin or metrics port that
+    ///     must stay reachable when the server is full.
     /// - Returns: the address actually bound (the real port when `address` has port 0).
     /// - Throws: ``SyscallError`` naming the failed call; `errno` is `.addressInUse` when another
     ///   socket listens there.
     @discardableResult
-    public func listen(on address: SocketAddress, backlog: Int = Int(SOMAXCONN), reusePort: Bool = false) throws(SyscallError) -> SocketAddress {
+    public func listen(on address: SocketAddress, backlog: Int = Int(SOMAXCONN), reusePort: Bool = false,
+                       limited: Bool = true) throws(SyscallError) -> SocketAddress {
         let (fd, bound) = try ListeningSocket.make(address, backlog: CInt(clamping: backlog), reusePort: reusePort)
         try configureListener(fd)
-        listeners.append(Listener(fd: fd, address: bound, ownsUnixPath: bound.isUnix))
+        listeners.append(Listener(fd: fd, address: bound, limited: limited, ownsUnixPath: bound.isUnix))
         register(special: fd, kind: .listener)
         return bound
     }
@@ -101,7 +107,7 @@ extension Reactor {
             throw SyscallError(call: "adopt (fd \(fd) is not a listening socket)", errno: .invalidArgument)
         }
         try configureListener(fd)
-        listeners.append(Listener(fd: fd, address: address, ownsUnixPath: false))
+        listeners.append(Listener(fd: fd, address: address, limited: true, ownsUnixPath: false))
         register(special: fd, kind: .listener)
         return address
     }
@@ -143,6 +149,9 @@ extension Reactor {
             }
         }
     }
+
+    @usableFromInline
+    func listenerIsLimited(_ index: Int) -> Bool { listeners.indices.contains(index) && listeners[index].limited }
 
     @usableFromInline
     func listenerIndex(_ fd: CInt) -> Int { listeners.firstIndex { $0.fd == fd } ?? -1 }

@@ -431,15 +431,20 @@ public final class Reactor<Handler: ConnectionHandler> {
             sys.close(fd)
             return
         }
-        if let limit = configuration.connectionLimit, !limit.acquire() {
+        let limited = listenerIsLimited(listener)
+        if limited, let limit = configuration.connectionLimit, !limit.acquire() {
             counters.pointee.rejectedByLimit &+= 1
             counters.pointee.closed[CloseReason.limit.name, default: 0] += 1
             configuration.logger.info("connection from \(peer?.description ?? "?") refused: limit of \(limit.maximum) connections reached (reason limit)")
             sys.close(fd)
             return
         }
-        guard let id = install(fd, peer: peer, state: handler.makeState(), connecting: false) else { return }
+        guard let id = install(fd, peer: peer, state: handler.makeState(), connecting: false) else {
+            if limited { configuration.connectionLimit?.release() }
+            return
+        }
         slots[Int(fd)].pointee.listener = Int16(truncatingIfNeeded: listener)
+        if !limited { slots[Int(fd)].pointee.flags.insert(.unlimited) }
         opened(id)
     }
 
@@ -511,7 +516,7 @@ public final class Reactor<Handler: ConnectionHandler> {
         }
         counters.pointee.open &-= 1
         counters.pointee.closed[reason.name, default: 0] += 1
-        configuration.connectionLimit?.release()
+        if !slot.pointee.flags.contains(.unlimited) { configuration.connectionLimit?.release() }
         let generation = slot.pointee.generation
         slot.deinitialize(count: 1)
         slot.pointee.kind = .free

@@ -42,10 +42,12 @@ struct Reflect: ParsableCommand {
         // Whatever happens below, the terminal gets its flags back.
         defer { stdin.restoreFlags() }
 
-        let session = Session(server: address, input: stdin.source)
+        let session = Session(server: address, standardInput: stdin)
         var configuration = ReactorConfiguration()
         // A server that stops reading must not keep an interrupted client alive for long.
         configuration.shutdownGrace = .seconds(1)
+        // The reactor's own log lines (a signal received) are noise for an interactive tool.
+        configuration.logger.logLevel = .error
         let reactor = try Reactor(handler: ClientHandler(session: session), configuration: configuration)
         try reactor.stop(onSignals: [SIGINT, SIGTERM, SIGHUP])
         do {

@@ -33,6 +33,7 @@ final class Session {
     static let resumeBelow = window / 2
 
     let server: SocketAddress
+    let standardInput: StandardInput
     var input: InputSource
     var socket: ConnectionID?
     var stdin: ConnectionID?
@@ -54,9 +55,10 @@ final class Session {
     /// Direct reads of stdin (see `InputSource.read`) land here.
     let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
 
-    init(server: SocketAddress, input: InputSource) {
+    init(server: SocketAddress, standardInput: StandardInput) {
         self.server = server
-        self.input = input
+        self.standardInput = standardInput
+        input = standardInput.source
     }
 
     deinit { chunk.deallocate() }
@@ -87,21 +89,34 @@ final class Session {
         loop.write(to: socket, UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
-    /// Reads input that epoll cannot watch (a regular file, /dev/null, or what is left of stdin
-    /// after its reactor connection failed) until the window is full or the input ends.
+    /// Reads input that epoll cannot watch (a regular file, /dev/null), or sends what is left of
+    /// a stdin the reactor closed early, until the window is full or the input ends.
     func pull(loop: Reactor<ClientHandler>) {
-        guard case .direct(let fd) = input, connected, !inputFinished, outcome == nil else { return }
-        while unechoed < Self.window {
-            switch InputSource.read(fd, into: chunk) {
-            case .bytes(let n):
-                _ = forward(UnsafeRawBufferPointer(rebasing: chunk[..<n]), loop: loop)
-            case .end:
-                finishInput(loop: loop)
-                return
-            case .failed(let message):
-                finish(.failed("cannot read stdin: \(message)"), loop: loop)
-                return
+        guard connected, !inputFinished, outcome == nil else { return }
+        switch input {
+        case .adopt:
+            return
+        case .direct(let fd):
+            while unechoed < Self.window {
+                switch InputSource.read(fd, into: chunk) {
+                case .bytes(let n):
+                    _ = forward(UnsafeRawBufferPointer(rebasing: chunk[..<n]), loop: loop)
+                case .end:
+                    finishInput(loop: loop)
+                    return
+                case .failed(let message):
+                    finish(.failed("cannot read stdin: \(message)"), loop: loop)
+                    return
+                }
             }
+        case .leftover(let bytes, var sent):
+            while unechoed < Self.window && sent < bytes.count {
+                let n = min(chunk.count, bytes.count - sent)
+                bytes.withUnsafeBytes { _ = forward(UnsafeRawBufferPointer(rebasing: $0[sent..<(sent + n)]), loop: loop) }
+                sent += n
+            }
+            input = .leftover(bytes, sent: sent)
+            if sent == bytes.count { finishInput(loop: loop) }
         }
     }
 
@@ -147,18 +162,23 @@ final class Session {
         }
     }
 
-    /// The adopted stdin closed. If we did not end it, the reactor gave up on it (EPOLLHUP while
-    /// paused, or a read error): what is left, if anything, is read directly from fd 0.
+    /// The adopted stdin closed. If we did not end it, the reactor gave up on it before its end:
+    /// EPOLLHUP while it was paused (the writer of a pipe is gone, with bytes still in it), or a
+    /// read error. What is left can be read now without waiting, and is sent as the window allows.
     func stdinClosed(_ reason: CloseReason, loop: Reactor<ClientHandler>) {
         stdin = nil
-        guard outcome == nil, !inputFinished else { return }
+        let unfinished = outcome == nil && !inputFinished
+        if unfinished, reason != .shutdown, case .adopt(let fd) = input {
+            input = .leftover(InputSource.drain(fd, using: chunk), sent: 0)
+        }
+        standardInput.release()
+        guard unfinished else { return }
         if reason == .shutdown {
             // The reactor is stopping and we did not ask it to: a signal.
             finish(.quiet(130), loop: loop)
             return
         }
         stdinPaused = false
-        input = .direct(STDIN_FILENO)
         pull(loop: loop)
     }
 
@@ -207,7 +227,12 @@ struct ClientHandler: ConnectionHandler {
             return .close(.eof)
         case .stdin:
             session.finishInput(loop: connection.loop)
-            return .close(CloseReason("input-end"))
+            // Not closed here: closing our duplicate of a terminal would leave its epoll
+            // registration alive (fds 1 and 2 share the description) and reporting every key
+            // typed, for an fd the reactor no longer knows. After EOF the reactor stops reading
+            // it; a pipe's EPOLLHUP still closes it, and `StandardInput.release()` then drops the
+            // last reference. Everything else closes when the reactor stops.
+            return .continue
         }
     }
 

@@ -8,6 +8,9 @@ enum InputSource {
     /// An fd read directly, without waiting for readiness: a regular file or a device such as
     /// /dev/null. epoll refuses those (EPERM) because they are always ready.
     case direct(CInt)
+    /// The last bytes of an adopted stdin that the reactor closed before its end (see
+    /// `Session.stdinClosed`), then the end.
+    case leftover([UInt8], sent: Int)
 
     enum ReadResult {
         case bytes(Int)
@@ -37,16 +40,36 @@ enum InputSource {
             }
         }
     }
+
+    /// Everything an fd has without waiting (until EOF, EAGAIN or an error).
+    static func drain(_ fd: CInt, using buffer: UnsafeMutableRawBufferPointer) -> [UInt8] {
+        var bytes: [UInt8] = []
+        while true {
+            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+            if n > 0 {
+                bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+            } else if n < 0 && errno == EINTR {
+                continue
+            } else {
+                return bytes
+            }
+        }
+    }
 }
 
 /// stdin, set up for the reactor, and put back as it was at the end.
 ///
-/// The reactor makes an adopted fd non-blocking, and O_NONBLOCK belongs to the open file
-/// description, which a terminal shares with the shell and with stdout. So the reactor gets a
-/// duplicate of fd 0 (it closes that one when done), and fd 0's flags are restored at exit.
+/// The reactor gets a duplicate of fd 0 and makes it non-blocking. O_NONBLOCK belongs to the open
+/// file description, which a terminal shares with the shell and with stdout, so fd 0's flags are
+/// restored as soon as the reactor is done with stdin, and again at exit.
+///
+/// The duplicate matters for a second reason: epoll forgets a registration only when the last fd
+/// of its file description is closed. When the reactor closes its duplicate, fd 0 would keep the
+/// registration alive and epoll would keep reporting a pipe's EPOLLHUP for an fd the reactor no
+/// longer knows, a busy loop. So ``release()`` also points fd 0 at /dev/null.
 final class StandardInput {
     let source: InputSource
-    private let savedFlags: CInt?
+    private var savedFlags: CInt?
 
     init() {
         var st = stat()
@@ -73,8 +96,21 @@ final class StandardInput {
 
     /// Gives stdin back its original O_NONBLOCK setting (the reactor set it on the shared description).
     func restoreFlags() {
-        guard let savedFlags else { return }
-        _ = fcntl(STDIN_FILENO, F_SETFL, savedFlags)
+        guard let flags = savedFlags else { return }
+        savedFlags = nil
+        _ = fcntl(STDIN_FILENO, F_SETFL, flags)
+    }
+
+    /// The reactor is closing its duplicate of stdin: restore the flags, and let fd 0 drop its
+    /// reference to the description, so that the close removes it from the epoll set.
+    func release() {
+        guard case .adopt = source else { return }
+        restoreFlags()
+        let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        if null >= 0 {
+            _ = dup2(null, STDIN_FILENO)
+            _ = close(null)
+        }
     }
 }
 

@@ -12,8 +12,8 @@ struct ReactorCount: ExpressibleByArgument, Sendable {
     init?(argument: String) {
         if argument == "auto" {
             value = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        } else if let n = Int(argument), n > 0 {
-            value = n
+        } else if let n = Int(argument) {
+            value = n  // checked in validate(), for a message that says what is allowed
         } else {
             return nil
         }
@@ -76,6 +76,9 @@ struct Reflectd: ParsableCommand {
         }
         if let metricsPort, !(0...65535).contains(metricsPort) {
             throw ValidationError("--metrics-port must be between 0 and 65535, got \(metricsPort)")
+        }
+        guard reactors.value > 0 else {
+            throw ValidationError("--reactors must be a positive number or `auto`, got \(reactors.value)")
         }
         guard backlog > 0 else { throw ValidationError("--backlog must be positive, got \(backlog)") }
         if let maxConnections, maxConnections <= 0 {

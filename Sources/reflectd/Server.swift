@@ -48,7 +48,7 @@ struct Server {
         registry.add(main.handle)
         var announced = try listen(main, listeners, index: 0)
         if let metrics {
-            let bound = try bind(main, metrics.address, reusePort: false)
+            let bound = try bind(main, metrics.address)
             metrics.address = bound
             metrics.ownStatistics = { [unowned main] in main.statistics }
             metrics.ownIndex = 0
@@ -59,10 +59,11 @@ struct Server {
         var threads: [pthread_t] = []
         for index in 1..<max(count, 1) {
             let started = StartGate()
+            let backlog = options.backlog
             let thread = spawnThread { [configuration, listeners, logger] in
                 do {
                     let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil), configuration: configuration)
-                    _ = try Server.listenOn(reactor, listeners, index: index, shared: true)
+                    _ = try Server.listenOn(reactor, listeners, index: index, shared: true, backlog: backlog)
                     started.succeed(reactor.handle)
                     reactor.run()
                 } catch {
@@ -134,16 +135,18 @@ struct Server {
 
     private func listen(_ reactor: Reactor<ServerHandler>, _ listeners: Listeners, index: Int) throws -> [SocketAddress] {
         do {
-            return try Server.listenOn(reactor, listeners, index: index, shared: options.reactors.value > 1)
+            return try Server.listenOn(reactor, listeners, index: index, shared: options.reactors.value > 1, backlog: options.backlog)
         } catch let error as SyscallError {
             if case .bind(let tcp, _) = listeners { throw StartupFailure(message: Server.explain(error, address: tcp)) }
             throw StartupFailure(message: "cannot use the inherited socket: \(error)")
         }
     }
 
-    private func bind(_ reactor: Reactor<ServerHandler>, _ address: SocketAddress, reusePort: Bool) throws -> SocketAddress {
+    /// The metrics listener: a small backlog, and exempt from --max-connections so a full server
+    /// can still be observed.
+    private func bind(_ reactor: Reactor<ServerHandler>, _ address: SocketAddress) throws -> SocketAddress {
         do {
-            return try reactor.listen(on: address, backlog: options.backlog, reusePort: reusePort)
+            return try reactor.listen(on: address, backlog: 64, limited: false)
         } catch {
             throw StartupFailure(message: Server.explain(error, address: address))
         }
@@ -152,8 +155,7 @@ struct Server {
     /// Reactor `index` listens: on the TCP address (shared with SO_REUSEPORT when there are several
     /// reactors) and, for reactor 0 only, the Unix socket (Unix sockets cannot share an address);
     /// or on its own duplicate of every inherited fd.
-    static func listenOn(_ reactor: Reactor<ServerHandler>, _ listeners: Listeners, index: Int, shared: Bool) throws -> [SocketAddress] {
-        let backlog = Int(SOMAXCONN)
+    static func listenOn(_ reactor: Reactor<ServerHandler>, _ listeners: Listeners, index: Int, shared: Bool, backlog: Int) throws -> [SocketAddress] {
         switch listeners {
         case .bind(let tcp, let unix):
             var bound = [try reactor.listen(on: tcp, backlog: backlog, reusePort: shared)]

@@ -1,0 +1,501 @@
+import Glibc
+import Histogram
+import Reactor
+
+/// What the load generator does.
+enum Scenario: String, CaseIterable {
+    /// Each connection keeps `depth` messages in flight and sends a new one per echo.
+    case pingpong
+    /// Each connection streams large writes, `depth` of them in flight: MB/s.
+    case bulk
+    /// Connections stay open; a few are probed with one message each second.
+    case idle
+    /// Connect, one echo, close, again, in `connections` concurrent slots.
+    case churn
+}
+
+/// How a run is set up (from the command line).
+struct Settings {
+    var scenario: Scenario
+    var address: SocketAddress
+    var sources: [SocketAddress]
+    var connections: Int
+    var depth: Int
+    var size: Int
+    var warmup: Double
+    var duration: Double
+    var probes: Int
+    var quiet: Bool
+}
+
+enum Phase: Int {
+    /// Opening the connections.
+    case connecting
+    /// Running, nothing recorded yet.
+    case warmup
+    /// Running and recording.
+    case measuring
+    /// The run is over: nothing more is sent or counted.
+    case done
+}
+
+/// Plain counters, written on the reactor's thread only.
+struct Counters {
+    /// Complete messages echoed (for churn: connect-echo-close cycles).
+    var messages = 0
+    /// Echoed bytes, all checked.
+    var bytes = 0
+    /// Connections established.
+    var connects = 0
+    var mismatches = 0
+    var connectFailures = 0
+    var unexpectedCloses = 0
+
+    var errors: Int { mismatches + connectFailures + unexpectedCloses }
+}
+
+/// What is known about one connection slot, kept outside the reactor so that timers (idle
+/// probes) can reach it too.
+struct Peer {
+    var id: ConnectionID?
+    var open = false
+    /// Where this connection's stream starts in the payload pattern.
+    var start = 0
+    /// Bytes written, and echoed bytes received and checked.
+    var sent = 0
+    var received = 0
+    /// When the connect began (churn measures connect + echo).
+    var connectStart: UInt64 = 0
+}
+
+/// The mutable scalars of the hot path, behind a pointer so that using them costs no
+/// exclusivity check.
+struct Hot {
+    var phase = Phase.connecting
+    var counters = Counters()
+    /// Connections open and connecting now.
+    var open = 0
+    var connecting = 0
+    /// Connections made so far (each gets its own place in the payload).
+    var made = 0
+}
+
+/// The monotonic clock in nanoseconds.
+@inline(__always)
+func now() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+/// One load-generator run: its reactor, connections, payload, counters and histograms.
+final class Bench {
+    /// Connects in progress at once while opening connections. Why 256: well below the
+    /// server's accept backlog (SOMAXCONN 4096), so a burst of SYNs is never dropped, and enough
+    /// that thousands of idle connections open in well under a second.
+    static let maxConnecting = 256
+    /// Give up if the connections are not all open after this long.
+    static let connectTimeout: Duration = .seconds(10)
+    /// The largest latency the histograms hold (larger values are recorded as this).
+    static let maxLatencyNs: UInt64 = 60_000_000_000
+    /// Error messages printed in full; after that they are only counted.
+    static let maxErrorMessages = 10
+
+    let settings: Settings
+    let payload: Payload
+    let hot: UnsafeMutablePointer<Hot>
+    let peers: UnsafeMutablePointer<Peer>
+    /// Send time of each message in flight: `depth` entries per connection, by message number.
+    let sendTimes: UnsafeMutablePointer<UInt64>
+    /// Latencies since the last progress report, and the total of the measured run.
+    let interval: UnsafeMutablePointer<Histogram<UInt64>>
+    let total: UnsafeMutablePointer<Histogram<UInt64>>
+    /// Messages in flight per connection (the sendTimes ring size).
+    let ring: Int
+
+    unowned(unsafe) var reactor: Reactor<BenchHandler>!
+    var nextToConnect = 0
+    var probeCursor = 0
+    var started: UInt64 = 0
+    var measureStart: UInt64 = 0
+    var measureEnd: UInt64 = 0
+    var measured = Counters()
+    var atMeasureStart = Counters()
+    var lastTick = Counters()
+    var lastTickTime: UInt64 = 0
+    var errorMessages = 0
+    var interrupted = false
+    var timedOut = false
+    var maxOpen = 0
+
+    init(settings: Settings) {
+        self.settings = settings
+        ring = max(1, settings.depth)
+        // Any write or read (at most the 64 KiB read buffer) must fit in one contiguous piece.
+        let pad = max(64 * 1024, ring * settings.size) + settings.size
+        payload = settings.scenario == .bulk
+            ? Payload.stream(size: settings.size, pad: pad)
+            : Payload.lines(size: settings.size, pad: pad)
+        hot = .allocate(capacity: 1)
+        hot.initialize(to: Hot())
+        peers = .allocate(capacity: settings.connections)
+        peers.initialize(repeating: Peer(), count: settings.connections)
+        sendTimes = .allocate(capacity: settings.connections * ring)
+        sendTimes.initialize(repeating: 0, count: settings.connections * ring)
+        interval = .allocate(capacity: 1)
+        interval.initialize(to: Histogram<UInt64>(highestTrackableValue: Self.maxLatencyNs, numberOfSignificantValueDigits: .three))
+        total = .allocate(capacity: 1)
+        total.initialize(to: Histogram<UInt64>(highestTrackableValue: Self.maxLatencyNs, numberOfSignificantValueDigits: .three))
+    }
+
+    // MARK: connections
+
+    /// Starts connects until `maxConnecting` are in progress or every connection was started.
+    func connectMore() {
+        guard settings.scenario != .churn else { return }
+        while hot.pointee.connecting < Self.maxConnecting && nextToConnect < settings.connections
+            && hot.pointee.phase != .done {
+            let index = nextToConnect
+            nextToConnect += 1
+            connect(index)
+        }
+        checkReady()
+    }
+
+    /// Opens connection slot `index`.
+    func connect(_ index: Int) {
+        let made = hot.pointee.made
+        hot.pointee.made += 1
+        let peer = peers + index
+        peer.pointee = Peer(id: nil, open: false, start: payload.start(forConnection: made), sent: 0, received: 0,
+                            connectStart: now())
+        let source = settings.sources.isEmpty ? nil : settings.sources[made % settings.sources.count]
+        do {
+            peer.pointee.id = try reactor.connect(to: settings.address, from: source, state: Int32(index))
+            hot.pointee.connecting += 1
+        } catch {
+            hot.pointee.counters.connectFailures += 1
+            report("cannot connect to \(settings.address)\(source.map { " from \($0.host)" } ?? ""): \(error)")
+            if settings.scenario == .churn { retry(index) }
+        }
+    }
+
+    /// A churn slot whose connection failed tries again a little later, so an unreachable
+    /// server does not make a busy loop.
+    func retry(_ index: Int) {
+        reactor.schedule(after: .milliseconds(10)) { [unowned self] in
+            if self.hot.pointee.phase != .done { self.connect(index) }
+        }
+    }
+
+    /// Every connection is open (or failed): the run begins.
+    func checkReady() {
+        guard hot.pointee.phase == .connecting, nextToConnect == settings.connections,
+              hot.pointee.connecting == 0 else { return }
+        if hot.pointee.open == 0 && settings.scenario != .churn {
+            finish()
+            return
+        }
+        startWarmup()
+    }
+
+    // MARK: phases
+
+    func start() {
+        started = now()
+        lastTickTime = started
+        reactor.schedule(after: .seconds(1), repeating: .seconds(1)) { [unowned self] in self.tick() }
+        reactor.schedule(after: Self.connectTimeout) { [unowned self] in
+            guard self.hot.pointee.phase == .connecting else { return }
+            self.timedOut = true
+            self.hot.pointee.counters.connectFailures += self.hot.pointee.connecting
+            self.report("timed out: \(self.hot.pointee.open) of \(self.settings.connections) connections open after \(Self.connectTimeout)")
+            self.finish()
+        }
+        if settings.scenario == .churn {
+            nextToConnect = settings.connections
+            for index in 0..<settings.connections { connect(index) }
+            startWarmup()
+        } else {
+            connectMore()
+        }
+    }
+
+    func startWarmup() {
+        hot.pointee.phase = .warmup
+        if settings.scenario == .idle {
+            reactor.schedule(after: .zero, repeating: .seconds(1)) { [unowned self] in self.probe() }
+        }
+        if settings.warmup > 0 {
+            reactor.schedule(after: .nanoseconds(Int64(settings.warmup * 1e9))) { [unowned self] in self.startMeasuring() }
+        } else {
+            startMeasuring()
+        }
+    }
+
+    func startMeasuring() {
+        guard hot.pointee.phase == .warmup else { return }
+        hot.pointee.phase = .measuring
+        measureStart = now()
+        atMeasureStart = hot.pointee.counters
+        interval.pointee.reset()
+        total.pointee.reset()
+        reactor.schedule(after: .nanoseconds(Int64(settings.duration * 1e9))) { [unowned self] in self.finish() }
+    }
+
+    /// Ends the run: takes the measurements, then stops the reactor (open connections close).
+    func finish() {
+        guard hot.pointee.phase != .done else { return }
+        if hot.pointee.phase == .measuring {
+            measureEnd = now()
+            total.pointee.add(interval.pointee)
+            measured = hot.pointee.counters - atMeasureStart
+        }
+        hot.pointee.phase = .done
+        reactor.handle.stop()
+    }
+
+    /// The once-a-second progress line.
+    func tick() {
+        let t = now()
+        let c = hot.pointee.counters
+        let seconds = Double(t - lastTickTime) / 1e9
+        let delta = c - lastTick
+        let p99 = interval.pointee.totalCount > 0 ? interval.pointee.valueAtPercentile(99) : 0
+        if hot.pointee.phase == .measuring { total.pointee.add(interval.pointee) }
+        interval.pointee.reset()
+        lastTick = c
+        lastTickTime = t
+        guard !settings.quiet else { return }
+        let phase: String
+        switch hot.pointee.phase {
+        case .connecting: phase = "connect"
+        case .warmup: phase = "warmup "
+        case .measuring: phase = "measure"
+        case .done: phase = "done   "
+        }
+        let elapsed = Int((Double(t - started) / 1e9).rounded())
+        var line = "reflect-bench: [\(pad(String(elapsed), 4))s] \(phase)"
+        line += "  msg/s \(pad(fixed(Double(delta.messages) / seconds, 0), 9))"
+        line += "  MB/s \(pad(fixed(Double(delta.bytes) / seconds / 1e6, 1), 7))"
+        line += "  p99 \(pad(latencyText(p99), 9))"
+        line += "  open \(hot.pointee.open)"
+        if settings.scenario == .churn { line += "  conn/s \(fixed(Double(delta.connects) / seconds, 0))" }
+        line += "  errors \(c.errors)\n"
+        writeAll(line, to: 2)
+    }
+
+    /// Idle: sends one message on each of the next `probes` open connections with nothing in flight.
+    func probe() {
+        guard hot.pointee.phase == .warmup || hot.pointee.phase == .measuring else { return }
+        var probed = 0
+        var looked = 0
+        let n = settings.connections
+        while probed < settings.probes && looked < n {
+            let index = probeCursor
+            probeCursor = (probeCursor + 1) % n
+            looked += 1
+            let peer = peers + index
+            guard peer.pointee.open, peer.pointee.sent == peer.pointee.received, let id = peer.pointee.id else { continue }
+            sendTimes[index * ring] = now()
+            reactor.write(to: id, payload.piece(at: peer.pointee.start + peer.pointee.sent, count: settings.size))
+            peer.pointee.sent += settings.size
+            probed += 1
+        }
+    }
+
+    /// Prints an error on stderr, up to `maxErrorMessages` of them.
+    func report(_ message: String) {
+        errorMessages += 1
+        if errorMessages <= Self.maxErrorMessages {
+            writeAll("reflect-bench: error: \(message)\n", to: 2)
+        } else if errorMessages == Self.maxErrorMessages + 1 {
+            writeAll("reflect-bench: (further errors are only counted)\n", to: 2)
+        }
+    }
+}
+
+extension Counters {
+    static func - (a: Counters, b: Counters) -> Counters {
+        var d = a
+        d.messages -= b.messages
+        d.bytes -= b.bytes
+        d.connects -= b.connects
+        d.mismatches -= b.mismatches
+        d.connectFailures -= b.connectFailures
+        d.unexpectedCloses -= b.unexpectedCloses
+        return d
+    }
+}
+
+/// The reactor's handler: every connection of the load generator. The state of a connection
+/// is its slot index in `Bench.peers`.
+struct BenchHandler: ConnectionHandler {
+    typealias ConnectionState = Int32
+
+    static let mismatch = CloseReason("mismatch")
+    static let cycleDone = CloseReason("done")
+
+    unowned(unsafe) let bench: Bench
+    let payload: Payload
+    let hot: UnsafeMutablePointer<Hot>
+    let peers: UnsafeMutablePointer<Peer>
+    let sendTimes: UnsafeMutablePointer<UInt64>
+    let interval: UnsafeMutablePointer<Histogram<UInt64>>
+    let scenario: Scenario
+    let size: Int
+    let ring: Int
+
+    init(bench: Bench) {
+        self.bench = bench
+        payload = bench.payload
+        hot = bench.hot
+        peers = bench.peers
+        sendTimes = bench.sendTimes
+        interval = bench.interval
+        scenario = bench.settings.scenario
+        size = bench.settings.size
+        ring = bench.ring
+    }
+
+    func makeState() -> Int32 { -1 }
+
+    func onOpen(_ connection: borrowing Connection<BenchHandler>, state: inout Int32) -> Action {
+        let index = Int(state)
+        let peer = peers + index
+        peer.pointee.open = true
+        hot.pointee.connecting -= 1
+        hot.pointee.open += 1
+        hot.pointee.counters.connects += 1
+        if hot.pointee.open > bench.maxOpen { bench.maxOpen = hot.pointee.open }
+        switch scenario {
+        case .pingpong, .bulk:
+            if hot.pointee.phase != .done { send(ring, index: index, at: now(), on: connection) }
+            bench.connectMore()
+        case .idle:
+            bench.connectMore()
+        case .churn:
+            // Latency of a churn cycle: from the connect call to the echo.
+            if hot.pointee.phase != .done { send(1, index: index, at: peer.pointee.connectStart, on: connection) }
+        }
+        return .continue
+    }
+
+    /// Sends the next `count` messages of a connection, stamped `time`.
+    @inline(__always)
+    func send(_ count: Int, index: Int, at time: UInt64, on connection: borrowing Connection<BenchHandler>) {
+        let peer = peers + index
+        let first = peer.pointee.sent / size
+        let times = sendTimes + index * ring
+        for k in first..<(first + count) { times[k % ring] = time }
+        var left = count * size
+        while left > 0 {
+            let piece = payload.piece(at: peer.pointee.start + peer.pointee.sent, count: left)
+            connection.write(piece)
+            peer.pointee.sent += piece.count
+            left -= piece.count
+        }
+    }
+
+    @inline(__always)
+    func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<BenchHandler>,
+                state: inout Int32) -> Action {
+        let index = Int(state)
+        let peer = peers + index
+        let received = peer.pointee.received
+        let n = bytes.count
+        if received + n > peer.pointee.sent {
+            return mismatch(index, "the server sent \(received + n - peer.pointee.sent) bytes more than it was sent")
+        }
+        if let at = payload.firstMismatch(bytes, at: peer.pointee.start + received) {
+            let expected = payload.expectedByte(at: peer.pointee.start + received + at)
+            return mismatch(index, "byte \(received + at) of the echo is \(hex(bytes[at])), expected \(hex(expected))")
+        }
+        peer.pointee.received = received + n
+        hot.pointee.counters.bytes &+= n
+        let before = received / size
+        let completed = (received + n) / size - before
+        guard completed > 0 else { return .continue }
+        let t = now()
+        let times = sendTimes + index * ring
+        for k in before..<(before + completed) {
+            let latency = t &- times[k % ring]
+            if !interval.pointee.record(latency) { interval.pointee.record(Bench.maxLatencyNs) }
+        }
+        hot.pointee.counters.messages &+= completed
+        switch scenario {
+        case .pingpong, .bulk:
+            if hot.pointee.phase != .done { send(completed, index: index, at: t, on: connection) }
+            return .continue
+        case .idle:
+            return .continue
+        case .churn:
+            return peer.pointee.received == peer.pointee.sent ? .close(Self.cycleDone) : .continue
+        }
+    }
+
+    func mismatch(_ index: Int, _ what: String) -> Action {
+        hot.pointee.counters.mismatches += 1
+        bench.report("mismatch on connection \(index): \(what)")
+        return .close(Self.mismatch)
+    }
+
+    func onReadEOF(_ connection: borrowing Connection<BenchHandler>, state: inout Int32) -> Action {
+        .close(.eof)
+    }
+
+    func onClose(_ connection: borrowing Connection<BenchHandler>, state: inout Int32, reason: CloseReason) {
+        let index = Int(state)
+        guard index >= 0 else { return }
+        let peer = peers + index
+        let wasOpen = peer.pointee.open
+        peer.pointee.open = false
+        peer.pointee.id = nil
+        if wasOpen { hot.pointee.open -= 1 } else { hot.pointee.connecting -= 1 }
+        let phase = hot.pointee.phase
+        if reason == Self.cycleDone {
+            if phase != .done { bench.connect(index) }
+            return
+        }
+        if reason == .shutdown {
+            // The reactor stops: at the end of the run, or because of a signal.
+            if phase != .done { bench.interrupted = true; bench.finish() }
+            return
+        }
+        if reason != Self.mismatch && phase != .done {
+            if wasOpen {
+                hot.pointee.counters.unexpectedCloses += 1
+                bench.report("connection \(index) closed by the server (\(describe(reason))) after \(peer.pointee.received) of \(peer.pointee.sent) bytes echoed")
+            } else {
+                hot.pointee.counters.connectFailures += 1
+                bench.report("cannot connect to \(bench.settings.address): \(describe(reason))")
+            }
+        }
+        guard phase != .done else { return }
+        switch scenario {
+        case .churn:
+            bench.retry(index)
+        case .pingpong, .bulk, .idle:
+            if wasOpen {
+                if hot.pointee.open + hot.pointee.connecting == 0 && bench.nextToConnect == bench.settings.connections {
+                    bench.finish()
+                }
+            } else {
+                bench.connectMore()
+            }
+        }
+    }
+}
+
+func hex(_ byte: UInt8) -> String {
+    let digits = Array("0123456789abcdef")
+    return "0x\(digits[Int(byte >> 4)])\(digits[Int(byte & 15)])"
+}
+
+/// Why a connection closed, in words: the socket error if there was one.
+func describe(_ reason: CloseReason) -> String {
+    guard let e = reason.errno else { return reason.name }
+    var text = String(cString: strerror(e.rawValue))
+    if let first = text.first { text = first.lowercased() + text.dropFirst() }
+    return text
+}

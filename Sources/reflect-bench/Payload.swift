@@ -1,0 +1,120 @@
+import Glibc
+
+/// The bytes every connection sends, made once before the run.
+///
+/// A connection's outgoing stream is a window onto one long pseudo-random pattern that repeats
+/// every `period` bytes: byte `p` of the stream is `pattern[(start + p) % period]`, and each
+/// connection starts somewhere else. So the echo of any byte can be checked with one `memcmp`
+/// against the pattern, and a byte that comes back corrupted, out of order, or on the wrong
+/// connection does not match. Sending and checking never allocate: both point into the pattern.
+///
+/// The pattern is stored with its first `pad` bytes repeated after its end, so any run of up to
+/// `pad` bytes from any offset is contiguous.
+///
+/// The alphabet has no `e`, so no line is ever `exit` (which would make reflectd close).
+struct Payload {
+    /// The pattern, `period + pad` bytes.
+    let bytes: UnsafeMutablePointer<UInt8>
+    let period: Int
+    let pad: Int
+    /// Length of one message.
+    let messageSize: Int
+    /// How many different messages there are (lines mode), or 0 for a free-running stream.
+    let variants: Int
+
+    private static let alphabet = Array("ABCDFGHIJKLMNOPQRSTUVWXYZ0123456789abcdfghjklmnopqrsuvwyz+/".utf8)
+
+    /// Lines: `variants` different messages of `size` bytes, each ending in `\n`, sent one after
+    /// the other. Message `k` of a connection is variant `(first + k) % variants`, so two
+    /// messages that swap places do not match.
+    static func lines(size: Int, pad: Int) -> Payload {
+        // Why 251: a prime, so consecutive connections and messages cycle through every
+        // variant; capped so large messages do not make a large pattern.
+        let variants = max(2, min(251, (8 << 20) / size))
+        let period = variants * size
+        let bytes = allocate(period: period, pad: pad)
+        var rng = SplitMix(seed: 0x5EED_F00D)
+        for v in 0..<variants {
+            let message = bytes + v * size
+            for j in 0..<(size - 1) { message[j] = alphabet[Int(rng.next() % UInt64(alphabet.count))] }
+            message[size - 1] = UInt8(ascii: "\n")
+        }
+        repeatHead(bytes, period: period, pad: pad)
+        return Payload(bytes: bytes, period: period, pad: pad, messageSize: size, variants: variants)
+    }
+
+    /// A stream of text lines of random length (1 to 200 bytes), cut into `size`-byte messages
+    /// with no regard for line ends (bulk transfer).
+    static func stream(size: Int, pad: Int) -> Payload {
+        // Why this period: about 1 MiB (stays in cache), and prime, so that it is not a multiple
+        // of any message size and every chunk of a long transfer is different.
+        let period = 1_048_573
+        let bytes = allocate(period: period, pad: pad)
+        var rng = SplitMix(seed: 0xB01_D0C)
+        var lineLeft = 0
+        for i in 0..<period {
+            if lineLeft == 0 {
+                bytes[i] = UInt8(ascii: "\n")
+                lineLeft = 1 + Int(rng.next() % 200)
+            } else {
+                bytes[i] = alphabet[Int(rng.next() % UInt64(alphabet.count))]
+                lineLeft -= 1
+            }
+        }
+        repeatHead(bytes, period: period, pad: pad)
+        return Payload(bytes: bytes, period: period, pad: pad, messageSize: size, variants: 0)
+    }
+
+    private static func allocate(period: Int, pad: Int) -> UnsafeMutablePointer<UInt8> {
+        UnsafeMutablePointer<UInt8>.allocate(capacity: period + pad)
+    }
+
+    private static func repeatHead(_ bytes: UnsafeMutablePointer<UInt8>, period: Int, pad: Int) {
+        for i in 0..<pad { bytes[period + i] = bytes[i % period] }
+    }
+
+    /// Where the stream of the `n`th connection made begins in the pattern.
+    func start(forConnection n: Int) -> Int {
+        if variants > 0 { return (n % variants) * messageSize }
+        // Why 104,729: a prime far from the period, so neighbouring connections start far apart.
+        return (n &* 104_729) % period
+    }
+
+    /// Bytes `position ..< position + count` of a stream (positions are `start + offset`),
+    /// in contiguous pieces of at most `pad` bytes.
+    @inline(__always)
+    func piece(at position: Int, count: Int) -> UnsafeRawBufferPointer {
+        let offset = position % period
+        return UnsafeRawBufferPointer(start: bytes + offset, count: min(count, pad))
+    }
+
+    /// The first index in `received` that differs from the stream at `position`, or nil.
+    @inline(__always)
+    func firstMismatch(_ received: UnsafeRawBufferPointer, at position: Int) -> Int? {
+        var checked = 0
+        while checked < received.count {
+            let expected = piece(at: position + checked, count: received.count - checked)
+            if memcmp(received.baseAddress! + checked, expected.baseAddress!, expected.count) != 0 {
+                for j in 0..<expected.count where received[checked + j] != expected[j] { return checked + j }
+            }
+            checked += expected.count
+        }
+        return nil
+    }
+
+    /// The byte the stream has at `position`.
+    func expectedByte(at position: Int) -> UInt8 { bytes[position % period] }
+}
+
+/// A small fast pseudo-random generator (SplitMix64): the pattern is the same in every run.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,174 @@
+import Glibc
+import Histogram
+
+/// The outcome of a run, as printed at the end.
+struct Summary {
+    let settings: Settings
+    /// Seconds actually measured (0 if the run ended before measuring began).
+    let seconds: Double
+    let counters: Counters
+    /// Counts of the whole run, warm-up included: its errors are the ones that decide the exit status.
+    let whole: Counters
+    let latency: Histogram<UInt64>
+    let maxOpen: Int
+    let interrupted: Bool
+
+    var messagesPerSecond: Double { seconds > 0 ? Double(counters.messages) / seconds : 0 }
+    var megabytesPerSecond: Double { seconds > 0 ? Double(counters.bytes) / seconds / 1e6 : 0 }
+    var connectsPerSecond: Double { seconds > 0 ? Double(counters.connects) / seconds : 0 }
+
+    /// Why a run failed, or nil for a good one.
+    var failure: String? {
+        if interrupted { return "interrupted" }
+        if whole.errors > 0 { return "\(whole.errors) error\(whole.errors == 1 ? "" : "s")" }
+        if seconds == 0 { return "nothing was measured" }
+        // Idle probes a few connections per second; the others must get echoes all the time.
+        if counters.messages == 0 && settings.scenario != .idle { return "no message was echoed" }
+        return nil
+    }
+
+    func percentile(_ p: Double) -> UInt64 { latency.totalCount > 0 ? latency.valueAtPercentile(p) : 0 }
+
+    /// The human-readable summary.
+    var text: String {
+        let s = settings
+        var out = "reflect-bench \(s.scenario.rawValue) against \(s.address): \(s.connections) connection\(s.connections == 1 ? "" : "s")"
+        switch s.scenario {
+        case .pingpong, .bulk: out += ", depth \(s.depth), \(s.size)-byte messages"
+        case .idle: out += ", \(s.probes) probes/s, \(s.size)-byte messages"
+        case .churn: out += " at a time, \(s.size)-byte messages"
+        }
+        if !s.sources.isEmpty { out += ", from \(s.sources.count) source address\(s.sources.count == 1 ? "" : "es")" }
+        out += "\n"
+        if seconds > 0 {
+            out += "  measured    \(fixed(seconds, 2)) s after \(fixed(s.warmup, 1)) s of warm-up\n"
+        } else {
+            out += "  measured    nothing: the run ended before the measurement began\n"
+        }
+        out += "  messages    \(counters.messages) (\(fixed(messagesPerSecond, 0))/s)\n"
+        out += "  throughput  \(fixed(megabytesPerSecond, 2)) MB/s echoed (\(counters.bytes) bytes)\n"
+        switch s.scenario {
+        case .churn:
+            out += "  connections \(counters.connects) opened (\(fixed(connectsPerSecond, 0))/s), at most \(maxOpen) open at once\n"
+        case .idle:
+            out += "  connections \(whole.connects) opened, at most \(maxOpen) open at once\n"
+        case .pingpong, .bulk:
+            break
+        }
+        out += "  latency     p50 \(latencyText(percentile(50))), p90 \(latencyText(percentile(90)))"
+        out += ", p99 \(latencyText(percentile(99))), p99.9 \(latencyText(percentile(99.9)))"
+        out += ", max \(latencyText(latency.totalCount > 0 ? latency.max : 0)) (\(latency.totalCount) samples)\n"
+        out += "  errors      \(whole.errors) (\(whole.mismatches) mismatches, \(whole.connectFailures) connect failures, "
+        out += "\(whole.unexpectedCloses) unexpected closes)\n"
+        out += "  result      \(failure.map { "FAILED: \($0)" } ?? "OK")\n"
+        return out
+    }
+
+    /// The summary as one JSON object on one line.
+    var json: String {
+        let s = settings
+        var fields: [(String, String)] = [
+            ("scenario", quote(s.scenario.rawValue)),
+            ("host", quote(s.address.host)),
+            ("port", String(s.address.port ?? 0)),
+            ("connections", String(s.connections)),
+            ("depth", String(s.depth)),
+            ("size", String(s.size)),
+            ("source_ips", String(s.sources.count)),
+            ("warmup_s", number(s.warmup)),
+            ("duration_s", number(seconds)),
+            ("messages", String(counters.messages)),
+            ("bytes", String(counters.bytes)),
+            ("msgs_per_s", number(messagesPerSecond)),
+            ("mb_per_s", number(megabytesPerSecond)),
+            ("connects", String(counters.connects)),
+            ("connects_per_s", number(connectsPerSecond)),
+            ("connects_total", String(whole.connects)),
+            ("max_open", String(maxOpen)),
+        ]
+        if s.scenario == .idle { fields.append(("probes_per_s", String(s.probes))) }
+        let us = { (ns: UInt64) in number(Double(ns) / 1000) }
+        let latencyFields = [
+            ("samples", String(latency.totalCount)),
+            ("p50", us(percentile(50))), ("p90", us(percentile(90))), ("p99", us(percentile(99))),
+            ("p99_9", us(percentile(99.9))), ("max", us(latency.totalCount > 0 ? latency.max : 0)),
+            ("mean", number(latency.totalCount > 0 ? latency.mean / 1000 : 0)),
+        ]
+        fields.append(("latency_us", object(latencyFields)))
+        fields.append(("errors", object([
+            ("total", String(whole.errors)), ("mismatches", String(whole.mismatches)),
+            ("connect_failures", String(whole.connectFailures)), ("unexpected_closes", String(whole.unexpectedCloses)),
+        ])))
+        fields.append(("interrupted", interrupted ? "true" : "false"))
+        fields.append(("ok", failure == nil ? "true" : "false"))
+        return object(fields)
+    }
+}
+
+// MARK: formatting without Foundation
+
+private func object(_ fields: [(String, String)]) -> String {
+    "{" + fields.map { "\(quote($0.0)):\($0.1)" }.joined(separator: ",") + "}"
+}
+
+private func quote(_ s: String) -> String {
+    var out = "\""
+    for c in s.unicodeScalars {
+        switch c {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case _ where c.value < 0x20: out += "\\u00" + hex(UInt8(c.value)).dropFirst(2)
+        default: out.unicodeScalars.append(c)
+        }
+    }
+    return out + "\""
+}
+
+/// A JSON number with up to 3 decimals.
+private func number(_ x: Double) -> String {
+    guard x.isFinite else { return "0" }
+    return fixed(x, 3)
+}
+
+/// `x` with exactly `digits` decimals.
+func fixed(_ x: Double, _ digits: Int) -> String {
+    guard x.isFinite else { return "-" }
+    var scale = 1.0
+    for _ in 0..<digits { scale *= 10 }
+    let scaled = (abs(x) * scale).rounded()
+    guard scaled < 9e18 else { return String(x) }
+    let n = UInt64(scaled)
+    let whole = n / UInt64(scale)
+    var text = (x < 0 && n > 0 ? "-" : "") + String(whole)
+    if digits > 0 {
+        let fraction = String(n % UInt64(scale))
+        text += "." + String(repeating: "0", count: digits - fraction.count) + fraction
+    }
+    return text
+}
+
+/// A latency in nanoseconds, in a readable unit.
+func latencyText(_ ns: UInt64) -> String {
+    if ns < 1_000_000 { return fixed(Double(ns) / 1e3, 1) + " us" }
+    if ns < 1_000_000_000 { return fixed(Double(ns) / 1e6, 2) + " ms" }
+    return fixed(Double(ns) / 1e9, 2) + " s"
+}
+
+/// Right-aligns `s` in `width` columns.
+func pad(_ s: String, _ width: Int) -> String {
+    s.count >= width ? s : String(repeating: " ", count: width - s.count) + s
+}
+
+/// Writes all of `text` to an fd, unbuffered.
+func writeAll(_ text: String, to fd: CInt) {
+    var text = text
+    text.withUTF8 { bytes in
+        var offset = 0
+        while offset < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return }
+            offset += n
+        }
+    }
+}
