@@ -1,29 +1,44 @@
 import CEpoll
 import Glibc
 
-/// Names one connection for as long as it lives: its fd and a generation number.
+/// Names one connection for as long as it lives: its slot in the reactor's table and a
+/// generation number.
 ///
-/// The kernel reuses fd numbers at once, so the generation tells a live connection from a
-/// closed one that had the same fd. An id of a closed connection stays safe to use: writes to it
-/// report ``WriteOutcome/closed``.
+/// Slots are reused at once, so the generation tells a live connection from a closed one that
+/// had the same slot. An id of a closed connection stays safe to use: writes to it report
+/// ``WriteOutcome/closed``.
 public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
-    @usableFromInline let fd: Int32
+    @usableFromInline let index: Int32
     @usableFromInline let generation: UInt32
+    /// The fd, for logs (it is what lsof and ss show) and tests. Not part of the identity, and
+    /// -1 in ids decoded from epoll events.
+    let fd: Int32
 
-    @usableFromInline init(fd: Int32, generation: UInt32) {
-        self.fd = fd
+    @usableFromInline init(index: Int32, generation: UInt32, fd: Int32 = -1) {
+        self.index = index
         self.generation = generation
+        self.fd = fd
     }
 
     /// Packs the id into the 64-bit user data of an epoll event.
-    @usableFromInline var epollData: UInt64 { UInt64(generation) << 32 | UInt64(UInt32(bitPattern: fd)) }
+    @usableFromInline var epollData: UInt64 { UInt64(generation) << 32 | UInt64(UInt32(bitPattern: index)) }
 
     @usableFromInline init(epollData: UInt64) {
-        fd = Int32(bitPattern: UInt32(truncatingIfNeeded: epollData))
+        index = Int32(bitPattern: UInt32(truncatingIfNeeded: epollData))
         generation = UInt32(truncatingIfNeeded: epollData >> 32)
+        fd = -1
     }
 
-    public var description: String { "#\(fd).\(generation)" }
+    public static func == (a: ConnectionID, b: ConnectionID) -> Bool {
+        a.index == b.index && a.generation == b.generation
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(index)
+        hasher.combine(generation)
+    }
+
+    public var description: String { fd >= 0 ? "#\(index).\(generation) fd \(fd)" : "#\(index).\(generation)" }
 }
 
 /// What happened to bytes given to ``Connection/write(_:)`` or ``Reactor/write(to:_:)``.
@@ -54,25 +69,25 @@ public struct Connection<Handler: ConnectionHandler>: ~Copyable {
 
     /// The peer's address (for a Unix-domain connection, usually unnamed).
     public var peer: SocketAddress {
-        reactor._withUnsafeGuaranteedRef { $0.slots[Int(id.fd)].pointee.peer }
+        reactor._withUnsafeGuaranteedRef { $0.slots[Int(id.index)].pointee.peer }
     }
 
     /// Sends `bytes`, or queues what the kernel did not take. The bytes may be reused as soon
     /// as this returns. Writing to a closing connection drops the bytes.
     @inlinable @discardableResult
     public func write(_ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
-        reactor._withUnsafeGuaranteedRef { $0.write(fd: id.fd, bytes) }
+        reactor._withUnsafeGuaranteedRef { $0.write(slot: id.index, bytes) }
     }
 
     /// The listening address this connection was accepted on (nil for ``Reactor/connect(to:from:state:)``
     /// and ``Reactor/adopt(fd:state:)``), for servers that speak different protocols on different ports.
     public var acceptedOn: SocketAddress? {
-        reactor._withUnsafeGuaranteedRef { $0.listenerAddress(of: id.fd) }
+        reactor._withUnsafeGuaranteedRef { $0.listenerAddress(of: id.index) }
     }
 
     /// Bytes written by the handler but not yet taken by the kernel.
     public var pendingOutputBytes: Int {
-        reactor._withUnsafeGuaranteedRef { $0.slots[Int(id.fd)].pointee.output?.count ?? 0 }
+        reactor._withUnsafeGuaranteedRef { $0.slots[Int(id.index)].pointee.output?.count ?? 0 }
     }
 
     /// The reactor this connection belongs to, for calls such as ``Reactor/write(to:_:)`` to
@@ -114,12 +129,14 @@ struct SlotFlags: OptionSet, Sendable {
     @inlinable static var unlimited: SlotFlags { SlotFlags(rawValue: 1 << 9) }
 }
 
-/// One entry of the connection table, indexed by fd.
+/// One entry of a reactor's connection table.
 ///
 /// Plain values only, except `output` (present only while output is pending) and `state`.
 /// The table is one anonymous mapping, so pages of fds never opened cost no memory.
 @usableFromInline
 struct Slot<State> {
+    /// The file descriptor in this slot.
+    @usableFromInline var fd: CInt
     @usableFromInline var generation: UInt32
     @usableFromInline var kind: SlotKind
     @usableFromInline var flags: SlotFlags
@@ -138,9 +155,10 @@ struct Slot<State> {
     @usableFromInline var state: State
 
     @usableFromInline
-    init(generation: UInt32, kind: SlotKind, flags: SlotFlags, registered: UInt32, listener: Int16, lastActive: UInt32,
+    init(fd: CInt, generation: UInt32, kind: SlotKind, flags: SlotFlags, registered: UInt32, listener: Int16, lastActive: UInt32,
          wheelBucket: Int32, wheelPrev: Int32, wheelNext: Int32, output: OutputBuffer?,
          closeReason: CloseReason?, peer: SocketAddress, state: State) {
+        self.fd = fd
         self.generation = generation
         self.kind = kind
         self.flags = flags
@@ -157,10 +175,10 @@ struct Slot<State> {
     }
 }
 
-/// The fd-indexed table of slots: one anonymous mapping sized for the fd hard limit.
+/// The table of slots: one anonymous mapping with room for the fd hard limit.
 ///
-/// It never moves, so a pointer to a slot stays valid while callbacks run, and it is touched
-/// only where fds are used, so resident memory follows the number of open connections.
+/// It never moves, so a pointer to a slot stays valid while callbacks run, and its pages are
+/// touched only as slots are used, so resident memory follows the number of open connections.
 @usableFromInline
 struct SlotTable<State> {
     @usableFromInline let base: UnsafeMutablePointer<Slot<State>>
@@ -179,8 +197,8 @@ struct SlotTable<State> {
     }
 
     @usableFromInline
-    subscript(fd: Int) -> UnsafeMutablePointer<Slot<State>> {
-        @inline(__always) get { base + fd }
+    subscript(i: Int) -> UnsafeMutablePointer<Slot<State>> {
+        @inline(__always) get { base + i }
     }
 
     func unmap() { munmap(UnsafeMutableRawPointer(base), byteCount) }

@@ -19,7 +19,6 @@ extension Reactor {
     public func connect(to address: SocketAddress, from source: SocketAddress? = nil,
                         state: Handler.ConnectionState? = nil) throws(SyscallError) -> ConnectionID {
         let fd = FileDescriptor(try Syscalls.socket(family: address.family))
-        guard Int(fd.raw) < slots.capacity else { throw SyscallError(call: "socket", errno: .tooManyOpenFiles) }
         if let source {
             // Let connect() choose the port, so that (source, destination) pairs and not source
             // ports alone limit how many connections can exist.
@@ -32,23 +31,23 @@ extension Reactor {
         try Syscalls.connect(fd.raw, address)
         let raw = fd.take()
         guard let id = install(raw, peer: address, state: state ?? handler.makeState(), connecting: true) else {
-            throw SyscallError(call: "epoll_ctl", errno: .noMemory)
+            throw SyscallError(call: "connect (no slot or epoll_ctl failed)", errno: .noMemory)
         }
         return id
     }
 
     /// EPOLLOUT on a connecting socket: it is connected, or SO_ERROR says why not.
 @usableFromInline
-    func connectFinished(_ fd: Int32) {
-        let slot = slots[Int(fd)]
-        let error = Syscalls.getOption(fd, SOL_SOCKET, SO_ERROR)
+    func connectFinished(_ i: Int32) {
+        let slot = slots[Int(i)]
+        let error = Syscalls.getOption(slot.pointee.fd, SOL_SOCKET, SO_ERROR)
         guard error == 0 else {
-            requestClose(fd, .error(Errno(rawValue: error)), abort: true)
+            requestClose(i, .error(Errno(rawValue: error)), abort: true)
             return
         }
         slot.pointee.flags.remove(.connecting)
-        opened(ConnectionID(fd: fd, generation: slot.pointee.generation))
-        if slot.pointee.output != nil && !slot.pointee.flags.contains(.closing) { flush(fd) }
+        opened(ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd))
+        if slot.pointee.output != nil && !slot.pointee.flags.contains(.closing) { flush(i) }
     }
 
     /// Drives an fd this process already has (a pipe, a terminal, a connected socket) as a
@@ -64,15 +63,14 @@ extension Reactor {
         if (st.st_mode & S_IFMT) == S_IFREG || (st.st_mode & S_IFMT) == S_IFDIR {
             throw SyscallError(call: "epoll_ctl (fd \(fd) is a regular file or directory)", errno: .notPermitted)
         }
-        guard Int(fd) < slots.capacity else { throw SyscallError(call: "adopt", errno: .tooManyOpenFiles) }
         let flags = try Syscalls.check(fcntl(fd, F_GETFL), "fcntl(F_GETFL)")
         _ = try Syscalls.check(fcntl(fd, F_SETFL, flags | O_NONBLOCK), "fcntl(F_SETFL)")
         // Registered as "connecting" so that onOpen runs from the loop (EPOLLOUT), not inside this call.
         // A read-only fd (stdin) may never be writable; its onOpen then comes with its first input.
         guard let id = install(fd, peer: nil, state: state ?? handler.makeState(), connecting: true) else {
-            throw SyscallError(call: "epoll_ctl", errno: .noMemory)
+            throw SyscallError(call: "adopt (no slot or epoll_ctl failed)", errno: .noMemory)
         }
-        let slot = slots[Int(fd)]
+        let slot = slots[Int(id.index)]
         slot.pointee.registered = CEPOLL_IN | CEPOLL_OUT
         _ = sys.epollCtl(epfd, EPOLL_CTL_MOD, fd, events: CEPOLL_IN | CEPOLL_OUT, data: id.epollData)
         return id

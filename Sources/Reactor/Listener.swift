@@ -5,6 +5,8 @@ import SystemPackage
 /// A listening socket registered on a reactor.
 struct Listener {
     let fd: CInt
+    /// Its slot in the reactor's table.
+    let slot: Int32
     let address: SocketAddress
     /// Whether its connections count toward the connection limit.
     let limited: Bool
@@ -85,8 +87,8 @@ extension Reactor {
                        limited: Bool = true) throws(SyscallError) -> SocketAddress {
         let (fd, bound) = try ListeningSocket.make(address, backlog: CInt(clamping: backlog), reusePort: reusePort)
         try configureListener(fd)
-        listeners.append(Listener(fd: fd, address: bound, limited: limited, ownsUnixPath: bound.isUnix))
-        register(special: fd, kind: .listener)
+        let slot = register(special: fd, kind: .listener)
+        listeners.append(Listener(fd: fd, slot: slot, address: bound, limited: limited, ownsUnixPath: bound.isUnix))
         return bound
     }
 
@@ -107,8 +109,8 @@ extension Reactor {
             throw SyscallError(call: "adopt (fd \(fd) is not a listening socket)", errno: .invalidArgument)
         }
         try configureListener(fd)
-        listeners.append(Listener(fd: fd, address: address, limited: true, ownsUnixPath: false))
-        register(special: fd, kind: .listener)
+        let slot = register(special: fd, kind: .listener)
+        listeners.append(Listener(fd: fd, slot: slot, address: address, limited: true, ownsUnixPath: false))
         return address
     }
 
@@ -134,8 +136,9 @@ extension Reactor {
 
     /// Accepts up to `acceptsPerWakeup` connections from one listener.
     @inlinable
-    func acceptReady(_ listenFD: CInt) {
-        let listener = listenerIndex(listenFD)
+    func acceptReady(_ slot: Int32) {
+        let listenFD = slots[Int(slot)].pointee.fd
+        let listener = listenerIndex(slot: slot)
         var address = sockaddr_storage()
         for _ in 0..<Budget.acceptsPerWakeup {
             switch sys.accept(listenFD, &address) {
@@ -154,7 +157,7 @@ extension Reactor {
     func listenerIsLimited(_ index: Int) -> Bool { listeners.indices.contains(index) && listeners[index].limited }
 
     @usableFromInline
-    func listenerIndex(_ fd: CInt) -> Int { listeners.firstIndex { $0.fd == fd } ?? -1 }
+    func listenerIndex(slot: Int32) -> Int { listeners.firstIndex { $0.slot == slot } ?? -1 }
 
     /// EMFILE, ENFILE, ENOBUFS and ENOMEM leave the connection queued, so accepting again at once
     /// would spin. Pause every listener for `acceptBackoff` instead; the queued peers wait in the
@@ -168,7 +171,7 @@ extension Reactor {
         if pausing && !acceptPaused {
             acceptPaused = true
             counters.pointee.acceptPauses += 1
-            for listener in listeners { setListener(listener.fd, enabled: false) }
+            for listener in listeners { setListener(listener, enabled: false) }
             _ = addTimer(after: Budget.acceptBackoffNs, interval: nil, .resumeAccepting)
         }
         rateLimitedAcceptLog(e, pausing: pausing)
@@ -189,22 +192,23 @@ extension Reactor {
     func resumeAccepting() {
         acceptPaused = false
         guard !isStopping else { return }
-        for listener in listeners { setListener(listener.fd, enabled: true) }
+        for listener in listeners { setListener(listener, enabled: true) }
     }
 
-    private func setListener(_ fd: CInt, enabled: Bool) {
-        let slot = slots[Int(fd)]
+    private func setListener(_ listener: Listener, enabled: Bool) {
+        let slot = slots[Int(listener.slot)]
         let mask = enabled ? CEPOLL_IN : 0
         guard slot.pointee.registered != mask else { return }
         slot.pointee.registered = mask
-        _ = sys.epollCtl(epfd, EPOLL_CTL_MOD, fd, events: mask, data: ConnectionID(fd: fd, generation: slot.pointee.generation).epollData)
+        _ = sys.epollCtl(epfd, EPOLL_CTL_MOD, listener.fd, events: mask,
+                         data: ConnectionID(index: listener.slot, generation: slot.pointee.generation).epollData)
     }
 
 @usableFromInline
     func closeListeners() {
         for listener in listeners {
             sys.close(listener.fd)
-            slots[Int(listener.fd)].pointee.kind = .free
+            releaseSlot(listener.slot)
             if listener.ownsUnixPath { Syscalls.unlink(listener.address.host) }
         }
         listeners.removeAll()

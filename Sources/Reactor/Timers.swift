@@ -184,22 +184,24 @@ extension Reactor {
     // MARK: idle wheel
 
 @usableFromInline
-    func wheelInsert(_ fd: Int32) {
+    // The wheel's lists link slots by index (a slot's wheelPrev and wheelNext).
+
+    func wheelInsert(_ i: Int32) {
         guard wheel != nil else { return }
-        let slot = slots[Int(fd)]
+        let slot = slots[Int(i)]
         let b = wheel!.bucket(wheel!.deadline(lastActive: slot.pointee.lastActive))
         let head = wheel!.heads[b]
         slot.pointee.wheelBucket = Int32(b)
         slot.pointee.wheelPrev = -1
         slot.pointee.wheelNext = head
-        if head >= 0 { slots[Int(head)].pointee.wheelPrev = fd }
-        wheel!.heads[b] = fd
+        if head >= 0 { slots[Int(head)].pointee.wheelPrev = i }
+        wheel!.heads[b] = i
     }
 
 @usableFromInline
-    func wheelRemove(_ fd: Int32) {
+    func wheelRemove(_ i: Int32) {
         guard wheel != nil else { return }
-        let slot = slots[Int(fd)]
+        let slot = slots[Int(i)]
         let prev = slot.pointee.wheelPrev, next = slot.pointee.wheelNext
         if prev >= 0 { slots[Int(prev)].pointee.wheelNext = next } else { wheel!.heads[Int(slot.pointee.wheelBucket)] = next }
         if next >= 0 { slots[Int(next)].pointee.wheelPrev = prev }
@@ -219,21 +221,21 @@ extension Reactor {
             hot.pointee.tick = wheel!.tick
             let tick = wheel!.tick
             let b = wheel!.bucket(tick)
-            var fd = wheel!.heads[b]
+            var i = wheel!.heads[b]
             wheel!.heads[b] = -1
-            while fd >= 0 {
-                let slot = slots[Int(fd)]
+            while i >= 0 {
+                let slot = slots[Int(i)]
                 let next = slot.pointee.wheelNext
                 slot.pointee.wheelBucket = -1
                 slot.pointee.wheelPrev = -1
                 slot.pointee.wheelNext = -1
                 let due = wheel!.deadline(lastActive: slot.pointee.lastActive)
                 if Int32(bitPattern: due &- tick) <= 0 {
-                    requestClose(fd, .timeout, abort: false)
+                    requestClose(i, .timeout, abort: false)
                 } else {
-                    wheelInsert(fd)
+                    wheelInsert(i)
                 }
-                fd = next
+                i = next
             }
         }
         wheel!.tick = target

@@ -171,7 +171,7 @@ final class FaultInjectionTests: XCTestCase {
         let (victim, victimID, bystander) = try victimAndBystander(server)
         let rewritten = Mutex(0)
         faults.rewriteBatches { events, _ in
-            for i in events.indices where events[i].fd == victimID.fd && events[i].generation == victimID.generation {
+            for i in events.indices where events[i].index == victimID.index && events[i].generation == victimID.generation {
                 events[i].mask = CEPOLL_ERR
                 rewritten.withLock { $0 += 1 }
             }
@@ -200,7 +200,7 @@ final class FaultInjectionTests: XCTestCase {
         let rewritten = Mutex(0)
         // Every "readable" report for the victim arrives as a bare EPOLLHUP instead.
         faults.rewriteBatches { events, _ in
-            for i in events.indices where events[i].fd == victimID.fd && events[i].mask & CEPOLL_IN != 0 {
+            for i in events.indices where events[i].index == victimID.index && events[i].mask & CEPOLL_IN != 0 {
                 events[i].mask = (events[i].mask & ~CEPOLL_IN) | CEPOLL_HUP
                 rewritten.withLock { $0 += 1 }
             }
@@ -233,9 +233,9 @@ final class FaultInjectionTests: XCTestCase {
             mode.withLock { m in
                 switch m {
                 case .hide:
-                    events.removeAll { $0.fd == victimID.fd }
+                    events.removeAll { $0.index == victimID.index }
                 case .stripIn:
-                    for i in events.indices where events[i].fd == victimID.fd {
+                    for i in events.indices where events[i].index == victimID.index {
                         seen.withLock { $0.append(events[i].mask) }
                         events[i].mask &= ~CEPOLL_IN
                     }
@@ -345,19 +345,19 @@ final class FaultInjectionTests: XCTestCase {
             var batch: [FaultEvent] = []
         }
         let script = Mutex(Script())
-        let listenerFD = server.listenerFD
+        let listenerSlot = server.listenerSlot
         faults.rewriteBatches { events, capacity in
             script.withLock { s in
                 switch s.phase {
                 case .done:
                     return
                 case .hold:
-                    events.removeAll { $0.fd == aID.fd || $0.fd == listenerFD }
+                    events.removeAll { $0.index == aID.index || $0.index == listenerSlot }
                 case .armed:
-                    guard let ai = events.firstIndex(where: { $0.fd == aID.fd && $0.generation == aID.generation }),
-                          let li = events.firstIndex(where: { $0.fd == listenerFD })
+                    guard let ai = events.firstIndex(where: { $0.index == aID.index && $0.generation == aID.generation }),
+                          let li = events.firstIndex(where: { $0.index == listenerSlot })
                     else {
-                        events.removeAll { $0.fd == aID.fd || $0.fd == listenerFD }
+                        events.removeAll { $0.index == aID.index || $0.index == listenerSlot }
                         return
                     }
                     let aEvent = events[ai], listenerEvent = events[li]
@@ -420,7 +420,7 @@ final class FaultInjectionTests: XCTestCase {
         faults.rewriteBatches { events, capacity in
             injected.withLock { done in
                 guard !done, events.count < capacity else { return }
-                events.insert(FaultEvent(mask: CEPOLL_IN | CEPOLL_ERR | CEPOLL_HUP, fd: aLog.id.fd,
+                events.insert(FaultEvent(mask: CEPOLL_IN | CEPOLL_ERR | CEPOLL_HUP, index: aLog.id.index,
                                          generation: aLog.id.generation), at: 0)
                 done = true
             }

@@ -383,7 +383,7 @@ final class ReflectdBinaryTests: XCTestCase {
         var received = [[UInt8]](repeating: [], count: count)
 
         let served = collectEchoes(clients, expected: expected, candidates: Array(0..<count), received: &received,
-                                   target: count, timeout: 5, settle: 1)
+                                   target: count, timeout: 8, settle: 2.5)
         XCTAssertTrue(Set(0..<10).isSubset(of: served), "the first connections should be served; served: \(served.sorted())")
         XCTAssertLessThan(served.count, count, "every connection was served: the fd limit never bit, so the test proves nothing")
         let waiting = (0..<count).filter { !served.contains($0) }
@@ -402,7 +402,7 @@ final class ReflectdBinaryTests: XCTestCase {
         for i in leaving { clients[i].close() }
         let target = min(10, waiting.count)
         let recovered = collectEchoes(clients, expected: expected, candidates: waiting, received: &received,
-                                      target: target, timeout: 5)
+                                      target: target, timeout: 8)
         XCTAssertGreaterThanOrEqual(recovered.count, target,
                                     "after 10 connections closed, only \(recovered.count) waiting ones were served; stderr:\n\(server.stderr.text)")
 

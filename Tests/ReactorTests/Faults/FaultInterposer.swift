@@ -50,15 +50,16 @@ struct FaultEvent: Sendable, Equatable, CustomStringConvertible {
         self.data = data
     }
 
-    init(mask: UInt32, fd: Int32, generation: UInt32) {
+    init(mask: UInt32, index: Int32, generation: UInt32) {
         self.mask = mask
-        data = ConnectionID(fd: fd, generation: generation).epollData
+        data = ConnectionID(index: index, generation: generation).epollData
     }
 
-    var fd: Int32 { Int32(bitPattern: UInt32(truncatingIfNeeded: data)) }
+    /// The reactor slot the event is for (epoll data carries slot index and generation).
+    var index: Int32 { Int32(bitPattern: UInt32(truncatingIfNeeded: data)) }
     var generation: UInt32 { UInt32(truncatingIfNeeded: data >> 32) }
 
-    var description: String { "fd \(fd).\(generation) mask 0x\(String(mask, radix: 16))" }
+    var description: String { "slot \(index).\(generation) mask 0x\(String(mask, radix: 16))" }
 }
 
 /// Rewrites one epoll_wait batch in place. `capacity` is the most events the batch may hold.

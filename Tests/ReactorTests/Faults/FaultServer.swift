@@ -153,6 +153,8 @@ struct FaultEchoHandler: ConnectionHandler {
 final class FaultServer: Sendable {
     let port: Int
     let listenerFD: CInt
+    /// The listener's slot in the reactor's table (what epoll events carry).
+    let listenerSlot: Int32
     let handle: ReactorHandle
     let recorder: FaultRecorder
     let interposer: FaultInterposer
@@ -161,7 +163,7 @@ final class FaultServer: Sendable {
     private final class Shared: Sendable {
         let ready = DispatchSemaphore(value: 0)
         let finished = DispatchSemaphore(value: 0)
-        let started = Mutex<Result<(port: Int, listenerFD: CInt, handle: ReactorHandle), FaultServerError>?>(nil)
+        let started = Mutex<Result<(port: Int, listenerFD: CInt, listenerSlot: Int32, handle: ReactorHandle), FaultServerError>?>(nil)
         let final = Mutex<ReactorStatistics?>(nil)
     }
 
@@ -180,7 +182,8 @@ final class FaultServer: Sendable {
                                           configuration: configuration, interposer: interposer)
                 let bound = try reactor.listen(on: try SocketAddress(host: "127.0.0.1", port: 0))
                 let listenerFD = reactor.listeners.first?.fd ?? -1
-                shared.started.withLock { $0 = .success((bound.port ?? 0, listenerFD, reactor.handle)) }
+                let listenerSlot = reactor.listeners.first?.slot ?? -1
+                shared.started.withLock { $0 = .success((bound.port ?? 0, listenerFD, listenerSlot, reactor.handle)) }
                 shared.ready.signal()
                 reactor.run()
                 shared.final.withLock { $0 = reactor.statistics }
@@ -198,6 +201,7 @@ final class FaultServer: Sendable {
         let started = try shared.started.withLock { $0 }!.get()
         port = started.port
         listenerFD = started.listenerFD
+        listenerSlot = started.listenerSlot
         handle = started.handle
         self.recorder = recorder
         self.interposer = interposer
