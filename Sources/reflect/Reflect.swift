@@ -44,8 +44,9 @@ struct Reflect: ParsableCommand {
 
         let session = Session(server: address, standardInput: stdin)
         var configuration = ReactorConfiguration()
-        // A server that stops reading must not keep an interrupted client alive for long.
-        configuration.shutdownGrace = .seconds(1)
+        // When the run ends early (the server closed first, a signal, stdout gone), nothing still
+        // queued matters, and a terminal stdin would otherwise be lingered on until its grace ends.
+        configuration.shutdownGrace = .milliseconds(200)
         // The reactor's own log lines (a signal received) are noise for an interactive tool.
         configuration.logger.logLevel = .error
         let reactor = try Reactor(handler: ClientHandler(session: session), configuration: configuration)
