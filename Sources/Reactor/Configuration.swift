@@ -28,6 +28,11 @@ public struct ReactorConfiguration: Sendable {
     /// A limit on open connections, possibly shared by several reactors (nil: only the fd limit).
     public var connectionLimit: ConnectionLimit? = nil
 
+    /// How long a connection closed with pending output (``Action/close(_:)``, EOF, a stop) may
+    /// take to flush it before it is cut. A peer that never reads cannot hold the connection and
+    /// its output buffer forever.
+    public var closeTimeout: Duration = .seconds(10)
+
     /// After a stop is requested, how long connections get to flush before they are cut.
     public var shutdownGrace: Duration = .seconds(4)
 

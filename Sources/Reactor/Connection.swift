@@ -85,6 +85,13 @@ public struct Connection<Handler: ConnectionHandler>: ~Copyable {
         reactor._withUnsafeGuaranteedRef { $0.listenerAddress(of: id.index) }
     }
 
+    /// Sends the UTF-8 bytes of `text` (see ``write(_:)-(UnsafeRawBufferPointer)``).
+    @discardableResult
+    public func write(_ text: String) -> WriteOutcome {
+        var text = text
+        return text.withUTF8 { write(UnsafeRawBufferPointer($0)) }
+    }
+
     /// Bytes written by the handler but not yet taken by the kernel.
     public var pendingOutputBytes: Int {
         reactor._withUnsafeGuaranteedRef { $0.slots[Int(id.index)].pointee.output?.count ?? 0 }
@@ -127,6 +134,10 @@ struct SlotFlags: OptionSet, Sendable {
     @inlinable static var lingering: SlotFlags { SlotFlags(rawValue: 1 << 8) }
     /// Accepted on a listener exempt from the connection limit (so closing it frees no place).
     @inlinable static var unlimited: SlotFlags { SlotFlags(rawValue: 1 << 9) }
+    /// A close deadline timer is armed for this connection.
+    @inlinable static var deadlineArmed: SlotFlags { SlotFlags(rawValue: 1 << 10) }
+    /// onClose already ran (at the start of the linger).
+    @inlinable static var handlerClosed: SlotFlags { SlotFlags(rawValue: 1 << 11) }
 }
 
 /// One entry of a reactor's connection table.

@@ -11,6 +11,7 @@ extension Reactor {
     /// runs with the error (for example `ECONNREFUSED`). Bytes written before then are queued.
     ///
     /// - Parameters:
+    ///   - address: where to connect.
     ///   - source: a local address to bind first (port 0 picks one), for example to spread
     ///     load-test connections over several loopback addresses.
     ///   - state: the connection's initial state; by default ``ConnectionHandler/makeState()``.

@@ -3,7 +3,8 @@ import SystemPackage
 /// Why a connection was closed. Reactor-made reasons are static members; a handler names its own
 /// (`CloseReason("exit")`).
 public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
-    /// A short lowercase word for logs and metrics labels (`eof`, `reset`, `exit`).
+    /// A short lowercase word for logs and metrics labels (`eof`, `reset`, `exit`). Statistics
+    /// count closes per name, so use a fixed set of names, not text built at run time.
     public let name: String
     /// The socket error behind `.reset` and `.error`, when there was one.
     public let errno: Errno?
@@ -42,6 +43,7 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Reasons are equal when their names are: `.error(.connectionReset) == .error(.brokenPipe)`.
     public static func == (a: CloseReason, b: CloseReason) -> Bool { a.name == b.name }
     public func hash(into hasher: inout Hasher) { hasher.combine(name) }
 
@@ -57,8 +59,8 @@ public enum Action: Sendable, Equatable {
     case `continue`
     /// Stop reading from this connection until ``Reactor/resumeReading(_:)`` is called.
     case pauseReading
-    /// Write every pending byte, then close the connection with this reason.
-    /// Nothing more is read or delivered.
+    /// Write every pending byte (within ``ReactorConfiguration/closeTimeout``), then close the
+    /// connection with this reason. Nothing more is read or delivered.
     case close(CloseReason)
 }
 
@@ -66,7 +68,7 @@ public enum Action: Sendable, Equatable {
 /// reaches end of input, or closes.
 ///
 /// The reactor calls a handler on its own thread only, and never re-entrantly: a callback that
-/// wants a connection gone returns ``Action/close(_:)`` (or calls ``Reactor/close(_:reason:)``),
+/// wants a connection gone returns ``Action/close(_:)`` (or calls ``Reactor/close(_:reason:discardingOutput:)``),
 /// and the reactor tears it down after the callback returns.
 ///
 /// Each connection carries a `ConnectionState` value stored inline in the reactor's connection
@@ -101,8 +103,14 @@ public protocol ConnectionHandler {
     /// pending byte is written.
     func onReadEOF(_ connection: borrowing Connection<Self>, state: inout ConnectionState) -> Action
 
-    /// The connection is closing for `reason`; its state is destroyed after this call. Writes
-    /// made here are discarded.
+    /// The reactor is stopping: a last chance to write (a goodbye) before the connection closes
+    /// with ``CloseReason/shutdown``. Not called for connections already closing.
+    func onStop(_ connection: borrowing Connection<Self>, state: inout ConnectionState)
+
+    /// The connection is done: its output was flushed (or discarded, for an abortive close).
+    /// Writes made here are discarded. The state is destroyed after the socket is closed; the
+    /// reactor may still linger on the socket for up to 2 s so that the peer's last bytes do not
+    /// turn into a reset, without involving the handler.
     func onClose(_ connection: borrowing Connection<Self>, state: inout ConnectionState, reason: CloseReason)
 }
 
@@ -117,5 +125,6 @@ extension ConnectionHandler {
     public func onReadEOF(_ connection: borrowing Connection<Self>, state: inout ConnectionState) -> Action {
         .close(.eof)
     }
+    public func onStop(_ connection: borrowing Connection<Self>, state: inout ConnectionState) {}
     public func onClose(_ connection: borrowing Connection<Self>, state: inout ConnectionState, reason: CloseReason) {}
 }

@@ -72,6 +72,7 @@ extension Reactor {
     /// Listens on `address` and accepts connections for this reactor's handler.
     ///
     /// - Parameters:
+    ///   - address: the address to bind: an IP address and port, or a Unix-domain path.
     ///   - backlog: the kernel's queue of connections not yet accepted (capped by
     ///     `net.core.somaxconn`).
     ///   - reusePort: set SO_REUSEPORT, so several reactors can each listen on the same address

@@ -424,12 +424,16 @@ public final class Reactor<Handler: ConnectionHandler> {
         // The common case after a message: nothing pending, nothing paused, reading as registered.
         if flags.isEmpty && slot.pointee.output == nil && slot.pointee.registered == CEPOLL_IN { return }
         guard slot.pointee.kind == .connection else { return }
-        if flags.contains(.closing) && (flags.contains(.abort) || slot.pointee.output == nil) {
-            if flags.contains(.abort) || flags.contains(.readEOF) {
-                finishClose(i)
-                return
+        if flags.contains(.closing) {
+            if flags.contains(.abort) || slot.pointee.output == nil {
+                if flags.contains(.abort) || flags.contains(.readEOF) {
+                    finishClose(i)
+                    return
+                }
+                if !flags.contains(.lingering) { startLinger(i) }
+            } else if !flags.contains(.deadlineArmed) {
+                armCloseDeadline(i)
             }
-            if !flags.contains(.lingering) { startLinger(i) }
         }
         // Watermark backpressure: stop reading above the high mark, resume below the low mark.
         let pending = slot.pointee.output?.count ?? 0
@@ -541,8 +545,10 @@ public final class Reactor<Handler: ConnectionHandler> {
     func finishClose(_ i: Int32) {
         let slot = slots[Int(i)]
         let reason = slot.pointee.closeReason ?? .eof
-        let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
-        handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state, reason: reason)
+        if !slot.pointee.flags.contains(.handlerClosed) {
+            let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
+            handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state, reason: reason)
+        }
         if slot.pointee.wheelBucket >= 0 { wheelRemove(i) }
         sys.close(slot.pointee.fd)
         if let out = slot.pointee.output {
@@ -561,13 +567,16 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// Output is flushed but the peer may still send: shut down our side (the peer sees EOF after
     /// the last byte) and discard input until the peer closes too, or `lingerNs` passes.
     /// Closing at once could turn into an RST that destroys replies still in the send queue.
+    /// The handler is done with the connection here, so its onClose runs now, not after the linger.
     @usableFromInline
     func startLinger(_ i: Int32) {
         let slot = slots[Int(i)]
-        slot.pointee.flags.insert(.lingering)
+        slot.pointee.flags.insert([.lingering, .handlerClosed])
+        let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
+        handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state,
+                        reason: slot.pointee.closeReason ?? .eof)
         sys.shutdownWrite(slot.pointee.fd)
-        _ = addTimer(after: Budget.lingerNs, interval: nil,
-                     .lingerExpired(ConnectionID(index: i, generation: slot.pointee.generation)))
+        _ = addTimer(after: Budget.lingerNs, interval: nil, .closeDeadline(id))
     }
 
     @usableFromInline
@@ -584,10 +593,20 @@ public final class Reactor<Handler: ConnectionHandler> {
         }
     }
 
+    /// Output is pending on a closing connection: give the peer `closeTimeout` to take it.
     @usableFromInline
-    func lingerExpired(_ id: ConnectionID) {
-        guard isLive(id), slots[Int(id.index)].pointee.flags.contains(.lingering) else { return }
-        requestClose(id.index, .shutdown, abort: true)
+    func armCloseDeadline(_ i: Int32) {
+        let slot = slots[Int(i)]
+        slot.pointee.flags.insert(.deadlineArmed)
+        _ = addTimer(after: configuration.closeTimeout.nanoseconds, interval: nil,
+                     .closeDeadline(ConnectionID(index: i, generation: slot.pointee.generation)))
+    }
+
+    /// A closing connection ran out of time to flush or to linger: cut it, keeping its reason.
+    @usableFromInline
+    func closeDeadline(_ id: ConnectionID) {
+        guard isLive(id), slots[Int(id.index)].pointee.flags.contains(.closing) else { return }
+        slots[Int(id.index)].pointee.flags.insert(.abort)
         settle(id.index)
     }
 
@@ -603,6 +622,31 @@ public final class Reactor<Handler: ConnectionHandler> {
         let outcome = write(slot: id.index, bytes)
         markForSettle(id.index)
         return outcome
+    }
+
+    /// Writes the UTF-8 bytes of `text` to a connection (see ``write(to:_:)-(_,UnsafeRawBufferPointer)``).
+    @discardableResult
+    public func write(to id: ConnectionID, _ text: String) -> WriteOutcome {
+        var text = text
+        return text.withUTF8 { write(to: id, UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Runs `body` with a connection and its state, from outside that connection's own callbacks
+    /// (a timer, a broadcast from another connection). Returns nil if the connection is gone.
+    ///
+    /// Inside a callback, use the connection and state the callback was given: reaching the same
+    /// connection through this method there is a programming error.
+    public func withConnection<R>(_ id: ConnectionID,
+                                  _ body: (borrowing Connection<Handler>, inout Handler.ConnectionState) -> R) -> R? {
+        guard isLive(id), !slots[Int(id.index)].pointee.flags.contains(.handlerClosed) else { return nil }
+        precondition(id.index != hot.pointee.currentSlot, "withConnection called from the connection's own callback")
+        let slot = slots[Int(id.index)]
+        let saved = hot.pointee.currentSlot
+        hot.pointee.currentSlot = id.index
+        let result = body(Connection(reactor: self, id: id), &slot.pointee.state)
+        hot.pointee.currentSlot = saved
+        settle(id.index)
+        return result
     }
 
     /// Bytes queued for a connection and not yet taken by the kernel (0 for a closed one).
@@ -658,8 +702,9 @@ public final class Reactor<Handler: ConnectionHandler> {
         handle.publish(counters.pointee)
     }
 
-    /// Stop accepting, give every connection one last read of what its peer already sent, then
-    /// close each once its output is flushed (the peers see EOF).
+    /// Stop accepting, give every connection one last read of what its peer already sent and its
+    /// handler's ``ConnectionHandler/onStop(_:state:)``, then close each once its output is
+    /// flushed (the peers see EOF).
     @usableFromInline
     func beginStop() {
         switch runState {
@@ -673,6 +718,10 @@ public final class Reactor<Handler: ConnectionHandler> {
             let slot = slots[Int(i)]
             hot.pointee.currentSlot = i
             if wantsRead(slot) { readReady(i) }
+            if !slot.pointee.flags.contains(.closing) {
+                let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
+                handler.onStop(Connection(reactor: self, id: id), state: &slot.pointee.state)
+            }
             requestClose(i, .shutdown, abort: false)
             hot.pointee.currentSlot = -1
             settle(i)

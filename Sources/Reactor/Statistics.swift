@@ -13,8 +13,9 @@ public struct ReactorStatistics: Sendable, Equatable {
     public var rejectedByLimit = 0
     /// Closed connections, by ``CloseReason/name``.
     public var closed: [String: Int] = [:]
-    /// Bytes read from and written to connections.
+    /// Bytes read from connections.
     public var bytesIn = 0
+    /// Bytes written to connections (taken by the kernel).
     public var bytesOut = 0
     /// Failed accept4 calls, by error name (`EMFILE`, `ENFILE`, …).
     public var acceptErrors: [String: Int] = [:]

@@ -22,7 +22,7 @@ enum TimerWork {
     case publishStatistics
     case resumeAccepting
     case shutdownDeadline
-    case lingerExpired(ConnectionID)
+    case closeDeadline(ConnectionID)
     case user(() -> Void)
 }
 
@@ -49,7 +49,15 @@ struct TimerQueue {
         return id
     }
 
-    mutating func cancel(_ id: UInt64) { entries[id] = nil }
+    /// Cancelled entries stay in the heap until they surface; when they outnumber the live ones,
+    /// the heap is rebuilt, so cancel-and-reschedule patterns cannot grow it without bound.
+    mutating func cancel(_ id: UInt64) {
+        entries[id] = nil
+        if heap.count > 64 && heap.count > 2 * entries.count {
+            heap = entries.values.map { ($0.deadline, $0.id) }
+            heap.sort { $0.deadline < $1.deadline }  // a sorted array is a valid min-heap
+        }
+    }
 
     /// Removes and returns the next entry due at `now`, rescheduling it first if it repeats.
     mutating func popDue(_ now: Int64) -> TimerEntry? {
@@ -173,7 +181,7 @@ extension Reactor {
             case .publishStatistics: handle.publish(counters.pointee)
             case .resumeAccepting: resumeAccepting()
             case .shutdownDeadline: abortAll()
-            case .lingerExpired(let id): lingerExpired(id)
+            case .closeDeadline(let id): closeDeadline(id)
             case .user(let body): body()
             }
             settlePending()

@@ -135,6 +135,28 @@ final class LoopbackEchoTests: XCTestCase {
         XCTAssertTrue(probe.wait { $0.closed == ["eof": 1] }, "closed: \(probe.snapshot.closed)")
     }
 
+    func testGracefulCloseToAPeerThatNeverReadsIsCutAfterCloseTimeout() throws {
+        // A graceful close waits for pending output, but not forever: a peer that never reads
+        // must not hold the connection and its output buffer past closeTimeout.
+        let probe = Probe()
+        let reply = PatternStream().bytes(from: 0, count: 8 << 20)
+        var configuration = ReactorConfiguration()
+        configuration.closeTimeout = .seconds(1)
+        let reactor = try RunningReactor.start(configuration: configuration) { ReplyOnEOFHandler(reply: reply, probe: probe) }
+        reactors.append(reactor)
+        let client = try TestSocket.connect(port: reactor.port, receiveBuffer: 4096)
+        client.shutdownWrite()
+        XCTAssertTrue(probe.wait { !$0.pendingAtEOF.isEmpty })
+        XCTAssertGreaterThan(probe.snapshot.pendingAtEOF.first ?? 0, 1 << 20, "the reply was not queued; the test proves nothing")
+        let started = monotonicSeconds()
+        // The client never reads. The server must give up on it after about a second.
+        XCTAssertTrue(probe.wait(timeout: 6) { $0.closed == ["eof": 1] }, "still open after 6 s: \(probe.snapshot.closed)")
+        XCTAssertLessThan(monotonicSeconds() - started, 4, "the close deadline was not honoured")
+        let statistics = reactor.statistics { $0.open == 0 }
+        XCTAssertEqual(statistics.open, 0, "the connection is still in the table")
+        client.close()
+    }
+
     func testHalfCloseRightAfterASmallMessage() throws {
         let (reactor, _) = try startEchoReactor()
         let client = try TestSocket.connect(port: reactor.port)
