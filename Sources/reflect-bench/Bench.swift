@@ -94,8 +94,9 @@ final class Bench {
     /// server's accept backlog (SOMAXCONN 4096), so a burst of SYNs is never dropped, and enough
     /// that thousands of idle connections open in well under a second.
     static let maxConnecting = 256
-    /// Give up if the connections are not all open after this long.
-    static let connectTimeout: Duration = .seconds(10)
+    /// Give up if the connections are not all open after this long: 10 s, or 1 s per 2,000
+    /// connections for very many (a loaded server accepts a few thousand per second at least).
+    var connectTimeout: Duration { .seconds(max(10, settings.connections / 2000)) }
     /// The largest latency the histograms hold (larger values are recorded as this).
     static let maxLatencyNs: UInt64 = 60_000_000_000
     /// Error messages printed in full; after that they are only counted.
@@ -205,11 +206,11 @@ final class Bench {
         started = now()
         lastTickTime = started
         reactor.schedule(after: .seconds(1), repeating: .seconds(1)) { [unowned self] in self.tick() }
-        reactor.schedule(after: Self.connectTimeout) { [unowned self] in
+        reactor.schedule(after: connectTimeout) { [unowned self] in
             guard self.hot.pointee.phase == .connecting else { return }
             self.timedOut = true
             self.hot.pointee.counters.connectFailures += self.hot.pointee.connecting
-            self.report("timed out: \(self.hot.pointee.open) of \(self.settings.connections) connections open after \(Self.connectTimeout)")
+            self.report("timed out: \(self.hot.pointee.open) of \(self.settings.connections) connections open after \(self.connectTimeout)")
             self.finish()
         }
         if settings.scenario == .churn {

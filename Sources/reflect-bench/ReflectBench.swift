@@ -16,7 +16,7 @@ struct ReflectBench: ParsableCommand {
                         (defaults: 100 connections, depth 1, 64 bytes)
               bulk      each connection streams --size-byte writes, --depth in flight; MB/s
                         (defaults: 4 connections, depth 4, 65536 bytes)
-              idle      --connections stay open; --probes of them get one message each second
+              idle      holds --connections open and probes --probes of them each second
                         (defaults: 1000 connections, 10 probes/s, 64 bytes)
               churn     connect, one echo, close, again, in --connections concurrent slots
                         (defaults: 16 slots, 64 bytes)
@@ -29,7 +29,7 @@ struct ReflectBench: ParsableCommand {
             early, and messages were echoed.
             """)
 
-    @Argument(help: "pingpong, bulk, idle or churn.")
+    @Argument(help: "What to do (see above).")
     var scenario: Scenario
 
     @Option(help: "Server address: an IPv4 or IPv6 literal, or a host name.")

@@ -124,10 +124,10 @@ private func quote(_ s: String) -> String {
     return out + "\""
 }
 
-/// A JSON number with up to 3 decimals.
+/// A JSON number: 3 decimals, or 6 for small values (an idle run's MB/s).
 private func number(_ x: Double) -> String {
     guard x.isFinite else { return "0" }
-    return fixed(x, 3)
+    return fixed(x, abs(x) < 1 ? 6 : 3)
 }
 
 /// `x` with exactly `digits` decimals.
