@@ -138,6 +138,10 @@ struct SlotFlags: OptionSet, Sendable {
     @inlinable static var deadlineArmed: SlotFlags { SlotFlags(rawValue: 1 << 10) }
     /// onClose already ran (at the start of the linger).
     @inlinable static var handlerClosed: SlotFlags { SlotFlags(rawValue: 1 << 11) }
+    /// Handed over with adopt(fd:): maybe not a socket, maybe shared with other fds.
+    @inlinable static var adopted: SlotFlags { SlotFlags(rawValue: 1 << 12) }
+    /// Removed from the epoll set after a hang-up while paused; added back when reading resumes.
+    @inlinable static var detached: SlotFlags { SlotFlags(rawValue: 1 << 13) }
 }
 
 /// One entry of a reactor's connection table.

@@ -55,14 +55,18 @@ extension Reactor {
     /// connection: the reactor makes it non-blocking, owns it, and closes it at the end.
     /// ``ConnectionHandler/onOpen(_:state:)`` runs on the next loop iteration.
     ///
-    /// - Throws: ``SyscallError`` with `EPERM` for a regular file, which epoll cannot watch
-    ///   (regular files are always "ready"; read them directly instead).
+    /// - Throws: ``SyscallError`` with `EPERM` for a regular file or a device epoll cannot watch
+    ///   (such as /dev/null; they are always "ready": read them directly instead). The fd is
+    ///   left open and still the caller's when this throws.
     @discardableResult
     public func adopt(fd: CInt, state: Handler.ConnectionState? = nil) throws(SyscallError) -> ConnectionID {
         var st = stat()
         _ = try Syscalls.check(fstat(fd, &st), "fstat")
         if (st.st_mode & S_IFMT) == S_IFREG || (st.st_mode & S_IFMT) == S_IFDIR {
             throw SyscallError(call: "epoll_ctl (fd \(fd) is a regular file or directory)", errno: .notPermitted)
+        }
+        if let e = Syscalls.epollAccepts(epfd, fd) {
+            throw SyscallError(call: "epoll_ctl (fd \(fd) cannot be watched)", errno: e)
         }
         let flags = try Syscalls.check(fcntl(fd, F_GETFL), "fcntl(F_GETFL)")
         _ = try Syscalls.check(fcntl(fd, F_SETFL, flags | O_NONBLOCK), "fcntl(F_SETFL)")
@@ -72,6 +76,7 @@ extension Reactor {
             throw SyscallError(call: "adopt (no slot or epoll_ctl failed)", errno: .noMemory)
         }
         let slot = slots[Int(id.index)]
+        slot.pointee.flags.insert(.adopted)
         slot.pointee.registered = CEPOLL_IN | CEPOLL_OUT
         _ = sys.epollCtl(epfd, EPOLL_CTL_MOD, fd, events: CEPOLL_IN | CEPOLL_OUT, data: id.epollData)
         return id

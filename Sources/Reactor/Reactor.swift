@@ -277,9 +277,16 @@ public final class Reactor<Handler: ConnectionHandler> {
             if wantsRead(slot) {
                 readReady(i)
             } else if mask & CEPOLL_HUP != 0 && mask & CEPOLL_IN == 0 {
-                // Both directions are shut and we are not reading: level-triggered HUP would
-                // repeat forever. Nothing more can be delivered.
-                requestClose(i, .reset, abort: true)
+                // A hang-up while we are not reading. EPOLLHUP is reported whatever the mask, so
+                // level triggering would repeat it forever.
+                if slot.pointee.flags.subtracting([.pausedByHandler, .queued, .adopted, .unlimited]).isEmpty {
+                    // Paused by the handler only (a pipe whose writer left): what is still
+                    // buffered must be read when it resumes, so step out of the epoll set until then.
+                    detach(i)
+                } else {
+                    // Both directions are shut: nothing more can be delivered.
+                    requestClose(i, .reset, abort: true)
+                }
             }
         }
     }
@@ -426,7 +433,9 @@ public final class Reactor<Handler: ConnectionHandler> {
         guard slot.pointee.kind == .connection else { return }
         if flags.contains(.closing) {
             if flags.contains(.abort) || slot.pointee.output == nil {
-                if flags.contains(.abort) || flags.contains(.readEOF) {
+                // No linger after EOF (the peer already closed), or for adopted fds (pipes and
+                // terminals have no half-close and no reset to avoid).
+                if flags.contains(.abort) || flags.contains(.readEOF) || flags.contains(.adopted) {
                     finishClose(i)
                     return
                 }
@@ -449,6 +458,18 @@ public final class Reactor<Handler: ConnectionHandler> {
         var mask: UInt32 = 0
         if wantsRead(slot) || slot.pointee.flags.contains(.lingering) { mask |= CEPOLL_IN }
         if slot.pointee.output != nil || flags.contains(.connecting) { mask |= CEPOLL_OUT }
+        if flags.contains(.detached) {
+            guard mask & CEPOLL_IN != 0 else { return }
+            // Reading resumes after a hang-up: back into the epoll set, which reports what is left.
+            slot.pointee.flags.remove(.detached)
+            slot.pointee.registered = mask
+            let data = ConnectionID(index: i, generation: slot.pointee.generation).epollData
+            if let e = sys.epollCtl(epfd, EPOLL_CTL_ADD, slot.pointee.fd, events: mask, data: data) {
+                requestClose(i, .error(e), abort: true)
+                finishClose(i)
+            }
+            return
+        }
         if mask != slot.pointee.registered {
             slot.pointee.registered = mask
             let data = ConnectionID(index: i, generation: slot.pointee.generation).epollData
@@ -550,6 +571,11 @@ public final class Reactor<Handler: ConnectionHandler> {
             handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state, reason: reason)
         }
         if slot.pointee.wheelBucket >= 0 { wheelRemove(i) }
+        if slot.pointee.flags.contains(.adopted) && !slot.pointee.flags.contains(.detached) {
+            // An adopted fd may share its file description with other fds (a dup'd stdin, a
+            // terminal on 0, 1 and 2); then close(2) does not take it out of the epoll set.
+            _ = sys.epollCtl(epfd, EPOLL_CTL_DEL, slot.pointee.fd, events: 0, data: 0)
+        }
         sys.close(slot.pointee.fd)
         if let out = slot.pointee.output {
             slot.pointee.output = nil
@@ -600,6 +626,15 @@ public final class Reactor<Handler: ConnectionHandler> {
         slot.pointee.flags.insert(.deadlineArmed)
         _ = addTimer(after: configuration.closeTimeout.nanoseconds, interval: nil,
                      .closeDeadline(ConnectionID(index: i, generation: slot.pointee.generation)))
+    }
+
+    /// Takes a connection out of the epoll set (see `connectionReady`).
+    @usableFromInline
+    func detach(_ i: Int32) {
+        let slot = slots[Int(i)]
+        _ = sys.epollCtl(epfd, EPOLL_CTL_DEL, slot.pointee.fd, events: 0, data: 0)
+        slot.pointee.flags.insert(.detached)
+        slot.pointee.registered = 0
     }
 
     /// A closing connection ran out of time to flush or to linger: cut it, keeping its reason.

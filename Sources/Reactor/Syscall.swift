@@ -246,6 +246,16 @@ struct Syscalls {
         return Errno(rawValue: e)
     }
 
+    /// Whether epoll can watch `fd`: nil if so, else the errno (EPERM for regular files and
+    /// some devices). Adds and removes a registration; for adopt(fd:) only.
+    static func epollAccepts(_ epfd: CInt, _ fd: CInt) -> Errno? {
+        var event = epoll_event()
+        cepoll_event_set(&event, 0, 0)
+        guard epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) == 0 else { return Errno(rawValue: cepoll_errno()) }
+        _ = epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &event)
+        return nil
+    }
+
     /// Returns the number of ready events (0 on timeout or EINTR).
     @usableFromInline @inline(never)
     func epollWait(_ epfd: CInt, _ events: UnsafeMutablePointer<epoll_event>, capacity: Int, timeoutMs: CInt) -> Int {
