@@ -389,6 +389,8 @@ final class FaultInjectionTests: XCTestCase {
 
         let bLog = try XCTUnwrap(server.recorder.waitForConnection(peerPort: b.localPort))
         XCTAssertEqual(bLog.id.fd, aID.fd, "B should have been given A's fd number")
+        // The stale event names A's slot: the test means something only if B now sits in it.
+        XCTAssertEqual(bLog.id.index, aID.index, "B should have been given A's slot")
         XCTAssertNotEqual(bLog.id.generation, aID.generation)
         let bTalk = FaultConversation(b, payload: faultPayload(100_000, seed: 102))
         XCTAssertTrue(FaultPump.run([bTalk]), "pump timed out")
