@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Hot-path microbenchmarks that count instead of time, so they repeat exactly on a noisy VM:
+#   - user-space instructions per echoed message (callgrind), reflectd vs the C baseline;
+#   - heap allocations per echoed message and per accepted connection (valgrind's heap summary).
+# Each number is a difference between two runs of the same fixed workload with different sizes,
+# so start-up and shutdown cancel out. Writes benchmarks/results/DATE-micro.md.
+# Usage: benchmarks/micro.sh [--no-build]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/opt/swift/usr/bin:$PATH"
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
+
+if [ "${1:-}" != "--no-build" ]; then
+    swift build -c release --product reflectd >&2
+    make -s -C benchmarks/baselines/c-epoll >&2
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# valgrind 3.19 cannot read the DWARF 5 of Swift binaries: keep the symbols, drop the debug info.
+strip --strip-debug -o "$work/reflectd" "$(swift build -c release --show-bin-path)/reflectd"
+c_server=benchmarks/baselines/c-epoll/echo_epoll
+
+# run TOOL NAME WORKLOAD ARG... -- SERVER ARGS: runs SERVER under valgrind TOOL, drives it with
+# WORKLOAD, stops it with SIGTERM, and prints the output file.
+run() {
+    local tool=$1 name=$2 workload=$3 arg1=$4 arg2=$5; shift 5
+    local out="$work/$name.out"
+    local extra=()
+    [ "$tool" = callgrind ] && extra=(--callgrind-out-file="$work/$name.cg")
+    valgrind --tool="$tool" "${extra[@]}" --log-file="$work/$name.vg" "$@" --port 0 >"$out" 2>&1 &
+    local pid=$!
+    local port=""
+    for _ in $(seq 100); do
+        port=$(awk '/listening on/ && !n { sub(/.*:/, "", $NF); print $NF; n = 1 }' "$out")
+        [ -n "$port" ] && break
+        sleep 0.2
+    done
+    [ -n "$port" ] || { echo "server did not start: $(cat "$out")" >&2; exit 1; }
+    python3 "benchmarks/tools/$workload" "$port" $arg1 $arg2 >/dev/null
+    kill -TERM "$pid"; wait "$pid" || true
+}
+# awk reads to the end: with pipefail, `grep -m1` would kill the writer with SIGPIPE.
+instructions() { callgrind_annotate "$work/$1.cg" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n { gsub(",", "", $1); print $1; n = 1 }'; }
+allocs() { awk '/total heap usage/ && !n { v = $0; sub(/.*usage: /, "", v); sub(/ allocs.*/, "", v); gsub(",", "", v); print v; n = 1 }' "$work/$1.vg"; }
+
+small=1; large=2001; conns=10       # ping-pong rounds per connection
+declare -A ir al
+for server in reflectd c; do
+    if [ $server = reflectd ]; then argv=("$work/reflectd" --log-level warning); else argv=("$c_server"); fi
+    run callgrind "$server-s" pingpong.py "$conns $small" 64 "${argv[@]}"
+    run callgrind "$server-l" pingpong.py "$conns $large" 64 "${argv[@]}"
+    ir[$server]=$(( ($(instructions $server-l) - $(instructions $server-s)) / (conns * (large - small)) ))
+done
+run memcheck al-msg-s pingpong.py "$conns $small" 64 "$work/reflectd" --log-level warning
+run memcheck al-msg-l pingpong.py "$conns $large" 64 "$work/reflectd" --log-level warning
+msgs=$(( conns * (large - small) ))
+alloc_per_msg=$(python3 -c "print(round(($(allocs al-msg-l) - $(allocs al-msg-s)) / $msgs, 4))")
+run memcheck al-conn-s churn.py 10 "" "$work/reflectd" --log-level warning
+run memcheck al-conn-l churn.py 510 "" "$work/reflectd" --log-level warning
+alloc_per_conn=$(python3 -c "print(round(($(allocs al-conn-l) - $(allocs al-conn-s)) / 500, 3))")
+
+date=$(date +%Y-%m-%d)
+mkdir -p benchmarks/results
+report="benchmarks/results/$date-micro.md"
+cat >"$report" <<MD
+# Hot-path microbenchmarks $date
+
+Command: \`benchmarks/micro.sh\` (valgrind $(valgrind --version | sed 's/valgrind-//'), $(swift --version 2>&1 | head -1)).
+Counts, not times: each is the difference between two runs of the same workload, divided by
+the extra messages or connections, so start-up and shutdown cancel out.
+
+| measure | reflectd | C epoll baseline | ratio |
+|---|---|---|---|
+| user-space instructions per echoed 64-byte message (callgrind, $conns connections, depth 1) | ${ir[reflectd]} | ${ir[c]} | $(python3 -c "print(f'{${ir[reflectd]}/${ir[c]}:.2f}×')") |
+| heap allocations per echoed message (steady state, $msgs messages) | $alloc_per_msg | – | |
+| heap allocations per accepted connection (connect, echo, close; 500 connections) | $alloc_per_conn | – | |
+
+Instructions are user space only (the kernel's share of a message, several µs, is not counted).
+Workloads: \`benchmarks/tools/pingpong.py PORT $conns N 64\` with N = $small and $large rounds per
+connection; \`benchmarks/tools/churn.py PORT N\` with N = 10 and 510.
+MD
+cat "$report"
