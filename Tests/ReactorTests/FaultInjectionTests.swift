@@ -6,7 +6,6 @@
 
 import CEpoll
 import Glibc
-import Synchronization
 import SystemPackage
 import XCTest
 @testable import Reactor
@@ -169,7 +168,7 @@ final class FaultInjectionTests: XCTestCase {
         let faults = FaultInterposer()
         let server = try FaultServer(interposer: faults)
         let (victim, victimID, bystander) = try victimAndBystander(server)
-        let rewritten = Mutex(0)
+        let rewritten = FaultLocked(0)
         faults.rewriteBatches { events, _ in
             for i in events.indices where events[i].index == victimID.index && events[i].generation == victimID.generation {
                 events[i].mask = CEPOLL_ERR
@@ -197,7 +196,7 @@ final class FaultInjectionTests: XCTestCase {
         let faults = FaultInterposer()
         let server = try FaultServer(interposer: faults)
         let (victim, victimID, bystander) = try victimAndBystander(server)
-        let rewritten = Mutex(0)
+        let rewritten = FaultLocked(0)
         // Every "readable" report for the victim arrives as a bare EPOLLHUP instead.
         faults.rewriteBatches { events, _ in
             for i in events.indices where events[i].index == victimID.index && events[i].mask & CEPOLL_IN != 0 {
@@ -227,8 +226,8 @@ final class FaultInjectionTests: XCTestCase {
         // Hide the victim from the reactor while it sends and then resets, then show the reactor
         // what the kernel reports for a reset socket, minus EPOLLIN.
         enum Mode { case hide, stripIn }
-        let mode = Mutex(Mode.hide)
-        let seen = Mutex<[UInt32]>([])
+        let mode = FaultLocked(Mode.hide)
+        let seen = FaultLocked<[UInt32]>([])
         faults.rewriteBatches { events, _ in
             mode.withLock { m in
                 switch m {
@@ -344,7 +343,7 @@ final class FaultInjectionTests: XCTestCase {
             var phase = Phase.hold
             var batch: [FaultEvent] = []
         }
-        let script = Mutex(Script())
+        let script = FaultLocked(Script())
         let listenerSlot = server.listenerSlot
         faults.rewriteBatches { events, capacity in
             script.withLock { s in
@@ -418,7 +417,7 @@ final class FaultInjectionTests: XCTestCase {
         let aLog = try XCTUnwrap(server.recorder.waitForClose(peerPort: a.client.localPort))
         XCTAssertEqual(aLog.closeReason, CloseReason.eof)
 
-        let injected = Mutex(false)
+        let injected = FaultLocked(false)
         faults.rewriteBatches { events, capacity in
             injected.withLock { done in
                 guard !done, events.count < capacity else { return }

@@ -1,11 +1,10 @@
 // A scriptable SyscallInterposer: the test seam of Syscall.swift driven by a fault plan.
 //
 // The reactor consults the interposer on its own thread before each intercepted call; tests arm
-// and read it from theirs. All state sits behind one Mutex, so both sides may use it at any time.
+// and read it from theirs. All state sits behind one lock, so both sides may use it at any time.
 
 import CEpoll
 import Glibc
-import Synchronization
 import SystemPackage
 @testable import Reactor
 
@@ -77,7 +76,7 @@ struct FaultAcceptRecord: Sendable {
 /// A scriptable syscall interposer: per call kind a `FaultBehavior`, optionally only for some fds,
 /// plus an optional rewriter of epoll_wait batches.
 final class FaultInterposer: SyscallInterposer, @unchecked Sendable {
-    // @unchecked: every stored property is the Mutex, which makes the class thread-safe.
+    // @unchecked: the only stored property is the lock, which makes the class thread-safe.
 
     private struct Plan {
         var behavior: FaultBehavior
@@ -104,10 +103,10 @@ final class FaultInterposer: SyscallInterposer, @unchecked Sendable {
         var random: FaultRandom
     }
 
-    private let state: Mutex<State>
+    private let state: FaultLocked<State>
 
     init(seed: UInt64 = 0x5EED) {
-        state = Mutex(State(random: FaultRandom(seed: seed)))
+        state = FaultLocked(State(random: FaultRandom(seed: seed)))
     }
 
     // MARK: arming (test thread)

@@ -3,7 +3,6 @@
 
 import Foundation
 import Glibc
-import Synchronization
 import SystemPackage
 @testable import Reactor
 
@@ -31,7 +30,7 @@ final class FaultRecorder: Sendable {
         var anomalies: [String] = []
     }
 
-    private let state = Mutex(State())
+    private let state = FaultLocked(State())
     let keepBytes: Bool
 
     init(keepBytes: Bool = true) { self.keepBytes = keepBytes }
@@ -163,8 +162,8 @@ final class FaultServer: Sendable {
     private final class Shared: Sendable {
         let ready = DispatchSemaphore(value: 0)
         let finished = DispatchSemaphore(value: 0)
-        let started = Mutex<Result<(port: Int, listenerFD: CInt, listenerSlot: Int32, handle: ReactorHandle), FaultServerError>?>(nil)
-        let final = Mutex<ReactorStatistics?>(nil)
+        let started = FaultLocked<Result<(port: Int, listenerFD: CInt, listenerSlot: Int32, handle: ReactorHandle), FaultServerError>?>(nil)
+        let final = FaultLocked<ReactorStatistics?>(nil)
     }
 
     struct FaultServerError: Error, CustomStringConvertible {
