@@ -64,10 +64,13 @@ let package = Package(
             dependencies: ["Reactor", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Examples/chat"
         ),
-        .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEpoll"]),
+        // Blocking loopback sockets with timeouts, shared by the test targets.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEpoll", "TestSupport"]),
         .testTarget(
             name: "ReflectdTests",
-            dependencies: ["Echo", "Reactor", "CEpoll", .product(name: "PropertyBased", package: "swift-property-based")]
+            dependencies: ["Echo", "Reactor", "CEpoll", "TestSupport",
+                           .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(name: "ToolsTests", dependencies: ["CEpoll"]),
         .testTarget(name: "ChatTests", dependencies: ["CEpoll"]),

@@ -1,6 +1,7 @@
 // The Reactor library over real loopback sockets: an in-process reactor running a tiny echo
 // handler on its own thread, and blocking-with-deadline clients in the test.
 
+import TestSupport
 import Foundation
 import Glibc
 import Reactor

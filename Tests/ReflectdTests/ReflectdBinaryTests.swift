@@ -3,6 +3,7 @@
 // Every server is started on port 0 (or on a port a test just saw free) and killed in tearDown
 // if a test left it running. Every socket operation and every wait has a deadline.
 
+import TestSupport
 import Foundation
 import Glibc
 import Synchronization

@@ -1,6 +1,7 @@
 // An in-process Reactor on its own thread, listening on 127.0.0.1 port 0, plus a tiny echo
 // handler that reports what it sees to the test through a lock-protected probe.
 
+import TestSupport
 import Foundation
 import Reactor
 import Synchronization

@@ -2,6 +2,7 @@
 // once. Every socket is non-blocking and every wait goes through poll(2) with a deadline, so no
 // test can hang on a socket.
 
+import TestSupport
 import Glibc
 
 /// Socket creation and addresses.

@@ -1,6 +1,7 @@
 // Running the built `reflectd` executable as a user would: posix_spawn with stdout and stderr on
 // pipes (drained by threads so the server never blocks on a full pipe), signals, bounded waits.
 
+import TestSupport
 import Foundation
 import Glibc
 import Synchronization
@@ -103,6 +104,22 @@ final class ServerProcess: @unchecked Sendable {
 
     /// Starts `executable` with `arguments`: stdin from /dev/null, stdout and stderr on pipes,
     /// default signal dispositions and an empty signal mask (as from a shell).
+    /// Sets FD_CLOEXEC on every fd from 3 up (glibc's posix_spawn_file_actions_addclosefrom_np
+    /// does not import into Swift). dup2 in the child clears it on the targets 0, 1 and 2.
+    static func markEveryFDCloseOnExec() {
+        guard let dir = opendir("/proc/self/fd") else { return }
+        defer { closedir(dir) }
+        var fds: [CInt] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if let fd = CInt(name), fd >= 3 { fds.append(fd) }
+        }
+        for fd in fds {
+            let flags = fcntl(fd, F_GETFD)
+            if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+        }
+    }
+
     static func launch(_ executable: String, _ arguments: [String]) throws -> ServerProcess {
         var outPipe: [CInt] = [-1, -1], errPipe: [CInt] = [-1, -1]
         guard pipe(&outPipe) == 0 else { throw ProcessFailure(description: "pipe: errno \(errno)") }
@@ -115,6 +132,9 @@ final class ServerProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        // Nothing else is inherited: fds this test process has open (from earlier tests, from
+        // XCTest) would otherwise count against the child's fd limit, as a user's shell would not.
+        markEveryFDCloseOnExec()
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)

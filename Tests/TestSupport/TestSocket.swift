@@ -8,14 +8,18 @@ import Foundation
 import Glibc
 
 /// A socket call that failed in a test.
-struct SocketFailure: Error, CustomStringConvertible {
-    let operation: String
-    let code: CInt
-    var description: String { "\(operation) failed: \(String(cString: strerror(code))) (errno \(code))" }
+public struct SocketFailure: Error, CustomStringConvertible {
+    public let operation: String
+    public let code: CInt
+    public init(operation: String, code: CInt) {
+        self.operation = operation
+        self.code = code
+    }
+    public var description: String { "\(operation) failed: \(String(cString: strerror(code))) (errno \(code))" }
 }
 
 /// How a read-until-the-end finished.
-enum StreamEnd: Equatable, CustomStringConvertible {
+public enum StreamEnd: Equatable, CustomStringConvertible {
     /// recv returned 0: the peer closed cleanly (FIN).
     case eof
     /// recv failed (ECONNRESET: the peer sent RST).
@@ -25,7 +29,7 @@ enum StreamEnd: Equatable, CustomStringConvertible {
     /// More bytes arrived than the caller allowed.
     case tooMuch
 
-    var description: String {
+    public var description: String {
         switch self {
         case .eof: return "EOF"
         case .failed(let e): return "error \(String(cString: strerror(e))) (errno \(e))"
@@ -36,7 +40,7 @@ enum StreamEnd: Equatable, CustomStringConvertible {
 }
 
 /// Seconds on the monotonic clock.
-func monotonicSeconds() -> Double {
+public func monotonicSeconds() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
@@ -48,7 +52,7 @@ private func millisecondsLeft(_ deadline: Double) -> CInt {
 }
 
 /// Deterministic, non-periodic test bytes: a reordered, lost or duplicated chunk never matches.
-func testPattern(count: Int, seed: UInt64 = 0x9E37_79B9_7F4A_7C15) -> [UInt8] {
+public func testPattern(count: Int, seed: UInt64 = 0x9E37_79B9_7F4A_7C15) -> [UInt8] {
     var state = seed
     var out = [UInt8](repeating: 0, count: count)
     var i = 0
@@ -68,7 +72,7 @@ func testPattern(count: Int, seed: UInt64 = 0x9E37_79B9_7F4A_7C15) -> [UInt8] {
 }
 
 /// The index of the first byte where `a` and `b` differ (or the shorter length), nil if equal.
-func firstDifference(_ a: [UInt8], _ b: [UInt8]) -> Int? {
+public func firstDifference(_ a: [UInt8], _ b: [UInt8]) -> Int? {
     let n = min(a.count, b.count)
     var i = 0
     while i < n {
@@ -79,8 +83,8 @@ func firstDifference(_ a: [UInt8], _ b: [UInt8]) -> Int? {
 }
 
 /// A connected TCP client socket. Thread-safe enough for one sender thread and one reader thread.
-final class TestSocket: @unchecked Sendable {
-    let fd: CInt
+public final class TestSocket: @unchecked Sendable {
+    public let fd: CInt
     private var closed = false
 
     private init(fd: CInt) { self.fd = fd }
@@ -89,7 +93,7 @@ final class TestSocket: @unchecked Sendable {
 
     /// Connects to `host` (an IPv4 or IPv6 loopback literal) and `port` within `timeout` seconds.
     /// `receiveBuffer` sets SO_RCVBUF before connecting, to make a slow reader.
-    static func connect(host: String = "127.0.0.1", port: Int, timeout: Double = 5, receiveBuffer: Int? = nil) throws -> TestSocket {
+    public static func connect(host: String = "127.0.0.1", port: Int, timeout: Double = 5, receiveBuffer: Int? = nil) throws -> TestSocket {
         let family = host.contains(":") ? AF_INET6 : AF_INET
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SocketFailure(operation: "socket", code: errno) }
@@ -132,7 +136,7 @@ final class TestSocket: @unchecked Sendable {
     }
 
     /// The local port (how the server's logs name this client).
-    var localPort: Int {
+    public var localPort: Int {
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         _ = withUnsafeMutablePointer(to: &storage) {
@@ -148,15 +152,15 @@ final class TestSocket: @unchecked Sendable {
     }
 
     /// Sends every byte within `timeout` seconds, or throws (with the count sent so far in the message).
-    func send(_ bytes: [UInt8], timeout: Double = 10) throws {
+    public func send(_ bytes: [UInt8], timeout: Double = 10) throws {
         let sent = bytes.withUnsafeBytes { sendAll($0, timeout: timeout) }
         if case .failure(let failure) = sent { throw failure }
     }
 
-    func send(_ text: String, timeout: Double = 10) throws { try send(Array(text.utf8), timeout: timeout) }
+    public func send(_ text: String, timeout: Double = 10) throws { try send(Array(text.utf8), timeout: timeout) }
 
     /// Sends as much of `bytes` as it can within `timeout`; returns the count sent and the error that stopped it.
-    func sendAll(_ bytes: UnsafeRawBufferPointer, timeout: Double) -> Result<Int, SocketFailure> {
+    public func sendAll(_ bytes: UnsafeRawBufferPointer, timeout: Double) -> Result<Int, SocketFailure> {
         let deadline = monotonicSeconds() + timeout
         var offset = 0
         while offset < bytes.count {
@@ -180,14 +184,14 @@ final class TestSocket: @unchecked Sendable {
     }
 
     /// One non-blocking send; returns the bytes taken (0 when the socket buffer is full), nil on error.
-    func sendNow(_ bytes: UnsafeRawBufferPointer) -> Int? {
+    public func sendNow(_ bytes: UnsafeRawBufferPointer) -> Int? {
         let n = Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
         if n >= 0 { return n }
         return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : nil
     }
 
     /// One non-blocking read of whatever is there: nil when nothing is, [] at EOF; throws on error.
-    func receiveNow(max: Int = 65536) throws -> [UInt8]? {
+    public func receiveNow(max: Int = 65536) throws -> [UInt8]? {
         var buffer = [UInt8](repeating: 0, count: max)
         let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, max, Int32(MSG_DONTWAIT)) }
         if n > 0 { return Array(buffer[..<n]) }
@@ -198,7 +202,7 @@ final class TestSocket: @unchecked Sendable {
     }
 
     /// Receives exactly `count` bytes within `timeout` seconds, or throws (EOF, error, timeout).
-    func receive(exactly count: Int, timeout: Double = 5) throws -> [UInt8] {
+    public func receive(exactly count: Int, timeout: Double = 5) throws -> [UInt8] {
         let deadline = monotonicSeconds() + timeout
         var out = [UInt8](repeating: 0, count: count)
         var got = 0
@@ -225,12 +229,12 @@ final class TestSocket: @unchecked Sendable {
         return out
     }
 
-    func receiveString(exactly count: Int, timeout: Double = 5) throws -> String {
+    public func receiveString(exactly count: Int, timeout: Double = 5) throws -> String {
         String(decoding: try receive(exactly: count, timeout: timeout), as: UTF8.self)
     }
 
     /// Reads until the peer closes, an error, `timeout` seconds, or more than `limit` bytes.
-    func receiveUntilEnd(timeout: Double = 5, limit: Int = 64 << 20) -> (bytes: [UInt8], end: StreamEnd) {
+    public func receiveUntilEnd(timeout: Double = 5, limit: Int = 64 << 20) -> (bytes: [UInt8], end: StreamEnd) {
         let deadline = monotonicSeconds() + timeout
         var out: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
@@ -252,41 +256,41 @@ final class TestSocket: @unchecked Sendable {
     }
 
     /// True if nothing arrives (no byte, no EOF) within `seconds`.
-    func staysQuiet(for seconds: Double) -> Bool {
+    public func staysQuiet(for seconds: Double) -> Bool {
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         return poll(&p, 1, millisecondsLeft(monotonicSeconds() + seconds)) == 0
     }
 
     /// shutdown(SHUT_WR): the peer reads EOF, and we can still read.
-    func shutdownWrite() {
+    public func shutdownWrite() {
         Glibc.shutdown(fd, Int32(SHUT_WR))
     }
 
     /// Closes with SO_LINGER {1, 0}: the kernel sends RST instead of FIN.
-    func closeWithReset() {
+    public func closeWithReset() {
         var l = linger(l_onoff: 1, l_linger: 0)
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
         close()
     }
 
-    func close() {
+    public func close() {
         guard !closed else { return }
         closed = true
         Glibc.close(fd)
     }
 
-    static func preview<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
+    public static func preview<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
         let shown = String(decoding: bytes.prefix(80), as: UTF8.self).debugDescription
         return bytes.count > 80 ? "\(shown)… (\(bytes.count) bytes)" : shown
     }
 }
 
 /// A listening socket made by a test (to occupy a port).
-final class TestListener {
-    let fd: CInt
-    let port: Int
+public final class TestListener {
+    public let fd: CInt
+    public let port: Int
 
-    init(host: String = "127.0.0.1", port: Int = 0) throws {
+    public init(host: String = "127.0.0.1", port: Int = 0) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SocketFailure(operation: "socket", code: errno) }
         var a = sockaddr_in()
@@ -314,10 +318,10 @@ final class TestListener {
 }
 
 /// Runs `body` on a new thread; `join` waits for it with a deadline.
-final class TestThread: @unchecked Sendable {
+public final class TestThread: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
 
-    init(_ body: @escaping @Sendable () -> Void) {
+    public init(_ body: @escaping @Sendable () -> Void) {
         let done = self.done
         let thread = Thread {
             body()
@@ -327,13 +331,13 @@ final class TestThread: @unchecked Sendable {
     }
 
     /// True if the thread finished within `timeout` seconds.
-    func join(timeout: Double) -> Bool {
+    public func join(timeout: Double) -> Bool {
         done.wait(timeout: .now() + timeout) == .success
     }
 }
 
 /// Polls `condition` every 10 ms until it holds or `timeout` seconds pass; returns whether it held.
-func eventually(timeout: Double = 5, _ condition: () -> Bool) -> Bool {
+public func eventually(timeout: Double = 5, _ condition: () -> Bool) -> Bool {
     let deadline = monotonicSeconds() + timeout
     while true {
         if condition() { return true }
@@ -344,13 +348,13 @@ func eventually(timeout: Double = 5, _ condition: () -> Bool) -> Bool {
 
 /// An endless test byte stream: a non-periodic block of prime length, repeated. Cheap to send
 /// and to check at any offset, and a lost, duplicated or reordered chunk does not match.
-struct PatternStream: Sendable {
-    let block: [UInt8]
+public struct PatternStream: Sendable {
+    public let block: [UInt8]
 
-    init(period: Int = 1_048_573) { block = testPattern(count: period) }
+    public init(period: Int = 1_048_573) { block = testPattern(count: period) }
 
     /// `count` bytes of the stream from `offset`.
-    func bytes(from offset: Int, count: Int) -> [UInt8] {
+    public func bytes(from offset: Int, count: Int) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(count)
         var position = offset % block.count
@@ -366,7 +370,7 @@ struct PatternStream: Sendable {
 
     /// The offset of the first byte of `received` (stream offset `offset` onwards) that is not the
     /// stream's, or nil if all match.
-    func firstMismatch(_ received: [UInt8], at offset: Int = 0) -> Int? {
+    public func firstMismatch(_ received: [UInt8], at offset: Int = 0) -> Int? {
         block.withUnsafeBufferPointer { b in
             received.withUnsafeBufferPointer { r in
                 var position = offset % b.count
