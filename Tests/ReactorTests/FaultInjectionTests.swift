@@ -295,6 +295,50 @@ final class FaultInjectionTests: XCTestCase {
         XCTAssertEqual(stats.closed, ["reset": 1, "eof": 1])
     }
 
+    // MARK: epoll_ctl refusing a connection (ENOMEM, or ENOSPC past max_user_watches)
+
+    func testEpollCtlENOSPCOnAddClosesThatConnectionAndAcceptingGoesOn() throws {
+        let faults = FaultInterposer()
+        let server = try FaultServer(interposer: faults)
+        // The next epoll_ctl is the EPOLL_CTL_ADD of the next accepted connection.
+        faults.plan(.epollCtl, .fail(.noSpace, times: 1))
+        let refused = try FaultClient(port: server.port)
+        let (_, end) = refused.readToEnd(timeout: 10)
+        XCTAssertTrue(end.isClosed, "the connection epoll refused should be closed, not left hanging")
+        XCTAssertEqual(faults.injected(.epollCtl), 1)
+        let next = FaultConversation(try FaultClient(port: server.port), payload: faultPayload(50_000, seed: 131))
+        XCTAssertTrue(FaultPump.run([next]), "pump timed out")
+        XCTAssertTrue(next.echoedExactly, next.summary)
+        let stats = try XCTUnwrap(server.stop())
+        XCTAssertEqual(stats.closed["error"], 1)
+        XCTAssertEqual(stats.closed["eof"], 1)
+        // The handler saw the refused connection either not at all, or opened and then closed:
+        // never a close for a connection it was not told about (makeState promises "onOpen
+        // follows at once").
+        XCTAssertEqual(server.recorder.anomalies, [])
+    }
+
+    func testEpollCtlENOMEMOnModifyClosesOnlyThatConnectionWithError() throws {
+        let faults = FaultInterposer()
+        let server = try FaultServer(interposer: faults)
+        let (victim, victimID, bystander) = try victimAndBystander(server)
+        // A short write makes the reactor arm EPOLLOUT (EPOLL_CTL_MOD), which epoll refuses.
+        faults.plan(.write, .limit(1), fds: [victimID.fd])
+        faults.plan(.epollCtl, .fail(.noMemory, times: 1), fds: [victimID.fd])
+        let v = FaultConversation(victim, payload: faultPayload(10_000, seed: 141), halfClose: .never)
+        let b = FaultConversation(bystander, payload: faultPayload(100_000, seed: 142))
+        XCTAssertTrue(FaultPump.run([v, b]), "pump timed out")
+        XCTAssertTrue(b.echoedExactly, b.summary)
+        XCTAssertTrue(v.end.isClosed, v.summary)
+        XCTAssertTrue(v.receivedIsPrefix, v.summary)
+        let log = try XCTUnwrap(server.recorder.waitForClose(peerPort: victim.localPort))
+        XCTAssertEqual(log.closeReason?.name, "error")
+        XCTAssertEqual(log.closeReason?.errno, .noMemory)
+        let stats = try XCTUnwrap(server.stop())
+        XCTAssertEqual(stats.closed, ["error": 1, "eof": 1])
+        XCTAssertEqual(server.recorder.anomalies, [])
+    }
+
     // MARK: accept failures: the listener stays alive, backs off without spinning, and resumes
 
     func testAcceptEMFILEBacksOffAndResumes() throws { try assertAcceptBacksOffAndResumes(.tooManyOpenFiles, "EMFILE") }
