@@ -132,8 +132,9 @@ struct SlotFlags: OptionSet, Sendable {
     @inlinable static var shutdownPending: SlotFlags { SlotFlags(rawValue: 1 << 7) }
     /// Output flushed and write side shut down; discarding input until the peer closes.
     @inlinable static var lingering: SlotFlags { SlotFlags(rawValue: 1 << 8) }
-    /// Accepted on a listener exempt from the connection limit (so closing it frees no place).
-    @inlinable static var unlimited: SlotFlags { SlotFlags(rawValue: 1 << 9) }
+    /// Holds a place of the connection limit, given back when it closes. Connections from a
+    /// listener exempt from the limit, from connect(to:) or adopt(fd:) hold none.
+    @inlinable static var holdsLimitPlace: SlotFlags { SlotFlags(rawValue: 1 << 9) }
     /// A close deadline timer is armed for this connection.
     @inlinable static var deadlineArmed: SlotFlags { SlotFlags(rawValue: 1 << 10) }
     /// onClose already ran (at the start of the linger).

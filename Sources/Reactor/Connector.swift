@@ -30,11 +30,7 @@ extension Reactor {
             try Syscalls.setOption(fd.raw, CInt(IPPROTO_TCP), TCP_NODELAY, 1, "setsockopt(TCP_NODELAY)")
         }
         try Syscalls.connect(fd.raw, address)
-        let raw = fd.take()
-        guard let id = install(raw, peer: address, state: state ?? handler.makeState(), connecting: true) else {
-            throw SyscallError(call: "connect (no slot or epoll_ctl failed)", errno: .noMemory)
-        }
-        return id
+        return try install(fd.take(), peer: address, state: state ?? handler.makeState(), connecting: true)
     }
 
     /// EPOLLOUT on a connecting socket: it is connected, or SO_ERROR says why not.
@@ -56,8 +52,8 @@ extension Reactor {
     /// ``ConnectionHandler/onOpen(_:state:)`` runs on the next loop iteration.
     ///
     /// - Throws: ``SyscallError`` with `EPERM` for a regular file or a device epoll cannot watch
-    ///   (such as /dev/null; they are always "ready": read them directly instead). The fd is
-    ///   left open and still the caller's when this throws.
+    ///   (such as /dev/null; they are always "ready": read them directly instead); the fd is
+    ///   then left open and still the caller's. For other errors (no slot, ENOMEM) it is closed.
     @discardableResult
     public func adopt(fd: CInt, state: Handler.ConnectionState? = nil) throws(SyscallError) -> ConnectionID {
         var st = stat()
@@ -72,9 +68,7 @@ extension Reactor {
         _ = try Syscalls.check(fcntl(fd, F_SETFL, flags | O_NONBLOCK), "fcntl(F_SETFL)")
         // Registered as "connecting" so that onOpen runs from the loop (EPOLLOUT), not inside this call.
         // A read-only fd (stdin) may never be writable; its onOpen then comes with its first input.
-        guard let id = install(fd, peer: nil, state: state ?? handler.makeState(), connecting: true) else {
-            throw SyscallError(call: "adopt (no slot or epoll_ctl failed)", errno: .noMemory)
-        }
+        let id = try install(fd, peer: nil, state: state ?? handler.makeState(), connecting: true)
         let slot = slots[Int(id.index)]
         slot.pointee.flags.insert(.adopted)
         slot.pointee.registered = CEPOLL_IN | CEPOLL_OUT

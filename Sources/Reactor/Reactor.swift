@@ -279,7 +279,7 @@ public final class Reactor<Handler: ConnectionHandler> {
             } else if mask & CEPOLL_HUP != 0 && mask & CEPOLL_IN == 0 {
                 // A hang-up while we are not reading. EPOLLHUP is reported whatever the mask, so
                 // level triggering would repeat it forever.
-                if slot.pointee.flags.subtracting([.pausedByHandler, .queued, .adopted, .unlimited]).isEmpty {
+                if slot.pointee.flags.subtracting([.pausedByHandler, .queued, .adopted, .holdsLimitPlace]).isEmpty {
                     // Paused by the handler only (a pipe whose writer left): what is still
                     // buffered must be read when it resumes, so step out of the epoll set until then.
                     detach(i)
@@ -494,24 +494,29 @@ public final class Reactor<Handler: ConnectionHandler> {
             sys.close(fd)
             return
         }
-        guard let id = install(fd, peer: peer, state: handler.makeState(), connecting: false) else {
-            if limited { configuration.connectionLimit?.release() }
+        let holdsPlace = limited && configuration.connectionLimit != nil
+        let id: ConnectionID
+        do {
+            id = try install(fd, peer: peer, state: handler.makeState(), connecting: false)
+        } catch {
+            if holdsPlace { configuration.connectionLimit?.release() }
+            configuration.logger.warning("connection from \(peer?.description ?? "?") dropped: \(error)")
             return
         }
         slots[Int(id.index)].pointee.listener = Int16(truncatingIfNeeded: listener)
-        if !limited { slots[Int(id.index)].pointee.flags.insert(.unlimited) }
+        if holdsPlace { slots[Int(id.index)].pointee.flags.insert(.holdsLimitPlace) }
         opened(id)
     }
 
     /// Puts a new connection in the table and registers it with epoll: for reading, or for
-    /// writability while a connect is in progress. Returns nil, with the fd closed, if there is
-    /// no slot or epoll refused it (ENOMEM).
+    /// writability while a connect is in progress. Throws, with the fd closed, if there is no
+    /// slot or epoll refused it (ENOMEM, or ENOSPC past fs.epoll.max_user_watches); the handler
+    /// then hears nothing of it (no onOpen, so no onClose either).
     @inlinable
-    func install(_ fd: CInt, peer: SocketAddress?, state: Handler.ConnectionState, connecting: Bool) -> ConnectionID? {
+    func install(_ fd: CInt, peer: SocketAddress?, state: Handler.ConnectionState, connecting: Bool) throws(SyscallError) -> ConnectionID {
         guard let i = allocateSlot(fd: fd) else {
-            configuration.logger.error("no free slot for fd \(fd) (the fd hard limit is \(slots.capacity)); closing it")
             sys.close(fd)
-            return nil
+            throw SyscallError(call: "no free connection slot (the fd hard limit is \(slots.capacity))", errno: .tooManyOpenFiles)
         }
         let slot = slots[Int(i)]
         let generation = slot.pointee.generation &+ 1
@@ -525,9 +530,10 @@ public final class Reactor<Handler: ConnectionHandler> {
         let id = ConnectionID(index: i, generation: generation, fd: fd)
         if let e = sys.epollCtl(epfd, EPOLL_CTL_ADD, fd, events: mask, data: id.epollData) {
             slot.pointee.registered = 0
-            requestClose(i, .error(e), abort: true)
+            slot.pointee.closeReason = .error(e)
+            slot.pointee.flags.insert([.closing, .abort, .handlerClosed])
             finishClose(i)
-            return nil
+            throw SyscallError(call: "epoll_ctl", errno: e)
         }
         wheelInsert(i)
         return id
@@ -583,7 +589,7 @@ public final class Reactor<Handler: ConnectionHandler> {
         }
         counters.pointee.open &-= 1
         counters.pointee.closed[reason.name, default: 0] += 1
-        if !slot.pointee.flags.contains(.unlimited) { configuration.connectionLimit?.release() }
+        if slot.pointee.flags.contains(.holdsLimitPlace) { configuration.connectionLimit?.release() }
         let generation = slot.pointee.generation
         slot.deinitialize(count: 1)
         slot.pointee.generation = generation
