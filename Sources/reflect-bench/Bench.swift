@@ -149,6 +149,19 @@ final class Bench {
         total.initialize(to: Histogram<UInt64>(highestTrackableValue: Self.maxLatencyNs, numberOfSignificantValueDigits: .three))
     }
 
+    deinit {
+        hot.deinitialize(count: 1)
+        hot.deallocate()
+        peers.deinitialize(count: settings.connections)
+        peers.deallocate()
+        sendTimes.deallocate()
+        interval.deinitialize(count: 1)
+        interval.deallocate()
+        total.deinitialize(count: 1)
+        total.deallocate()
+        payload.bytes.deallocate()
+    }
+
     // MARK: connections
 
     /// Starts connects until `maxConnecting` are in progress or every connection was started.
