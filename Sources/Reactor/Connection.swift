@@ -41,7 +41,7 @@ public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
     public var description: String { fd >= 0 ? "#\(index).\(generation) fd \(fd)" : "#\(index).\(generation)" }
 }
 
-/// What happened to bytes given to ``Connection/write(_:)`` or ``Reactor/write(to:_:)``.
+/// What happened to bytes given to ``Connection/write(_:)-(UnsafeRawBufferPointer)`` or ``Reactor/write(to:_:)-(_,UnsafeRawBufferPointer)``.
 public enum WriteOutcome: Sendable, Equatable {
     /// Every byte went to the kernel.
     case sent
@@ -54,7 +54,7 @@ public enum WriteOutcome: Sendable, Equatable {
 /// The connection a callback is about, valid only during that callback.
 ///
 /// It is `~Copyable` and passed `borrowing`, so it cannot be stored: keep its ``id`` instead,
-/// and use ``Reactor/write(to:_:)`` later.
+/// and use ``Reactor/write(to:_:)-(_,UnsafeRawBufferPointer)`` later.
 public struct Connection<Handler: ConnectionHandler>: ~Copyable {
     // Unmanaged, not a strong or unowned reference: the reactor outlives every callback, and a
     // guaranteed reference costs no retain/release pair per message.
@@ -97,7 +97,7 @@ public struct Connection<Handler: ConnectionHandler>: ~Copyable {
         reactor._withUnsafeGuaranteedRef { $0.slots[Int(id.index)].pointee.output?.count ?? 0 }
     }
 
-    /// The reactor this connection belongs to, for calls such as ``Reactor/write(to:_:)`` to
+    /// The reactor this connection belongs to, for calls such as ``Reactor/write(to:_:)-(_,UnsafeRawBufferPointer)`` to
     /// other connections.
     public var loop: Reactor<Handler> { reactor.takeUnretainedValue() }
 }

@@ -340,7 +340,7 @@ public final class Reactor<Handler: ConnectionHandler> {
 
     // MARK: writing
 
-    /// The write path of ``Connection/write(_:)``: straight to the socket when nothing is
+    /// The write path of ``Connection/write(_:)-(UnsafeRawBufferPointer)``: straight to the socket when nothing is
     /// pending; what the kernel does not take is copied to the connection's output buffer.
     @inlinable
     func write(slot i: Int32, _ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
