@@ -65,14 +65,16 @@ def proc_cpu_seconds(pid):
 
 
 def rss_bytes(pid):
-    """Resident memory of pid and its children (the fork server has one process per client)."""
+    """Proportional set size (PSS) of pid and its children: resident memory, with each page shared
+    by several processes (the fork server's children share the parent's code and libraries)
+    counted once in total rather than once per process."""
     def one(p):
         try:
-            with open(f"/proc/{p}/status") as f:
+            with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith("Pss:"):
                         return int(line.split()[1]) * 1024
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
             pass
         return 0
     total = one(pid)
@@ -211,7 +213,7 @@ def idle_rss(server, bench_bin, args):
     if proc.returncode != 0:
         raise RuntimeError(f"idle failed: {err[-1500:]}")
     per = (peak - before) / n
-    log(f"{server.name:9} idle {n} connections: RSS {before/1e6:.1f} MB -> {peak/1e6:.1f} MB, {per:.0f} B per connection")
+    log(f"{server.name:9} idle {n} connections: PSS {before/1e6:.1f} MB -> {peak/1e6:.1f} MB, {per:.0f} B per connection")
     return {"server": server.name, "scenario": f"idle-{n}", "command": cmd, "connections": n,
             "rss_before": before, "rss_peak": peak, "rss_per_connection": round(per, 1)}
 
@@ -263,19 +265,19 @@ def write_report(rows, args, started):
              f"- server pinned to CPU {SERVER_CPU} (`taskset -c {SERVER_CPU}`), load generator `reflect-bench` to CPU {LOAD_CPU}",
              f"- each scenario: {args.warmup} s warm-up run, then a {args.duration} s measured run; CPU per message = server utime+stime over the measured run / messages echoed",
              "", "## Per server", "",
-             "| server | CPU/msg depth 1 (µs) | CPU/msg depth 16 (µs) | msg/s d1 | msg/s d16 | p50 / p99 d1 (µs) | bulk MB/s | churn conn/s | CPU/conn churn (µs) | RSS/idle conn (B) | syscalls/msg |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| server | CPU/msg depth 1 (µs) | CPU/msg depth 16 (µs) | msg/s d1 | msg/s d16 | p50 / p99 d1 (µs) | bulk MB/s | CPU per 64 KiB bulk msg (µs) | churn conn/s | CPU/conn churn (µs) | memory/idle conn (B, PSS) | syscalls/msg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in servers:
         d1, d16, bulk, churn = row(s, "pingpong-d1"), row(s, "pingpong-d16"), row(s, "bulk"), row(s, "churn")
         idle, st = row(s, "idle"), row(s, "strace")
         f = lambda r, k, fmt="{:.3f}": (fmt.format(r[k]) if r and r.get(k) is not None else "–")
         lines.append(f"| {s} | {f(d1,'cpu_us_per_msg')} | {f(d16,'cpu_us_per_msg')} | {f(d1,'msg_per_s','{:,.0f}')} | "
-                     f"{f(d16,'msg_per_s','{:,.0f}')} | {f(d1,'p50_us','{:.0f}')} / {f(d1,'p99_us','{:.0f}')} | {f(bulk,'mb_per_s','{:,.0f}')} | "
+                     f"{f(d16,'msg_per_s','{:,.0f}')} | {f(d1,'p50_us','{:.0f}')} / {f(d1,'p99_us','{:.0f}')} | {f(bulk,'mb_per_s','{:,.0f}')} | {f(bulk,'cpu_us_per_msg','{:.2f}')} | "
                      f"{f(churn,'msg_per_s','{:,.0f}')} | {f(churn,'cpu_us_per_msg','{:.2f}')} | {f(idle,'rss_per_connection','{:,.0f}')} | {f(st,'syscalls_per_msg')} |")
     if "reflectd" in servers:
         lines += ["", "## Ratios (reflectd / other, same run; lower is better for CPU and latency, higher for throughput)", "",
-                  "| vs | CPU/msg d1 | CPU/msg d16 | p99 d1 | bulk MB/s | churn conn/s | RSS/idle conn | syscalls/msg |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| vs | CPU/msg d1 | CPU/msg d16 | p99 d1 | bulk MB/s | CPU/bulk msg | churn conn/s | memory/idle conn | syscalls/msg |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for s in servers:
             if s == "reflectd":
                 continue
@@ -285,7 +287,7 @@ def write_report(rows, args, started):
                     return "–"
                 return f"{a[key] / b[key]:.2f}×"
             lines.append(f"| {s} | {ratio('pingpong-d1','cpu_us_per_msg')} | {ratio('pingpong-d16','cpu_us_per_msg')} | "
-                         f"{ratio('pingpong-d1','p99_us')} | {ratio('bulk','mb_per_s')} | {ratio('churn','msg_per_s')} | "
+                         f"{ratio('pingpong-d1','p99_us')} | {ratio('bulk','mb_per_s')} | {ratio('bulk','cpu_us_per_msg')} | {ratio('churn','msg_per_s')} | "
                          f"{ratio('idle','rss_per_connection')} | {ratio('strace','syscalls_per_msg')} |")
     lines += ["", "## Commands", ""]
     for r in rows:
@@ -303,7 +305,7 @@ def chart(rows, servers, date):
               ("CPU per message, depth 16 (µs)", "pingpong-d16", "cpu_us_per_msg"),
               ("bulk 64 KiB (MB/s)", "bulk", "mb_per_s"),
               ("churn (connections/s)", "churn", "msg_per_s"),
-              ("RSS per idle connection (B)", "idle", "rss_per_connection")]
+              ("memory (PSS) per idle connection (B)", "idle", "rss_per_connection")]
     colors = {"reflectd": "#d9480f", "c-epoll": "#1c7ed6", "nio": "#2b8a3e", "fork": "#868e96"}
     w, ph = 760, 150
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{ph * len(panels) + 40}" font-family="sans-serif" font-size="12">',

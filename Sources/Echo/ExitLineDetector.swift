@@ -51,8 +51,8 @@ public struct ExitLineDetector: Sendable, Equatable {
 
     /// Scans one segment and says what to write. Bytes after an exit line are not looked at.
     ///
-    /// The common case costs one memchr per line and one comparison after each newline: only a
-    /// line that starts with `e` is looked at more closely.
+    /// The common case is one vector pass over the segment: only a line that starts with `e` is
+    /// looked at more closely.
     public mutating func scan(_ bytes: UnsafeRawBufferPointer) -> Verdict {
         let n = bytes.count
         guard n > 0, let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else {
@@ -84,47 +84,81 @@ public struct ExitLineDetector: Sendable, Equatable {
         return finishScan(base, n, from: 0, lineStart: atLineStart ? 0 : -1, release: 0)
     }
 
-    /// Walks the segment from `from`: checks the line starting at `lineStart` (if any), then
-    /// jumps from newline to newline.
+    /// Finishes a segment from `from`: checks the line that starts at `lineStart` (if any), then
+    /// every other line that starts with `e`, which the search below finds without looking at
+    /// lines one by one.
     @inline(__always)
     private mutating func finishScan(_ base: UnsafePointer<UInt8>, _ n: Int, from: Int, lineStart: Int, release: Int) -> Verdict {
-        var i = from
-        var start = lineStart
-        while true {
-            if start >= 0 {
-                if start == n {
-                    atLineStart = true
-                    return Verdict(release: release, echo: n, exit: false)
-                }
-                if base[start] == UInt8(ascii: "e") {
-                    // A candidate: match it byte by byte.
-                    var matched: UInt8 = 0
-                    var j = start
-                    while j < n {
-                        guard let next = Self.step(matched, base[j]) else {
-                            self = ExitLineDetector()
-                            return Verdict(release: release, echo: start, exit: true)
-                        }
-                        if next < 0 { break }
-                        matched = UInt8(next)
-                        j += 1
-                    }
-                    if j == n {
-                        // The segment ends inside a candidate: hold it back until we know.
-                        held = matched
-                        atLineStart = false
-                        return Verdict(release: release, echo: start, exit: false)
-                    }
-                }
-                i = start
-            }
-            // Mid-line: only a newline can start a candidate, so jump to the next one.
-            guard let found = memchr(base + i, Int32(Self.newline), n - i) else {
-                atLineStart = false
-                return Verdict(release: release, echo: n, exit: false)
-            }
-            start = base.distance(to: found.assumingMemoryBound(to: UInt8.self)) + 1
+        if lineStart >= 0 && lineStart < n && base[lineStart] == UInt8(ascii: "e") {
+            if let verdict = candidate(base, n, at: lineStart, release: release) { return verdict }
         }
+        var p = from
+        while let q = Self.newlineBeforeE(base, n, from: p) {
+            if let verdict = candidate(base, n, at: q + 1, release: release) { return verdict }
+            p = q + 1
+        }
+        atLineStart = base[n - 1] == Self.newline
+        return Verdict(release: release, echo: n, exit: false)
+    }
+
+    /// Matches a candidate exit line starting at `start`: the verdict if it is the exit line or
+    /// runs to the end of the segment (held back), nil if it turns out to be data.
+    @inline(__always)
+    private mutating func candidate(_ base: UnsafePointer<UInt8>, _ n: Int, at start: Int, release: Int) -> Verdict? {
+        var matched: UInt8 = 0
+        var j = start
+        while j < n {
+            guard let next = Self.step(matched, base[j]) else {
+                self = ExitLineDetector()
+                return Verdict(release: release, echo: start, exit: true)
+            }
+            if next < 0 { return nil }
+            matched = UInt8(next)
+            j += 1
+        }
+        held = matched
+        atLineStart = false
+        return Verdict(release: release, echo: start, exit: false)
+    }
+
+    /// The first index `q >= from` with `base[q] == "\n"` and `base[q + 1] == "e"`: the only
+    /// places inside a segment where an exit line can start.
+    ///
+    /// Sixteen bytes per step, comparing the segment and the segment shifted by one, so the cost
+    /// does not depend on how long the lines are. (One memchr per line cost 40 % of the server's
+    /// CPU on a bulk stream of 100-byte lines, measured with perf; this loop costs 11 %. Wider
+    /// steps measured worse: `any` on a SIMD32 mask is not inlined, and two SIMD16 masks OR-ed
+    /// per step compiled to slower code.)
+    @inline(__always)
+    static func newlineBeforeE(_ base: UnsafePointer<UInt8>, _ n: Int, from: Int) -> Int? {
+        var q = from
+        let raw = UnsafeRawPointer(base)
+        let newlines = SIMD16<UInt8>(repeating: newline)
+        let es = SIMD16<UInt8>(repeating: UInt8(ascii: "e"))
+        while q + 17 <= n {
+            let hits = (raw.loadUnaligned(fromByteOffset: q, as: SIMD16<UInt8>.self) .== newlines)
+                .& (raw.loadUnaligned(fromByteOffset: q + 1, as: SIMD16<UInt8>.self) .== es)
+            if any(hits) {
+                for lane in 0..<16 where hits[lane] { return q + lane }
+            }
+            q += 16
+        }
+        guard q + 1 < n else { return nil }
+        if n >= 17 {
+            // The rest in one vector that ends at the last byte, overlapping what was checked.
+            let start = n - 17
+            let hits = (raw.loadUnaligned(fromByteOffset: start, as: SIMD16<UInt8>.self) .== newlines)
+                .& (raw.loadUnaligned(fromByteOffset: start + 1, as: SIMD16<UInt8>.self) .== es)
+            if any(hits) {
+                for lane in (q - start)..<16 where hits[lane] { return start + lane }
+            }
+            return nil
+        }
+        while q + 1 < n {
+            if base[q] == newline && base[q + 1] == UInt8(ascii: "e") { return q }
+            q += 1
+        }
+        return nil
     }
 
     /// End of input: bytes still held back are data. Returns how many bytes of
