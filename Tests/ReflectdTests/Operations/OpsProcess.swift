@@ -191,6 +191,9 @@ final class OpsProcess: @unchecked Sendable {
     /// `inheritedListeners` placed at fds 3, 4, … without close-on-exec (as systemd passes them).
     static func spawn(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
                       inheritedListeners: [CInt] = []) throws -> OpsProcess {
+        // Nothing else is inherited: fds this test process has open (from earlier tests, from
+        // XCTest) would otherwise count against the child's fd limit, as a user's shell would not.
+        markEveryFDCloseOnExec()
         var outPipe: [CInt] = [-1, -1], errPipe: [CInt] = [-1, -1]
         guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw OpsFailure("pipe: errno \(errno)") }
         for fd in outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
@@ -238,6 +241,22 @@ final class OpsProcess: @unchecked Sendable {
         }
         return OpsProcess(pid: pid, stdout: OpsOutput(fd: outPipe[0]), stderr: OpsOutput(fd: errPipe[0]),
                           commandLine: ([executable] + arguments).joined(separator: " "))
+    }
+
+    /// Sets FD_CLOEXEC on every fd from 3 up (glibc's posix_spawn_file_actions_addclosefrom_np
+    /// does not import into Swift). dup2 in the child clears it on the fds it places.
+    static func markEveryFDCloseOnExec() {
+        guard let dir = opendir("/proc/self/fd") else { return }
+        defer { closedir(dir) }
+        var fds: [CInt] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if let fd = CInt(name), fd >= 3 { fds.append(fd) }
+        }
+        for fd in fds {
+            let flags = fcntl(fd, F_GETFD)
+            if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+        }
     }
 
     // MARK: startup lines
