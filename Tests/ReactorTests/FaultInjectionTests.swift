@@ -4,6 +4,7 @@
 // once and in order, or that the connection closed with the right reason and nothing else was
 // disturbed.
 
+import TestSupport
 import CEpoll
 import Glibc
 import SystemPackage
@@ -168,7 +169,7 @@ final class FaultInjectionTests: XCTestCase {
         let faults = FaultInterposer()
         let server = try FaultServer(interposer: faults)
         let (victim, victimID, bystander) = try victimAndBystander(server)
-        let rewritten = FaultLocked(0)
+        let rewritten = Locked(0)
         faults.rewriteBatches { events, _ in
             for i in events.indices where events[i].index == victimID.index && events[i].generation == victimID.generation {
                 events[i].mask = CEPOLL_ERR
@@ -196,7 +197,7 @@ final class FaultInjectionTests: XCTestCase {
         let faults = FaultInterposer()
         let server = try FaultServer(interposer: faults)
         let (victim, victimID, bystander) = try victimAndBystander(server)
-        let rewritten = FaultLocked(0)
+        let rewritten = Locked(0)
         // Every "readable" report for the victim arrives as a bare EPOLLHUP instead.
         faults.rewriteBatches { events, _ in
             for i in events.indices where events[i].index == victimID.index && events[i].mask & CEPOLL_IN != 0 {
@@ -226,8 +227,8 @@ final class FaultInjectionTests: XCTestCase {
         // Hide the victim from the reactor while it sends and then resets, then show the reactor
         // what the kernel reports for a reset socket, minus EPOLLIN.
         enum Mode { case hide, stripIn }
-        let mode = FaultLocked(Mode.hide)
-        let seen = FaultLocked<[UInt32]>([])
+        let mode = Locked(Mode.hide)
+        let seen = Locked<[UInt32]>([])
         faults.rewriteBatches { events, _ in
             mode.withLock { m in
                 switch m {
@@ -387,7 +388,7 @@ final class FaultInjectionTests: XCTestCase {
             var phase = Phase.hold
             var batch: [FaultEvent] = []
         }
-        let script = FaultLocked(Script())
+        let script = Locked(Script())
         let listenerSlot = server.listenerSlot
         faults.rewriteBatches { events, capacity in
             script.withLock { s in
@@ -461,7 +462,7 @@ final class FaultInjectionTests: XCTestCase {
         let aLog = try XCTUnwrap(server.recorder.waitForClose(peerPort: a.client.localPort))
         XCTAssertEqual(aLog.closeReason, CloseReason.eof)
 
-        let injected = FaultLocked(false)
+        let injected = Locked(false)
         faults.rewriteBatches { events, capacity in
             injected.withLock { done in
                 guard !done, events.count < capacity else { return }

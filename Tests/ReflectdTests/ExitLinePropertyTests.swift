@@ -11,6 +11,7 @@
 // EchoProtocol on a real Reactor over loopback, with the reactor's reads cut to the generated
 // segment lengths through the syscall seam.
 
+import TestSupport
 import CEpoll
 import Echo
 import Foundation
@@ -183,37 +184,10 @@ func exitLineText(_ bytes: some Collection<UInt8>) -> String {
 
 // MARK: end-to-end harness
 
-/// A value behind a pthread mutex. Not Synchronization.Mutex: ThreadSanitizer cannot see that
-/// futex in the uninstrumented runtime and would report what it protects as races.
-final class ExitLineLocked<Value>: @unchecked Sendable {
-    // @unchecked: `value` is only touched with `mutex` held.
-    private var value: Value
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-
-    init(_ value: Value) {
-        self.value = value
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deinitialize(count: 1)
-        mutex.deallocate()
-    }
-
-    func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body(&value)
-    }
-}
-
 /// Cuts every read the reactor makes to the next of a list of lengths.
 final class ExitLineReadCuts: SyscallInterposer, @unchecked Sendable {
     // @unchecked: the only stored property is a lock.
-    private let state = ExitLineLocked<(cuts: [Int], next: Int)>(([], 0))
+    private let state = Locked<(cuts: [Int], next: Int)>(([], 0))
 
     func set(_ cuts: [Int]) { state.withLock { $0 = (cuts, 0) } }
 
@@ -231,7 +205,7 @@ final class ExitLineReadCuts: SyscallInterposer, @unchecked Sendable {
 
 /// Close reasons by the client's port.
 final class ExitLineRecorder: Sendable {
-    private let reasons = ExitLineLocked<[Int: CloseReason]>([:])
+    private let reasons = Locked<[Int: CloseReason]>([:])
 
     func closed(peerPort: Int, _ reason: CloseReason) { reasons.withLock { $0[peerPort] = reason } }
 
@@ -278,7 +252,7 @@ final class ExitLineServer: Sendable {
 
     init() throws {
         let ready = DispatchSemaphore(value: 0)
-        let started = ExitLineLocked<Result<(Int, ReactorHandle), StartError>?>(nil)
+        let started = Locked<Result<(Int, ReactorHandle), StartError>?>(nil)
         let (cuts, recorder, finished) = (self.cuts, self.recorder, self.finished)
         let thread = Thread {
             do {

@@ -3,6 +3,7 @@
 // The reactor consults the interposer on its own thread before each intercepted call; tests arm
 // and read it from theirs. All state sits behind one lock, so both sides may use it at any time.
 
+import TestSupport
 import CEpoll
 import Glibc
 import SystemPackage
@@ -103,10 +104,10 @@ final class FaultInterposer: SyscallInterposer, @unchecked Sendable {
         var random: FaultRandom
     }
 
-    private let state: FaultLocked<State>
+    private let state: Locked<State>
 
     init(seed: UInt64 = 0x5EED) {
-        state = FaultLocked(State(random: FaultRandom(seed: seed)))
+        state = Locked(State(random: FaultRandom(seed: seed)))
     }
 
     // MARK: arming (test thread)

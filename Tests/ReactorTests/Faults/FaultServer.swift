@@ -1,6 +1,7 @@
 // A real Reactor with a FaultInterposer, on its own thread, listening on 127.0.0.1 port 0,
 // driving an echo handler that records everything it is told.
 
+import TestSupport
 import Foundation
 import Glibc
 import SystemPackage
@@ -30,7 +31,7 @@ final class FaultRecorder: Sendable {
         var anomalies: [String] = []
     }
 
-    private let state = FaultLocked(State())
+    private let state = Locked(State())
     let keepBytes: Bool
 
     init(keepBytes: Bool = true) { self.keepBytes = keepBytes }
@@ -162,8 +163,8 @@ final class FaultServer: Sendable {
     private final class Shared: Sendable {
         let ready = DispatchSemaphore(value: 0)
         let finished = DispatchSemaphore(value: 0)
-        let started = FaultLocked<Result<(port: Int, listenerFD: CInt, listenerSlot: Int32, handle: ReactorHandle), FaultServerError>?>(nil)
-        let final = FaultLocked<ReactorStatistics?>(nil)
+        let started = Locked<Result<(port: Int, listenerFD: CInt, listenerSlot: Int32, handle: ReactorHandle), FaultServerError>?>(nil)
+        let final = Locked<ReactorStatistics?>(nil)
     }
 
     struct FaultServerError: Error, CustomStringConvertible {

@@ -1,4 +1,4 @@
-// A value behind a pthread mutex, shared between a test and its reactor thread.
+// A value behind a pthread mutex, shared between a test and a reactor thread.
 //
 // Not Synchronization.Mutex: on Linux that is a futex inside the (uninstrumented) runtime, so
 // ThreadSanitizer cannot see it and reports every access it protects as a data race. TSan
@@ -7,12 +7,12 @@
 
 import Glibc
 
-final class FaultLocked<Value>: @unchecked Sendable {
+public final class Locked<Value>: @unchecked Sendable {
     // @unchecked: `value` is only touched with `mutex` held.
     private var value: Value
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
-    init(_ value: Value) {
+    public init(_ value: Value) {
         self.value = value
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
@@ -25,7 +25,7 @@ final class FaultLocked<Value>: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
+    public func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body(&value)
