@@ -85,7 +85,7 @@ public final class Reactor<Handler: ConnectionHandler> {
         handle = try ReactorHandle()
         // Room for every fd this process may ever open; pages are touched only when used, and
         // slots are reused most-recently-freed first, so they stay dense.
-        slots = SlotTable(capacity: Syscalls.fdLimit().hard)
+        slots = SlotTable(capacity: Syscalls.fdHardLimit())
         readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: configuration.readBufferSize, alignment: 64)
         hot = .allocate(capacity: 1)
         hot.initialize(to: HotState())
@@ -342,6 +342,7 @@ public final class Reactor<Handler: ConnectionHandler> {
 
     /// The write path of ``Connection/write(_:)-(UnsafeRawBufferPointer)``: straight to the socket when nothing is
     /// pending; what the kernel does not take is copied to the connection's output buffer.
+    /// Whatever changes the connection's epoll mask marks it for settling here, so callers need not.
     @inlinable
     func write(slot i: Int32, _ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
         let slot = slots[Int(i)]
@@ -351,26 +352,24 @@ public final class Reactor<Handler: ConnectionHandler> {
         if let out = slot.pointee.output {
             // Order: earlier bytes are still queued, so these go behind them.
             out.append(bytes)
+            // Past the high watermark the connection must stop reading: settle it.
+            if out.count > configuration.highWatermark { markForSettle(i) }
             return .queued(pending: out.count)
         }
         var sent = 0
-        if slot.pointee.flags.contains(.connecting) {
-            let out = pool.take()
-            out.append(bytes)
-            slot.pointee.output = out
-            markForSettle(i)
-            return .queued(pending: out.count)
-        }
-        switch sys.write(slot.pointee.fd, bytes) {
-        case .bytes(let n):
-            counters.pointee.bytesOut &+= n
-            if n == bytes.count { return .sent }
-            sent = n
-        case .wouldBlock, .eof:
-            break
-        case .failed(let e):
-            requestClose(i, .failure(e), abort: true)
-            return .closed
+        // A socket still connecting cannot send: everything is queued for EPOLLOUT.
+        if !slot.pointee.flags.contains(.connecting) {
+            switch sys.write(slot.pointee.fd, bytes) {
+            case .bytes(let n):
+                counters.pointee.bytesOut &+= n
+                if n == bytes.count { return .sent }
+                sent = n
+            case .wouldBlock, .eof:
+                break
+            case .failed(let e):
+                requestClose(i, .failure(e), abort: true)
+                return .closed
+            }
         }
         let out = pool.take()
         out.append(UnsafeRawBufferPointer(rebasing: bytes[sent...]))
@@ -660,9 +659,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     @inlinable
     public func write(to id: ConnectionID, _ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
         guard isLive(id) else { return .closed }
-        let outcome = write(slot: id.index, bytes)
-        markForSettle(id.index)
-        return outcome
+        return write(slot: id.index, bytes)
     }
 
     /// Writes the UTF-8 bytes of `text` to a connection (see ``write(to:_:)-(_,UnsafeRawBufferPointer)``).

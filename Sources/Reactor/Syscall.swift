@@ -376,11 +376,11 @@ struct Syscalls {
 
     static func unlink(_ path: String) { _ = Glibc.unlink(path) }
 
-    static func fdLimit() -> (soft: Int, hard: Int) {
+    /// RLIMIT_NOFILE's hard limit (capped at 2^24): no process fd can be numbered above it.
+    static func fdHardLimit() -> Int {
         var limit = rlimit()
-        guard getrlimit(CInt(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return (1024, 1024) }
-        let cap = UInt(1 << 24)
-        return (Int(min(limit.rlim_cur, cap)), Int(min(limit.rlim_max, cap)))
+        guard getrlimit(CInt(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+        return Int(min(limit.rlim_max, UInt(1 << 24)))
     }
 
     static func errnoNow() -> Errno { Errno(rawValue: cepoll_errno()) }
