@@ -1,4 +1,5 @@
 import ArgumentParser
+import Echo
 import Glibc
 import Logging
 import Reactor
@@ -22,6 +23,11 @@ struct ReactorCount: ExpressibleByArgument, Sendable {
     init(_ value: Int) { self.value = value }
 
     static var defaultValueDescription: String { "1" }
+}
+
+/// `--exit-line on|off`.
+enum ExitLineMode: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case on, off
 }
 
 /// reflectd: a TCP echo server on an epoll reactor.
@@ -67,6 +73,13 @@ struct Reflectd: ParsableCommand {
     @Option(help: "Serve Prometheus metrics at GET /metrics on this port (same host).")
     var metricsPort: Int?
 
+    @Option(help: ArgumentHelp("Whether the line `exit` closes the connection: `on`, or `off` for a pure RFC 862 echo (`exit` is data).", valueName: "on|off"))
+    var exitLine: ExitLineMode = .on
+
+    @Option(parsing: .unconditional,
+            help: ArgumentHelp("How long an undecided line-start prefix of `exit` (`e`, `ex`, … `exit\\r`) is held back while no more input arrives, before it is echoed (0 to 60000; 0 echoes it at once).", valueName: "ms"))
+    var exitHoldMs = 250
+
     @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
@@ -80,6 +93,12 @@ struct Reflectd: ParsableCommand {
         guard reactors.value > 0 else {
             throw ValidationError("--reactors must be a positive number or `auto`, got \(reactors.value)")
         }
+        guard (0...60_000).contains(exitHoldMs) else {
+            throw ValidationError("--exit-hold-ms must be between 0 and 60000 milliseconds, got \(exitHoldMs)")
+        }
+        guard (0...60_000).contains(exitHoldMs) else {
+            throw ValidationError("--exit-hold-ms must be between 0 and 60000 milliseconds, got \(exitHoldMs)")
+        }
         guard backlog > 0 else { throw ValidationError("--backlog must be positive, got \(backlog)") }
         if let maxConnections, maxConnections <= 0 {
             throw ValidationError("--max-connections must be positive, got \(maxConnections)")
@@ -90,6 +109,11 @@ struct Reflectd: ParsableCommand {
         if let keepalive, !(1...32_767).contains(keepalive) {
             throw ValidationError("--keepalive must be between 1 and 32767 seconds, got \(keepalive)")
         }
+    }
+
+    /// The exit-line flags as the echo's policy.
+    var exitLinePolicy: ExitLinePolicy {
+        ExitLinePolicy(enabled: exitLine == .on, hold: .milliseconds(exitHoldMs))
     }
 
     func run() throws {

@@ -44,7 +44,7 @@ struct Server {
         }
 
         // Reactor 0, on this thread.
-        let main = try make(ServerHandler(logger: logger, metrics: metrics), configuration)
+        let main = try make(ServerHandler(logger: logger, metrics: metrics, exitLine: options.exitLinePolicy), configuration)
         registry.add(main.handle)
         var announced = try listen(main, listeners, index: 0)
         if let metrics {
@@ -60,9 +60,10 @@ struct Server {
         for index in 1..<max(count, 1) {
             let started = StartGate()
             let backlog = options.backlog
+            let exitLine = options.exitLinePolicy
             let thread = spawnThread { [configuration, listeners, logger] in
                 do {
-                    let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil), configuration: configuration)
+                    let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil, exitLine: exitLine), configuration: configuration)
                     _ = try Server.listenOn(reactor, listeners, index: index, shared: true, backlog: backlog)
                     started.succeed(reactor.handle)
                     reactor.run()
