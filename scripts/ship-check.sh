@@ -130,7 +130,10 @@ for path in /usr/bin/reflectd /usr/bin/reflect /usr/bin/reflect-bench; do
     [ ! -e "$path" ] || fail "$path exists before the install; not touching it"
 done
 installed_by_us=yes
-dpkg -i "$deb"
+# The issue's "done when", literally: on a machine without the toolchain, dpkg -i && reflectd --version.
+unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs /opt/swift && dpkg -i "$1" && reflectd --version' sh "$deb" \
+    | tee "$scratch/dpkg-i.log"
+[ "$(tail -1 "$scratch/dpkg-i.log")" = "$version" ] || fail "reflectd --version after dpkg -i: $(tail -1 "$scratch/dpkg-i.log")"
 grep -qx "ExecStart=/usr/bin/reflectd --reactors auto --log-level info" /usr/lib/systemd/system/reflectd.service \
     || fail "the installed unit does not start /usr/bin/reflectd"
 hidden /usr/bin

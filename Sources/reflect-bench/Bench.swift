@@ -82,6 +82,9 @@ struct Peer {
     var received = 0
     /// When the connect began (churn measures connect + echo).
     var connectStart: UInt64 = 0
+    /// When echo bytes last arrived (0: never), so that a long message still coming in is not
+    /// mistaken for a stall.
+    var lastEcho: UInt64 = 0
 }
 
 /// The mutable scalars of the hot path, behind a pointer so that using them costs no
@@ -290,19 +293,20 @@ final class Bench {
 
     /// Messages still unanswered when the run ends never get a latency, so a server that holds an
     /// echo forever would go unseen. Each open connection whose oldest unanswered message has
-    /// waited longer than the hold counts in `overHold`; longer than `Bench.stallNs(hold)` it is
-    /// a timeout, an error.
+    /// waited longer than the hold counts in `overHold`; one that has had no echo byte for longer
+    /// than `Bench.stallNs(hold)` since that message was sent is a timeout, an error.
     func countUnanswered(at t: UInt64) {
         let hold = UInt64(settings.holdMs) * 1_000_000
         let size = settings.size
         for index in 0..<settings.connections {
             let peer = peers[index]
             guard peer.open, peer.received < peer.sent else { continue }
-            let waited = t &- sendTimes[index * ring + (peer.received / size) % ring]
-            if waited > hold { hot.pointee.counters.overHold += 1 }
-            if waited > Self.stallNs(holdMs: settings.holdMs) {
+            let sentAt = sendTimes[index * ring + (peer.received / size) % ring]
+            if t &- sentAt > hold { hot.pointee.counters.overHold += 1 }
+            let silent = t &- max(sentAt, peer.lastEcho)
+            if silent > Self.stallNs(holdMs: settings.holdMs) {
                 hot.pointee.counters.timeouts += 1
-                report("connection \(index) timed out: no echo for \(latencyText(waited)) (\(peer.received) of \(peer.sent) bytes echoed)")
+                report("connection \(index) timed out: no echo for \(latencyText(silent)) (\(peer.received) of \(peer.sent) bytes echoed)")
             }
         }
     }
@@ -475,8 +479,9 @@ struct BenchHandler: ConnectionHandler {
         hot.pointee.counters.bytes &+= n
         let before = received / size
         let completed = (received + n) / size - before
-        guard completed > 0 else { return .continue }
         let t = now()
+        peer.pointee.lastEcho = t
+        guard completed > 0 else { return .continue }
         let times = sendTimes + index * ring
         for k in before..<(before + completed) {
             let latency = t &- times[k % ring]
