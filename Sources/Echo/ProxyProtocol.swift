@@ -135,14 +135,16 @@ public enum ProxyProtocol {
         for i in 0..<min(n, prefix.utf8CodeUnitCount) where bytes[i] != prefix.utf8Start[i] {
             return .invalid(.notProxy)
         }
-        // The line ends at the first CR, which must be followed by LF.
+        // The line ends at the first CR, which must be followed by LF; a LF before it is no line end.
         var end = -1
-        for i in 0..<min(n, v1MaxLength) where bytes[i] == 0x0D {
+        for i in 0..<min(n, v1MaxLength) where bytes[i] == 0x0D || bytes[i] == 0x0A {
+            if bytes[i] == 0x0A { return .invalid(.v1BadLineEnd) }
             end = i
             break
         }
         if end < 0 { return n >= v1MaxLength ? .invalid(.v1TooLong) : .incomplete }
-        if end + 1 >= n { return end + 1 >= v1MaxLength ? .invalid(.v1TooLong) : .incomplete }
+        if end + 2 > v1MaxLength { return .invalid(.v1TooLong) }
+        if end + 1 >= n { return .incomplete }
         if bytes[end + 1] != 0x0A { return .invalid(.v1BadLineEnd) }
         let line = UnsafeRawBufferPointer(rebasing: bytes[prefix.utf8CodeUnitCount..<end])
         let length = end + 2
