@@ -136,6 +136,23 @@ def point(name, argv, bench_bin, n, args):
     return row
 
 
+def median_row(points):
+    """The median of each figure over repeated points (the spread of CPU/msg kept beside it)."""
+    def med(values):
+        values = sorted(v for v in values if v is not None)
+        return values[len(values) // 2] if values else None
+    row = {"server": points[0]["server"], "idle": points[0]["idle"], "points": len(points)}
+    for key in ("rss_per_idle", "slab_per_idle", "sockmem_per_idle"):
+        row[key] = med([p[key] for p in points])
+    for depth in ("d1", "d16"):
+        row[depth] = {key: med([p[depth][key] for p in points])
+                      for key in ("cpu_us_per_msg", "p50_us", "p99_us", "msg_per_s", "messages", "errors")}
+        cpus = [p[depth]["cpu_us_per_msg"] for p in points]
+        row[depth]["cpu_us_per_msg_range"] = [min(cpus), max(cpus)]
+        row[depth]["command"] = points[0][depth]["command"]
+    return row
+
+
 def chart(rows, idle, date):
     """Two panels (CPU/msg at depth 1 and 16) against N idle, one line per server."""
     colors = {"reflectd": "#d9480f", "c-epoll": "#1c7ed6"}
@@ -170,30 +187,36 @@ def main():
     p.add_argument("--idle", default="0,1000,5000,10000,19000")
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--servers", default="reflectd,c-epoll")
+    p.add_argument("--repeat", type=int, default=3, help="points per server and N; the median is reported")
     p.add_argument("--no-build", action="store_true")
     args = p.parse_args()
     args.servers = args.servers.split(",")
     idle = [int(x) for x in args.idle.split(",")]
     servers, bench_bin = run.build(args)
     started = time.time()
-    rows = []
-    # Interleaved (for each N, every server), so that a change in the shared machine's load
-    # hits both servers of a pair alike.
+    runs = []
+    # Interleaved (for each N: reflectd, C, reflectd, C, ...), so that a change in the shared
+    # machine's load hits both servers alike; each figure is the median of --repeat points.
     for n in idle:
-        for name in args.servers:
-            rows.append(point(name, servers[name], bench_bin, n, args))
+        for _ in range(args.repeat):
+            for name in args.servers:
+                runs.append(point(name, servers[name], bench_bin, n, args))
+    rows = [median_row([r for r in runs if r["server"] == name and r["idle"] == n])
+            for n in idle for name in args.servers]
     date = datetime.date.today().isoformat()
     base = os.path.join(ROOT, "benchmarks", "results", f"{date}-scale")
     command = "benchmarks/scale.sh " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with open(base + ".json", "w") as f:
         text = json.dumps({"date": date, "command": command, "idle": idle, "duration_s": args.duration,
-                           "seconds": round(time.time() - started), "rows": rows}, indent=1)
+                           "seconds": round(time.time() - started), "repeat": args.repeat,
+                           "rows": rows, "runs": runs}, indent=1)
         f.write(text.replace(ROOT + "/", ""))  # repo-relative paths in committed results
     by = {(r["server"], r["idle"]): r for r in rows}
     md = [f"# The cost curve, {date}", "",
           f"Command: `{command}` ({round(time.time() - started)} s). Server pinned to CPU {SERVER_CPU}, "
           f"reflect-bench and the idle holders on CPU {LOAD_CPU}; 100 active pingpong connections (64-byte messages), "
-          f"{args.duration:g} s per point, a fresh server per point. The machine was shared with other builds: "
+          f"{args.duration:g} s per point, a fresh server per point, each figure the median of {args.repeat} points "
+          "(CPU/msg min–max in the JSON). The machine was shared with other builds: "
           "compare the two servers at the same N (measured back to back), not absolute numbers across runs.", "",
           "Kernel memory is per idle connection with both ends on this host (two sockets). Slab is the whole "
           "machine's, so other processes add noise to it.", "",

@@ -174,6 +174,18 @@ final class ProxyServerTests: XCTestCase {
         XCTAssertEqual(unmet, [], metrics.text)
     }
 
+    func testNonPositivePerClientLimitIsRefusedWithAMessage() throws {
+        for value in ["0", "-3"] {
+            let server = try ServerProcess.reflectd(["--port", "0", "--max-connections-per-client", value])
+            servers.append(server)
+            let end = server.waitForExit(timeout: 10)
+            XCTAssertNotNil(end)
+            XCTAssertNotEqual(end, .exited(0))
+            XCTAssertTrue(Ops.waitUntil(timeout: 2) { server.stderr.text.contains("--max-connections-per-client must be positive") },
+                          server.stderr.text)
+        }
+    }
+
     func testPerClientLimitBehindTheProxyCountsTheHeaderAddress() throws {
         let (server, port) = try start(["--proxy-protocol", "--max-connections-per-client", "2"])
         let a1 = try OpsClient.connect(host: "127.0.0.1", port: port)
