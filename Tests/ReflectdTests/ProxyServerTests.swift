@@ -175,8 +175,9 @@ final class ProxyServerTests: XCTestCase {
     }
 
     func testNonPositivePerClientLimitIsRefusedWithAMessage() throws {
+        // `=` so that the argument parser takes -3 as the option's value, not as another option.
         for value in ["0", "-3"] {
-            let server = try ServerProcess.reflectd(["--port", "0", "--max-connections-per-client", value])
+            let server = try ServerProcess.reflectd(["--port", "0", "--max-connections-per-client=\(value)"])
             servers.append(server)
             let end = server.waitForExit(timeout: 10)
             XCTAssertNotNil(end)
