@@ -1,3 +1,4 @@
+import Echo
 import Reactor
 import Synchronization
 
@@ -27,6 +28,8 @@ final class MetricsEndpoint {
     /// The reactor this endpoint runs on (set once the reactor exists), for its live counters.
     var ownStatistics: () -> ReactorStatistics = { ReactorStatistics() }
     var ownIndex = 0
+    /// `--max-connections-per-client`, for its refusal counter.
+    var clientLimit: ClientLimit?
 
     // The metrics connections' own traffic, subtracted so the counters describe echo clients.
     private var accepted = 0
@@ -124,6 +127,9 @@ final class MetricsEndpoint {
         metric("connections_open", "gauge", "Echo connections open now.", [("", total.open)])
         metric("connections_accepted_total", "counter", "Echo connections accepted, including those refused by the limit.", [("", total.accepted)])
         metric("connections_rejected_total", "counter", "Connections closed at once because --max-connections was reached.", [("", total.rejectedByLimit)])
+        if let clientLimit {
+            metric("connections_rejected_per_client_total", "counter", "Connections closed at once because their client had --max-connections-per-client open.", [("", clientLimit.rejected)])
+        }
         let reasons = ["eof", "exit", "reset", "error", "shutdown", "timeout", "limit"]
         let closedSamples = Set(reasons).union(total.closed.keys).sorted().map { ("{reason=\"\($0)\"}", max(0, total.closed[$0] ?? 0)) }
         metric("connections_closed_total", "counter", "Echo connections closed, by reason.", closedSamples)

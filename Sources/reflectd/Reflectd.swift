@@ -64,6 +64,12 @@ struct Reflectd: ParsableCommand {
     @Option(parsing: .unconditional, help: "Most connections open at once (whole process); more are accepted and closed at once.")
     var maxConnections: Int?
 
+    @Option(parsing: .unconditional, help: "Most connections open at once from one client address (IPv6: one /64; behind --proxy-protocol, the address in the PROXY header); more are accepted and closed at once with reason `limit`.")
+    var maxConnectionsPerClient: Int?
+
+    @Flag(help: "Every connection starts with a PROXY protocol v1 or v2 header (HAProxy `send-proxy`/`send-proxy-v2`): logs and --max-connections-per-client see the client's address. A missing, malformed or late (3 s) header closes the connection with reason `proxy`.")
+    var proxyProtocol = false
+
     @Option(parsing: .unconditional, help: "Close connections with no traffic in either direction for this many seconds.")
     var idleTimeout: Int?
 
@@ -99,6 +105,9 @@ struct Reflectd: ParsableCommand {
         }
         if let maxConnections, maxConnections <= 0 {
             throw ValidationError("--max-connections must be positive, got \(maxConnections)")
+        }
+        if let maxConnectionsPerClient, maxConnectionsPerClient <= 0 {
+            throw ValidationError("--max-connections-per-client must be positive, got \(maxConnectionsPerClient)")
         }
         if let idleTimeout, !(1...86_400).contains(idleTimeout) {
             throw ValidationError("--idle-timeout must be between 1 and 86400 seconds, got \(idleTimeout)")

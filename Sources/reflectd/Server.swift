@@ -1,4 +1,5 @@
 import Dispatch
+import Echo
 import Glibc
 import Logging
 import Reactor
@@ -44,7 +45,12 @@ struct Server {
         }
 
         // Reactor 0, on this thread.
-        let main = try make(ServerHandler(logger: logger, metrics: metrics, exitLine: options.exitLinePolicy), configuration)
+        let clientLimit = options.maxConnectionsPerClient.map { ClientLimit(maximum: $0) }
+        metrics?.clientLimit = clientLimit
+        let proxyProtocol = options.proxyProtocol
+        let exitLine = options.exitLinePolicy
+        let main = try make(ServerHandler(logger: logger, metrics: metrics, exitLine: exitLine,
+                                          proxyProtocol: proxyProtocol, clientLimit: clientLimit), configuration)
         registry.add(main.handle)
         var announced = try listen(main, listeners, index: 0)
         if let metrics {
@@ -60,10 +66,11 @@ struct Server {
         for index in 1..<max(count, 1) {
             let started = StartGate()
             let backlog = options.backlog
-            let exitLine = options.exitLinePolicy
-            let thread = spawnThread { [configuration, listeners, logger] in
+            let thread = spawnThread { [configuration, listeners, logger, clientLimit] in
                 do {
-                    let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil, exitLine: exitLine), configuration: configuration)
+                    let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil, exitLine: exitLine,
+                                                                     proxyProtocol: proxyProtocol, clientLimit: clientLimit),
+                                              configuration: configuration)
                     _ = try Server.listenOn(reactor, listeners, index: index, shared: true, backlog: backlog)
                     started.succeed(reactor.handle)
                     reactor.run()
