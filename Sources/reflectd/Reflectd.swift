@@ -1,4 +1,5 @@
 import ArgumentParser
+import Echo
 import Glibc
 import Logging
 import NonBlockingLog
@@ -46,6 +47,11 @@ struct FileMode: ExpressibleByArgument, Sendable {
     static var defaultValueDescription: String { "the umask's" }
 }
 
+/// `--exit-line on|off`.
+enum ExitLineMode: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case on, off
+}
+
 /// reflectd: a TCP echo server on an epoll reactor.
 @main
 struct Reflectd: ParsableCommand {
@@ -83,6 +89,9 @@ struct Reflectd: ParsableCommand {
     @Option(help: "Close connections with no traffic in either direction for this many seconds.")
     var idleTimeout: Int?
 
+    @Option(help: "Close a connection whose pending output made no progress for this many seconds (the peer stopped reading), also while reading from it is paused; 0 turns it off.")
+    var sendTimeout = 60
+
     @Option(help: "Enable TCP keepalive, probing after this many idle seconds.")
     var keepalive: Int?
 
@@ -91,6 +100,13 @@ struct Reflectd: ParsableCommand {
 
     @Option(help: "Serve Prometheus metrics at GET /metrics on this port (same host).")
     var metricsPort: Int?
+
+    @Option(help: ArgumentHelp("Whether the line `exit` closes the connection: `on`, or `off` for a pure RFC 862 echo (`exit` is data).", valueName: "on|off"))
+    var exitLine: ExitLineMode = .on
+
+    @Option(parsing: .unconditional,
+            help: ArgumentHelp("How long an undecided line-start prefix of `exit` (`e`, `ex`, … `exit\\r`) is held back while no more input arrives, before it is echoed (0 to 60000; 0 echoes it at once).", valueName: "ms"))
+    var exitHoldMs = 250
 
     @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
@@ -111,12 +127,21 @@ struct Reflectd: ParsableCommand {
         if unixMode != nil && unix == nil {
             throw ValidationError("--unix-mode needs --unix PATH")
         }
+        guard (0...60_000).contains(exitHoldMs) else {
+            throw ValidationError("--exit-hold-ms must be between 0 and 60000 milliseconds, got \(exitHoldMs)")
+        }
+        guard (0...60_000).contains(exitHoldMs) else {
+            throw ValidationError("--exit-hold-ms must be between 0 and 60000 milliseconds, got \(exitHoldMs)")
+        }
         guard backlog > 0 else { throw ValidationError("--backlog must be positive, got \(backlog)") }
         if let maxConnections, maxConnections <= 0 {
             throw ValidationError("--max-connections must be positive, got \(maxConnections)")
         }
         if let idleTimeout, !(1...86_400).contains(idleTimeout) {
             throw ValidationError("--idle-timeout must be between 1 and 86400 seconds, got \(idleTimeout)")
+        }
+        guard (0...86_400).contains(sendTimeout) else {
+            throw ValidationError("--send-timeout must be between 0 (off) and 86400 seconds, got \(sendTimeout)")
         }
         if let keepalive, !(1...32_767).contains(keepalive) {
             throw ValidationError("--keepalive must be between 1 and 32767 seconds, got \(keepalive)")
@@ -125,6 +150,11 @@ struct Reflectd: ParsableCommand {
 
     /// How long the log may delay the exit, draining what is queued for a slow reader.
     static let logFlushTimeout: Duration = .seconds(1)
+
+    /// The exit-line flags as the echo's policy.
+    var exitLinePolicy: ExitLinePolicy {
+        ExitLinePolicy(enabled: exitLine == .on, hold: .milliseconds(exitHoldMs))
+    }
 
     func run() throws {
         // First, before any thread exists (the log writer is one): see Server.blockSignals().

@@ -48,6 +48,7 @@ struct Server {
         var configuration = ReactorConfiguration()
         configuration.logger = logger
         configuration.idleTimeout = options.idleTimeout
+        configuration.sendTimeout = options.sendTimeout == 0 ? nil : .seconds(options.sendTimeout)
         configuration.keepAlive = options.keepalive
         configuration.noDelay = options.tcpNodelay
         configuration.connectionLimit = options.maxConnections.map { ConnectionLimit(maximum: $0) }
@@ -63,7 +64,7 @@ struct Server {
         reportCapacity(fdLimit, reactors: count, listeners: listeners, metrics: metrics != nil)
 
         // Reactor 0, on this thread.
-        let main = try make(ServerHandler(logger: logger, metrics: metrics), configuration)
+        let main = try make(ServerHandler(logger: logger, metrics: metrics, exitLine: options.exitLinePolicy), configuration)
         registry.add(main.handle)
         var announced = try listen(main, listeners, index: 0)
         if let metrics {
@@ -78,9 +79,10 @@ struct Server {
         for index in 1..<max(count, 1) {
             let started = StartGate()
             let backlog = options.backlog
+            let exitLine = options.exitLinePolicy
             let thread = spawnThread { [configuration, listeners, logger] in
                 do {
-                    let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil), configuration: configuration)
+                    let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil, exitLine: exitLine), configuration: configuration)
                     _ = try Server.listenOn(reactor, listeners, index: index, shared: true, backlog: backlog)
                     started.succeed(reactor.handle)
                     reactor.run()
