@@ -159,6 +159,8 @@ struct Reflectd: ParsableCommand {
     func run() throws {
         // First, before any thread exists (the log writer is one): see Server.blockSignals().
         Server.blockSignals()
+        // Before the first log line: a stderr whose reader went away must give EPIPE, not SIGPIPE.
+        Signals.ignoreSIGPIPE()
         let queue = LogQueue(fd: 2, label: "reflectd")
         queue.start()
         let level = logLevel
