@@ -164,7 +164,11 @@ public final class LogQueue: @unchecked Sendable {
             let length = min(count, capacity - head)
             pthread_mutex_unlock(mutex)
 
+            // A chunk that ends at the ring's end may end inside a line; the report waits for the
+            // rest of that line, so that it never lands in the middle of one.
+            var atLineEnd = true
             if length > 0 {
+                atLineEnd = ring.load(fromByteOffset: start + length - 1, as: UInt8.self) == 10
                 let written = writeAll(UnsafeRawBufferPointer(start: ring + start, count: length))
                 locked {
                     if !written {
@@ -178,6 +182,7 @@ public final class LogQueue: @unchecked Sendable {
             }
             // The reader took lines again: say how many it missed.
             let missed = locked { () -> Int in
+                guard atLineEnd || count == 0 else { return 0 }
                 defer { droppedSinceReport = 0 }
                 return droppedSinceReport
             }
