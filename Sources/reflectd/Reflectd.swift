@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import NonBlockingLog
 import Reactor
+import ToolSupport
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
@@ -23,13 +24,8 @@ struct ReactorCount: ExpressibleByArgument, Sendable {
 
     init(_ value: Int) { self.value = value }
 
-    static var defaultValueDescription: String { "1" }
-
-    static var onlineCPUs: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
-    /// Why 4 × the online CPUs: a reactor per CPU uses every core; a few more can help when some
-    /// block in page faults, but beyond that threads only compete for the same cores (and each
-    /// costs a stack and a read buffer).
-    static var maximum: Int { 4 * onlineCPUs }
+    /// How `--help` shows the default: as a user would type it (an instance requirement).
+    var defaultValueDescription: String { String(value) }
 }
 
 /// A Unix socket file's permission bits, in octal (`0660`, `660`, `0o660`).
@@ -63,42 +59,43 @@ struct Reflectd: ParsableCommand {
             connections, at every log level. SIGTERM or SIGINT stops it gracefully: pending \
             echoes are delivered, clients see EOF, and it exits 0. Under systemd socket \
             activation (LISTEN_PID/LISTEN_FDS) it serves the inherited sockets instead of binding.
-            """)
+            """,
+        version: PackageVersion.string)
 
     @Option(help: "Address to listen on: an IPv4 or IPv6 literal (`::` is dual stack), or a host name.")
     var host = "0.0.0.0"
 
-    @Option(help: "TCP port to listen on (0 picks a free one).")
+    @Option(parsing: .unconditional, help: "TCP port to listen on (0 picks a free one).")
     var port = 8887
 
     @Option(help: ArgumentHelp("Also listen on a Unix-domain socket at this path (a stale socket file is replaced; the file is removed at exit).", valueName: "path"))
     var unix: String?
 
-    @Option(help: ArgumentHelp("Permission bits of the --unix socket file, in octal (e.g. 0660), set before it accepts connections; default: what the umask gives.", valueName: "mode"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Permission bits of the --unix socket file, in octal (e.g. 0660), set before it accepts connections; default: what the umask gives.", valueName: "mode"))
     var unixMode: FileMode?
 
-    @Option(help: "Length of the kernel's queue of connections not yet accepted.")
+    @Option(parsing: .unconditional, help: "Length of the kernel's queue of connections not yet accepted (0 to 65535; the kernel caps it at net.core.somaxconn).")
     var backlog = Int(SOMAXCONN)
 
-    @Option(help: ArgumentHelp("Reactor threads, each with its own SO_REUSEPORT listener: a number, or `auto` for one per CPU.", valueName: "n|auto"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Reactor threads, each with its own SO_REUSEPORT listener: a number, or `auto` for one per CPU.", valueName: "n|auto"))
     var reactors = ReactorCount(1)
 
-    @Option(help: "Most connections open at once (whole process); more are accepted and closed at once.")
+    @Option(parsing: .unconditional, help: "Most connections open at once (whole process); more are accepted and closed at once.")
     var maxConnections: Int?
 
-    @Option(help: "Close connections with no traffic in either direction for this many seconds.")
+    @Option(parsing: .unconditional, help: "Close connections with no traffic in either direction for this many seconds.")
     var idleTimeout: Int?
 
-    @Option(help: "Close a connection whose pending output made no progress for this many seconds (the peer stopped reading), also while reading from it is paused; 0 turns it off.")
+    @Option(parsing: .unconditional, help: "Close a connection whose pending output made no progress for this many seconds (the peer stopped reading), also while reading from it is paused; 0 turns it off.")
     var sendTimeout = 60
 
-    @Option(help: "Enable TCP keepalive, probing after this many idle seconds.")
+    @Option(parsing: .unconditional, help: "Enable TCP keepalive, probing after this many idle seconds.")
     var keepalive: Int?
 
     @Flag(inversion: .prefixedNo, help: "Set TCP_NODELAY on accepted connections.")
     var tcpNodelay = true
 
-    @Option(help: "Serve Prometheus metrics at GET /metrics on this port (same host).")
+    @Option(parsing: .unconditional, help: "Serve Prometheus metrics at GET /metrics on this port (same host).")
     var metricsPort: Int?
 
     @Option(help: ArgumentHelp("Whether the line `exit` closes the connection: `on`, or `off` for a pure RFC 862 echo (`exit` is data).", valueName: "on|off"))
@@ -118,22 +115,13 @@ struct Reflectd: ParsableCommand {
         if let metricsPort, !(0...65535).contains(metricsPort) {
             throw ValidationError("--metrics-port must be between 0 and 65535, got \(metricsPort)")
         }
-        guard reactors.value > 0 else {
-            throw ValidationError("--reactors must be a positive number or `auto`, got \(reactors.value)")
-        }
-        guard reactors.value <= ReactorCount.maximum else {
-            throw ValidationError("--reactors must be at most \(ReactorCount.maximum) (4 × \(ReactorCount.onlineCPUs) online CPUs), got \(reactors.value)")
-        }
+        try validateShipping()
         if unixMode != nil && unix == nil {
             throw ValidationError("--unix-mode needs --unix PATH")
         }
         guard (0...60_000).contains(exitHoldMs) else {
             throw ValidationError("--exit-hold-ms must be between 0 and 60000 milliseconds, got \(exitHoldMs)")
         }
-        guard (0...60_000).contains(exitHoldMs) else {
-            throw ValidationError("--exit-hold-ms must be between 0 and 60000 milliseconds, got \(exitHoldMs)")
-        }
-        guard backlog > 0 else { throw ValidationError("--backlog must be positive, got \(backlog)") }
         if let maxConnections, maxConnections <= 0 {
             throw ValidationError("--max-connections must be positive, got \(maxConnections)")
         }

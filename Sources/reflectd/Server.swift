@@ -229,7 +229,7 @@ struct Server {
             do {
                 tcp = try tcp.checkAvailable()
             } catch {
-                throw StartupFailure(message: Server.explain(error, address: tcp))
+                throw StartupFailure(message: Server.explain(error, address: tcp, listener: .echo))
             }
         }
         let unix: SocketAddress?
@@ -257,7 +257,8 @@ struct Server {
         do {
             return try reactor.listen(on: address, backlog: options.backlog, limited: false)
         } catch {
-            throw StartupFailure(message: Server.explain(error, address: address))
+            let own = reactor.listeningAddresses.first { $0.port == address.port && address.port != 0 }
+            throw StartupFailure(message: Server.explain(error, address: address, listener: .metrics, clashesWith: own))
         }
     }
 
@@ -270,16 +271,16 @@ struct Server {
         case .bind(let tcp, let unix):
             var bound: [SocketAddress] = []
             do {
-                bound.append(try reactor.listen(on: tcp, backlog: backlog, reusePort: shared))
-            } catch {
-                throw ListenFailure(message: explain(error, address: tcp))
-            }
-            if index == 0, let unix {
-                do {
-                    bound.append(try reactor.listen(on: unix, backlog: backlog, unixMode: unixMode))
-                } catch {
-                    throw ListenFailure(message: explain(error, address: unix))
+                bound.append(try ListenerError.naming(.echo, tcp) { () throws(SyscallError) in
+                    try reactor.listen(on: tcp, backlog: backlog, reusePort: shared)
+                })
+                if index == 0, let unix {
+                    bound.append(try ListenerError.naming(.unix, unix) { () throws(SyscallError) in
+                        try reactor.listen(on: unix, backlog: backlog, unixMode: unixMode)
+                    })
                 }
+            } catch {
+                throw ListenFailure(message: error.description)
             }
             return bound
         case .inherited(let fds):
@@ -299,28 +300,25 @@ struct Server {
         }
     }
 
-    static func explain(_ error: SyscallError, address: SocketAddress) -> String {
-        if address.isUnix {
-            switch error.errno {
-            case .addressInUse:
-                return "cannot listen on \(address): address already in use (EADDRINUSE); another server accepts on that socket file"
-            case .permissionDenied:
-                return "cannot listen on \(address): permission denied (EACCES); the directory must be writable by this user"
-            case .noSuchFileOrDirectory:
-                return "cannot listen on \(address): no such directory (ENOENT); create the directory first"
-            default:
-                return "cannot listen on \(address): \(error)"
-            }
+    static func explain(_ error: SyscallError, address: SocketAddress, listener: ListenerKind,
+                        clashesWith own: SocketAddress? = nil) -> String {
+        let what = "cannot listen on \(address) (\(listener.words))"
+        if listener == .unix && error.errno == .noSuchFileOrDirectory {
+            return "\(what): no such directory (ENOENT); create the directory first"
         }
         switch error.errno {
         case .addressInUse:
-            return "cannot listen on \(address): address already in use (EADDRINUSE); is another server running on that port?"
+            if let own {
+                return "\(what): address already in use (EADDRINUSE): reflectd's own echo listener is on \(own); give --metrics-port another port"
+            }
+            return "\(what): address already in use (EADDRINUSE); is another server running on that \(listener == .unix ? "path" : "port")?"
         case .permissionDenied:
-            return "cannot listen on \(address): permission denied (EACCES); ports below 1024 need privileges"
+            if listener == .unix { return "\(what): permission denied (EACCES); check the directory's permissions" }
+            return "\(what): permission denied (EACCES); ports below 1024 need privileges"
         case .addressNotAvailable:
-            return "cannot listen on \(address): address not available on this machine (EADDRNOTAVAIL)"
+            return "\(what): address not available on this machine (EADDRNOTAVAIL)"
         default:
-            return "cannot listen on \(address): \(error)"
+            return "\(what): \(error)"
         }
     }
 }
