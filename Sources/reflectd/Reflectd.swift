@@ -56,9 +56,11 @@ struct Reflectd: ParsableCommand {
         abstract: "A TCP echo server: every byte comes back; the line `exit` closes the connection.",
         discussion: """
             Prints `listening on HOST:PORT` (the real bound port) on stdout once it accepts \
-            connections, at every log level. SIGTERM or SIGINT stops it gracefully: pending \
-            echoes are delivered, clients see EOF, and it exits 0. Under systemd socket \
-            activation (LISTEN_PID/LISTEN_FDS) it serves the inherited sockets instead of binding.
+            connections, at every log level. SIGTERM, SIGINT or SIGQUIT stops it gracefully: \
+            pending echoes are delivered, clients see EOF, and it exits 0; a second one stops it at \
+            once. SIGUSR1 logs a line of statistics; SIGHUP, SIGALRM and SIGUSR2 are ignored with \
+            a notice. Under systemd socket activation (LISTEN_PID/LISTEN_FDS) it serves the \
+            inherited sockets instead of binding.
             """,
         version: PackageVersion.string)
 
