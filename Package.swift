@@ -35,6 +35,8 @@ let package = Package(
             name: "Echo",
             dependencies: ["Reactor", .product(name: "Logging", package: "swift-log")]
         ),
+        // Logging that never blocks its caller: a bounded queue drained by one writer thread.
+        .target(name: "NonBlockingLog", dependencies: [.product(name: "Logging", package: "swift-log")]),
         // What the executables share besides the Reactor: the package version (one place) and
         // command-line checks.
         .target(
@@ -45,7 +47,7 @@ let package = Package(
         .executableTarget(
             name: "reflectd",
             dependencies: [
-                "Reactor", "Echo", "ToolSupport",
+                "Reactor", "Echo", "ToolSupport", "NonBlockingLog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -75,7 +77,7 @@ let package = Package(
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEpoll", "TestSupport"]),
         .testTarget(
             name: "ReflectdTests",
-            dependencies: ["Echo", "Reactor", "CEpoll", "TestSupport",
+            dependencies: ["Echo", "Reactor", "CEpoll", "TestSupport", "NonBlockingLog",
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(name: "ToolsTests", dependencies: ["CEpoll"]),

@@ -118,8 +118,13 @@ for name in r1 r2; do
     done
     line=$(grep -m 1 '^listening on ' "$work/$name.out") || fail "$name printed no listening line within 10 s"
     port_of[$name]=${line##*:}
-    metrics_of[$name]=$(grep -o -m 1 'metrics on http://[^ ]*' "$work/$name.err" | sed 's/^metrics on //') \
-        || fail "$name did not log its metrics URL"
+    # On stdout after the listening lines since 0.2.0 (an info log line before).
+    for _ in $(seq 20); do
+        grep -q -h 'metrics on http://' "$work/$name.out" "$work/$name.err" 2>/dev/null && break
+        sleep 0.1
+    done
+    metrics_of[$name]=$(grep -o -h -m 1 'metrics on http://[^ ]*' "$work/$name.out" "$work/$name.err" | sed -n '1s/^metrics on //p') \
+        || fail "$name did not print its metrics URL"
     log "$name: pid $pid, $line, ${metrics_of[$name]}"
 done
 

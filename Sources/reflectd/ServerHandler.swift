@@ -28,9 +28,8 @@ struct ServerHandler: ConnectionHandler {
     func onOpen(_ connection: borrowing Connection<Self>, state: inout State) -> Action {
         if let metrics, metrics.serves(connection.acceptedOn) {
             let extra = ConnectionExtra(peer: connection.peer)
-            extra.http = MetricsRequest()
+            extra.http = metrics.opened(connection)
             state.extra = extra
-            metrics.opened()
             logger.debug("metrics open \(connection.peer) (\(connection.id))")
             return .continue
         }
@@ -83,7 +82,7 @@ struct ServerHandler: ConnectionHandler {
             return
         }
         if let request = extra.http {
-            metrics?.closed(reason, request: request)
+            metrics?.closed(reason, request: request, connection: connection)
             logger.debug("metrics close \(connection.peer) (\(connection.id)) reason=\(reason)")
             return
         }
