@@ -21,6 +21,9 @@ scripts/haproxy-check.sh
 step "fuzzing the exit-line detector for 60 s"
 fuzz/run.sh 60
 
+step "fuzzing the RESP request parser (Examples/resp) for 30 s"
+fuzz/resp-run.sh 30
+
 step "soak: 60 s of mixed clients against a release build"
 benchmarks/soak.sh --seconds 60
 
