@@ -17,7 +17,8 @@ public final class ReplyBuffer {
     /// reactor's high watermark is the same size.
     public static let drainThreshold = 64 * 1024
 
-    public var bytes = ByteList()
+    // Used by one thread, and never re-entrantly: no dynamic exclusivity checks.
+    @exclusivity(unchecked) public var bytes = ByteList()
     /// Where to send the bytes when a single reply grows past ``drainThreshold``.
     public unowned(unsafe) var drain: ReplyDrain?
 

@@ -28,8 +28,9 @@ public enum FeedResult: Equatable {
 
 /// The per-reactor scratch lists the parser fills: one per thread, reused for every request.
 public final class ParserScratch {
-    public var spans = IntList()
-    public var decoded = ByteList()
+    // Used by one thread, and never re-entrantly: no dynamic exclusivity checks.
+    @exclusivity(unchecked) public var spans = IntList()
+    @exclusivity(unchecked) public var decoded = ByteList()
     public let limits: RequestLimits
 
     public init(limits: RequestLimits) { self.limits = limits }

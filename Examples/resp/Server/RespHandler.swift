@@ -56,9 +56,9 @@ final class RespContext: ReplyDrain {
     let lowWatermark: Int
 
     // The connection being served, set by `begin`.
-    unowned(unsafe) var loop: Reactor<RespHandler>!
-    var current: ConnectionID!
-    var closeReason: CloseReason?
+    @exclusivity(unchecked) unowned(unsafe) var loop: Reactor<RespHandler>!
+    @exclusivity(unchecked) var current: ConnectionID!
+    @exclusivity(unchecked) var closeReason: CloseReason?
 
     /// Connections that stopped in the middle of their input because their peer was behind.
     var parked: [ConnectionID] = []
