@@ -29,6 +29,9 @@ fuzz/run.sh 60
 step "fuzzing the PROXY protocol parser for 30 s"
 fuzz/run-proxy.sh 30
 
+step "fuzzing the RESP request parser (Examples/resp) for 30 s"
+fuzz/resp-run.sh 30
+
 step "soak: 60 s of mixed clients against a release build"
 benchmarks/soak.sh --seconds 60
 
