@@ -29,7 +29,6 @@ struct ChatHandler: ConnectionHandler {
     /// not a message, and is dropped.
     func onReadEOF(_ connection: borrowing Connection<Self>, state: inout LineAssembler) -> Action {
         room.leave(connection.id, reason: .eof, on: connection.loop)
-        room.enforceCloseTimeout(connection.id, reason: .eof, on: connection.loop)
         return .close(.eof)
     }
 

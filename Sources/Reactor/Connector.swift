@@ -56,16 +56,14 @@ extension Reactor {
     ///   then left open and still the caller's. For other errors (no slot, ENOMEM) it is closed.
     @discardableResult
     public func adopt(fd: CInt, state: Handler.ConnectionState? = nil) throws(SyscallError) -> ConnectionID {
-        var st = stat()
-        _ = try Syscalls.check(fstat(fd, &st), "fstat")
-        if (st.st_mode & S_IFMT) == S_IFREG || (st.st_mode & S_IFMT) == S_IFDIR {
+        let type = try Syscalls.fileType(of: fd)
+        if type == S_IFREG || type == S_IFDIR {
             throw SyscallError(call: "epoll_ctl (fd \(fd) is a regular file or directory)", errno: .notPermitted)
         }
         if let e = Syscalls.epollAccepts(epfd, fd) {
             throw SyscallError(call: "epoll_ctl (fd \(fd) cannot be watched)", errno: e)
         }
-        let flags = try Syscalls.check(fcntl(fd, F_GETFL), "fcntl(F_GETFL)")
-        _ = try Syscalls.check(fcntl(fd, F_SETFL, flags | O_NONBLOCK), "fcntl(F_SETFL)")
+        try Syscalls.setNonBlocking(fd)
         // Registered as "connecting" so that onOpen runs from the loop (EPOLLOUT), not inside this call.
         // A read-only fd (stdin) may never be writable; its onOpen then comes with its first input.
         let id = try install(fd, peer: nil, state: state ?? handler.makeState(), connecting: true)

@@ -51,6 +51,10 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
         if let errno, name == "error" { return "error (\(Errno.name(errno)))" }
         return name
     }
+
+    /// The reason in words for a user: the socket error as strerror(3) says it, starting
+    /// lowercase ("connection refused"), when there was one; else the ``name``.
+    public var explanation: String { errno.map(Syscalls.sentence) ?? name }
 }
 
 /// What a handler asks the reactor to do after a callback.

@@ -110,7 +110,7 @@ struct IdleWheel {
     let timeout: UInt32
     /// Seconds since the reactor started.
     var tick: UInt32 = 0
-    /// First fd of each bucket, or -1. One bucket per second of `timeout + 2`: a deadline is at
+    /// First slot of each bucket, or -1. One bucket per second of `timeout + 2`: a deadline is at
     /// most `timeout + 1` ticks ahead, so it never lands in the bucket being processed.
     var heads: [Int32]
 

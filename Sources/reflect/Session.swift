@@ -125,9 +125,9 @@ final class Session {
     /// Echoed bytes arrived: print them, then let more input go if the window has room.
     func echo(_ bytes: UnsafeRawBufferPointer, loop: Reactor<ClientHandler>) -> Bool {
         echoed += bytes.count
-        if let problem = Terminal.writeAll(bytes, to: 1) {
+        if let problem = UnbufferedOutput.write(bytes, to: 1) {
             // EPIPE: whoever read our output is gone; say nothing more, like other filters.
-            finish(problem == EPIPE ? .quiet(1) : .failed("cannot write stdout: \(describe(problem))"), loop: loop)
+            finish(problem == .brokenPipe ? .quiet(1) : .failed("cannot write stdout: \(SyscallError(call: "write", errno: problem).explanation)"), loop: loop)
             return false
         }
         if unechoed < Self.resumeBelow {
@@ -227,11 +227,8 @@ struct ClientHandler: ConnectionHandler {
             return .close(.eof)
         case .stdin:
             session.finishInput(loop: connection.loop)
-            // Not closed here: closing our duplicate of a terminal would leave its epoll
-            // registration alive (fds 1 and 2 share the description) and reporting every key
-            // typed, for an fd the reactor no longer knows. After EOF the reactor stops reading
-            // it; a pipe's EPOLLHUP still closes it, and `StandardInput.release()` then drops the
-            // last reference. Everything else closes when the reactor stops.
+            // Not closed here: after EOF the reactor stops reading it, a pipe's EPOLLHUP still
+            // closes it, and everything else closes when the reactor stops.
             return .continue
         }
     }
