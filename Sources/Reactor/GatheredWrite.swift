@@ -86,6 +86,7 @@ extension Reactor {
             return .sent
         }
         slot.pointee.output = out
+        if configuration.sendTimeout != nil { startSendClock(i) }
         markForSettle(i)
         return .queued(pending: out.count)
     }
