@@ -56,7 +56,7 @@ final class Room {
         outgoing.reserveCapacity(limits.maxLineBytes + 128)
     }
 
-    typealias Loop = Reactor<ChatHandler>
+    typealias Loop = ReactorContext<ChatHandler>
 
     // MARK: joining and leaving
 
@@ -220,7 +220,7 @@ final class Room {
     /// One one-shot timer per member, re-armed only when it fires: a line just stamps
     /// `lastLine`, so chatting costs no timer operations at all.
     private func scheduleIdleCheck(_ id: ConnectionID, after delay: Duration, on loop: Loop) -> TimerID {
-        loop.schedule(after: delay) { [unowned self, unowned loop] in self.idleCheck(id, on: loop) }
+        loop.schedule(after: delay) { [unowned self] in self.idleCheck(id, on: loop) }
     }
 
     private func idleCheck(_ id: ConnectionID, on loop: Loop) {

@@ -27,7 +27,7 @@ extension Reactor {
     @inlinable @discardableResult
     public func write<Buffers: Collection>(to id: ConnectionID, contentsOf buffers: Buffers) -> WriteOutcome
         where Buffers.Element == UnsafeRawBufferPointer {
-        guard isLive(id) else { return .closed }
+        guard slots.isLive(id) else { return .closed }
         return write(slot: id.index, gathering: buffers)
     }
 
@@ -35,10 +35,10 @@ extension Reactor {
     func write<Buffers: Collection>(slot i: Int32, gathering buffers: Buffers) -> WriteOutcome
         where Buffers.Element == UnsafeRawBufferPointer {
         let slot = slots[Int(i)]
-        if slot.pointee.flags.contains(.closing) { return .closed }
+        guard slot.pointee.life.acceptsWrites else { return .closed }
         // Behind pending output, while connecting, or for one buffer, the single-buffer path
         // does the same thing: append, queue, or send.
-        if slot.pointee.output != nil || slot.pointee.flags.contains(.connecting) || buffers.count < 2 {
+        if slot.pointee.output != nil || slot.pointee.life.phase == .connecting || buffers.count < 2 {
             var outcome = WriteOutcome.sent
             for bytes in buffers {
                 outcome = write(slot: i, bytes)
@@ -87,7 +87,7 @@ extension Reactor {
         }
         slot.pointee.output = out
         if configuration.sendTimeout != nil { startSendClock(i) }
-        markForSettle(i)
+        markDirty(i)
         return .queued(pending: out.count)
     }
 }

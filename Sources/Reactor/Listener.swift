@@ -214,7 +214,7 @@ extension Reactor {
     func closeListeners() {
         for listener in listeners {
             sys.close(listener.fd)
-            releaseSlot(listener.slot)
+            slots.release(listener.slot)
             if listener.ownsUnixPath { Syscalls.unlink(listener.address.host) }
         }
         listeners.removeAll()

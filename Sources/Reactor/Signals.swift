@@ -36,11 +36,12 @@ public final class ReactorHandle: Sendable {
     /// ``requestStatistics()``, and when it stops).
     public var latestStatistics: ReactorStatistics { published.withLock { $0 } }
 
-    /// Runs `body` on the reactor's thread, with the reactor, soon: the way other threads reach
-    /// connections (``Reactor/write(to:_:)-(_,UnsafeRawBufferPointer)``, ``Reactor/close(_:reason:discardingOutput:)``).
+    /// Runs `body` on the reactor's thread, soon, with the reactor's ``ReactorContext``: the way
+    /// other threads reach connections (``ReactorContext/write(to:_:)-(_,UnsafeRawBufferPointer)``,
+    /// ``ReactorContext/close(_:reason:discardingOutput:)``).
     ///
     /// ```swift
-    /// handle.execute { (reactor: Reactor<Chat>) in reactor.write(to: id, "* server restarting\n") }
+    /// _ = handle.execute { (reactor: ReactorContext<Chat>) in reactor.write(to: id, "* server restarting\n") }
     /// ```
     ///
     /// Ordering: closures submitted by one thread run in the order that thread submitted them
@@ -52,12 +53,12 @@ public final class ReactorHandle: Sendable {
     /// instead of growing memory. A closure accepted (true) runs exactly once, before `run()`
     /// returns. Returns false, and drops `body`, when the queue is full or `run()` has returned.
     /// `H` must be the reactor's handler type (a mismatch stops the process with a message).
-    public func execute<H: ConnectionHandler>(_ body: @escaping @Sendable (Reactor<H>) -> Void) -> Bool {
+    public func execute<H: ConnectionHandler & SendableMetatype>(_ body: @escaping @Sendable (ReactorContext<H>) -> Void) -> Bool {
         let accepted = work.submit { object in
             guard let reactor = object as? Reactor<H> else {
-                preconditionFailure("ReactorHandle.execute: the closure takes a Reactor<\(H.self)>, but this handle's reactor is a \(type(of: object))")
+                preconditionFailure("ReactorHandle.execute: the closure takes a ReactorContext<\(H.self)>, but this handle's reactor is a \(type(of: object))")
             }
-            body(reactor)
+            body(ReactorContext(reactor))
         }
         if accepted { Syscalls.signalEventfd(eventFD) }
         return accepted

@@ -68,7 +68,7 @@ final class Session {
     // MARK: input → server
 
     /// Sends input bytes to the server. Returns false when the window is now full.
-    func forward(_ bytes: UnsafeRawBufferPointer, loop: Reactor<ClientHandler>) -> Bool {
+    func forward(_ bytes: UnsafeRawBufferPointer, loop: ReactorContext<ClientHandler>) -> Bool {
         guard !bytes.isEmpty, let socket else { return true }
         loop.write(to: socket, bytes)
         sent += bytes.count
@@ -77,7 +77,7 @@ final class Session {
     }
 
     /// Input ended: finish its last line, then send the exit line and wait for the server to close.
-    func finishInput(loop: Reactor<ClientHandler>) {
+    func finishInput(loop: ReactorContext<ClientHandler>) {
         guard !inputFinished, let socket else { return }
         inputFinished = true
         // Without the newline, `exit` would continue the last line and the server would not see it.
@@ -85,13 +85,13 @@ final class Session {
         Self.send("exit\n", to: socket, loop: loop)
     }
 
-    private static func send(_ text: StaticString, to socket: ConnectionID, loop: Reactor<ClientHandler>) {
+    private static func send(_ text: StaticString, to socket: ConnectionID, loop: ReactorContext<ClientHandler>) {
         loop.write(to: socket, UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
     /// Reads input that epoll cannot watch (a regular file, /dev/null), or sends what is left of
     /// a stdin the reactor closed early, until the window is full or the input ends.
-    func pull(loop: Reactor<ClientHandler>) {
+    func pull(loop: ReactorContext<ClientHandler>) {
         guard connected, !inputFinished, outcome == nil else { return }
         switch input {
         case .adopt:
@@ -123,7 +123,7 @@ final class Session {
     // MARK: server → output
 
     /// Echoed bytes arrived: print them, then let more input go if the window has room.
-    func echo(_ bytes: UnsafeRawBufferPointer, loop: Reactor<ClientHandler>) -> Bool {
+    func echo(_ bytes: UnsafeRawBufferPointer, loop: ReactorContext<ClientHandler>) -> Bool {
         echoed += bytes.count
         if let problem = UnbufferedOutput.write(bytes, to: 1) {
             // EPIPE: whoever read our output is gone; say nothing more, like other filters.
@@ -143,7 +143,7 @@ final class Session {
     // MARK: ending
 
     /// The connection to the server closed for `reason`.
-    func serverClosed(_ reason: CloseReason, loop: Reactor<ClientHandler>) {
+    func serverClosed(_ reason: CloseReason, loop: ReactorContext<ClientHandler>) {
         socket = nil
         if outcome != nil {
             // We closed it ourselves, on the way out.
@@ -165,7 +165,7 @@ final class Session {
     /// The adopted stdin closed. If we did not end it, the reactor gave up on it before its end:
     /// EPOLLHUP while it was paused (the writer of a pipe is gone, with bytes still in it), or a
     /// read error. What is left can be read now without waiting, and is sent as the window allows.
-    func stdinClosed(_ reason: CloseReason, loop: Reactor<ClientHandler>) {
+    func stdinClosed(_ reason: CloseReason, loop: ReactorContext<ClientHandler>) {
         stdin = nil
         let unfinished = outcome == nil && !inputFinished
         if unfinished, reason != .shutdown, case .adopt(let fd) = input {
@@ -183,7 +183,7 @@ final class Session {
     }
 
     /// Records how the run ends and stops the reactor: every connection still open closes.
-    func finish(_ result: Outcome, loop: Reactor<ClientHandler>) {
+    func finish(_ result: Outcome, loop: ReactorContext<ClientHandler>) {
         guard outcome == nil else { return }
         outcome = result
         if let stdin { loop.close(stdin, reason: CloseReason("done")) }
@@ -203,7 +203,7 @@ struct ClientHandler: ConnectionHandler {
     func onOpen(_ connection: borrowing Connection<ClientHandler>, state: inout Role) -> Action {
         if state == .server {
             session.connected = true
-            session.pull(loop: connection.loop)
+            session.pull(loop: connection.context)
         }
         return .continue
     }
@@ -212,9 +212,9 @@ struct ClientHandler: ConnectionHandler {
                 state: inout Role) -> Action {
         switch state {
         case .server:
-            return session.echo(bytes, loop: connection.loop) ? .continue : .close(CloseReason("done"))
+            return session.echo(bytes, loop: connection.context) ? .continue : .close(CloseReason("done"))
         case .stdin:
-            if session.forward(bytes, loop: connection.loop) { return .continue }
+            if session.forward(bytes, loop: connection.context) { return .continue }
             session.stdinPaused = true
             return .pauseReading
         }
@@ -226,7 +226,7 @@ struct ClientHandler: ConnectionHandler {
             // The server is done sending; whatever we still have to say, it will not echo.
             return .close(.eof)
         case .stdin:
-            session.finishInput(loop: connection.loop)
+            session.finishInput(loop: connection.context)
             // Not closed here: after EOF the reactor stops reading it, a pipe's EPOLLHUP still
             // closes it, and everything else closes when the reactor stops.
             return .continue
@@ -235,8 +235,8 @@ struct ClientHandler: ConnectionHandler {
 
     func onClose(_ connection: borrowing Connection<ClientHandler>, state: inout Role, reason: CloseReason) {
         switch state {
-        case .server: session.serverClosed(reason, loop: connection.loop)
-        case .stdin: session.stdinClosed(reason, loop: connection.loop)
+        case .server: session.serverClosed(reason, loop: connection.context)
+        case .stdin: session.stdinClosed(reason, loop: connection.context)
         }
     }
 }

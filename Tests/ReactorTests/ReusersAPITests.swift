@@ -101,7 +101,7 @@ final class ReusersAPITests: XCTestCase {
         let (reactor, _, _) = try recording()
         let seen = Locked<[(Int, pthread_t)]>([])
         for i in 0..<1_000 {
-            XCTAssertTrue(reactor.handle.execute { (_: Reactor<RecordingHandler>) in
+            XCTAssertTrue(reactor.handle.execute { (_: ReactorContext<RecordingHandler>) in
                 seen.withLock { $0.append((i, pthread_self())) }
             })
         }
@@ -119,7 +119,7 @@ final class ReusersAPITests: XCTestCase {
         XCTAssertTrue(eventually { opened.withLock { $0.count } == 1 })
         let id = opened.withLock { $0[0] }
         let payload: [UInt8] = [0, 1, 2, 0xFF, 0xFE, 10, 13]
-        XCTAssertTrue(reactor.handle.execute { (loop: Reactor<RecordingHandler>) in
+        XCTAssertTrue(reactor.handle.execute { (loop: ReactorContext<RecordingHandler>) in
             payload.withUnsafeBytes { _ = loop.write(to: id, $0) }
             loop.close(id, reason: CloseReason("done"))
         })
@@ -134,7 +134,7 @@ final class ReusersAPITests: XCTestCase {
         let release = DispatchSemaphore(value: 0)
         let ran = Locked(0)
         // Hold the loop inside one closure, so nothing drains the queue meanwhile.
-        XCTAssertTrue(reactor.handle.execute { (_: Reactor<RecordingHandler>) in
+        XCTAssertTrue(reactor.handle.execute { (_: ReactorContext<RecordingHandler>) in
             blocking.signal()
             release.wait()
         })
@@ -142,13 +142,13 @@ final class ReusersAPITests: XCTestCase {
         let capacity = reactor.handle.executeCapacity
         var accepted = 0
         for _ in 0..<(capacity + 10) {
-            if reactor.handle.execute({ (_: Reactor<RecordingHandler>) in ran.withLock { $0 += 1 } }) { accepted += 1 }
+            if reactor.handle.execute({ (_: ReactorContext<RecordingHandler>) in ran.withLock { $0 += 1 } }) { accepted += 1 }
         }
         XCTAssertEqual(accepted, capacity, "a full queue refuses instead of growing")
         release.signal()
         XCTAssertTrue(eventually(timeout: 10) { ran.withLock { $0 } == capacity }, "every accepted closure ran once")
         XCTAssertTrue(reactor.stop())
-        XCTAssertFalse(reactor.handle.execute { (_: Reactor<RecordingHandler>) in }, "refused after run() returned")
+        XCTAssertFalse(reactor.handle.execute { (_: ReactorContext<RecordingHandler>) in }, "refused after run() returned")
     }
 
     // MARK: gathered write
