@@ -236,6 +236,15 @@ struct Lifecycle: Equatable, Sendable {
     }
 }
 
+/// The epoll_ctl operation that takes a registration from `registered` to `interest` (both
+/// may be `outOfEpollSet`); nil when they are equal.
+@inlinable
+func epollOperation(from registered: UInt32, to interest: UInt32) -> CInt? {
+    if registered == interest { return nil }
+    if interest == outOfEpollSet { return EPOLL_CTL_DEL }
+    return registered == outOfEpollSet ? EPOLL_CTL_ADD : EPOLL_CTL_MOD
+}
+
 // MARK: applying the lifecycle to the reactor's table
 
 extension Reactor {
@@ -289,8 +298,7 @@ extension Reactor {
     @usableFromInline
     func reconcile(_ i: Int32, _ interest: UInt32) -> Bool {
         let slot = slots[Int(i)]
-        let registered = slot.pointee.registered
-        let op = interest == outOfEpollSet ? EPOLL_CTL_DEL : (registered == outOfEpollSet ? EPOLL_CTL_ADD : EPOLL_CTL_MOD)
+        guard let op = epollOperation(from: slot.pointee.registered, to: interest) else { return true }
         let data = ConnectionID(index: i, generation: slot.pointee.generation).epollData
         if let e = sys.epollCtl(epfd, op, slot.pointee.fd, events: interest == outOfEpollSet ? 0 : interest, data: data) {
             // A refused MOD leaves the old registration in place; a refused ADD leaves none.
