@@ -2,30 +2,9 @@ import CEpoll
 import SystemPackage
 
 // A connection's life, in one place: its phase, its read gate, and the pure functions that say
-// what the reactor does next. Reactor.swift applies them; LifecycleTests checks them one
-// transition per row. The diagram (also in the DocC, "A connection's life"):
-//
-//              connect(to:) / adopt(fd:)            accept
-//                      |                               |
-//                      v                               |
-//               +------------+  connected (SO_ERROR 0, |
-//               | connecting |  or an adopted fd's     |
-//               +------------+  first event): onOpen   |
-//                 |        |                           v
-//   connect failed|        +----------------->  +------------+  read gate: handler pause,
-//   close request |                             |    open    |  backpressure, EOF; a hang-up
-//   (abandoned)   |                             +------------+  while paused by the handler
-//                 |                 close request (graceful) |  only: out of the epoll set
-//                 |                                          v
-//                 |   error, reset, abort, close   +------------+  flushing output within
-//                 |   deadline (from any phase)    |  closing   |  closeTimeout
-//                 |                                +------------+
-//                 |   output flushed, peer sent EOF or adopted fd |  output flushed (socket)
-//                 |        +---------------------------------<----+  onClose, shutdown(SHUT_WR)
-//                 v        v                                      v
-//               +------------+   peer EOF, error, or     +------------+
-//               |   closed   | <------------------------ | lingering  |  input discarded
-//               +------------+   linger deadline (2 s)   +------------+
+// what the reactor does next; below them, the reactor code that applies them. The state diagram
+// is in the DocC (Reactor.docc/Reactor.md, "A connection's life"); LifecycleTests checks it one
+// transition per row.
 //
 // onClose runs once: when lingering begins, or when the connection is closed from any other
 // phase (not for a connection epoll refused at once, whose onOpen never ran).
