@@ -58,18 +58,8 @@ extension Reactor {
             }
             return sys.write(slot.pointee.fd, gathering: iov.baseAddress!, count: entries, total: total)
         }
-        var sent = 0
-        switch result {
-        case .bytes(let n):
-            counters.pointee.bytesOut &+= n
-            sent = n
-            if n == total && entries == buffers.count { return .sent }
-        case .wouldBlock, .eof:
-            break
-        case .failed(let e):
-            requestClose(i, .failure(e), abort: true)
-            return .closed
-        }
+        guard let sent = taken(result, i) else { return .closed }
+        if sent == total && entries == buffers.count { return .sent }
         // Queue everything after the first `sent` bytes, including buffers past the iovec budget.
         let out = pool.take()
         var skip = sent
@@ -85,9 +75,6 @@ extension Reactor {
             pool.give(out)
             return .sent
         }
-        slot.pointee.output = out
-        if configuration.sendTimeout != nil { startSendClock(i) }
-        markDirty(i)
-        return .queued(pending: out.count)
+        return queue(out, i)
     }
 }

@@ -326,21 +326,36 @@ public final class Reactor<Handler: ConnectionHandler> {
         var sent = 0
         // A socket still connecting cannot send: everything is queued for EPOLLOUT.
         if slot.pointee.life.phase != .connecting {
-            switch sys.write(slot.pointee.fd, bytes) {
-            case .bytes(let n):
-                counters.pointee.bytesOut &+= n
-                if n == bytes.count { return .sent }
-                sent = n
-            case .wouldBlock, .eof:
-                break
-            case .failed(let e):
-                requestClose(i, .failure(e), abort: true)
-                return .closed
-            }
+            guard let n = taken(sys.write(slot.pointee.fd, bytes), i) else { return .closed }
+            if n == bytes.count { return .sent }
+            sent = n
         }
         let out = pool.take()
         out.append(UnsafeRawBufferPointer(rebasing: bytes[sent...]))
-        slot.pointee.output = out
+        return queue(out, i)
+    }
+
+    /// Counts what one write to connection `i` sent: the bytes the kernel took (0 when it took
+    /// none), or nil when the write failed and the connection is now closing at once.
+    @inlinable
+    func taken(_ result: IOResult, _ i: Int32) -> Int? {
+        switch result {
+        case .bytes(let n):
+            counters.pointee.bytesOut &+= n
+            return n
+        case .wouldBlock, .eof:
+            return 0
+        case .failed(let e):
+            requestClose(i, .failure(e), abort: true)
+            return nil
+        }
+    }
+
+    /// Makes `out` the pending output of connection `i`, which had none: EPOLLOUT and the send
+    /// clock start.
+    @inlinable
+    func queue(_ out: OutputBuffer, _ i: Int32) -> WriteOutcome {
+        slots[Int(i)].pointee.output = out
         if configuration.sendTimeout != nil { startSendClock(i) }
         markDirty(i)
         return .queued(pending: out.count)
