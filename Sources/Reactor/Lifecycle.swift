@@ -318,8 +318,8 @@ extension Reactor {
         let id = ConnectionID(index: i, generation: generation, fd: fd)
         if let e = sys.epollCtl(epfd, EPOLL_CTL_ADD, fd, events: interest, data: id.epollData) {
             slot.pointee.registered = outOfEpollSet
-            slot.pointee.closeReason = .error(e)
             _ = slot.pointee.life.requestClose(abort: true)
+            closeReasons[i] = .error(e)
             finishClose(i, notify: false)
             throw SyscallError(call: "epoll_ctl", errno: e)
         }
@@ -333,7 +333,7 @@ extension Reactor {
     func requestClose(_ i: Int32, _ reason: CloseReason, abort: Bool) {
         let slot = slots[Int(i)]
         guard slot.pointee.kind == .connection else { return }
-        if slot.pointee.life.requestClose(abort: abort) { slot.pointee.closeReason = reason }
+        if slot.pointee.life.requestClose(abort: abort) { closeReasons[i] = reason }
         markDirty(i)
     }
 
@@ -343,7 +343,7 @@ extension Reactor {
     @usableFromInline
     func finishClose(_ i: Int32, notify: Bool = true) {
         let slot = slots[Int(i)]
-        let reason = slot.pointee.closeReason ?? .eof
+        let reason = closeReasons.removeValue(forKey: i) ?? .eof
         if slot.pointee.timerHead != 0 { cancelConnectionTimers(i) }
         if notify && slot.pointee.life.phase != .lingering {
             let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
@@ -380,7 +380,7 @@ extension Reactor {
         if slot.pointee.timerHead != 0 { cancelConnectionTimers(i) }
         let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
         handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state,
-                        reason: slot.pointee.closeReason ?? .eof)
+                        reason: closeReasons[i] ?? .eof)
         slot.pointee.life.phase = .lingering
         sys.shutdownWrite(slot.pointee.fd)
         _ = addTimer(after: Budget.lingerNs, interval: nil, .closeDeadline(id))

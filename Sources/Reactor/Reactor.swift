@@ -45,6 +45,9 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// Connections whose state changed since they were last settled (each once: see
     /// ``Marks/dirty``). Drained by `settleDirty`, never inside a handler callback.
     @usableFromInline var dirty: [Int32] = []
+    /// The reason of each connection being closed (the first one given), by slot, from the
+    /// close request until the slot is freed.
+    @usableFromInline var closeReasons: [Int32: CloseReason] = [:]
     let timerFD: CInt
     var timers = TimerQueue()
     var armedDeadline: Int64 = 0

@@ -17,7 +17,10 @@ enum SlotKind: UInt8 {
 
 /// One entry of a reactor's table.
 ///
-/// Plain values only, except `output` (present only while output is pending) and `state`.
+/// Plain values only, except `output` (present only while output is pending) and `state`. A
+/// closing connection's reason is not here but in the reactor's `closeReasons`: only closing
+/// connections have one, and 40 bytes in every slot would be a third of an idle connection's
+/// memory.
 @usableFromInline
 struct Slot<State> {
     /// The file descriptor in this slot.
@@ -41,7 +44,6 @@ struct Slot<State> {
     @usableFromInline var timerHead: UInt64 = 0
     /// When pending output last made progress (monotonic ns), for the send timeout.
     @usableFromInline var lastProgress: Int64 = 0
-    @usableFromInline var closeReason: CloseReason?
     @usableFromInline var peer: SocketAddress
     @usableFromInline var state: State
 
@@ -59,7 +61,6 @@ struct Slot<State> {
         self.wheelPrev = -1
         self.wheelNext = -1
         self.output = nil
-        self.closeReason = nil
         self.peer = peer
         self.state = state
     }
