@@ -239,7 +239,8 @@ extension Reactor {
     /// Settles every dirty connection, including those that settling itself makes dirty (a
     /// handler's onWritable). Called only between callbacks: after each event, each timer and
     /// each closure from another thread, so a slot is never freed under a running callback.
-    @inlinable
+    /// Out of line: an echoed message leaves nothing dirty, and the loop only checks the list.
+    @usableFromInline @inline(never)
     func settleDirty() {
         while let i = dirty.popLast() {
             let slot = slots[Int(i)]
@@ -329,7 +330,8 @@ extension Reactor {
 
     /// A close was requested: the lifecycle decides what it means in the current phase (see
     /// ``Lifecycle/requestClose(abort:)``). The first reason given is the one reported.
-    @inlinable
+    /// Out of line: it is on no message's path.
+    @usableFromInline @inline(never)
     func requestClose(_ i: Int32, _ reason: CloseReason, abort: Bool) {
         let slot = slots[Int(i)]
         guard slot.pointee.kind == .connection else { return }
