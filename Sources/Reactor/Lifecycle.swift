@@ -75,6 +75,8 @@ struct Marks: OptionSet, Sendable {
     /// Holds a place of the connection limit, given back at close. Connections from a
     /// listener exempt from the limit, from connect(to:) or adopt(fd:) hold none.
     @inlinable static var holdsLimitPlace: Marks { Marks(rawValue: 1 << 5) }
+    /// ``Reactor/shutdownWrite(_:)`` was asked: shut down the write side once output drains.
+    @inlinable static var shutdownPending: Marks { Marks(rawValue: 1 << 6) }
 }
 
 /// The epoll interest meaning "not in the epoll set at all". Never a real mask: the reactor
@@ -172,6 +174,9 @@ struct Lifecycle: Equatable, Sendable {
         case linger
         /// → closed: tear it down.
         case finish
+        /// Open, output flushed, a shutdown of the write side asked for: do it (the peer sees
+        /// EOF; reading goes on).
+        case shutdownWrite
     }
 
     /// The next step for this state, given whether output is pending.
@@ -187,7 +192,9 @@ struct Lifecycle: Equatable, Sendable {
             return .linger
         case .lingering:
             return marks.contains(.abort) ? .finish : .stay
-        case .connecting, .open, .closed:
+        case .open:
+            return marks.contains(.shutdownPending) && !hasOutput ? .shutdownWrite : .stay
+        case .connecting, .closed:
             return .stay
         }
     }
@@ -257,19 +264,23 @@ extension Reactor {
         // 1. Advance: watermarks first (they gate reading), then the closing phases.
         let drained = slot.pointee.life.updateBackpressure(
             pending: slot.pointee.output?.count ?? 0, high: configuration.highWatermark, low: configuration.lowWatermark)
+        // It passed the high watermark and has drained below the low one: the handler hears it
+        // before the next step, so that what it writes now still goes before a pending shutdown.
+        if drained && slot.pointee.life.phase == .open { writable(i) }
         switch slot.pointee.life.step(hasOutput: slot.pointee.output != nil) {
         case .stay: break
         case .armCloseDeadline: armCloseDeadline(i)
         case .linger: startLinger(i)
+        case .shutdownWrite:
+            slot.pointee.life.marks.remove(.shutdownPending)
+            sys.shutdownWrite(slot.pointee.fd)
         case .finish:
             finishClose(i)
             return
         }
         // 2. and 3. The interest the state needs, and the registration brought in line.
         let interest = slot.pointee.life.interest(hasOutput: slot.pointee.output != nil)
-        if interest != slot.pointee.registered && !reconcile(i, interest) { return }
-        // The connection passed the high watermark and has drained below the low one.
-        if drained && slot.pointee.life.phase == .open { writable(i) }
+        if interest != slot.pointee.registered { _ = reconcile(i, interest) }
     }
 
     /// Changes the epoll registration to `interest`: add, modify or delete. If epoll refuses

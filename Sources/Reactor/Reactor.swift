@@ -488,6 +488,15 @@ public final class Reactor<Handler: ConnectionHandler> {
         requestClose(id.index, reason, abort: discardingOutput)
     }
 
+    /// Shuts down the writing side of a connection once its pending output is written: the
+    /// peer sees EOF after the last byte, and the connection goes on reading until the peer
+    /// closes too (a client telling a server it has sent everything). Does nothing if it is gone.
+    public func shutdownWrite(_ id: ConnectionID) {
+        guard slots.isLive(id) else { return }
+        slots[Int(id.index)].pointee.life.marks.insert(.shutdownPending)
+        markDirty(id.index)
+    }
+
     /// Reads again from a connection paused with ``Action/pauseReading``.
     public func resumeReading(_ id: ConnectionID) {
         guard slots.isLive(id) else { return }

@@ -45,6 +45,12 @@ public struct ReactorContext<Handler: ConnectionHandler> {
         reactor._withUnsafeGuaranteedRef { $0.close(id, reason: reason, discardingOutput: discardingOutput) }
     }
 
+    /// Shuts down a connection's writing side once its output is flushed; it goes on reading
+    /// (see ``Reactor/shutdownWrite(_:)``).
+    public func shutdownWrite(_ id: ConnectionID) {
+        reactor._withUnsafeGuaranteedRef { $0.shutdownWrite(id) }
+    }
+
     /// Reads again from a connection paused with ``Action/pauseReading``.
     public func resumeReading(_ id: ConnectionID) {
         reactor._withUnsafeGuaranteedRef { $0.resumeReading(id) }

@@ -34,6 +34,10 @@ struct ScenarioHandler: ConnectionHandler {
             log.withLock { $0.append("queued \(pending)") }
         }
         if bytes.first == UInt8(ascii: "Q") { return .close(CloseReason("quit")) }
+        if bytes.first == UInt8(ascii: "S") {
+            bigReply.withUnsafeBytes { _ = connection.write($0) }
+            connection.context.shutdownWrite(connection.id)
+        }
         return .continue
     }
 
@@ -164,6 +168,24 @@ final class LifecycleScenarioTests: XCTestCase {
         let pendingAtEvent = Int(try XCTUnwrap(writable.first).split(separator: " ")[1])!
         XCTAssertLessThan(pendingAtEvent, ReactorConfiguration().lowWatermark)
         client.close()
+        XCTAssertTrue(reactor.stop())
+    }
+
+    func testShutdownWriteSendsEOFAfterTheQueuedReplyAndKeepsReading() throws {
+        let reply = testPattern(count: 8 << 20)  // more than the kernel buffers: it queues first
+        let (reactor, log) = try start(bigReply: reply)
+        let client = try TestSocket.connect(port: reactor.port, receiveBuffer: 4096)
+        try client.send("S")
+        let (received, end) = client.receiveUntilEnd(timeout: 60)
+        XCTAssertEqual(end, .eof, "EOF after the reply")
+        // The handler's answer to onWritable (one 0xEE byte) still goes before the shutdown.
+        XCTAssertEqual(received.count, reply.count + 1)
+        XCTAssertNil(firstDifference(received, reply + [0xEE]))
+        // Our side still reads: the bytes reach the handler, and our EOF closes it.
+        try client.send("after")
+        XCTAssertTrue(eventually { log.withLock { $0 }.contains("read 5") }, "log \(log.withLock { $0 })")
+        client.shutdownWrite()
+        XCTAssertTrue(eventually { log.withLock { $0.last } == "close eof" }, "log \(log.withLock { $0 })")
         XCTAssertTrue(reactor.stop())
     }
 

@@ -91,6 +91,8 @@ final class LifecycleTests: XCTestCase {
     func testTheStepSettlingTakesFromEachState() {
         let rows: [(String, Lifecycle, Bool, Lifecycle.Step)] = [
             ("open stays", life(.open), true, .stay),
+            ("open, shutdown asked, output pending: wait for the flush", life(.open, marks: .shutdownPending), true, .stay),
+            ("open, shutdown asked, flushed: shut the write side", life(.open, marks: .shutdownPending), false, .shutdownWrite),
             ("connecting stays", life(.connecting, .outbound), true, .stay),
             ("closing with output arms the close deadline", life(.closing), true, .armCloseDeadline),
             ("closing with output and the deadline armed waits", life(.closing, marks: .closeDeadlineArmed), true, .stay),
