@@ -68,7 +68,10 @@ struct ChatCommand: ParsableCommand {
         } catch {
             throw fail("invalid --host: \(error)")
         }
-        let reactor = try Reactor(handler: ChatHandler(room: room))
+        var configuration = ReactorConfiguration()
+        // A graceful close (`/quit`, idle, too long, EOF) whose output a peer never takes is cut after this.
+        configuration.closeTimeout = limits.closeTimeout
+        let reactor = try Reactor(handler: ChatHandler(room: room), configuration: configuration)
         let bound: SocketAddress
         do {
             bound = try reactor.listen(on: address)
@@ -95,15 +98,5 @@ struct ChatCommand: ParsableCommand {
 
 /// Unbuffered writes, so the startup line is out before anything else happens.
 enum Output {
-    static func write(_ text: String, to fd: CInt) {
-        var text = text
-        text.withUTF8 { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-                if n <= 0 { return }
-                offset += n
-            }
-        }
-    }
+    static func write(_ text: String, to fd: CInt) { UnbufferedOutput.write(text, to: fd) }
 }

@@ -10,7 +10,7 @@ struct ChatHandler: ConnectionHandler {
     func makeState() -> LineAssembler { LineAssembler() }
 
     func onOpen(_ connection: borrowing Connection<Self>, state: inout LineAssembler) -> Action {
-        room.join(connection.id, peer: connection.peer, on: connection.loop)
+        room.join(connection.id, peer: connection.peer, on: connection.context)
         return .continue
     }
 
@@ -18,7 +18,7 @@ struct ChatHandler: ConnectionHandler {
                 state: inout LineAssembler) -> Action {
         // `connection` is borrowed and cannot be captured: the closures use its id and loop.
         let id = connection.id
-        let loop = connection.loop
+        let loop = connection.context
         return state.feed(bytes, maxLength: room.limits.maxLineBytes,
                           onLine: { line in room.handle(line: line, from: id, on: loop) },
                           tooLong: { room.lineTooLong(id, on: loop) })
@@ -28,14 +28,13 @@ struct ChatHandler: ConnectionHandler {
     /// for it, then the connection closes. An unfinished last line (no newline before EOF) is
     /// not a message, and is dropped.
     func onReadEOF(_ connection: borrowing Connection<Self>, state: inout LineAssembler) -> Action {
-        room.leave(connection.id, reason: .eof, on: connection.loop)
-        room.enforceCloseTimeout(connection.id, reason: .eof, on: connection.loop)
+        room.leave(connection.id, reason: .eof, on: connection.context)
         return .close(.eof)
     }
 
     func onClose(_ connection: borrowing Connection<Self>, state: inout LineAssembler, reason: CloseReason) {
         room.log("closed \(connection.peer) (\(connection.id)) reason=\(reason)")
         // Closes the room started were already announced; this covers resets and shutdown.
-        room.leave(connection.id, reason: reason, on: connection.loop)
+        room.leave(connection.id, reason: reason, on: connection.context)
     }
 }

@@ -15,8 +15,8 @@ struct ChatLimits {
     /// A client that has sent no line for this long is disconnected, reason `idle` (nil: never).
     var idleTimeout: Duration? = .seconds(600)
     /// How long a connection the server closes gets to take its last output (a `* bye`, a
-    /// notice) before it is cut. The reactor waits for a graceful close's output to be flushed
-    /// without a deadline, so a peer that never reads would keep its connection open.
+    /// notice) before it is cut, so a peer that never reads cannot keep its connection open.
+    /// It becomes the reactor's ``ReactorConfiguration/closeTimeout``.
     var closeTimeout: Duration = .seconds(5)
 }
 
@@ -56,7 +56,7 @@ final class Room {
         outgoing.reserveCapacity(limits.maxLineBytes + 128)
     }
 
-    typealias Loop = Reactor<ChatHandler>
+    typealias Loop = ReactorContext<ChatHandler>
 
     // MARK: joining and leaving
 
@@ -127,7 +127,6 @@ final class Room {
         case "/quit":
             send("* bye\n", to: id, on: loop)
             leave(id, reason: Self.quit, on: loop)
-            enforceCloseTimeout(id, reason: Self.quit, on: loop)
             return .close(Self.quit)
         case "/nick":
             guard words.count == 2 else {
@@ -179,7 +178,6 @@ final class Room {
     func lineTooLong(_ id: ConnectionID, on loop: Loop) -> Action {
         send("* line too long (limit \(limits.maxLineBytes) bytes); closing\n", to: id, on: loop)
         leave(id, reason: Self.tooLong, on: loop)
-        enforceCloseTimeout(id, reason: Self.tooLong, on: loop)
         return .close(Self.tooLong)
     }
 
@@ -217,21 +215,12 @@ final class Room {
         leave(id, reason: Self.slow, on: loop)
     }
 
-    /// A graceful close has been requested for `id`: if its output is still not flushed after
-    /// `closeTimeout`, drop the output and close at once. (Cancelling is not needed: once the
-    /// connection is gone, the close is a no-op, and ids are never reused.)
-    func enforceCloseTimeout(_ id: ConnectionID, reason: CloseReason, on loop: Loop) {
-        loop.schedule(after: limits.closeTimeout) { [unowned loop] in
-            loop.close(id, reason: reason, discardingOutput: true)
-        }
-    }
-
     // MARK: idle timers
 
     /// One one-shot timer per member, re-armed only when it fires: a line just stamps
     /// `lastLine`, so chatting costs no timer operations at all.
     private func scheduleIdleCheck(_ id: ConnectionID, after delay: Duration, on loop: Loop) -> TimerID {
-        loop.schedule(after: delay) { [unowned self, unowned loop] in self.idleCheck(id, on: loop) }
+        loop.schedule(after: delay) { [unowned self] in self.idleCheck(id, on: loop) }
     }
 
     private func idleCheck(_ id: ConnectionID, on loop: Loop) {
@@ -242,7 +231,6 @@ final class Room {
         if let timeout = limits.idleTimeout, idle >= timeout {
             send("* idle for \(Self.seconds(idle)); disconnecting\n", to: id, on: loop)
             loop.close(id, reason: Self.idle)
-            enforceCloseTimeout(id, reason: Self.idle, on: loop)
             leave(id, reason: Self.idle, on: loop)
             return
         }

@@ -20,6 +20,14 @@ enum Budget {
     /// destroys replies still in the send queue; lingering until the peer's EOF avoids that.
     /// Why 2 s: a peer that reads our EOF closes within a round trip; one that does not is cut.
     @usableFromInline static let lingerNs: Int64 = 2_000_000_000
+    /// Closures other threads may have waiting for a reactor (``ReactorHandle/execute(_:)``).
+    /// Why 4096: far more than a loop turn runs between wake-ups, so a producer only hits it
+    /// when the reactor is stuck or the producer is far faster than it; the queue's array then
+    /// holds at most 64 KiB of closure references.
+    static let queuedClosures = 4096
+    /// Buffers handed to one sendmsg/writev by a gathered write; the rest are queued. Why 1024:
+    /// IOV_MAX on Linux, beyond which the call fails with EINVAL.
+    @usableFromInline static let buffersPerGatheredWrite = 1024
     /// How often a reactor publishes its statistics for other threads.
     @usableFromInline static let publishIntervalNs: Int64 = 1_000_000_000
 }

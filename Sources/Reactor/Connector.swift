@@ -30,21 +30,25 @@ extension Reactor {
             try Syscalls.setOption(fd.raw, CInt(IPPROTO_TCP), TCP_NODELAY, 1, "setsockopt(TCP_NODELAY)")
         }
         try Syscalls.connect(fd.raw, address)
-        return try install(fd.take(), peer: address, state: state ?? handler.makeState(), connecting: true)
+        return try install(fd.take(), peer: address, state: state ?? handler.makeState(), origin: .outbound)
     }
 
-    /// EPOLLOUT on a connecting socket: it is connected, or SO_ERROR says why not.
-@usableFromInline
+    /// connecting → open: EPOLLOUT on a connecting socket (connected, or SO_ERROR says why
+    /// not), or the first event of an adopted fd (not asked: it may not be a socket).
+    @usableFromInline
     func connectFinished(_ i: Int32) {
         let slot = slots[Int(i)]
-        let error = Syscalls.getOption(slot.pointee.fd, SOL_SOCKET, SO_ERROR)
-        guard error == 0 else {
-            requestClose(i, .error(Errno(rawValue: error)), abort: true)
-            return
+        if slot.pointee.life.origin == .outbound {
+            let error = Syscalls.getOption(slot.pointee.fd, SOL_SOCKET, SO_ERROR)
+            guard error == 0 else {
+                requestClose(i, .error(Errno(rawValue: error)), abort: true)
+                return
+            }
         }
-        slot.pointee.flags.remove(.connecting)
+        slot.pointee.life.connected()
+        markDirty(i)
         opened(ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd))
-        if slot.pointee.output != nil && !slot.pointee.flags.contains(.closing) { flush(i) }
+        if slot.pointee.output != nil && slot.pointee.life.phase == .open { flush(i) }
     }
 
     /// Drives an fd this process already has (a pipe, a terminal, a connected socket) as a
@@ -56,23 +60,17 @@ extension Reactor {
     ///   then left open and still the caller's. For other errors (no slot, ENOMEM) it is closed.
     @discardableResult
     public func adopt(fd: CInt, state: Handler.ConnectionState? = nil) throws(SyscallError) -> ConnectionID {
-        var st = stat()
-        _ = try Syscalls.check(fstat(fd, &st), "fstat")
-        if (st.st_mode & S_IFMT) == S_IFREG || (st.st_mode & S_IFMT) == S_IFDIR {
+        let type = try Syscalls.fileType(of: fd)
+        if type == S_IFREG || type == S_IFDIR {
             throw SyscallError(call: "epoll_ctl (fd \(fd) is a regular file or directory)", errno: .notPermitted)
         }
         if let e = Syscalls.epollAccepts(epfd, fd) {
             throw SyscallError(call: "epoll_ctl (fd \(fd) cannot be watched)", errno: e)
         }
-        let flags = try Syscalls.check(fcntl(fd, F_GETFL), "fcntl(F_GETFL)")
-        _ = try Syscalls.check(fcntl(fd, F_SETFL, flags | O_NONBLOCK), "fcntl(F_SETFL)")
-        // Registered as "connecting" so that onOpen runs from the loop (EPOLLOUT), not inside this call.
-        // A read-only fd (stdin) may never be writable; its onOpen then comes with its first input.
-        let id = try install(fd, peer: nil, state: state ?? handler.makeState(), connecting: true)
-        let slot = slots[Int(id.index)]
-        slot.pointee.flags.insert(.adopted)
-        slot.pointee.registered = CEPOLL_IN | CEPOLL_OUT
-        _ = sys.epollCtl(epfd, EPOLL_CTL_MOD, fd, events: CEPOLL_IN | CEPOLL_OUT, data: id.epollData)
-        return id
+        try Syscalls.setNonBlocking(fd)
+        // Connecting until its first event (EPOLLIN or EPOLLOUT), so that onOpen runs from the
+        // loop, not inside this call. A read-only fd (stdin) may never be writable; its onOpen
+        // then comes with its first input.
+        return try install(fd, peer: nil, state: state ?? handler.makeState(), origin: .adopted)
     }
 }

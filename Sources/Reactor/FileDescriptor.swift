@@ -16,9 +16,9 @@ struct FileDescriptor: ~Copyable {
 
     /// Closes the fd now.
     consuming func close() {
-        _ = Glibc.close(raw)
+        Syscalls.closeQuietly(raw)
         discard self
     }
 
-    deinit { _ = Glibc.close(raw) }
+    deinit { Syscalls.closeQuietly(raw) }
 }

@@ -57,13 +57,17 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
         if let errno, name == "error" { return "error (\(Errno.name(errno)))" }
         return detail ?? name
     }
+
+    /// The reason in words for a user: the socket error as strerror(3) says it, starting
+    /// lowercase ("connection refused"), when there was one; else the ``name``.
+    public var explanation: String { errno.map(Syscalls.sentence) ?? name }
 }
 
 /// What a handler asks the reactor to do after a callback.
 public enum Action: Sendable, Equatable {
     /// Keep the connection as it is.
     case `continue`
-    /// Stop reading from this connection until ``Reactor/resumeReading(_:)`` is called.
+    /// Stop reading from this connection until ``ReactorContext/resumeReading(_:)`` is called.
     case pauseReading
     /// Write every pending byte (within ``ReactorConfiguration/closeTimeout``), then close the
     /// connection with this reason. Nothing more is read or delivered.
@@ -74,7 +78,7 @@ public enum Action: Sendable, Equatable {
 /// reaches end of input, or closes.
 ///
 /// The reactor calls a handler on its own thread only, and never re-entrantly: a callback that
-/// wants a connection gone returns ``Action/close(_:)`` (or calls ``Reactor/close(_:reason:discardingOutput:)``),
+/// wants a connection gone returns ``Action/close(_:)`` (or calls ``ReactorContext/close(_:reason:discardingOutput:)``),
 /// and the reactor tears it down after the callback returns.
 ///
 /// Each connection carries a `ConnectionState` value stored inline in the reactor's connection
@@ -117,6 +121,11 @@ public protocol ConnectionHandler {
     /// when their connection closes, so this is never called for a closing connection.
     func onTimer(_ timer: TimerID, connection: borrowing Connection<Self>, state: inout ConnectionState) -> Action
 
+    /// The connection's pending output passed ``ReactorConfiguration/highWatermark`` and has
+    /// drained below ``ReactorConfiguration/lowWatermark``: a handler that holds back output for
+    /// a slow peer (a broadcast, a file being sent) can write again. Not called while closing.
+    func onWritable(_ connection: borrowing Connection<Self>, state: inout ConnectionState) -> Action
+
     /// The connection is done: its output was flushed (or discarded, for an abortive close).
     /// Writes made here are discarded. The state is destroyed after the socket is closed; the
     /// reactor may still linger on the socket for up to 2 s so that the peer's last bytes do not
@@ -139,5 +148,6 @@ extension ConnectionHandler {
     public func onTimer(_ timer: TimerID, connection: borrowing Connection<Self>, state: inout ConnectionState) -> Action {
         .continue
     }
+    public func onWritable(_ connection: borrowing Connection<Self>, state: inout ConnectionState) -> Action { .continue }
     public func onClose(_ connection: borrowing Connection<Self>, state: inout ConnectionState, reason: CloseReason) {}
 }

@@ -24,10 +24,8 @@ struct FileIdentity: Equatable {
 
     /// The identity of what `path` names now (without following a symlink), or nil.
     init?(path: String) {
-        var st = stat()
-        guard lstat(path, &st) == 0 else { return nil }
-        device = UInt(st.st_dev)
-        inode = UInt(st.st_ino)
+        guard let identity = Syscalls.fileIdentity(atPath: path) else { return nil }
+        (device, inode) = identity
     }
 }
 
@@ -70,14 +68,13 @@ enum ListeningSocket {
     /// A socket file left by a server that died is replaced; one that a live server still
     /// accepts on is not (that is "address in use").
     static func removeStaleSocketFile(_ path: String) throws(SyscallError) {
-        var st = stat()
-        guard lstat(path, &st) == 0 else { return }
-        guard (st.st_mode & S_IFMT) == S_IFSOCK else {
+        guard let type = Syscalls.fileType(atPath: path) else { return }
+        guard type == S_IFSOCK else {
             throw SyscallError(call: "bind (\(path) exists and is not a socket)", errno: .fileExists)
         }
         let probe = FileDescriptor(try Syscalls.socket(family: AF_UNIX))
         let address = try? SocketAddress(unixPath: path)
-        let live = address?.withSockAddr { sa, len in Glibc.connect(probe.raw, sa, len) == 0 || Syscalls.errnoNow() == .resourceTemporarilyUnavailable } ?? false
+        let live = address.map { Syscalls.somethingAccepts(probe.raw, $0) } ?? false
         probe.close()
         if live { throw SyscallError(call: "bind", errno: .addressInUse) }
         Syscalls.unlink(path)
@@ -91,7 +88,7 @@ extension SocketAddress {
     /// the same user. Returns the address with the port a port-0 bind chose.
     public func checkAvailable() throws(SyscallError) -> SocketAddress {
         let (fd, bound) = try ListeningSocket.make(self, backlog: 1, reusePort: false)
-        _ = Glibc.close(fd)
+        Syscalls.closeQuietly(fd)
         if isUnix { Syscalls.unlink(host) }
         return bound
     }
@@ -122,8 +119,15 @@ extension Reactor {
                        limited: Bool = true, unixMode: mode_t? = nil) throws(SyscallError) -> SocketAddress {
         let (fd, bound) = try ListeningSocket.make(address, backlog: CInt(clamping: backlog), reusePort: reusePort,
                                                    unixMode: unixMode)
-        try configureListener(fd)
-        let slot = register(special: fd, kind: .listener)
+        let slot: Int32
+        do {
+            try configureListener(fd)
+            slot = try register(special: fd, kind: .listener)
+        } catch {
+            Syscalls.closeQuietly(fd)
+            if bound.isUnix { Syscalls.unlink(bound.host) }
+            throw error
+        }
         var listener = Listener(fd: fd, slot: slot, address: bound, limited: limited, ownsUnixPath: bound.isUnix)
         if bound.isUnix { listener.unixFile = FileIdentity(path: bound.host) }
         listeners.append(listener)
@@ -136,9 +140,8 @@ extension Reactor {
     /// - Returns: the socket's local address.
     @discardableResult
     public func adoptListener(fd: CInt) throws(SyscallError) -> SocketAddress {
-        let flags = try Syscalls.check(fcntl(fd, F_GETFL), "fcntl(F_GETFL)")
-        _ = try Syscalls.check(fcntl(fd, F_SETFL, flags | O_NONBLOCK), "fcntl(F_SETFL)")
-        _ = try Syscalls.check(fcntl(fd, F_SETFD, FD_CLOEXEC), "fcntl(F_SETFD)")
+        try Syscalls.setNonBlocking(fd)
+        try Syscalls.setCloseOnExec(fd)
         let storage = try Syscalls.localAddress(fd)
         guard let address = SocketAddress(storage: storage) else {
             throw SyscallError(call: "getsockname (fd \(fd) is not an IPv4, IPv6 or Unix socket)", errno: .invalidArgument)
@@ -147,7 +150,7 @@ extension Reactor {
             throw SyscallError(call: "adopt (fd \(fd) is not a listening socket)", errno: .invalidArgument)
         }
         try configureListener(fd)
-        let slot = register(special: fd, kind: .listener)
+        let slot = try register(special: fd, kind: .listener)
         listeners.append(Listener(fd: fd, slot: slot, address: address, limited: true, ownsUnixPath: false))
         return address
     }
@@ -246,7 +249,7 @@ extension Reactor {
     func closeListeners() {
         for listener in listeners {
             sys.close(listener.fd)
-            releaseSlot(listener.slot)
+            slots.release(listener.slot)
             if listener.ownsUnixPath, let bound = listener.unixFile, FileIdentity(path: listener.address.host) == bound {
                 Syscalls.unlink(listener.address.host)
             }

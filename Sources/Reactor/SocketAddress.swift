@@ -158,3 +158,15 @@ public struct AddressError: Error, Sendable, CustomStringConvertible {
     public let description: String
     init(_ description: String) { self.description = description }
 }
+
+extension Connection {
+    /// This end's address (getsockname(2)): which of the host's addresses and which port the
+    /// peer reached, for example on a server listening on `::`. Nil for an fd that is not an
+    /// IPv4, IPv6 or Unix socket (a pipe given to ``Reactor/adopt(fd:state:)``). Asks the kernel
+    /// each time: the reactor keeps no copy per connection.
+    public var localAddress: SocketAddress? {
+        let fd = reactor._withUnsafeGuaranteedRef { $0.slots[Int(id.index)].pointee.fd }
+        guard let storage = try? Syscalls.localAddress(fd) else { return nil }
+        return SocketAddress(storage: storage)
+    }
+}

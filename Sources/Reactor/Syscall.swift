@@ -23,6 +23,10 @@ public struct SyscallError: Error, Sendable, CustomStringConvertible {
     }
 
     public var description: String { "\(call): \(errno) (\(Errno.name(errno)))" }
+
+    /// The error in words for a user, as strerror(3) says it, starting lowercase
+    /// ("connection refused"); without the call's name.
+    public var explanation: String { Syscalls.sentence(errno) }
 }
 
 extension Errno {
@@ -170,6 +174,59 @@ struct Syscalls {
                 precondition(!isProgrammerError(e), "send(\(fd)) failed with errno \(e): a reactor bug")
                 return .failed(Errno(rawValue: e))
             }
+        }
+    }
+
+    /// One gathered write of `count` buffers (`total` bytes): sendmsg with MSG_NOSIGNAL, or
+    /// writev(2) for pipes and ttys. The interposer's `.write` answers apply to it too (a limit
+    /// cuts the total length), so fault tests cover both write paths.
+    @usableFromInline @inline(never)
+    func write(_ fd: CInt, gathering iov: UnsafeMutablePointer<iovec>, count: Int, total: Int) -> IOResult {
+        while true {
+            var entries = count
+            switch consult(.write, fd) {
+            case .proceed: break
+            case .limit(let n):
+                // Keep the first max(n, 1) bytes: whole entries, then a cut one.
+                var left = max(n, 1)
+                entries = 0
+                while entries < count && left > 0 {
+                    if iov[entries].iov_len > left { iov[entries].iov_len = left }
+                    left -= iov[entries].iov_len
+                    entries += 1
+                }
+            case .fail(let e):
+                if e == .interrupted { continue }
+                if e == .resourceTemporarilyUnavailable { return .wouldBlock }
+                return .failed(e)
+            }
+            var message = msghdr()
+            message.msg_iov = iov
+            message.msg_iovlen = entries
+            let n = Glibc.sendmsg(fd, &message, CEPOLL_MSG_NOSIGNAL)
+            if n >= 0 { return .bytes(n) }
+            let e = cepoll_errno()
+            switch e {
+            case EINTR: continue
+            case EAGAIN: return .wouldBlock
+            case ENOTSOCK: return writevPlain(fd, iov, entries)
+            default:
+                precondition(!isProgrammerError(e), "sendmsg(\(fd)) failed with errno \(e): a reactor bug")
+                return .failed(Errno(rawValue: e))
+            }
+        }
+    }
+
+    @inline(never)
+    private func writevPlain(_ fd: CInt, _ iov: UnsafeMutablePointer<iovec>, _ count: Int) -> IOResult {
+        while true {
+            let n = Glibc.writev(fd, iov, CInt(count))
+            if n >= 0 { return .bytes(n) }
+            let e = cepoll_errno()
+            if e == EINTR { continue }
+            if e == EAGAIN { return .wouldBlock }
+            precondition(!isProgrammerError(e), "writev(\(fd)) failed with errno \(e): a reactor bug")
+            return .failed(Errno(rawValue: e))
         }
     }
 
@@ -384,6 +441,101 @@ struct Syscalls {
         _ = try check(Glibc.chmod(path, mode), "chmod(\(path), \(String(mode, radix: 8)))")
     }
 
+    /// Whether something accepts at `address`: tells a Unix socket file left behind by a dead
+    /// server from one a live server listens on. A Unix-domain connect completes or fails at
+    /// once, even on a non-blocking socket; EAGAIN counts as "accepts" (a live listener whose
+    /// backlog is full refuses a non-blocking Unix connect that way).
+    static func somethingAccepts(_ fd: CInt, _ address: SocketAddress) -> Bool {
+        address.withSockAddr { sa, len in Glibc.connect(fd, sa, len) == 0 || cepoll_errno() == EAGAIN }
+    }
+
+    /// The file type bits (`st_mode & S_IFMT`) of `path` itself (lstat: a symlink is not
+    /// followed), or nil if nothing is there.
+    static func fileType(atPath path: String) -> mode_t? {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return nil }
+        return st.st_mode & S_IFMT
+    }
+
+    /// The device and inode of `path` itself (lstat: a symlink is not followed), or nil if
+    /// nothing is there.
+    static func fileIdentity(atPath path: String) -> (device: UInt, inode: UInt)? {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return nil }
+        return (UInt(st.st_dev), UInt(st.st_ino))
+    }
+
+    /// The file type bits (`st_mode & S_IFMT`) of what `fd` refers to.
+    static func fileType(of fd: CInt) throws(SyscallError) -> mode_t {
+        var st = stat()
+        _ = try check(fstat(fd, &st), "fstat")
+        return st.st_mode & S_IFMT
+    }
+
+    /// Sets O_NONBLOCK on the file description of `fd` (shared with its duplicates).
+    static func setNonBlocking(_ fd: CInt) throws(SyscallError) {
+        let flags = try check(fcntl(fd, F_GETFL), "fcntl(F_GETFL)")
+        _ = try check(fcntl(fd, F_SETFL, flags | O_NONBLOCK), "fcntl(F_SETFL)")
+    }
+
+    /// Sets FD_CLOEXEC on `fd`, so programs this process starts do not inherit it.
+    static func setCloseOnExec(_ fd: CInt) throws(SyscallError) {
+        _ = try check(fcntl(fd, F_SETFD, FD_CLOEXEC), "fcntl(F_SETFD)")
+    }
+
+    /// Reads one pending signal from a signalfd: nil when none is pending (EAGAIN). EINTR is
+    /// retried like everywhere else.
+    static func readSignal(_ fd: CInt) -> signalfd_siginfo? {
+        var info = signalfd_siginfo()
+        let size = MemoryLayout<signalfd_siginfo>.size
+        while true {
+            let n = Glibc.read(fd, &info, size)
+            if n == size { return info }
+            if n < 0 && cepoll_errno() == EINTR { continue }
+            return nil
+        }
+    }
+
+    /// close(2) for fds that are not connections (setup code, the reactor's own fds), outside
+    /// any interposer. Linux frees the fd even on EINTR/EIO, so it is never retried.
+    static func closeQuietly(_ fd: CInt) { _ = Glibc.close(fd) }
+
+    /// Writes all of `bytes` to `fd`, for command-line output on stdout and stderr: EINTR is
+    /// retried, and when the fd is non-blocking and full (a terminal shares its O_NONBLOCK flag
+    /// with a duplicate the reactor adopted) it waits with poll(2). Returns the errno of a
+    /// failure (EPIPE when the reader went away), or nil.
+    static func writeAll(_ bytes: UnsafeRawBufferPointer, to fd: CInt) -> Errno? {
+        guard var p = bytes.baseAddress else { return nil }
+        var left = bytes.count
+        while left > 0 {
+            let n = Glibc.write(fd, p, left)
+            if n > 0 {
+                p += n
+                left -= n
+                continue
+            }
+            let e = n < 0 ? cepoll_errno() : EIO
+            if e == EINTR { continue }
+            if e == EAGAIN {
+                var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                _ = poll(&pfd, 1, -1)
+                continue
+            }
+            return Errno(rawValue: e)
+        }
+        return nil
+    }
+
+    /// strerror, starting lowercase to fit in a sentence ("connection refused"), unless the
+    /// text starts with an acronym.
+    static func sentence(_ e: Errno) -> String {
+        var text = String(cString: strerror(e.rawValue))
+        if let first = text.first, first.isUppercase, !text.dropFirst().prefix(1).allSatisfy(\.isUppercase) {
+            text = first.lowercased() + text.dropFirst()
+        }
+        return text
+    }
+
     /// RLIMIT_NOFILE's hard limit (capped at 2^24): no process fd can be numbered above it.
     static func fdHardLimit() -> Int {
         var limit = rlimit()
@@ -391,5 +543,4 @@ struct Syscalls {
         return Int(min(limit.rlim_max, UInt(1 << 24)))
     }
 
-    static func errnoNow() -> Errno { Errno(rawValue: cepoll_errno()) }
 }

@@ -236,16 +236,12 @@ extension Reactor {
         switch kind {
         case .handler:
             let slot = slots[Int(id.index)]
-            guard !slot.pointee.flags.contains(.handlerClosed) else { return }
+            guard slot.pointee.life.phase != .lingering else { return }
             let fd = slot.pointee.fd
-            let saved = hot.pointee.currentSlot
-            hot.pointee.currentSlot = id.index
             let action = handler.onTimer(TimerID(value: entry.id),
                                          connection: Connection(reactor: self, id: ConnectionID(index: id.index, generation: id.generation, fd: fd)),
                                          state: &slot.pointee.state)
             apply(action, id.index)
-            hot.pointee.currentSlot = saved
-            settle(id.index)
         case .sendDeadline:
             sendDeadline(id.index, now: now)
         }
@@ -282,7 +278,7 @@ extension Reactor {
             case .connection(let id, let kind): connectionTimerFired(entry, id, kind, now: now)
             case .user(let body): body()
             }
-            settlePending()
+            settleDirty()
         }
         armTimerFD()
     }

@@ -531,10 +531,10 @@ struct BenchHandler: ConnectionHandler {
         if reason != Self.mismatch && phase != .done {
             if wasOpen {
                 hot.pointee.counters.unexpectedCloses += 1
-                bench.report("connection \(index) closed by the server (\(describe(reason))) after \(peer.pointee.received) of \(peer.pointee.sent) bytes echoed")
+                bench.report("connection \(index) closed by the server (\(reason.explanation)) after \(peer.pointee.received) of \(peer.pointee.sent) bytes echoed")
             } else {
                 hot.pointee.counters.connectFailures += 1
-                bench.report("cannot connect to \(bench.settings.address): \(describe(reason))")
+                bench.report("cannot connect to \(bench.settings.address): \(reason.explanation)")
             }
         }
         guard phase != .done else { return }
@@ -558,10 +558,4 @@ func hex(_ byte: UInt8) -> String {
     return "0x\(digits[Int(byte >> 4)])\(digits[Int(byte & 15)])"
 }
 
-/// Why a connection closed, in words: the socket error if there was one.
-func describe(_ reason: CloseReason) -> String {
-    guard let e = reason.errno else { return reason.name }
-    var text = String(cString: strerror(e.rawValue))
-    if let first = text.first { text = first.lowercased() + text.dropFirst() }
-    return text
-}
+

@@ -1,5 +1,6 @@
 import Glibc
 import Histogram
+import Reactor
 
 /// The outcome of a run, as printed at the end.
 struct Summary {
@@ -167,15 +168,4 @@ func pad(_ s: String, _ width: Int) -> String {
 }
 
 /// Writes all of `text` to an fd, unbuffered.
-func writeAll(_ text: String, to fd: CInt) {
-    var text = text
-    text.withUTF8 { bytes in
-        var offset = 0
-        while offset < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return }
-            offset += n
-        }
-    }
-}
+func writeAll(_ text: String, to fd: CInt) { UnbufferedOutput.write(text, to: fd) }

@@ -68,7 +68,7 @@ struct Reflect: ParsableCommand {
         do {
             session.socket = try reactor.connect(to: address)
         } catch {
-            throw Self.fail("cannot connect to \(address): \(describe(error.errno.rawValue))")
+            throw Self.fail("cannot connect to \(address): \(error.explanation)")
         }
         if case .adopt(let fd) = stdin.source {
             do {

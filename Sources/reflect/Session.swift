@@ -1,5 +1,6 @@
 import Glibc
 import Reactor
+import SystemPackage
 
 /// Which end of the client a connection of the reactor is.
 enum Role {
@@ -75,7 +76,7 @@ final class Session {
     // MARK: input → server
 
     /// Sends input bytes to the server. Returns false when the window is now full.
-    func forward(_ bytes: UnsafeRawBufferPointer, loop: Reactor<ClientHandler>) -> Bool {
+    func forward(_ bytes: UnsafeRawBufferPointer, loop: ReactorContext<ClientHandler>) -> Bool {
         guard !bytes.isEmpty, let socket else { return true }
         loop.write(to: socket, bytes)
         sent += bytes.count
@@ -90,7 +91,7 @@ final class Session {
     /// `exit` follows it (it would only extend that line). The half-close is what ends the
     /// session with any echo server: reflectd closes on the exit line or on EOF, a plain RFC 862
     /// server on EOF.
-    func finishInput(loop: Reactor<ClientHandler>) {
+    func finishInput(loop: ReactorContext<ClientHandler>) {
         guard !inputFinished, let socket else { return }
         inputFinished = true
         if lastByte == UInt8(ascii: "\n") {
@@ -103,7 +104,7 @@ final class Session {
 
     /// (Re)starts the wait for the server's close: it ends the run if the server sends nothing
     /// and does not close for `closeWait`.
-    func armCloseWait(loop: Reactor<ClientHandler>) {
+    func armCloseWait(loop: ReactorContext<ClientHandler>) {
         guard inputFinished, outcome == nil, let wait = closeWait else { return }
         if let closeTimer { loop.cancel(closeTimer) }
         closeTimer = loop.schedule(after: wait) { [unowned self] in
@@ -111,13 +112,13 @@ final class Session {
         }
     }
 
-    private static func send(_ text: StaticString, to socket: ConnectionID, loop: Reactor<ClientHandler>) {
+    private static func send(_ text: StaticString, to socket: ConnectionID, loop: ReactorContext<ClientHandler>) {
         loop.write(to: socket, UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
     /// Reads input that epoll cannot watch (a regular file, /dev/null), or sends what is left of
     /// a stdin the reactor closed early, until the window is full or the input ends.
-    func pull(loop: Reactor<ClientHandler>) {
+    func pull(loop: ReactorContext<ClientHandler>) {
         guard connected, !inputFinished, outcome == nil else { return }
         switch input {
         case .adopt:
@@ -149,22 +150,22 @@ final class Session {
     // MARK: server → output
 
     /// Echoed bytes arrived: print them, then let more input go if the window has room.
-    func echo(_ bytes: UnsafeRawBufferPointer, loop: Reactor<ClientHandler>) -> Bool {
+    func echo(_ bytes: UnsafeRawBufferPointer, loop: ReactorContext<ClientHandler>) -> Bool {
         let from = echoed
         echoed += bytes.count
-        var problem: CInt?
+        var problem: Errno?
         if let exitAt = exitLineAt, echoed > exitAt, from < exitAt + 5 {
             // The echo of our own `exit` line (the server is not reflectd): print around it.
             let cut = max(0, exitAt - from), resume = min(bytes.count, exitAt + 5 - from)
-            problem = Terminal.writeAll(UnsafeRawBufferPointer(rebasing: bytes[..<cut]), to: 1)
-            if problem == nil { problem = Terminal.writeAll(UnsafeRawBufferPointer(rebasing: bytes[resume...]), to: 1) }
+            problem = UnbufferedOutput.write(UnsafeRawBufferPointer(rebasing: bytes[..<cut]), to: 1)
+            if problem == nil { problem = UnbufferedOutput.write(UnsafeRawBufferPointer(rebasing: bytes[resume...]), to: 1) }
         } else {
-            problem = Terminal.writeAll(bytes, to: 1)
+            problem = UnbufferedOutput.write(bytes, to: 1)
         }
         if inputFinished { armCloseWait(loop: loop) }
         if let problem {
             // EPIPE: whoever read our output is gone; say nothing more, like other filters.
-            finish(problem == EPIPE ? .quiet(1) : .failed("cannot write stdout: \(describe(problem))"), loop: loop)
+            finish(problem == .brokenPipe ? .quiet(1) : .failed("cannot write stdout: \(SyscallError(call: "write", errno: problem).explanation)"), loop: loop)
             return false
         }
         if unechoed < Self.resumeBelow {
@@ -180,7 +181,7 @@ final class Session {
     // MARK: ending
 
     /// The connection to the server closed for `reason`.
-    func serverClosed(_ reason: CloseReason, loop: Reactor<ClientHandler>) {
+    func serverClosed(_ reason: CloseReason, loop: ReactorContext<ClientHandler>) {
         socket = nil
         if outcome != nil {
             // We closed it ourselves, on the way out.
@@ -202,7 +203,7 @@ final class Session {
     /// The adopted stdin closed. If we did not end it, the reactor gave up on it before its end:
     /// EPOLLHUP while it was paused (the writer of a pipe is gone, with bytes still in it), or a
     /// read error. What is left can be read now without waiting, and is sent as the window allows.
-    func stdinClosed(_ reason: CloseReason, loop: Reactor<ClientHandler>) {
+    func stdinClosed(_ reason: CloseReason, loop: ReactorContext<ClientHandler>) {
         stdin = nil
         let unfinished = outcome == nil && !inputFinished
         if unfinished, reason != .shutdown, case .adopt(let fd) = input {
@@ -220,7 +221,7 @@ final class Session {
     }
 
     /// Records how the run ends and stops the reactor: every connection still open closes.
-    func finish(_ result: Outcome, loop: Reactor<ClientHandler>) {
+    func finish(_ result: Outcome, loop: ReactorContext<ClientHandler>) {
         guard outcome == nil else { return }
         outcome = result
         if let stdin { loop.close(stdin, reason: CloseReason("done")) }
@@ -240,7 +241,7 @@ struct ClientHandler: ConnectionHandler {
     func onOpen(_ connection: borrowing Connection<ClientHandler>, state: inout Role) -> Action {
         if state == .server {
             session.connected = true
-            session.pull(loop: connection.loop)
+            session.pull(loop: connection.context)
         }
         return .continue
     }
@@ -249,9 +250,9 @@ struct ClientHandler: ConnectionHandler {
                 state: inout Role) -> Action {
         switch state {
         case .server:
-            return session.echo(bytes, loop: connection.loop) ? .continue : .close(CloseReason("done"))
+            return session.echo(bytes, loop: connection.context) ? .continue : .close(CloseReason("done"))
         case .stdin:
-            if session.forward(bytes, loop: connection.loop) { return .continue }
+            if session.forward(bytes, loop: connection.context) { return .continue }
             session.stdinPaused = true
             return .pauseReading
         }
@@ -263,20 +264,17 @@ struct ClientHandler: ConnectionHandler {
             // The server is done sending; whatever we still have to say, it will not echo.
             return .close(.eof)
         case .stdin:
-            session.finishInput(loop: connection.loop)
-            // Not closed here: closing our duplicate of a terminal would leave its epoll
-            // registration alive (fds 1 and 2 share the description) and reporting every key
-            // typed, for an fd the reactor no longer knows. After EOF the reactor stops reading
-            // it; a pipe's EPOLLHUP still closes it, and `StandardInput.release()` then drops the
-            // last reference. Everything else closes when the reactor stops.
+            session.finishInput(loop: connection.context)
+            // Not closed here: after EOF the reactor stops reading it, a pipe's EPOLLHUP still
+            // closes it, and everything else closes when the reactor stops.
             return .continue
         }
     }
 
     func onClose(_ connection: borrowing Connection<ClientHandler>, state: inout Role, reason: CloseReason) {
         switch state {
-        case .server: session.serverClosed(reason, loop: connection.loop)
-        case .stdin: session.stdinClosed(reason, loop: connection.loop)
+        case .server: session.serverClosed(reason, loop: connection.context)
+        case .stdin: session.stdinClosed(reason, loop: connection.context)
         }
     }
 }

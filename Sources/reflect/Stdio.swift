@@ -1,5 +1,6 @@
 import Glibc
 import Reactor
+import SystemPackage
 
 /// Where the client's input comes from.
 enum InputSource {
@@ -36,7 +37,7 @@ enum InputSource {
                 // EIO: the terminal hung up. EBADF: stdin was closed when we started. Both: no input.
                 return .end
             default:
-                return .failed(describe(e))
+                return .failed(SyscallError(call: "read", errno: Errno(rawValue: e)).explanation)
             }
         }
     }
@@ -116,47 +117,8 @@ final class StandardInput {
 
 /// Writes to stdout and stderr without buffering.
 enum Terminal {
-    /// Writes every byte, waiting with poll(2) when the fd is non-blocking and full (a terminal
-    /// shares its O_NONBLOCK flag with the adopted stdin). Returns the errno of a failure.
-    static func writeAll(_ bytes: UnsafeRawBufferPointer, to fd: CInt) -> CInt? {
-        guard var p = bytes.baseAddress else { return nil }
-        var left = bytes.count
-        while left > 0 {
-            let n = Glibc.write(fd, p, left)
-            if n > 0 {
-                p += n
-                left -= n
-                continue
-            }
-            let e = errno
-            if e == EINTR { continue }
-            if e == EAGAIN {
-                var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-                _ = poll(&pfd, 1, -1)
-                continue
-            }
-            return e
-        }
-        return nil
-    }
-
-    static func write(_ text: String, to fd: CInt) {
-        var text = text
-        text.withUTF8 { _ = writeAll(UnsafeRawBufferPointer($0), to: fd) }
-    }
-}
-
-/// strerror, starting lowercase to fit in a sentence: "connection refused".
-func describe(_ code: CInt) -> String {
-    var text = String(cString: strerror(code))
-    if let first = text.first, first.isUppercase, !text.dropFirst().prefix(1).allSatisfy(\.isUppercase) {
-        text = first.lowercased() + text.dropFirst()
-    }
-    return text
+    static func write(_ text: String, to fd: CInt) { UnbufferedOutput.write(text, to: fd) }
 }
 
 /// Why a connection closed, in words: the socket error if there was one.
-func describe(_ reason: CloseReason) -> String {
-    if let e = reason.errno { return describe(e.rawValue) }
-    return reason.name
-}
+func describe(_ reason: CloseReason) -> String { reason.explanation }

@@ -189,15 +189,5 @@ struct StartupFailure: Error {
 
 /// Unbuffered writes, so a line is out before anything that follows (a crash, a signal).
 enum Output {
-    static func write(_ text: String, to fd: CInt) {
-        var text = text
-        text.withUTF8 { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-                if n <= 0 { return }
-                offset += n
-            }
-        }
-    }
+    static func write(_ text: String, to fd: CInt) { UnbufferedOutput.write(text, to: fd) }
 }

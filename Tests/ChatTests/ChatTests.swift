@@ -208,8 +208,8 @@ final class ChatTests: XCTestCase {
         XCTAssertFalse(talkerLines.contains { $0.hasPrefix("* you have been idle") }, "the talker was warned")
     }
 
-    /// The reactor flushes a graceful close without a deadline; the server cuts a connection it
-    /// closed (here for idleness) when its peer does not take the last output in --close-timeout.
+    /// A connection the server closed (here for idleness) whose peer does not take the last
+    /// output is cut after --close-timeout (the reactor's `closeTimeout`).
     func testClosedConnectionThatNeverReadsIsCutAfterCloseTimeout() throws {
         let server = try ChatServer(["--max-pending", "100000000", "--idle-warning", "0",
                                      "--idle-timeout", "1.5", "--close-timeout", "0.5"])

@@ -6,6 +6,9 @@ import Reactor
 /// few integers and a nil stash, so an idle connection owns no heap memory.
 struct RespConnection {
     var framer = RequestFramer()
+    /// Stopped at a request boundary because the peer is behind on its replies; resumed by
+    /// ``RespHandler/onWritable(_:state:)`` once they drain.
+    var parked = false
 }
 
 /// The Redis protocol as a ``ConnectionHandler``: each read is cut into requests, the requests
@@ -24,7 +27,24 @@ struct RespHandler: ConnectionHandler {
         context.begin(connection.id, on: connection.loop)
         let result = state.framer.feed(bytes, scratch: context.scratch) { context.handle($0) }
         let action = context.finish(result)
-        if case .pauseReading = action { context.park(connection.id) }
+        if case .pauseReading = action { state.parked = true }
+        return action
+    }
+
+    /// The replies of a parked connection drained below the low watermark (it stopped only once
+    /// they passed the high one): go on with the requests it kept, then read again.
+    func onWritable(_ connection: borrowing Connection<Self>, state: inout RespConnection) -> Action {
+        guard state.parked else { return .continue }
+        state.parked = false
+        let context = context
+        context.begin(connection.id, on: connection.loop)
+        let result = state.framer.resume(scratch: context.scratch) { context.handle($0) }
+        let action = context.finish(result)
+        switch action {
+        case .pauseReading: state.parked = true
+        case .continue: connection.context.resumeReading(connection.id)
+        case .close: break
+        }
         return action
     }
 
@@ -34,15 +54,12 @@ struct RespHandler: ConnectionHandler {
 }
 
 /// What the connections of one reactor share: the scratch lists, the reply buffer, the command
-/// engine, and the connections parked because their peer is behind. One per reactor thread; the
+/// engine. One per reactor thread; the
 /// keyspace inside is the process's one.
 final class RespContext: ReplyDrain {
     static let quit = CloseReason("quit")
     static let protocolError = CloseReason("protocol")
     static let outputLimit = CloseReason("outputlimit")
-    /// How often parked connections are looked at. Why 1 ms: a peer that is reading empties a
-    /// loopback socket buffer in well under that, and the timer exists only while one is parked.
-    static let parkPoll = Duration.milliseconds(1)
 
     let keyspace: Keyspace
     let scratch: ParserScratch
@@ -59,10 +76,6 @@ final class RespContext: ReplyDrain {
     @exclusivity(unchecked) unowned(unsafe) var loop: Reactor<RespHandler>!
     @exclusivity(unchecked) var current: ConnectionID!
     @exclusivity(unchecked) var closeReason: CloseReason?
-
-    /// Connections that stopped in the middle of their input because their peer was behind.
-    var parked: [ConnectionID] = []
-    var parkTimer: TimerID?
 
     init(keyspace: Keyspace, limits: RequestLimits, maxMemory: Int, maxOutput: Int,
          configuration: ReactorConfiguration, logger: Logger) {
@@ -150,39 +163,4 @@ final class RespContext: ReplyDrain {
     /// A single reply passed the reply buffer's threshold (`MGET`): send it on in pieces. The
     /// lock stays held, so the command stays atomic.
     func drain(_ reply: ReplyBuffer) -> Bool { send() }
-
-    // MARK: parking
-
-    /// `id` stopped with unprocessed requests. The reactor has no callback for "the output
-    /// drained", so a timer looks at parked connections until their peer has caught up.
-    func park(_ id: ConnectionID) {
-        parked.append(id)
-        guard parkTimer == nil else { return }
-        parkTimer = loop.schedule(after: Self.parkPoll, repeating: Self.parkPoll) { [unowned self] in self.checkParked() }
-    }
-
-    func checkParked() {
-        let waiting = parked
-        parked = []
-        for id in waiting where loop.isLive(id) {
-            if loop.pendingOutputBytes(id) > lowWatermark {
-                parked.append(id)
-                continue
-            }
-            let action = loop.withConnection(id) { connection, state -> Action in
-                begin(id, on: connection.loop)
-                let result = state.framer.resume(scratch: scratch) { handle($0) }
-                return finish(result)
-            } ?? .continue
-            switch action {
-            case .continue: loop.resumeReading(id)
-            case .pauseReading: parked.append(id)
-            case .close(let reason): loop.close(id, reason: reason)
-            }
-        }
-        if parked.isEmpty, let timer = parkTimer {
-            loop.cancel(timer)
-            parkTimer = nil
-        }
-    }
 }

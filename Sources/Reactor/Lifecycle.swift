@@ -1,0 +1,441 @@
+import CEpoll
+import SystemPackage
+
+// A connection's life, in one place: its phase, its read gate, and the pure functions that say
+// what the reactor does next; below them, the reactor code that applies them. The state diagram
+// is in the DocC (Reactor.docc/Reactor.md, "A connection's life"); LifecycleTests checks it one
+// transition per row.
+//
+// onClose runs once: when lingering begins, or when the connection is closed from any other
+// phase (not for a connection epoll refused at once, whose onOpen never ran).
+
+/// Where a connection is in its life.
+@usableFromInline
+enum Phase: UInt8, Sendable {
+    /// An outbound connect is in progress, or an adopted fd waits for its first event: the
+    /// handler has heard nothing yet. Writes are queued.
+    case connecting
+    /// Read (while the read gate is open) and written.
+    case open
+    /// A close was requested: nothing more is read or accepted for writing; pending output is
+    /// flushed within ``ReactorConfiguration/closeTimeout``.
+    case closing
+    /// Output flushed and the write side shut down; the handler is done (onClose ran). Input is
+    /// discarded until the peer closes, for at most `Budget.lingerNs`.
+    case lingering
+    /// Torn down: the fd is closed and the slot free.
+    case closed
+}
+
+/// How a connection came to the reactor: it decides what connecting and closing mean.
+@usableFromInline
+enum Origin: UInt8, Sendable {
+    /// Accepted on a listener: open at once.
+    case accepted
+    /// `connect(to:)`: connecting until EPOLLOUT, then SO_ERROR says how it went.
+    case outbound
+    /// `adopt(fd:)`: maybe not a socket (a pipe, a terminal), maybe shared with other fds. It is
+    /// "connecting" until its first event so that onOpen runs from the loop; it has no
+    /// half-close, so it never lingers, and it leaves the epoll set explicitly at close.
+    case adopted
+}
+
+/// Why an open connection is not read. Reading happens only while the gate is empty.
+@usableFromInline
+struct ReadGate: OptionSet, Sendable {
+    // Computed constants, not `static let`s: a `static let` is a lazily initialised global,
+    // and every use of one on the hot path would call its accessor.
+    @usableFromInline let rawValue: UInt8
+    @inlinable init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// The handler returned ``Action/pauseReading`` (until ``Reactor/resumeReading(_:)``).
+    @inlinable static var handler: ReadGate { ReadGate(rawValue: 1 << 0) }
+    /// Pending output passed the high watermark (until it falls below the low one).
+    @inlinable static var backpressure: ReadGate { ReadGate(rawValue: 1 << 1) }
+    /// read() returned 0: the peer will send nothing more.
+    @inlinable static var eof: ReadGate { ReadGate(rawValue: 1 << 2) }
+}
+
+/// Bookkeeping beside the phase. None of it is a state of its own.
+@usableFromInline
+struct Marks: OptionSet, Sendable {
+    @usableFromInline let rawValue: UInt8
+    @inlinable init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// In the reactor's dirty list, waiting to be settled.
+    @inlinable static var dirty: Marks { Marks(rawValue: 1 << 0) }
+    /// Close without flushing: the socket is broken, or time ran out.
+    @inlinable static var abort: Marks { Marks(rawValue: 1 << 1) }
+    /// EPOLLHUP arrived while only the handler had paused reading: what is still buffered
+    /// must be read when it resumes, but EPOLLHUP is reported whatever the mask, so the
+    /// connection leaves the epoll set until then.
+    @inlinable static var hungUp: Marks { Marks(rawValue: 1 << 2) }
+    /// The close deadline timer is armed.
+    @inlinable static var closeDeadlineArmed: Marks { Marks(rawValue: 1 << 3) }
+    /// The send deadline timer is armed (``ReactorConfiguration/sendTimeout``).
+    @inlinable static var sendDeadlineArmed: Marks { Marks(rawValue: 1 << 4) }
+    /// Holds a place of the connection limit, given back at close. Connections from a
+    /// listener exempt from the limit, from connect(to:) or adopt(fd:) hold none.
+    @inlinable static var holdsLimitPlace: Marks { Marks(rawValue: 1 << 5) }
+    /// ``Reactor/shutdownWrite(_:)`` was asked: shut down the write side once output drains.
+    @inlinable static var shutdownPending: Marks { Marks(rawValue: 1 << 6) }
+}
+
+/// The epoll interest meaning "not in the epoll set at all". Never a real mask: the reactor
+/// uses neither EPOLLET nor any of the high flag bits.
+@usableFromInline let outOfEpollSet: UInt32 = .max
+
+/// A connection's state: phase, origin, read gate and marks, four bytes in its slot.
+@usableFromInline
+struct Lifecycle: Equatable, Sendable {
+    @usableFromInline var phase: Phase
+    @usableFromInline let origin: Origin
+    @usableFromInline var gate: ReadGate
+    @usableFromInline var marks: Marks
+
+    @inlinable
+    init(origin: Origin, phase: Phase? = nil, gate: ReadGate = [], marks: Marks = []) {
+        self.origin = origin
+        self.phase = phase ?? (origin == .accepted ? .open : .connecting)
+        self.gate = gate
+        self.marks = marks
+    }
+
+    /// Whether the reactor reads: open, and nothing shuts the gate.
+    @inlinable var isReading: Bool { phase == .open && gate.isEmpty }
+
+    /// Whether writes are taken (sent, or queued while connecting).
+    @inlinable var acceptsWrites: Bool { phase.rawValue <= Phase.open.rawValue }
+
+    // MARK: transitions
+
+    /// connecting → open: the connect succeeded, or an adopted fd had its first event.
+    @inlinable
+    mutating func connected() {
+        precondition(phase == .connecting, "connected() in phase \(phase)")
+        phase = .open
+    }
+
+    /// A close was requested (by the handler, an error, a timer, a stop). Returns true for the
+    /// first request, whose reason is the one reported.
+    ///
+    /// connecting → closing, abortive: nothing was delivered yet, so the connect is abandoned
+    /// and what was queued is dropped. open → closing, graceful unless `abort`. In closing and
+    /// lingering, only `abort` changes anything.
+    @inlinable
+    mutating func requestClose(abort: Bool) -> Bool {
+        switch phase {
+        case .connecting:
+            phase = .closing
+            marks.insert(.abort)
+            return true
+        case .open:
+            phase = .closing
+            if abort { marks.insert(.abort) }
+            return true
+        case .closing, .lingering:
+            if abort { marks.insert(.abort) }
+            return false
+        case .closed:
+            return false
+        }
+    }
+
+    /// EPOLLHUP without EPOLLIN while the reactor is not reading. Returns true when the
+    /// connection must close (both directions are gone and nothing more can be delivered);
+    /// false when it only steps out of the epoll set until the handler resumes reading (see
+    /// ``Marks/hungUp``).
+    @inlinable
+    mutating func hangUp() -> Bool {
+        guard phase == .open, gate == .handler else { return true }
+        marks.insert(.hungUp)
+        return false
+    }
+
+    /// Watermark backpressure: shut the gate above `high`, open it below `low`. Returns true
+    /// when it opened, so the handler hears that the connection drained (onWritable).
+    @inlinable
+    mutating func updateBackpressure(pending: Int, high: Int, low: Int) -> Bool {
+        if pending > high {
+            gate.insert(.backpressure)
+        } else if pending < low && gate.contains(.backpressure) {
+            gate.remove(.backpressure)
+            return true
+        }
+        return false
+    }
+
+    /// What settling does with a connection in this state.
+    @usableFromInline
+    enum Step: Equatable, Sendable {
+        /// Nothing to do beyond its epoll interest.
+        case stay
+        /// Closing with output pending: give the peer `closeTimeout` to take it.
+        case armCloseDeadline
+        /// closing → lingering: output flushed, the peer may still send.
+        case linger
+        /// → closed: tear it down.
+        case finish
+        /// Open, output flushed, a shutdown of the write side asked for: do it (the peer sees
+        /// EOF; reading goes on).
+        case shutdownWrite
+    }
+
+    /// The next step for this state, given whether output is pending.
+    @inlinable
+    func step(hasOutput: Bool) -> Step {
+        switch phase {
+        case .closing:
+            if marks.contains(.abort) { return .finish }
+            if hasOutput { return marks.contains(.closeDeadlineArmed) ? .stay : .armCloseDeadline }
+            // No linger after the peer's EOF (it already closed its side), nor for adopted fds
+            // (pipes and terminals have no half-close and no reset to avoid).
+            if gate.contains(.eof) || origin == .adopted { return .finish }
+            return .linger
+        case .lingering:
+            return marks.contains(.abort) ? .finish : .stay
+        case .open:
+            return marks.contains(.shutdownPending) && !hasOutput ? .shutdownWrite : .stay
+        case .connecting, .closed:
+            return .stay
+        }
+    }
+
+    /// The epoll interest this state needs: a pure function of the state and of whether
+    /// output is pending. EPOLLOUT is armed only while output is pending (or to learn that a
+    /// connect finished); EPOLLIN only while reading, or lingering (to see the peer's EOF).
+    @inlinable
+    func interest(hasOutput: Bool) -> UInt32 {
+        switch phase {
+        case .connecting:
+            // An adopted fd may be read-only (stdin): its first input also counts as "connected".
+            return origin == .adopted ? CEPOLL_IN | CEPOLL_OUT : CEPOLL_OUT
+        case .open:
+            if gate.isEmpty { return hasOutput ? CEPOLL_IN | CEPOLL_OUT : CEPOLL_IN }
+            if hasOutput { return CEPOLL_OUT }  // a write to a hung-up peer fails and closes it
+            return marks.contains(.hungUp) ? outOfEpollSet : 0
+        case .closing:
+            return hasOutput ? CEPOLL_OUT : 0
+        case .lingering:
+            return CEPOLL_IN
+        case .closed:
+            return outOfEpollSet
+        }
+    }
+}
+
+/// The epoll_ctl operation that takes a registration from `registered` to `interest` (both
+/// may be `outOfEpollSet`); nil when they are equal.
+@inlinable
+func epollOperation(from registered: UInt32, to interest: UInt32) -> CInt? {
+    if registered == interest { return nil }
+    if interest == outOfEpollSet { return EPOLL_CTL_DEL }
+    return registered == outOfEpollSet ? EPOLL_CTL_ADD : EPOLL_CTL_MOD
+}
+
+// MARK: applying the lifecycle to the reactor's table
+
+extension Reactor {
+    /// Puts connection `i` on the dirty list (once) to be settled at the next drain point.
+    @inlinable
+    func markDirty(_ i: Int32) {
+        let slot = slots[Int(i)]
+        guard !slot.pointee.life.marks.contains(.dirty) else { return }
+        slot.pointee.life.marks.insert(.dirty)
+        dirty.append(i)
+    }
+
+    /// Settles every dirty connection, including those that settling itself makes dirty (a
+    /// handler's onWritable). Called only between callbacks: after each event, each timer and
+    /// each closure from another thread, so a slot is never freed under a running callback.
+    /// Out of line: an echoed message leaves nothing dirty, and the loop only checks the list.
+    @usableFromInline @inline(never)
+    func settleDirty() {
+        while let i = dirty.popLast() {
+            let slot = slots[Int(i)]
+            slot.pointee.life.marks.remove(.dirty)
+            if slot.pointee.kind == .connection { settle(i) }
+        }
+    }
+
+    /// Brings one connection in line with its state, in three steps: advance the phase,
+    /// compute the epoll interest, reconcile the registration with it.
+    @inlinable
+    func settle(_ i: Int32) {
+        let slot = slots[Int(i)]
+        // 1. Advance: watermarks first (they gate reading), then the closing phases.
+        let drained = slot.pointee.life.updateBackpressure(
+            pending: slot.pointee.output?.count ?? 0, high: configuration.highWatermark, low: configuration.lowWatermark)
+        // It passed the high watermark and has drained below the low one: the handler hears it
+        // before the next step, so that what it writes now still goes before a pending shutdown.
+        if drained && slot.pointee.life.phase == .open { writable(i) }
+        switch slot.pointee.life.step(hasOutput: slot.pointee.output != nil) {
+        case .stay: break
+        case .armCloseDeadline: armCloseDeadline(i)
+        case .linger: startLinger(i)
+        case .shutdownWrite:
+            slot.pointee.life.marks.remove(.shutdownPending)
+            sys.shutdownWrite(slot.pointee.fd)
+        case .finish:
+            finishClose(i)
+            return
+        }
+        // 2. and 3. The interest the state needs, and the registration brought in line.
+        let interest = slot.pointee.life.interest(hasOutput: slot.pointee.output != nil)
+        if interest != slot.pointee.registered { _ = reconcile(i, interest) }
+    }
+
+    /// Changes the epoll registration to `interest`: add, modify or delete. If epoll refuses
+    /// (ENOMEM, or ENOSPC past fs.epoll.max_user_watches, on ADD or MOD) the connection cannot
+    /// be watched any more and is closed at once; returns false then.
+    @usableFromInline
+    func reconcile(_ i: Int32, _ interest: UInt32) -> Bool {
+        let slot = slots[Int(i)]
+        guard let op = epollOperation(from: slot.pointee.registered, to: interest) else { return true }
+        let data = ConnectionID(index: i, generation: slot.pointee.generation).epollData
+        if let e = sys.epollCtl(epfd, op, slot.pointee.fd, events: interest == outOfEpollSet ? 0 : interest, data: data) {
+            // A refused MOD leaves the old registration in place; a refused ADD leaves none.
+            requestClose(i, .error(e), abort: true)
+            finishClose(i)
+            return false
+        }
+        slot.pointee.registered = interest
+        return true
+    }
+
+    /// Tells the handler a connection drained below the low watermark (see ``ConnectionHandler/onWritable(_:state:)``).
+    @usableFromInline
+    func writable(_ i: Int32) {
+        let slot = slots[Int(i)]
+        let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
+        let action = handler.onWritable(Connection(reactor: self, id: id), state: &slot.pointee.state)
+        apply(action, i)
+    }
+
+    /// Puts a new connection in the table and registers it with epoll, with the interest of its
+    /// first phase. Throws, with the fd closed, if there is no slot or epoll refused it (ENOMEM,
+    /// or ENOSPC past fs.epoll.max_user_watches); the handler then hears nothing of it (no
+    /// onOpen, so no onClose either).
+    @inlinable
+    func install(_ fd: CInt, peer: SocketAddress?, state: Handler.ConnectionState, origin: Origin) throws(SyscallError) -> ConnectionID {
+        guard let i = slots.allocate(fd: fd) else {
+            sys.close(fd)
+            throw SyscallError(call: "no free connection slot (the fd hard limit is \(slots.capacity))", errno: .tooManyOpenFiles)
+        }
+        let slot = slots[Int(i)]
+        let generation = slot.pointee.generation &+ 1
+        let life = Lifecycle(origin: origin)
+        let interest = life.interest(hasOutput: false)
+        slot.initialize(to: Slot(fd: fd, generation: generation, life: life, registered: interest,
+                                 lastActive: hot.pointee.tick, peer: peer ?? SocketAddress(storage: .unix("")), state: state))
+        counters.pointee.open &+= 1
+        let id = ConnectionID(index: i, generation: generation, fd: fd)
+        if let e = sys.epollCtl(epfd, EPOLL_CTL_ADD, fd, events: interest, data: id.epollData) {
+            slot.pointee.registered = outOfEpollSet
+            _ = slot.pointee.life.requestClose(abort: true)
+            closeReasons[i] = .error(e)
+            finishClose(i, notify: false)
+            throw SyscallError(call: "epoll_ctl", errno: e)
+        }
+        wheelInsert(i)
+        return id
+    }
+
+    /// A close was requested: the lifecycle decides what it means in the current phase (see
+    /// ``Lifecycle/requestClose(abort:)``). The first reason given is the one reported.
+    /// Out of line: it is on no message's path.
+    @usableFromInline @inline(never)
+    func requestClose(_ i: Int32, _ reason: CloseReason, abort: Bool) {
+        let slot = slots[Int(i)]
+        guard slot.pointee.kind == .connection else { return }
+        if slot.pointee.life.requestClose(abort: abort) { closeReasons[i] = reason }
+        markDirty(i)
+    }
+
+    /// → closed: the handler's onClose (unless it already ran, at the start of the linger, or
+    /// `notify` is false), close(2), and the slot freed. close(2) also removes the fd from the
+    /// epoll set (the reactor never duplicates fds); adopted fds are removed explicitly.
+    @usableFromInline
+    func finishClose(_ i: Int32, notify: Bool = true) {
+        let slot = slots[Int(i)]
+        let reason = closeReasons.removeValue(forKey: i) ?? .eof
+        if slot.pointee.timerHead != 0 { cancelConnectionTimers(i) }
+        if notify && slot.pointee.life.phase != .lingering {
+            let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
+            handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state, reason: reason)
+        }
+        slot.pointee.life.phase = .closed
+        if slot.pointee.wheelBucket >= 0 { wheelRemove(i) }
+        if slot.pointee.life.origin == .adopted && slot.pointee.registered != outOfEpollSet {
+            // An adopted fd may share its file description with other fds (a dup'd stdin, a
+            // terminal on 0, 1 and 2); then close(2) does not take it out of the epoll set.
+            _ = sys.epollCtl(epfd, EPOLL_CTL_DEL, slot.pointee.fd, events: 0, data: 0)
+        }
+        sys.close(slot.pointee.fd)
+        if let out = slot.pointee.output {
+            slot.pointee.output = nil
+            pool.give(out)
+        }
+        counters.pointee.open &-= 1
+        counters.pointee.closed[reason.name, default: 0] += 1
+        if slot.pointee.life.marks.contains(.holdsLimitPlace) { configuration.connectionLimit?.release() }
+        let generation = slot.pointee.generation
+        slot.deinitialize(count: 1)
+        slot.pointee.generation = generation
+        slots.release(i)
+    }
+
+    /// closing → lingering. Output is flushed but the peer may still send: shut down our side
+    /// (the peer sees EOF after the last byte) and discard input until the peer closes too, or
+    /// `lingerNs` passes. Closing at once could turn into an RST that destroys replies still in
+    /// the send queue. The handler is done with the connection here, so its onClose runs now.
+    @usableFromInline
+    func startLinger(_ i: Int32) {
+        let slot = slots[Int(i)]
+        if slot.pointee.timerHead != 0 { cancelConnectionTimers(i) }
+        let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
+        handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state,
+                        reason: closeReasons[i] ?? .eof)
+        slot.pointee.life.phase = .lingering
+        sys.shutdownWrite(slot.pointee.fd)
+        _ = addTimer(after: Budget.lingerNs, interval: nil, .closeDeadline(id))
+    }
+
+    /// Lingering: discard what arrives; the peer's EOF (or an error) ends the linger.
+    @usableFromInline
+    func lingerRead(_ i: Int32) {
+        let slot = slots[Int(i)]
+        for _ in 0..<Budget.readsPerEvent {
+            switch sys.read(slot.pointee.fd, into: readBuffer) {
+            case .bytes: continue
+            case .wouldBlock: return
+            case .eof, .failed:
+                slot.pointee.life.marks.insert(.abort)
+                markDirty(i)
+                return
+            }
+        }
+    }
+
+    /// Closing with output pending: give the peer `closeTimeout` to take it.
+    @usableFromInline
+    func armCloseDeadline(_ i: Int32) {
+        let slot = slots[Int(i)]
+        slot.pointee.life.marks.insert(.closeDeadlineArmed)
+        _ = addTimer(after: configuration.closeTimeout.nanoseconds, interval: nil,
+                     .closeDeadline(ConnectionID(index: i, generation: slot.pointee.generation)))
+    }
+
+    /// A closing or lingering connection ran out of time to flush or to linger: cut it,
+    /// keeping its reason.
+    @usableFromInline
+    func closeDeadline(_ id: ConnectionID) {
+        guard slots.isLive(id) else { return }
+        let slot = slots[Int(id.index)]
+        switch slot.pointee.life.phase {
+        case .closing, .lingering:
+            slot.pointee.life.marks.insert(.abort)
+            markDirty(id.index)
+        case .connecting, .open, .closed:
+            break
+        }
+    }
+}
