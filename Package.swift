@@ -21,6 +21,8 @@ let package = Package(
     targets: [
         // C shims for what Glibc does not import into Swift (epoll, accept4, eventfd, timerfd, signalfd).
         .systemLibrary(name: "CEpoll", path: "Sources/CEpoll"),
+        // The exit-line scan in C, for an AVX2 version chosen at run time (no epoll: Echo imports it).
+        .systemLibrary(name: "CScan", path: "Sources/CScan"),
         // The reusable reactor: knows nothing about echo.
         .target(
             name: "Reactor",
@@ -33,7 +35,7 @@ let package = Package(
         // The echo protocol: the exit-line detector and the echo handler. Knows nothing about epoll.
         .target(
             name: "Echo",
-            dependencies: ["Reactor", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Reactor", "CScan", .product(name: "Logging", package: "swift-log")]
         ),
         // The server.
         .executableTarget(
