@@ -37,11 +37,17 @@ let package = Package(
             name: "Echo",
             dependencies: ["Reactor", "CScan", .product(name: "Logging", package: "swift-log")]
         ),
+        // What the executables share besides the Reactor: the package version (one place) and
+        // command-line checks.
+        .target(
+            name: "ToolSupport",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         // The server.
         .executableTarget(
             name: "reflectd",
             dependencies: [
-                "Reactor", "Echo",
+                "Reactor", "Echo", "ToolSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -49,13 +55,13 @@ let package = Package(
         // The interactive client: stdin and the socket on one reactor.
         .executableTarget(
             name: "reflect",
-            dependencies: ["Reactor", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Reactor", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // The load generator.
         .executableTarget(
             name: "reflect-bench",
             dependencies: [
-                "Reactor",
+                "Reactor", "ToolSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
@@ -63,7 +69,7 @@ let package = Package(
         // Example: a line-based chat server on the public Reactor API only.
         .executableTarget(
             name: "chat",
-            dependencies: ["Reactor", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Reactor", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Examples/chat"
         ),
         // Blocking loopback sockets with timeouts, shared by the test targets.

@@ -2,13 +2,15 @@
 // EchoProtocol drives it, against a reference model. Build and run with fuzz/run.sh.
 //
 // Input layout: byte 0 is a header. Its low 4 bits, k, say how many of the following bytes are
-// segment lengths (each 1 + byte % 64, used in turn); with k == 0 every segment is
-// 1 + (header >> 4) bytes long. The rest of the input is the byte stream.
+// segment lengths (each 1 + byte % 64, used in turn; bit 6 of the byte set means the exit-line
+// hold runs out after that segment, releasing the held bytes); with k == 0 every segment is
+// 1 + (header >> 4) bytes long and nothing is released early. The rest is the byte stream.
 //
 // Checked for every input:
 // - after each segment, the bytes written so far and the close decision equal the model's for
 //   the part of the stream read so far (a last line that may still become the exit line is
-//   held back);
+//   held back), where a release at stream position p makes everything before p written;
+// - an exit line echoes exactly the part of it that was released before it completed;
 // - at EOF (no exit line), the bytes written equal the whole stream;
 // - every verdict is possible (release <= 5, echo <= segment length).
 // A mismatch prints the case and traps, which libFuzzer reports as a crash.
@@ -55,6 +57,8 @@ public func exitLineFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let header = input[0]
     let k = min(Int(header & 0x0F), size - 1)
     let cuts: [Int] = k == 0 ? [1 + Int(header >> 4)] : input[1...k].map { 1 + Int($0 % 64) }
+    let releases: [Bool] = k == 0 ? [false] : input[1...k].map { $0 & 64 != 0 }
+    var lastRelease = 0
     let stream = Array(input[(1 + k)...])
 
     var detector = ExitLineDetector()
@@ -67,14 +71,21 @@ public func exitLineFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         turn += 1
         let segment = stream[at..<(at + n)]
         let verdict = segment.withUnsafeBytes { detector.scan($0) }
-        guard verdict.release >= 0, verdict.release <= exitCR.count, verdict.echo >= 0, verdict.echo <= n else {
+        guard verdict.release >= 0, verdict.releaseFrom >= 0, verdict.releaseFrom + verdict.release <= exitCR.count,
+              verdict.echo >= 0, verdict.echo <= n else {
             fail("impossible verdict \(verdict) for segment \(show(segment)) of \(show(stream)), cuts \(cuts)")
         }
         // What EchoProtocol.read writes: the held bytes released, then a prefix of the segment.
-        output += exitCR[..<verdict.release]
+        output += exitCR[verdict.released]
         output += segment.prefix(verdict.echo)
         at += n
-        let expected = model(stream[..<at], atEOF: false)
+        if !verdict.exit && releases[(turn - 1) % releases.count] {
+            // The hold ran out: what EchoProtocol.timerFired writes.
+            output += exitCR[detector.releaseHeld()]
+            lastRelease = at
+        }
+        let modelled = model(stream[..<at], atEOF: false)
+        let expected = (output: stream[..<max(modelled.output.count, lastRelease)], exit: modelled.exit)
         guard output[...] == expected.output, verdict.exit == expected.exit else {
             fail("""
                 after \(show(stream[..<at])) (cuts \(cuts)): wrote \(show(output)) exit \(verdict.exit); \
@@ -85,9 +96,11 @@ public func exitLineFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     }
     if !exited {
         // What EchoProtocol.readEOF writes.
-        output += exitCR[..<detector.finish()]
+        output += exitCR[detector.finish()]
     }
-    let expected = model(stream[...], atEOF: true)
+    let modelled = model(stream[...], atEOF: true)
+    let expected = (output: modelled.exit ? stream[..<max(modelled.output.count, lastRelease)] : modelled.output,
+                    exit: modelled.exit)
     guard output[...] == expected.output, exited == expected.exit else {
         fail("at EOF of \(show(stream)) (cuts \(cuts)): wrote \(show(output)) exit \(exited); model \(show(expected.output)) exit \(expected.exit)")
     }

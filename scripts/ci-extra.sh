@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CI passes after `swift test`: documentation, HAProxy in front of two instances, 60 s of
+# The CI passes after `swift test`: documentation, HAProxy in front of two instances, the shipped
+# forms (static binaries without the toolchain, install.sh, the .deb: scripts/ship-check.sh), 60 s of
 # fuzzing, a 60 s soak, and the test suite under AddressSanitizer. Cheapest first, so a broken
 # build fails fast. Each step exits non-zero on failure.
 set -euo pipefail
@@ -17,6 +18,9 @@ tail -2 /tmp/reflectd-docs.log
 
 step "HAProxy (TCP mode) in front of two reflectd instances"
 scripts/haproxy-check.sh
+
+step "shipping: static binaries with /opt/swift hidden, install.sh --destdir, .deb install and removal"
+scripts/ship-check.sh
 
 step "fuzzing the exit-line detector for 60 s"
 fuzz/run.sh 60

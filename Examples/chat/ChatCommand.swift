@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import Reactor
+import ToolSupport
 
 /// chat: a line-based chat server on the Reactor library's public API.
 @main
@@ -15,27 +16,28 @@ struct ChatCommand: ParsableCommand {
             line longer than --max-line bytes closes its connection (reason `toolong`). \
             Prints `listening on HOST:PORT` on stdout once it accepts connections. SIGTERM or \
             SIGINT stops it gracefully, and it exits 0.
-            """)
+            """,
+        version: PackageVersion.string)
 
     @Option(help: "Address to listen on: an IPv4 or IPv6 literal, or a host name.")
     var host = "0.0.0.0"
 
-    @Option(help: "TCP port to listen on (0 picks a free one).")
+    @Option(parsing: .unconditional, help: "TCP port to listen on (0 picks a free one).")
     var port = 8888
 
-    @Option(help: "The longest line a client may send, in bytes.")
+    @Option(parsing: .unconditional, help: "The longest line a client may send, in bytes.")
     var maxLine = 4096
 
-    @Option(help: "Bytes a receiver may fall behind before it is disconnected.")
+    @Option(parsing: .unconditional, help: "Bytes a receiver may fall behind before it is disconnected.")
     var maxPending = 256 * 1024
 
-    @Option(help: "Seconds without a line before a client is told it is idle (0: never).")
+    @Option(parsing: .unconditional, help: "Seconds without a line before a client is told it is idle (0: never).")
     var idleWarning = 300.0
 
-    @Option(help: "Seconds without a line before a client is disconnected (0: never).")
+    @Option(parsing: .unconditional, help: "Seconds without a line before a client is disconnected (0: never).")
     var idleTimeout = 600.0
 
-    @Option(help: "Seconds a connection the server closes gets to take its last output before it is cut.")
+    @Option(parsing: .unconditional, help: "Seconds a connection the server closes gets to take its last output before it is cut.")
     var closeTimeout = 5.0
 
     @Flag(help: "Log joins, renames, leaves and closes on stderr.")

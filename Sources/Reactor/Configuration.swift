@@ -33,6 +33,15 @@ public struct ReactorConfiguration: Sendable {
     /// its output buffer forever.
     public var closeTimeout: Duration = .seconds(10)
 
+    /// Close a connection whose pending output has made no progress for this long (nil: never),
+    /// with ``CloseReason/sendTimeout``, discarding that output. It runs whatever the
+    /// connection is doing otherwise, also while reading from it is paused by backpressure, so a
+    /// peer that stops reading cannot hold a connection and its buffers forever (nginx's
+    /// `send_timeout`). The timeout counts from when output became pending or last made progress
+    /// (the kernel took some of it); one timer per connection with pending output, re-armed only
+    /// when it fires, so progress costs a clock read and no timer operation.
+    public var sendTimeout: Duration? = nil
+
     /// After a stop is requested, how long connections get to flush before they are cut.
     public var shutdownGrace: Duration = .seconds(4)
 

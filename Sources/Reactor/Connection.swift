@@ -97,6 +97,24 @@ public struct Connection<Handler: ConnectionHandler>: ~Copyable {
         reactor._withUnsafeGuaranteedRef { $0.slots[Int(id.index)].pointee.output?.count ?? 0 }
     }
 
+    /// Runs the handler's ``ConnectionHandler/onTimer(_:connection:state:)`` for this connection
+    /// after `delay`, and then every `interval` if given. The timer is bound to the connection:
+    /// it is cancelled when the connection closes (before ``ConnectionHandler/onClose(_:state:reason:)``),
+    /// so it never fires for a connection that is gone. Costs no allocation beyond the reactor's
+    /// timer queue entry. Cancel it earlier with ``cancel(_:)``.
+    @discardableResult
+    public func schedule(after delay: Duration, repeating interval: Duration? = nil) -> TimerID {
+        reactor._withUnsafeGuaranteedRef {
+            TimerID(value: $0.addConnectionTimer(id.index, after: delay.nanoseconds, interval: interval?.nanoseconds, .handler))
+        }
+    }
+
+    /// Cancels a timer of this connection (see ``schedule(after:repeating:)``); one that already
+    /// fired or was cancelled is ignored.
+    public func cancel(_ timer: TimerID) {
+        reactor._withUnsafeGuaranteedRef { $0.cancel(timer) }
+    }
+
     /// The reactor this connection belongs to, for calls such as ``Reactor/write(to:_:)-(_,UnsafeRawBufferPointer)`` to
     /// other connections.
     public var loop: Reactor<Handler> { reactor.takeUnretainedValue() }
@@ -143,6 +161,8 @@ struct SlotFlags: OptionSet, Sendable {
     @inlinable static var adopted: SlotFlags { SlotFlags(rawValue: 1 << 12) }
     /// Removed from the epoll set after a hang-up while paused; added back when reading resumes.
     @inlinable static var detached: SlotFlags { SlotFlags(rawValue: 1 << 13) }
+    /// A send-deadline timer is armed (see ``ReactorConfiguration/sendTimeout``).
+    @inlinable static var sendDeadlineArmed: SlotFlags { SlotFlags(rawValue: 1 << 14) }
 }
 
 /// One entry of a reactor's connection table.
@@ -166,6 +186,10 @@ struct Slot<State> {
     @usableFromInline var wheelPrev: Int32
     @usableFromInline var wheelNext: Int32
     @usableFromInline var output: OutputBuffer?
+    /// The first of this connection's timers (0: none); see Timers.swift.
+    @usableFromInline var timerHead: UInt64 = 0
+    /// When pending output last made progress (monotonic ns), for the send timeout.
+    @usableFromInline var lastProgress: Int64 = 0
     @usableFromInline var closeReason: CloseReason?
     @usableFromInline var peer: SocketAddress
     @usableFromInline var state: State

@@ -8,17 +8,20 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
     public let name: String
     /// The socket error behind `.reset` and `.error`, when there was one.
     public let errno: Errno?
+    /// A finer word for logs where one name covers several causes (`send-timeout` for a
+    /// ``timeout``); nil when the name says it all.
+    public let detail: String?
 
     /// A handler-defined reason, such as `CloseReason("exit")`.
     public init(_ name: String) {
-        self.name = name
-        self.errno = nil
+        self.init(name, errno: nil)
     }
 
-@usableFromInline
-    init(_ name: String, errno: Errno?) {
+    @usableFromInline
+    init(_ name: String, errno: Errno?, detail: String? = nil) {
         self.name = name
         self.errno = errno
+        self.detail = detail
     }
 
     /// The peer shut down its side and every pending byte was written.
@@ -29,6 +32,9 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
     public static let shutdown = CloseReason("shutdown")
     /// No traffic in either direction for the idle timeout.
     public static let timeout = CloseReason("timeout")
+    /// Pending output made no progress for ``ReactorConfiguration/sendTimeout``: the peer does
+    /// not read. Named `timeout` (it counts with ``timeout``), described as `send-timeout`.
+    public static let sendTimeout = CloseReason("timeout", errno: nil, detail: "send-timeout")
     /// The connection limit was reached; the connection was accepted only to be closed.
     public static let limit = CloseReason("limit")
     /// Another socket error.
@@ -49,7 +55,7 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         if let errno, name == "error" { return "error (\(Errno.name(errno)))" }
-        return name
+        return detail ?? name
     }
 }
 
@@ -107,6 +113,10 @@ public protocol ConnectionHandler {
     /// with ``CloseReason/shutdown``. Not called for connections already closing.
     func onStop(_ connection: borrowing Connection<Self>, state: inout ConnectionState)
 
+    /// A timer set with ``Connection/schedule(after:repeating:)`` fired. Timers are cancelled
+    /// when their connection closes, so this is never called for a closing connection.
+    func onTimer(_ timer: TimerID, connection: borrowing Connection<Self>, state: inout ConnectionState) -> Action
+
     /// The connection is done: its output was flushed (or discarded, for an abortive close).
     /// Writes made here are discarded. The state is destroyed after the socket is closed; the
     /// reactor may still linger on the socket for up to 2 s so that the peer's last bytes do not
@@ -126,5 +136,8 @@ extension ConnectionHandler {
         .close(.eof)
     }
     public func onStop(_ connection: borrowing Connection<Self>, state: inout ConnectionState) {}
+    public func onTimer(_ timer: TimerID, connection: borrowing Connection<Self>, state: inout ConnectionState) -> Action {
+        .continue
+    }
     public func onClose(_ connection: borrowing Connection<Self>, state: inout ConnectionState, reason: CloseReason) {}
 }

@@ -374,8 +374,37 @@ public final class Reactor<Handler: ConnectionHandler> {
         let out = pool.take()
         out.append(UnsafeRawBufferPointer(rebasing: bytes[sent...]))
         slot.pointee.output = out
+        if configuration.sendTimeout != nil { startSendClock(i) }
         markForSettle(i)
         return .queued(pending: out.count)
+    }
+
+    /// Output just became pending: the send timeout counts from now, and a deadline is armed
+    /// unless one already is (it re-arms itself from the last progress when it fires).
+    @usableFromInline
+    func startSendClock(_ i: Int32) {
+        let slot = slots[Int(i)]
+        slot.pointee.lastProgress = cepoll_monotonic_ns()
+        guard let timeout = configuration.sendTimeout, !slot.pointee.flags.contains(.sendDeadlineArmed) else { return }
+        slot.pointee.flags.insert(.sendDeadlineArmed)
+        _ = addConnectionTimer(i, after: timeout.nanoseconds, interval: nil, .sendDeadline)
+    }
+
+    /// The send deadline fired: cut the connection if its output is still pending and made no
+    /// progress for the whole timeout, else arm again for the new deadline.
+    func sendDeadline(_ i: Int32, now: Int64) {
+        let slot = slots[Int(i)]
+        slot.pointee.flags.remove(.sendDeadlineArmed)
+        guard let timeout = configuration.sendTimeout?.nanoseconds, slot.pointee.output != nil else { return }
+        let due = slot.pointee.lastProgress + timeout
+        if due <= now {
+            configuration.logger.debug("connection \(ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)): no output progress for \(timeout / 1_000_000) ms (send-timeout)")
+            requestClose(i, .sendTimeout, abort: true)
+            settle(i)
+            return
+        }
+        slot.pointee.flags.insert(.sendDeadlineArmed)
+        _ = addConnectionTimer(i, after: due - now, interval: nil, .sendDeadline)
     }
 
     /// EPOLLOUT: send what is pending. When the buffer drains it goes back to the pool and
@@ -390,6 +419,7 @@ public final class Reactor<Handler: ConnectionHandler> {
             case .bytes(let n):
                 counters.pointee.bytesOut &+= n
                 slot.pointee.lastActive = hot.pointee.tick
+                if configuration.sendTimeout != nil && n > 0 { slot.pointee.lastProgress = cepoll_monotonic_ns() }
                 out.consume(n)
                 if n < unsent.count { return }  // the socket buffer is full: wait for EPOLLOUT
             case .wouldBlock, .eof:
@@ -576,6 +606,7 @@ public final class Reactor<Handler: ConnectionHandler> {
             handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state, reason: reason)
         }
         if slot.pointee.wheelBucket >= 0 { wheelRemove(i) }
+        if slot.pointee.timerHead != 0 { cancelConnectionTimers(i) }
         if slot.pointee.flags.contains(.adopted) && !slot.pointee.flags.contains(.detached) {
             // An adopted fd may share its file description with other fds (a dup'd stdin, a
             // terminal on 0, 1 and 2); then close(2) does not take it out of the epoll set.
@@ -603,6 +634,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     func startLinger(_ i: Int32) {
         let slot = slots[Int(i)]
         slot.pointee.flags.insert([.lingering, .handlerClosed])
+        if slot.pointee.timerHead != 0 { cancelConnectionTimers(i) }
         let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
         handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state,
                         reason: slot.pointee.closeReason ?? .eof)

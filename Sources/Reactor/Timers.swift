@@ -12,9 +12,20 @@ import Glibc
 // most once per timeout period, and a tick costs only the connections due in that bucket, however
 // many idle connections wait in the others.
 
-/// Names a timer made with ``Reactor/schedule(after:repeating:_:)``, to cancel it.
-public struct TimerID: Hashable, Sendable {
-    let value: UInt64
+/// Names a timer made with ``Reactor/schedule(after:repeating:_:)`` or
+/// ``Connection/schedule(after:repeating:)``, to cancel it or to tell which timer fired.
+public struct TimerID: Hashable, Sendable, CustomStringConvertible {
+    @usableFromInline let value: UInt64
+    @usableFromInline init(value: UInt64) { self.value = value }
+    public var description: String { "timer \(value)" }
+}
+
+/// What a timer bound to a connection does when it fires.
+enum ConnectionTimerKind {
+    /// The handler's ``ConnectionHandler/onTimer(_:connection:state:)``.
+    case handler
+    /// Pending output made no progress for ``ReactorConfiguration/sendTimeout``.
+    case sendDeadline
 }
 
 enum TimerWork {
@@ -23,6 +34,8 @@ enum TimerWork {
     case resumeAccepting
     case shutdownDeadline
     case closeDeadline(ConnectionID)
+    /// Bound to a connection: linked into its slot's timer list and cancelled when it closes.
+    case connection(ConnectionID, ConnectionTimerKind)
     case user(() -> Void)
 }
 
@@ -31,6 +44,8 @@ struct TimerEntry {
     let id: UInt64
     let interval: Int64?
     let work: TimerWork
+    /// The next timer of the same connection (0: none), for `.connection` timers.
+    var nextOfConnection: UInt64 = 0
 }
 
 /// A binary min-heap of timer deadlines. Cancelled timers are dropped when they surface.
@@ -41,13 +56,24 @@ struct TimerQueue {
 
     var earliest: Int64? { heap.first?.deadline }
 
-    mutating func add(_ deadline: Int64, interval: Int64?, _ work: TimerWork) -> UInt64 {
+    mutating func add(_ deadline: Int64, interval: Int64?, _ work: TimerWork, nextOfConnection: UInt64 = 0) -> UInt64 {
         let id = nextID
         nextID += 1
-        entries[id] = TimerEntry(deadline: deadline, id: id, interval: interval, work: work)
+        entries[id] = TimerEntry(deadline: deadline, id: id, interval: interval, work: work, nextOfConnection: nextOfConnection)
         push(deadline, id)
         return id
     }
+
+    /// The live entry `id`, if it has neither run (one-shot) nor been cancelled.
+    func entry(_ id: UInt64) -> TimerEntry? { entries[id] }
+
+    /// Relinks a connection's timer list.
+    mutating func setNextOfConnection(_ id: UInt64, _ next: UInt64) {
+        entries[id]?.nextOfConnection = next
+    }
+
+    /// Live timers (repeating ones count once).
+    var count: Int { entries.count }
 
     /// Cancelled entries stay in the heap until they surface; when they outnumber the live ones,
     /// the heap is rebuilt, so cancel-and-reschedule patterns cannot grow it without bound.
@@ -110,7 +136,7 @@ struct IdleWheel {
     let timeout: UInt32
     /// Seconds since the reactor started.
     var tick: UInt32 = 0
-    /// First fd of each bucket, or -1. One bucket per second of `timeout + 2`: a deadline is at
+    /// First slot of each bucket, or -1. One bucket per second of `timeout + 2`: a deadline is at
     /// most `timeout + 1` ticks ahead, so it never lands in the bucket being processed.
     var heads: [Int32]
 
@@ -149,9 +175,80 @@ extension Reactor {
         TimerID(value: addTimer(after: delay.nanoseconds, interval: interval?.nanoseconds, .user(body)))
     }
 
-    /// Cancels a timer; a timer that already ran (or was cancelled) is ignored.
+    /// Cancels a timer, whether made by ``schedule(after:repeating:_:)`` or bound to a
+    /// connection with ``Connection/schedule(after:repeating:)``; a timer that already ran (or
+    /// was cancelled) is ignored.
     public func cancel(_ timer: TimerID) {
+        if let entry = timers.entry(timer.value), case .connection(let id, _) = entry.work, isLive(id) {
+            unlinkConnectionTimer(id.index, timer.value, next: entry.nextOfConnection)
+        }
         timers.cancel(timer.value)
+    }
+
+    // MARK: timers bound to a connection
+    // Each connection's timers form a singly linked list through the timer entries, headed in
+    // its slot (`timerHead`), so closing a connection cancels exactly its own timers and a long
+    // timer of a closed connection does not stay in the queue until its deadline.
+
+    func addConnectionTimer(_ i: Int32, after delay: Int64, interval: Int64?, _ kind: ConnectionTimerKind) -> UInt64 {
+        let slot = slots[Int(i)]
+        let id = ConnectionID(index: i, generation: slot.pointee.generation)
+        let timer = timers.add(cepoll_monotonic_ns() + max(0, delay), interval: interval, .connection(id, kind),
+                               nextOfConnection: slot.pointee.timerHead)
+        slot.pointee.timerHead = timer
+        armTimerFD()
+        return timer
+    }
+
+    /// Takes `timer` (whose successor is `next`) out of slot `i`'s list.
+    func unlinkConnectionTimer(_ i: Int32, _ timer: UInt64, next: UInt64) {
+        let slot = slots[Int(i)]
+        if slot.pointee.timerHead == timer {
+            slot.pointee.timerHead = next
+            return
+        }
+        var t = slot.pointee.timerHead
+        while t != 0, let entry = timers.entry(t) {
+            if entry.nextOfConnection == timer {
+                timers.setNextOfConnection(t, next)
+                return
+            }
+            t = entry.nextOfConnection
+        }
+    }
+
+    /// The connection is closing for good: none of its timers may fire.
+    @usableFromInline
+    func cancelConnectionTimers(_ i: Int32) {
+        let slot = slots[Int(i)]
+        var t = slot.pointee.timerHead
+        slot.pointee.timerHead = 0
+        while t != 0 {
+            let next = timers.entry(t)?.nextOfConnection ?? 0
+            timers.cancel(t)
+            t = next
+        }
+    }
+
+    func connectionTimerFired(_ entry: TimerEntry, _ id: ConnectionID, _ kind: ConnectionTimerKind, now: Int64) {
+        guard isLive(id) else { return }
+        if entry.interval == nil { unlinkConnectionTimer(id.index, entry.id, next: entry.nextOfConnection) }
+        switch kind {
+        case .handler:
+            let slot = slots[Int(id.index)]
+            guard !slot.pointee.flags.contains(.handlerClosed) else { return }
+            let fd = slot.pointee.fd
+            let saved = hot.pointee.currentSlot
+            hot.pointee.currentSlot = id.index
+            let action = handler.onTimer(TimerID(value: entry.id),
+                                         connection: Connection(reactor: self, id: ConnectionID(index: id.index, generation: id.generation, fd: fd)),
+                                         state: &slot.pointee.state)
+            apply(action, id.index)
+            hot.pointee.currentSlot = saved
+            settle(id.index)
+        case .sendDeadline:
+            sendDeadline(id.index, now: now)
+        }
     }
 
     func addTimer(after delay: Int64, interval: Int64?, _ work: TimerWork) -> UInt64 {
@@ -182,6 +279,7 @@ extension Reactor {
             case .resumeAccepting: resumeAccepting()
             case .shutdownDeadline: abortAll()
             case .closeDeadline(let id): closeDeadline(id)
+            case .connection(let id, let kind): connectionTimerFired(entry, id, kind, now: now)
             case .user(let body): body()
             }
             settlePending()

@@ -14,8 +14,19 @@ enum Scenario: String, CaseIterable {
     case churn
 }
 
+/// What the messages are made of (`--payload`).
+enum PayloadKind: String, CaseIterable {
+    /// Every byte value, with no `exit` anywhere (see `Payload.binary`).
+    case binary
+    /// Lines of letters and digits with no `e` (0.1.0's only payload).
+    case text
+}
+
 /// How a run is set up (from the command line).
 struct Settings {
+    var payload = PayloadKind.binary
+    /// Messages slower than this are counted (the server's exit-line hold time).
+    var holdMs = 250
     var scenario: Scenario
     var address: SocketAddress
     var sources: [SocketAddress]
@@ -50,8 +61,13 @@ struct Counters {
     var mismatches = 0
     var connectFailures = 0
     var unexpectedCloses = 0
+    /// Messages whose echo took longer than the hold time (`--hold-ms`), or are still unanswered
+    /// after it at the end.
+    var overHold = 0
+    /// Connections whose echo was outstanding at the end for longer than `Bench.stallNs`.
+    var timeouts = 0
 
-    var errors: Int { mismatches + connectFailures + unexpectedCloses }
+    var errors: Int { mismatches + connectFailures + unexpectedCloses + timeouts }
 }
 
 /// What is known about one connection slot, kept outside the reactor so that timers (idle
@@ -66,6 +82,9 @@ struct Peer {
     var received = 0
     /// When the connect began (churn measures connect + echo).
     var connectStart: UInt64 = 0
+    /// When echo bytes last arrived (0: never), so that a long message still coming in is not
+    /// mistaken for a stall.
+    var lastEcho: UInt64 = 0
 }
 
 /// The mutable scalars of the hot path, behind a pointer so that using them costs no
@@ -134,9 +153,11 @@ final class Bench {
         ring = max(1, settings.depth)
         // Any write or read (at most the 64 KiB read buffer) must fit in one contiguous piece.
         let pad = max(64 * 1024, ring * settings.size) + settings.size
-        payload = settings.scenario == .bulk
-            ? Payload.stream(size: settings.size, pad: pad)
-            : Payload.lines(size: settings.size, pad: pad)
+        switch (settings.payload, settings.scenario) {
+        case (.binary, _): payload = Payload.binary(size: settings.size, pad: pad)
+        case (.text, .bulk): payload = Payload.stream(size: settings.size, pad: pad)
+        case (.text, _): payload = Payload.lines(size: settings.size, pad: pad)
+        }
         hot = .allocate(capacity: 1)
         hot.initialize(to: Hot())
         peers = .allocate(capacity: settings.connections)
@@ -262,12 +283,37 @@ final class Bench {
         guard hot.pointee.phase != .done else { return }
         if hot.pointee.phase == .measuring {
             measureEnd = now()
+            countUnanswered(at: measureEnd)
             total.pointee.add(interval.pointee)
             measured = hot.pointee.counters - atMeasureStart
         }
         hot.pointee.phase = .done
         reactor.handle.stop()
     }
+
+    /// Messages still unanswered when the run ends never get a latency, so a server that holds an
+    /// echo forever would go unseen. Each open connection whose oldest unanswered message has
+    /// waited longer than the hold counts in `overHold`; one that has had no echo byte for longer
+    /// than `Bench.stallNs(hold)` since that message was sent is a timeout, an error.
+    func countUnanswered(at t: UInt64) {
+        let hold = UInt64(settings.holdMs) * 1_000_000
+        let size = settings.size
+        for index in 0..<settings.connections {
+            let peer = peers[index]
+            guard peer.open, peer.received < peer.sent else { continue }
+            let sentAt = sendTimes[index * ring + (peer.received / size) % ring]
+            if t &- sentAt > hold { hot.pointee.counters.overHold += 1 }
+            let silent = t &- max(sentAt, peer.lastEcho)
+            if silent > Self.stallNs(holdMs: settings.holdMs) {
+                hot.pointee.counters.timeouts += 1
+                report("connection \(index) timed out: no echo for \(latencyText(silent)) (\(peer.received) of \(peer.sent) bytes echoed)")
+            }
+        }
+    }
+
+    /// How long an echo may be outstanding at the end of a run before it is a timeout: 4 × the
+    /// hold, and at least 1 s (a loaded machine can delay a healthy echo by a few hundred ms).
+    static func stallNs(holdMs: Int) -> UInt64 { UInt64(max(1000, 4 * holdMs)) * 1_000_000 }
 
     /// The once-a-second progress line.
     func tick() {
@@ -338,6 +384,8 @@ extension Counters {
         d.mismatches -= b.mismatches
         d.connectFailures -= b.connectFailures
         d.unexpectedCloses -= b.unexpectedCloses
+        d.overHold -= b.overHold
+        d.timeouts -= b.timeouts
         return d
     }
 }
@@ -359,6 +407,7 @@ struct BenchHandler: ConnectionHandler {
     let scenario: Scenario
     let size: Int
     let ring: Int
+    let holdNs: UInt64
 
     init(bench: Bench) {
         self.bench = bench
@@ -370,6 +419,7 @@ struct BenchHandler: ConnectionHandler {
         scenario = bench.settings.scenario
         size = bench.settings.size
         ring = bench.ring
+        holdNs = UInt64(bench.settings.holdMs) * 1_000_000
     }
 
     func makeState() -> Int32 { -1 }
@@ -429,12 +479,14 @@ struct BenchHandler: ConnectionHandler {
         hot.pointee.counters.bytes &+= n
         let before = received / size
         let completed = (received + n) / size - before
-        guard completed > 0 else { return .continue }
         let t = now()
+        peer.pointee.lastEcho = t
+        guard completed > 0 else { return .continue }
         let times = sendTimes + index * ring
         for k in before..<(before + completed) {
             let latency = t &- times[k % ring]
             if !interval.pointee.record(latency) { interval.pointee.record(Bench.maxLatencyNs) }
+            if latency > holdNs { hot.pointee.counters.overHold &+= 1 }
         }
         hot.pointee.counters.messages &+= completed
         switch scenario {

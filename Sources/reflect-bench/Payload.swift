@@ -11,7 +11,10 @@ import Glibc
 /// The pattern is stored with its first `pad` bytes repeated after its end, so any run of up to
 /// `pad` bytes from any offset is contiguous.
 ///
-/// The alphabet has no `e`, so no line is ever `exit` (which would make reflectd close).
+/// Two kinds of pattern (`--payload`): `binary` (the default) has every byte value, `\n`, `\r`,
+/// `e` and NUL included, except that `exit` never occurs in it, read cyclically, so no stream
+/// cut from it holds an exit line (`exit\n` or `exit\r\n` at a line start) that would make
+/// reflectd close; `text` is lines from an alphabet with no `e`.
 struct Payload {
     /// The pattern, `period + pad` bytes.
     let bytes: UnsafeMutablePointer<UInt8>
@@ -63,6 +66,44 @@ struct Payload {
         }
         repeatHead(bytes, period: period, pad: pad)
         return Payload(bytes: bytes, period: period, pad: pad, messageSize: size, variants: 0)
+    }
+
+    /// A stream of pseudo-random bytes of every value, cut into `size`-byte messages (every
+    /// scenario). Any `exit` in the pattern, including one that wraps around its end, is broken
+    /// by replacing its `t` with NUL, which cannot start or extend another `exit`. Prefixes of
+    /// it (`e`, `ex`, `exi`) stay, at line starts and at message ends too: a server that holds
+    /// them back (reflectd's exit-line hold) shows as messages slower than the hold.
+    static func binary(size: Int, pad: Int) -> Payload {
+        // Why this period: as for `stream`, about 1 MiB and prime.
+        let period = 1_048_573
+        let bytes = allocate(period: period, pad: pad)
+        var rng = SplitMix(seed: 0xB1_0A_7E5)
+        var i = 0
+        while i < period {
+            var word = rng.next()
+            for _ in 0..<8 where i < period {
+                bytes[i] = UInt8(truncatingIfNeeded: word)
+                word >>= 8
+                i += 1
+            }
+        }
+        breakExit(bytes, period: period)
+        repeatHead(bytes, period: period, pad: pad)
+        return Payload(bytes: bytes, period: period, pad: pad, messageSize: size, variants: 0)
+    }
+
+    /// The word no binary pattern contains, cyclically.
+    static let exitWord: [UInt8] = Array("exit".utf8)
+
+    /// Replaces the `t` of every `exit` in the cyclic pattern `bytes[0 ..< period]` with NUL.
+    static func breakExit(_ bytes: UnsafeMutablePointer<UInt8>, period: Int) {
+        guard period >= exitWord.count else { return }
+        for i in 0..<period where bytes[i] == exitWord[0] {
+            if bytes[(i + 1) % period] == exitWord[1] && bytes[(i + 2) % period] == exitWord[2]
+                && bytes[(i + 3) % period] == exitWord[3] {
+                bytes[(i + 3) % period] = 0
+            }
+        }
     }
 
     private static func allocate(period: Int, pad: Int) -> UnsafeMutablePointer<UInt8> {

@@ -1,8 +1,10 @@
 import ArgumentParser
 import Glibc
 import Reactor
+import ToolSupport
 
 extension Scenario: ExpressibleByArgument {}
+extension PayloadKind: ExpressibleByArgument {}
 
 /// reflect-bench: a load generator for echo servers, on one reactor (one thread, one core).
 @main
@@ -21,13 +23,20 @@ struct ReflectBench: ParsableCommand {
               churn     connect, one echo, close, again, in --connections concurrent slots
                         (defaults: 16 slots, 64 bytes)
 
+            Payloads (--payload): binary (the default) uses every byte value, NUL, \\n, \\r and e \
+            included, but never the four bytes `exit`, so no exit line ever occurs and any echo \
+            server can be tested; text sends lines of letters and digits with no `e`. Messages \
+            slower than --hold-ms (reflectd's exit-line hold, 250 ms by default) are counted: a \
+            message ending in `e`, `ex` or `exi` after a newline is held that long by reflectd.
+
             Every echoed byte is compared with what was sent. Latency is measured per message \
             (churn: from the connect call to the echo). After --warmup seconds, --duration \
             seconds are measured. A progress line goes to stderr every second, and the summary \
             to stdout (one JSON object with --json). MB/s are 10^6 bytes of echo per second. \
             The exit status is 0 only if every byte matched, no connection failed or closed \
             early, and messages were echoed.
-            """)
+            """,
+        version: PackageVersion.string)
 
     @Argument(help: "What to do (see above).")
     var scenario: Scenario
@@ -35,28 +44,34 @@ struct ReflectBench: ParsableCommand {
     @Option(help: "Server address: an IPv4 or IPv6 literal, or a host name.")
     var host = "127.0.0.1"
 
-    @Option(help: "Server TCP port.")
+    @Option(parsing: .unconditional, help: "Server TCP port.")
     var port = 8887
 
-    @Option(help: "Connections (churn: concurrent connect-echo-close slots).")
+    @Option(parsing: .unconditional, help: "Connections (churn: concurrent connect-echo-close slots).")
     var connections: Int?
 
-    @Option(help: "Messages in flight per connection (pingpong, bulk).")
+    @Option(parsing: .unconditional, help: "Messages in flight per connection (pingpong, bulk).")
     var depth: Int?
 
-    @Option(help: "Bytes per message; lines end in a newline, bulk writes are this big.")
+    @Option(parsing: .unconditional, help: "Bytes per message; text lines end in a newline, bulk writes are this big.")
     var size: Int?
 
-    @Option(help: "Seconds of load before measuring.")
+    @Option(help: "What messages are made of: binary (every byte value, never `exit`) or text (lines).")
+    var payload = PayloadKind.binary
+
+    @Option(parsing: .unconditional, help: "Count messages whose echo takes longer than this many milliseconds (the server's exit-line hold).")
+    var holdMs = 250
+
+    @Option(parsing: .unconditional, help: "Seconds of load before measuring.")
     var warmup = 2.0
 
-    @Option(help: "Seconds measured.")
+    @Option(parsing: .unconditional, help: "Seconds measured.")
     var duration = 10.0
 
-    @Option(help: "idle: connections probed with one message per second.")
+    @Option(parsing: .unconditional, help: "idle: connections probed with one message per second.")
     var probes = 10
 
-    @Option(name: .customLong("source-ips"),
+    @Option(name: .customLong("source-ips"), parsing: .unconditional,
             help: "Bind client sockets to 127.0.0.1 … 127.0.0.N, in turn (0: let the kernel choose).")
     var sourceIPs = 0
 
@@ -76,17 +91,24 @@ struct ReflectBench: ParsableCommand {
     }
 
     func validate() throws {
-        guard (1...65535).contains(port) else { throw ValidationError("--port must be 1-65535, got \(port)") }
-        if let connections, connections < 1 { throw ValidationError("--connections must be at least 1") }
-        if let depth, !(1...4096).contains(depth) { throw ValidationError("--depth must be 1-4096") }
+        try OptionChecks.rejectRepeated(["host", "port", "connections", "depth", "size", "payload", "hold-ms",
+                                         "warmup", "duration", "probes", "source-ips"])
+        try OptionChecks.range("port", port, 1...65535)
+        if let connections, connections < 1 { throw ValidationError("--connections must be at least 1, got \(connections)") }
+        if let depth { try OptionChecks.range("depth", depth, 1...4096) }
         if depth != nil && (scenario == .idle || scenario == .churn) {
             throw ValidationError("--depth applies to pingpong and bulk only")
         }
-        if let size, !(1...(16 << 20)).contains(size) { throw ValidationError("--size must be 1 to 16777216 bytes") }
-        guard warmup >= 0, warmup <= 3600 else { throw ValidationError("--warmup must be 0-3600 seconds") }
-        guard duration > 0, duration <= 86400 else { throw ValidationError("--duration must be more than 0 seconds, at most a day") }
-        guard probes >= 1 else { throw ValidationError("--probes must be at least 1") }
-        guard (0...254).contains(sourceIPs) else { throw ValidationError("--source-ips must be 0-254") }
+        if let size { try OptionChecks.range("size", size, 1...(16 << 20), unit: " bytes") }
+        try OptionChecks.range("hold-ms", holdMs, 0...60_000)
+        guard warmup.isFinite, warmup >= 0, warmup <= 3600 else {
+            throw ValidationError("--warmup must be between 0 and 3600 seconds, got \(warmup)")
+        }
+        guard duration.isFinite, duration > 0, duration <= 86400 else {
+            throw ValidationError("--duration must be more than 0 and at most 86400 seconds, got \(duration)")
+        }
+        guard probes >= 1 else { throw ValidationError("--probes must be at least 1, got \(probes)") }
+        try OptionChecks.range("source-ips", sourceIPs, 0...254)
     }
 
     func run() throws {
@@ -106,7 +128,7 @@ struct ReflectBench: ParsableCommand {
         }
         let d = defaults
         let settings = Settings(
-            scenario: scenario, address: address, sources: sources,
+            payload: payload, holdMs: holdMs, scenario: scenario, address: address, sources: sources,
             connections: connections ?? d.connections, depth: depth ?? d.depth, size: size ?? d.size,
             warmup: warmup, duration: duration, probes: probes, quiet: quiet)
         let fdLimit = raiseFileLimit()
@@ -119,6 +141,12 @@ struct ReflectBench: ParsableCommand {
         var configuration = ReactorConfiguration()
         configuration.shutdownGrace = .seconds(1)
         configuration.logger.logLevel = .error
+        // Never stop reading a connection because of its own unsent output: what the bench has
+        // not written yet is at most its messages in flight (depth × size), and pausing the read
+        // side while the server waits for us to read its echo is a deadlock (the server stops
+        // reading once its own output is stuck, so ours never drains).
+        configuration.highWatermark = max(configuration.highWatermark, settings.depth * settings.size + 1)
+        configuration.lowWatermark = configuration.highWatermark / 2
         let reactor = try Reactor(handler: BenchHandler(bench: bench), configuration: configuration)
         bench.reactor = reactor
         try reactor.stop(onSignals: [SIGINT, SIGTERM])

@@ -38,6 +38,7 @@ struct Summary {
         case .idle: out += ", \(s.probes) probes/s, \(s.size)-byte messages"
         case .churn: out += " at a time, \(s.size)-byte messages"
         }
+        out += ", \(s.payload.rawValue) payload"
         if !s.sources.isEmpty { out += ", from \(s.sources.count) source address\(s.sources.count == 1 ? "" : "es")" }
         out += "\n"
         if seconds > 0 {
@@ -57,9 +58,11 @@ struct Summary {
         }
         out += "  latency     p50 \(latencyText(percentile(50))), p90 \(latencyText(percentile(90)))"
         out += ", p99 \(latencyText(percentile(99))), p99.9 \(latencyText(percentile(99.9)))"
+        out += ", p99.99 \(latencyText(percentile(99.99)))"
         out += ", max \(latencyText(latency.totalCount > 0 ? latency.max : 0)) (\(latency.totalCount) samples)\n"
+        out += "  over hold   \(counters.overHold) message\(counters.overHold == 1 ? "" : "s") took longer than \(s.holdMs) ms (--hold-ms)\n"
         out += "  errors      \(whole.errors) (\(whole.mismatches) mismatches, \(whole.connectFailures) connect failures, "
-        out += "\(whole.unexpectedCloses) unexpected closes)\n"
+        out += "\(whole.unexpectedCloses) unexpected closes, \(whole.timeouts) timeouts)\n"
         out += "  result      \(failure.map { "FAILED: \($0)" } ?? "OK")\n"
         return out
     }
@@ -74,6 +77,9 @@ struct Summary {
             ("connections", String(s.connections)),
             ("depth", String(s.depth)),
             ("size", String(s.size)),
+            ("payload", quote(s.payload.rawValue)),
+            ("hold_ms", String(s.holdMs)),
+            ("over_hold", String(counters.overHold)),
             ("source_ips", String(s.sources.count)),
             ("warmup_s", number(s.warmup)),
             ("duration_s", number(seconds)),
@@ -91,13 +97,14 @@ struct Summary {
         let latencyFields = [
             ("samples", String(latency.totalCount)),
             ("p50", us(percentile(50))), ("p90", us(percentile(90))), ("p99", us(percentile(99))),
-            ("p99_9", us(percentile(99.9))), ("max", us(latency.totalCount > 0 ? latency.max : 0)),
+            ("p99_9", us(percentile(99.9))), ("p99_99", us(percentile(99.99))), ("max", us(latency.totalCount > 0 ? latency.max : 0)),
             ("mean", number(latency.totalCount > 0 ? latency.mean / 1000 : 0)),
         ]
         fields.append(("latency_us", object(latencyFields)))
         fields.append(("errors", object([
             ("total", String(whole.errors)), ("mismatches", String(whole.mismatches)),
             ("connect_failures", String(whole.connectFailures)), ("unexpected_closes", String(whole.unexpectedCloses)),
+            ("timeouts", String(whole.timeouts)),
         ])))
         fields.append(("interrupted", interrupted ? "true" : "false"))
         fields.append(("ok", failure == nil ? "true" : "false"))

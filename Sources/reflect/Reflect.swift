@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import Reactor
+import ToolSupport
 
 /// reflect: the interactive client of reflectd.
 @main
@@ -9,22 +10,34 @@ struct Reflect: ParsableCommand {
         commandName: "reflect",
         abstract: "Send lines from stdin to an echo server and print the echoes.",
         discussion: """
-            Every line read from stdin is sent to the server, and every byte the server sends back \
-            is written to stdout. At the end of stdin, reflect sends the line `exit`, waits for the \
-            server to close the connection, and exits 0. If the server closes first, it prints \
+            Every byte read from stdin is sent to the server unchanged, and every byte the server \
+            sends back is written to stdout. At the end of stdin, reflect sends the line `exit` \
+            (only if the input ended with a newline; an unterminated last line is sent as it is), \
+            shuts down its write side so that any echo server sees EOF, waits for the server to \
+            close the connection (at most --timeout seconds without a byte from it), and exits 0. \
+            An echo of that `exit` line (from a server other than reflectd) is not printed. If the server closes first, it prints \
             "connection closed by server" on stderr and exits 1; so does a connection that cannot \
             be made. stdin may be a terminal, a pipe or a regular file.
-            """)
+            """,
+        version: PackageVersion.string)
 
     @Option(help: "Server address: an IPv4 or IPv6 literal, or a host name.")
     var host = "127.0.0.1"
 
-    @Option(help: "Server TCP port.")
+    @Option(parsing: .unconditional, help: "Server TCP port.")
     var port = 8887
 
+    @Option(parsing: .unconditional,
+            help: "After the end of input, seconds to wait for the server to close while it sends nothing (0: forever).")
+    var timeout = 10.0
+
     func validate() throws {
+        try OptionChecks.rejectRepeated(["host", "port", "timeout"])
         guard (1...65535).contains(port) else {
             throw ValidationError("--port must be between 1 and 65535, got \(port)")
+        }
+        guard timeout.isFinite, (0...86_400).contains(timeout) else {
+            throw ValidationError("--timeout must be between 0 and 86400 seconds, got \(timeout)")
         }
     }
 
@@ -43,6 +56,7 @@ struct Reflect: ParsableCommand {
         defer { stdin.restoreFlags() }
 
         let session = Session(server: address, standardInput: stdin)
+        session.closeWait = timeout > 0 ? .nanoseconds(Int64(timeout * 1e9)) : nil
         var configuration = ReactorConfiguration()
         // When the run ends early (the server closed first, a signal, stdout gone), nothing still
         // queued matters, and a terminal stdin would otherwise be lingered on until its grace ends.

@@ -44,8 +44,15 @@ final class Session {
     var inputFinished = false
     /// stdin is paused because the window is full.
     var stdinPaused = false
-    /// The last byte forwarded, to end an unterminated last line before `exit`.
+    /// The last byte forwarded: an unterminated last line gets no `exit` after it.
     var lastByte = UInt8(ascii: "\n")
+    /// Where in the stream our closing `exit` line starts, once sent. A server that echoes it (any
+    /// echo server but reflectd) sends it back there; those five bytes are not printed.
+    var exitLineAt: Int?
+    /// How long to wait for the server to close after the end of input, with no byte from it
+    /// (nil: forever), and the timer that waits.
+    var closeWait: Duration?
+    var closeTimer: TimerID?
     /// Input bytes sent to the server, and echoed bytes received.
     var sent = 0
     var echoed = 0
@@ -76,13 +83,32 @@ final class Session {
         return unechoed < Self.window
     }
 
-    /// Input ended: finish its last line, then send the exit line and wait for the server to close.
+    /// Input ended: send the exit line (after a complete last line only), shut down our write
+    /// side, and wait for the server to close.
+    ///
+    /// The input's bytes go out as they are: a last line without a newline is not ended, and no
+    /// `exit` follows it (it would only extend that line). The half-close is what ends the
+    /// session with any echo server: reflectd closes on the exit line or on EOF, a plain RFC 862
+    /// server on EOF.
     func finishInput(loop: Reactor<ClientHandler>) {
         guard !inputFinished, let socket else { return }
         inputFinished = true
-        // Without the newline, `exit` would continue the last line and the server would not see it.
-        if lastByte != UInt8(ascii: "\n") { Self.send("\n", to: socket, loop: loop) }
-        Self.send("exit\n", to: socket, loop: loop)
+        if lastByte == UInt8(ascii: "\n") {
+            exitLineAt = sent
+            Self.send("exit\n", to: socket, loop: loop)
+        }
+        loop.shutdownWrite(socket)
+        armCloseWait(loop: loop)
+    }
+
+    /// (Re)starts the wait for the server's close: it ends the run if the server sends nothing
+    /// and does not close for `closeWait`.
+    func armCloseWait(loop: Reactor<ClientHandler>) {
+        guard inputFinished, outcome == nil, let wait = closeWait else { return }
+        if let closeTimer { loop.cancel(closeTimer) }
+        closeTimer = loop.schedule(after: wait) { [unowned self] in
+            self.finish(.failed("the server did not close the connection within \(wait) after the end of input (--timeout)"), loop: loop)
+        }
     }
 
     private static func send(_ text: StaticString, to socket: ConnectionID, loop: Reactor<ClientHandler>) {
@@ -124,8 +150,19 @@ final class Session {
 
     /// Echoed bytes arrived: print them, then let more input go if the window has room.
     func echo(_ bytes: UnsafeRawBufferPointer, loop: Reactor<ClientHandler>) -> Bool {
+        let from = echoed
         echoed += bytes.count
-        if let problem = Terminal.writeAll(bytes, to: 1) {
+        var problem: CInt?
+        if let exitAt = exitLineAt, echoed > exitAt, from < exitAt + 5 {
+            // The echo of our own `exit` line (the server is not reflectd): print around it.
+            let cut = max(0, exitAt - from), resume = min(bytes.count, exitAt + 5 - from)
+            problem = Terminal.writeAll(UnsafeRawBufferPointer(rebasing: bytes[..<cut]), to: 1)
+            if problem == nil { problem = Terminal.writeAll(UnsafeRawBufferPointer(rebasing: bytes[resume...]), to: 1) }
+        } else {
+            problem = Terminal.writeAll(bytes, to: 1)
+        }
+        if inputFinished { armCloseWait(loop: loop) }
+        if let problem {
             // EPIPE: whoever read our output is gone; say nothing more, like other filters.
             finish(problem == EPIPE ? .quiet(1) : .failed("cannot write stdout: \(describe(problem))"), loop: loop)
             return false

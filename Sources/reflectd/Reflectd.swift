@@ -1,7 +1,9 @@
 import ArgumentParser
+import Echo
 import Glibc
 import Logging
 import Reactor
+import ToolSupport
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
@@ -21,7 +23,13 @@ struct ReactorCount: ExpressibleByArgument, Sendable {
 
     init(_ value: Int) { self.value = value }
 
-    static var defaultValueDescription: String { "1" }
+    /// How `--help` shows the default: as a user would type it (an instance requirement).
+    var defaultValueDescription: String { String(value) }
+}
+
+/// `--exit-line on|off`.
+enum ExitLineMode: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case on, off
 }
 
 /// reflectd: a TCP echo server on an epoll reactor.
@@ -35,37 +43,45 @@ struct Reflectd: ParsableCommand {
             connections, at every log level. SIGTERM or SIGINT stops it gracefully: pending \
             echoes are delivered, clients see EOF, and it exits 0. Under systemd socket \
             activation (LISTEN_PID/LISTEN_FDS) it serves the inherited sockets instead of binding.
-            """)
+            """,
+        version: PackageVersion.string)
 
     @Option(help: "Address to listen on: an IPv4 or IPv6 literal (`::` is dual stack), or a host name.")
     var host = "0.0.0.0"
 
-    @Option(help: "TCP port to listen on (0 picks a free one).")
+    @Option(parsing: .unconditional, help: "TCP port to listen on (0 picks a free one).")
     var port = 8887
 
     @Option(help: ArgumentHelp("Also listen on a Unix-domain socket at this path (a stale socket file is replaced; the file is removed at exit).", valueName: "path"))
     var unix: String?
 
-    @Option(help: "Length of the kernel's queue of connections not yet accepted.")
+    @Option(parsing: .unconditional, help: "Length of the kernel's queue of connections not yet accepted (0 to 65535; the kernel caps it at net.core.somaxconn).")
     var backlog = Int(SOMAXCONN)
 
-    @Option(help: ArgumentHelp("Reactor threads, each with its own SO_REUSEPORT listener: a number, or `auto` for one per CPU.", valueName: "n|auto"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Reactor threads, each with its own SO_REUSEPORT listener: a number, or `auto` for one per CPU.", valueName: "n|auto"))
     var reactors = ReactorCount(1)
 
-    @Option(help: "Most connections open at once (whole process); more are accepted and closed at once.")
+    @Option(parsing: .unconditional, help: "Most connections open at once (whole process); more are accepted and closed at once.")
     var maxConnections: Int?
 
-    @Option(help: "Close connections with no traffic in either direction for this many seconds.")
+    @Option(parsing: .unconditional, help: "Close connections with no traffic in either direction for this many seconds.")
     var idleTimeout: Int?
 
-    @Option(help: "Enable TCP keepalive, probing after this many idle seconds.")
+    @Option(parsing: .unconditional, help: "Enable TCP keepalive, probing after this many idle seconds.")
     var keepalive: Int?
 
     @Flag(inversion: .prefixedNo, help: "Set TCP_NODELAY on accepted connections.")
     var tcpNodelay = true
 
-    @Option(help: "Serve Prometheus metrics at GET /metrics on this port (same host).")
+    @Option(parsing: .unconditional, help: "Serve Prometheus metrics at GET /metrics on this port (same host).")
     var metricsPort: Int?
+
+    @Option(help: ArgumentHelp("Whether the line `exit` closes the connection: `on`, or `off` for a pure RFC 862 echo (`exit` is data).", valueName: "on|off"))
+    var exitLine: ExitLineMode = .on
+
+    @Option(parsing: .unconditional,
+            help: ArgumentHelp("How long an undecided line-start prefix of `exit` (`e`, `ex`, … `exit\\r`) is held back while no more input arrives, before it is echoed (0 to 60000; 0 echoes it at once).", valueName: "ms"))
+    var exitHoldMs = 250
 
     @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
@@ -77,10 +93,10 @@ struct Reflectd: ParsableCommand {
         if let metricsPort, !(0...65535).contains(metricsPort) {
             throw ValidationError("--metrics-port must be between 0 and 65535, got \(metricsPort)")
         }
-        guard reactors.value > 0 else {
-            throw ValidationError("--reactors must be a positive number or `auto`, got \(reactors.value)")
+        try validateShipping()
+        guard (0...60_000).contains(exitHoldMs) else {
+            throw ValidationError("--exit-hold-ms must be between 0 and 60000 milliseconds, got \(exitHoldMs)")
         }
-        guard backlog > 0 else { throw ValidationError("--backlog must be positive, got \(backlog)") }
         if let maxConnections, maxConnections <= 0 {
             throw ValidationError("--max-connections must be positive, got \(maxConnections)")
         }
@@ -90,6 +106,11 @@ struct Reflectd: ParsableCommand {
         if let keepalive, !(1...32_767).contains(keepalive) {
             throw ValidationError("--keepalive must be between 1 and 32767 seconds, got \(keepalive)")
         }
+    }
+
+    /// The exit-line flags as the echo's policy.
+    var exitLinePolicy: ExitLinePolicy {
+        ExitLinePolicy(enabled: exitLine == .on, hold: .milliseconds(exitHoldMs))
     }
 
     func run() throws {

@@ -44,7 +44,7 @@ struct Server {
         }
 
         // Reactor 0, on this thread.
-        let main = try make(ServerHandler(logger: logger, metrics: metrics), configuration)
+        let main = try make(ServerHandler(logger: logger, metrics: metrics, exitLine: options.exitLinePolicy), configuration)
         registry.add(main.handle)
         var announced = try listen(main, listeners, index: 0)
         if let metrics {
@@ -60,9 +60,10 @@ struct Server {
         for index in 1..<max(count, 1) {
             let started = StartGate()
             let backlog = options.backlog
+            let exitLine = options.exitLinePolicy
             let thread = spawnThread { [configuration, listeners, logger] in
                 do {
-                    let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil), configuration: configuration)
+                    let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil, exitLine: exitLine), configuration: configuration)
                     _ = try Server.listenOn(reactor, listeners, index: index, shared: true, backlog: backlog)
                     started.succeed(reactor.handle)
                     reactor.run()
@@ -121,7 +122,7 @@ struct Server {
             do {
                 tcp = try tcp.checkAvailable()
             } catch {
-                throw StartupFailure(message: Server.explain(error, address: tcp))
+                throw StartupFailure(message: Server.explain(error, address: tcp, listener: .echo))
             }
         }
         let unix: SocketAddress?
@@ -136,8 +137,9 @@ struct Server {
     private func listen(_ reactor: Reactor<ServerHandler>, _ listeners: Listeners, index: Int) throws -> [SocketAddress] {
         do {
             return try Server.listenOn(reactor, listeners, index: index, shared: options.reactors.value > 1, backlog: options.backlog)
-        } catch let error as SyscallError {
-            if case .bind(let tcp, _) = listeners { throw StartupFailure(message: Server.explain(error, address: tcp)) }
+        } catch let error as ListenerError {
+            throw StartupFailure(message: error.description)
+        } catch {
             throw StartupFailure(message: "cannot use the inherited socket: \(error)")
         }
     }
@@ -148,7 +150,8 @@ struct Server {
         do {
             return try reactor.listen(on: address, backlog: 64, limited: false)
         } catch {
-            throw StartupFailure(message: Server.explain(error, address: address))
+            let own = reactor.listeningAddresses.first { $0.port == address.port && address.port != 0 }
+            throw StartupFailure(message: Server.explain(error, address: address, listener: .metrics, clashesWith: own))
         }
     }
 
@@ -158,8 +161,14 @@ struct Server {
     static func listenOn(_ reactor: Reactor<ServerHandler>, _ listeners: Listeners, index: Int, shared: Bool, backlog: Int) throws -> [SocketAddress] {
         switch listeners {
         case .bind(let tcp, let unix):
-            var bound = [try reactor.listen(on: tcp, backlog: backlog, reusePort: shared)]
-            if index == 0, let unix { bound.append(try reactor.listen(on: unix, backlog: backlog)) }
+            var bound = [try ListenerError.naming(.echo, tcp) { () throws(SyscallError) in
+                try reactor.listen(on: tcp, backlog: backlog, reusePort: shared)
+            }]
+            if index == 0, let unix {
+                bound.append(try ListenerError.naming(.unix, unix) { () throws(SyscallError) in
+                    try reactor.listen(on: unix, backlog: backlog)
+                })
+            }
             return bound
         case .inherited(let fds):
             return try fds.map { fd in
@@ -171,16 +180,22 @@ struct Server {
         }
     }
 
-    static func explain(_ error: SyscallError, address: SocketAddress) -> String {
+    static func explain(_ error: SyscallError, address: SocketAddress, listener: ListenerKind,
+                        clashesWith own: SocketAddress? = nil) -> String {
+        let what = "cannot listen on \(address) (\(listener.words))"
         switch error.errno {
         case .addressInUse:
-            return "cannot listen on \(address): address already in use (EADDRINUSE); is another server running on that port?"
+            if let own {
+                return "\(what): address already in use (EADDRINUSE): reflectd's own echo listener is on \(own); give --metrics-port another port"
+            }
+            return "\(what): address already in use (EADDRINUSE); is another server running on that \(listener == .unix ? "path" : "port")?"
         case .permissionDenied:
-            return "cannot listen on \(address): permission denied (EACCES); ports below 1024 need privileges"
+            if listener == .unix { return "\(what): permission denied (EACCES); check the directory's permissions" }
+            return "\(what): permission denied (EACCES); ports below 1024 need privileges"
         case .addressNotAvailable:
-            return "cannot listen on \(address): address not available on this machine (EADDRNOTAVAIL)"
+            return "\(what): address not available on this machine (EADDRNOTAVAIL)"
         default:
-            return "cannot listen on \(address): \(error)"
+            return "\(what): \(error)"
         }
     }
 }

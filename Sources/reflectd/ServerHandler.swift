@@ -6,7 +6,7 @@ import Reactor
 /// listener. Two protocols on one reactor; the listener that accepted a connection decides.
 struct ServerHandler: ConnectionHandler {
     struct State {
-        var detector = ExitLineDetector()
+        var echo = EchoState()
         /// Present only on metrics connections; echo connections never allocate it.
         var http: MetricsRequest?
     }
@@ -14,6 +14,8 @@ struct ServerHandler: ConnectionHandler {
     let logger: Logger
     /// Set on the reactor that serves metrics.
     let metrics: MetricsEndpoint?
+    /// `--exit-line` and `--exit-hold-ms`.
+    let exitLine: ExitLinePolicy
 
     func makeState() -> State { State() }
 
@@ -31,14 +33,19 @@ struct ServerHandler: ConnectionHandler {
     @inline(__always)
     func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>, state: inout State) -> Action {
         if _fastPath(state.http == nil) {
-            return EchoProtocol.read(bytes, connection: connection, detector: &state.detector)
+            return EchoProtocol.read(bytes, connection: connection, state: &state.echo, policy: exitLine)
         }
         return metrics!.read(bytes, connection: connection, request: state.http!)
     }
 
     func onReadEOF(_ connection: borrowing Connection<Self>, state: inout State) -> Action {
-        if state.http == nil { return EchoProtocol.readEOF(connection: connection, detector: &state.detector) }
+        if state.http == nil { return EchoProtocol.readEOF(connection: connection, state: &state.echo) }
         return .close(.eof)
+    }
+
+    func onTimer(_ timer: TimerID, connection: borrowing Connection<Self>, state: inout State) -> Action {
+        EchoProtocol.timerFired(timer, connection: connection, state: &state.echo)
+        return .continue
     }
 
     func onClose(_ connection: borrowing Connection<Self>, state: inout State, reason: CloseReason) {

@@ -32,9 +32,24 @@ struct EchoModel {
         if verdict.echo < 0 || verdict.echo > segment.count {
             contractViolations.append("echo \(verdict.echo) out of 0...\(segment.count) for \(segment)")
         }
-        output += Self.candidate.prefix(max(0, verdict.release))
+        if verdict.releaseFrom < 0 || verdict.releaseFrom + verdict.release > Self.candidate.count {
+            contractViolations.append("released \(verdict.releaseFrom)+\(verdict.release) out of the candidate for \(segment)")
+        } else {
+            output += Self.candidate[verdict.released]
+        }
         output += segment.prefix(max(0, verdict.echo))
         if verdict.exit { exited = true }
+    }
+
+    /// The hold ran out (no input for the hold time): what EchoProtocol writes then.
+    mutating func release() {
+        guard !exited else { return }
+        let range = detector.releaseHeld()
+        if range.lowerBound < 0 || range.upperBound > Self.candidate.count {
+            contractViolations.append("releaseHeld() returned \(range)")
+            return
+        }
+        output += Self.candidate[range]
     }
 
     mutating func feed(_ text: String) { feed(Array(text.utf8)) }
@@ -43,10 +58,11 @@ struct EchoModel {
     mutating func finish() {
         guard !exited else { return }
         let held = detector.finish()
-        if held < 0 || held > Self.candidate.count {
+        if held.lowerBound < 0 || held.upperBound > Self.candidate.count {
             contractViolations.append("finish() returned \(held)")
+            return
         }
-        output += Self.candidate.prefix(max(0, held))
+        output += Self.candidate[held]
     }
 
     /// Feeds `segments` then ends the input.
@@ -58,6 +74,17 @@ struct EchoModel {
     }
 
     static func run(_ segments: String...) -> EchoModel { run(segments.map { Array($0.utf8) }) }
+
+    /// Feeds `segments`, where the segment `"<hold>"` stands for the hold running out, then
+    /// (if `eof`) ends the input.
+    static func runWithHolds(_ segments: [String], eof: Bool = true) -> EchoModel {
+        var model = EchoModel()
+        for segment in segments {
+            if segment == "<hold>" { model.release() } else { model.feed(segment) }
+        }
+        if eof { model.finish() }
+        return model
+    }
 }
 
 /// The rule of issue 3, written as plainly as possible: the first line that is exactly `exit`
@@ -183,8 +210,88 @@ final class ExitLineDetectorTests: XCTestCase {
         let verdict = Array("exi".utf8).withUnsafeBytes { detector.scan($0) }
         XCTAssertEqual([verdict.release, verdict.echo], [0, 0], "a candidate is held back until it is decided")
         XCTAssertFalse(verdict.exit)
-        XCTAssertEqual(detector.finish(), 3)
-        XCTAssertEqual(detector.finish(), 0, "finish() resets the detector")
+        XCTAssertEqual(detector.unreleased, 3)
+        XCTAssertEqual(detector.finish(), 0..<3)
+        XCTAssertEqual(detector.finish(), 0..<0, "finish() resets the detector")
+    }
+
+    // MARK: the bounded hold (contract of 2026-12-01)
+
+    private func assertHolds(_ segments: [String], output expected: String, exits: Bool, eof: Bool = true,
+                             file: StaticString = #filePath, line: UInt = #line) {
+        let model = EchoModel.runWithHolds(segments, eof: eof)
+        XCTAssertEqual(String(decoding: model.output, as: UTF8.self).debugDescription, expected.debugDescription,
+                       "segments \(segments.map(\.debugDescription))", file: file, line: line)
+        XCTAssertEqual(model.exited, exits, "exit for segments \(segments.map(\.debugDescription))", file: file, line: line)
+        XCTAssertEqual(model.contractViolations, [], file: file, line: line)
+    }
+
+    func testEveryPrefixReleasedThenCompletedCloses() {
+        // A released prefix is still tracked: completing it is an exit line, and nothing more is echoed.
+        for prefix in ["e", "ex", "exi", "exit", "exit\r"] {
+            // By bytes: "\r\n" is one Character.
+            let rest = String(decoding: Array("exit\r\n".utf8).dropFirst(prefix.utf8.count), as: UTF8.self)
+            assertHolds([prefix, "<hold>", rest], output: prefix, exits: true, eof: false)
+            assertHolds(["data\n" + prefix, "<hold>", rest, "after\n"], output: "data\n" + prefix, exits: true, eof: false)
+        }
+        assertHolds(["exit", "<hold>", "\n"], output: "exit", exits: true, eof: false)
+    }
+
+    func testEveryPrefixReleasedThenDivergingIsData() {
+        for prefix in ["e", "ex", "exi", "exit", "exit\r"] {
+            assertHolds([prefix, "<hold>", "Q\n"], output: prefix + "Q\n", exits: false)
+            assertHolds(["a\n" + prefix, "<hold>", "\u{0}rest"], output: "a\n" + prefix + "\u{0}rest", exits: false)
+        }
+        // Diverging by a newline (`ex\n`): the line is data, and the next line may be the exit line.
+        assertHolds(["ex", "<hold>", "\nexit\n"], output: "ex\n", exits: true)
+    }
+
+    func testReleasedPrefixFollowedByMorePrefixHoldsOnlyTheNewBytes() {
+        var detector = ExitLineDetector()
+        _ = Array("ex".utf8).withUnsafeBytes { detector.scan($0) }
+        XCTAssertEqual(detector.releaseHeld(), 0..<2)
+        XCTAssertEqual(detector.unreleased, 0)
+        let verdict = Array("it".utf8).withUnsafeBytes { detector.scan($0) }
+        XCTAssertEqual([verdict.release, verdict.echo], [0, 0])
+        XCTAssertEqual(detector.unreleased, 2, "only `it` is newly held")
+        XCTAssertEqual(detector.releaseHeld(), 2..<4, "the second release starts where the first ended")
+        assertHolds(["ex", "<hold>", "it", "<hold>", "\r", "<hold>", "\n"], output: "exit\r", exits: true, eof: false)
+        assertHolds(["ex", "<hold>", "it", "!"], output: "exit!", exits: false)
+    }
+
+    func testReleaseWithZeroHoldEchoesEverySegmentAtOnce() {
+        // A zero hold is a release after every segment: everything is echoed as it arrives, and
+        // the exit line still closes.
+        var model = EchoModel()
+        var echoedSoFar: [UInt8] = []
+        for segment in ["ab\ne", "x", "i", "t", "\n", "never"] {
+            model.feed(segment)
+            model.release()
+            if !model.exited { echoedSoFar += Array(segment.utf8) }
+            XCTAssertEqual(model.output, echoedSoFar, "after \(segment.debugDescription)")
+        }
+        XCTAssertTrue(model.exited)
+        XCTAssertEqual(model.contractViolations, [])
+    }
+
+    func testEOFAfterAReleaseEchoesNothingTwice() {
+        for prefix in ["e", "ex", "exi", "exit", "exit\r"] {
+            assertHolds([prefix, "<hold>"], output: prefix, exits: false)
+            assertHolds(["x\n" + prefix, "<hold>"], output: "x\n" + prefix, exits: false)
+        }
+        assertHolds(["ex", "<hold>", "i"], output: "exi", exits: false)
+        var detector = ExitLineDetector()
+        _ = Array("exi".utf8).withUnsafeBytes { detector.scan($0) }
+        _ = detector.releaseHeld()
+        XCTAssertEqual(detector.finish(), 3..<3, "released bytes are not written again at EOF")
+    }
+
+    func testReleaseWithNothingHeldIsEmpty() {
+        var detector = ExitLineDetector()
+        XCTAssertEqual(detector.releaseHeld(), 0..<0)
+        _ = Array("hello\n".utf8).withUnsafeBytes { detector.scan($0) }
+        XCTAssertEqual(detector.releaseHeld(), 0..<0)
+        assertHolds(["<hold>", "exit\n"], output: "", exits: true, eof: false)
     }
 
     func testEmptySegmentsChangeNothing() {

@@ -116,7 +116,7 @@ func exitLineText(_ bytes: some Collection<UInt8>) -> String {
                     return
                 }
                 // What EchoProtocol.read writes: the released held bytes, then a prefix of the segment.
-                output += candidate[..<verdict.release]
+                output += candidate[verdict.released]
                 output += bytes[..<verdict.echo]
                 let model = ExitLineModel.beforeEOF(stream[..<segment.upperBound])
                 guard output[...] == model.output, verdict.exit == model.exit else {
@@ -131,10 +131,56 @@ func exitLineText(_ bytes: some Collection<UInt8>) -> String {
             if !exited {
                 // What EchoProtocol.readEOF writes: the bytes still held back.
                 let held = detector.finish()
-                output += candidate[..<held]
+                output += candidate[held]
             }
             let model = ExitLineModel.atEOF(stream[...])
             #expect(output[...] == model.output, "at EOF, \(exitLineText(stream)) cut by \(cuts): \(exitLineText(output)) != \(exitLineText(model.output))")
+            #expect(exited == model.exit, "at EOF, \(exitLineText(stream)) cut by \(cuts)")
+        }
+    }
+
+    /// The bounded hold: after some segments (chosen at random) the hold runs out and the held
+    /// bytes are released. The model: a release at stream position `p` makes everything before
+    /// `p` echoed, and the line is still tracked. So after each segment the output is
+    /// `stream[..<max(model, lastRelease)]`, the close decision is the model's, and an exit line
+    /// echoes exactly the part of it released before it completed.
+    @Test func detectorWithRandomReleasesMatchesTheModel() async {
+        let releases = Gen.bool.array(of: 1...12)
+        await propertyCheck(count: 3000, input: ExitLineGen.stream, ExitLineGen.cuts, releases) { stream, cuts, releases in
+            let candidate = ExitLineModel.exitCR
+            var detector = ExitLineDetector()
+            var output: [UInt8] = []
+            var exited = false
+            var lastRelease = 0
+            for (k, segment) in ExitLineGen.segments(of: stream.count, cuts: cuts).enumerated() {
+                let bytes = Array(stream[segment])
+                let verdict = bytes.withUnsafeBytes { detector.scan($0) }
+                guard verdict.releaseFrom >= 0, verdict.releaseFrom + verdict.release <= candidate.count,
+                      verdict.release >= 0, verdict.echo >= 0, verdict.echo <= bytes.count else {
+                    Issue.record("impossible verdict \(verdict) for segment \(exitLineText(bytes)) of \(exitLineText(stream))")
+                    return
+                }
+                output += candidate[verdict.released]
+                output += bytes[..<verdict.echo]
+                if !verdict.exit && releases[k % releases.count] {
+                    output += candidate[detector.releaseHeld()]
+                    lastRelease = segment.upperBound
+                }
+                let model = ExitLineModel.beforeEOF(stream[..<segment.upperBound])
+                let expected = stream[..<max(model.output.count, lastRelease)]
+                guard output[...] == expected, verdict.exit == model.exit else {
+                    Issue.record("""
+                        after \(exitLineText(stream[..<segment.upperBound])) cut by \(cuts), releases \(releases): \
+                        output \(exitLineText(output)) exit \(verdict.exit), expected \(exitLineText(expected)) exit \(model.exit)
+                        """)
+                    return
+                }
+                if verdict.exit { exited = true; break }
+            }
+            if !exited { output += candidate[detector.finish()] }
+            let model = ExitLineModel.atEOF(stream[...])
+            let expected = model.exit ? stream[..<max(model.output.count, lastRelease)] : model.output
+            #expect(output[...] == expected, "at EOF, \(exitLineText(stream)) cut by \(cuts), releases \(releases): \(exitLineText(output)) != \(exitLineText(expected))")
             #expect(exited == model.exit, "at EOF, \(exitLineText(stream)) cut by \(cuts)")
         }
     }
@@ -147,11 +193,11 @@ func exitLineText(_ bytes: some Collection<UInt8>) -> String {
             var exited = false
             for byte in input.utf8 {
                 let verdict = [byte].withUnsafeBytes { detector.scan($0) }
-                output += ExitLineModel.exitCR[..<verdict.release]
+                output += ExitLineModel.exitCR[verdict.released]
                 output += [byte][..<verdict.echo]
                 if verdict.exit { exited = true; break }
             }
-            if !exited { output += ExitLineModel.exitCR[..<detector.finish()] }
+            if !exited { output += ExitLineModel.exitCR[detector.finish()] }
             #expect(output == Array(expected.utf8), "\(exitLineText(Array(input.utf8)))")
         }
     }
@@ -219,23 +265,30 @@ final class ExitLineRecorder: Sendable {
     }
 }
 
-/// The echo protocol exactly as EchoHandler runs it, plus a record of each close reason.
+/// The echo protocol exactly as EchoHandler runs it, plus a record of each close reason. The hold
+/// is long, so that the end-to-end result does not depend on timing: nothing is released early.
 struct ExitLineEchoHandler: ConnectionHandler {
-    typealias ConnectionState = ExitLineDetector
+    typealias ConnectionState = EchoState
     let recorder: ExitLineRecorder
+    let policy = ExitLinePolicy(hold: .seconds(60))
 
-    func makeState() -> ExitLineDetector { ExitLineDetector() }
+    func makeState() -> EchoState { EchoState() }
 
     func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>,
-                state: inout ExitLineDetector) -> Action {
-        EchoProtocol.read(bytes, connection: connection, detector: &state)
+                state: inout EchoState) -> Action {
+        EchoProtocol.read(bytes, connection: connection, state: &state, policy: policy)
     }
 
-    func onReadEOF(_ connection: borrowing Connection<Self>, state: inout ExitLineDetector) -> Action {
-        EchoProtocol.readEOF(connection: connection, detector: &state)
+    func onReadEOF(_ connection: borrowing Connection<Self>, state: inout EchoState) -> Action {
+        EchoProtocol.readEOF(connection: connection, state: &state)
     }
 
-    func onClose(_ connection: borrowing Connection<Self>, state: inout ExitLineDetector, reason: CloseReason) {
+    func onTimer(_ timer: TimerID, connection: borrowing Connection<Self>, state: inout EchoState) -> Action {
+        EchoProtocol.timerFired(timer, connection: connection, state: &state)
+        return .continue
+    }
+
+    func onClose(_ connection: borrowing Connection<Self>, state: inout EchoState, reason: CloseReason) {
         recorder.closed(peerPort: connection.peer.port ?? -1, reason)
     }
 }

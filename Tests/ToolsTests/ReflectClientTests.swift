@@ -53,11 +53,64 @@ final class ReflectClientTests: XCTestCase {
         XCTAssertEqual(result.stdout, "one\ntwo\n")
     }
 
-    func testLastLineWithoutNewlineIsEndedBeforeExit() throws {
-        // Without the newline, `exit` would extend the last line and the server would never close.
+    func testLastLineWithoutNewlineIsSentAsIs() throws {
+        // reflectd: no newline is added, and the half-close (not an `exit` line) ends the session.
         let result = try runTool("reflect", portArguments, input: .text("first\nno newline"))
         XCTAssertEqual(result.status, 0, result.description)
-        XCTAssertEqual(result.stdout, "first\nno newline\n")
+        XCTAssertEqual(result.stdout, "first\nno newline")
+    }
+
+    func testLastLineWithoutNewlineReachesTheServerUnchanged() throws {
+        let received = Recorder()
+        let tiny = try TinyServer.plainEcho(record: received)
+        defer { tiny.stop() }
+        let result = try runTool("reflect", ["--port", String(tiny.port)], input: .text("partial"))
+        XCTAssertEqual(result.status, 0, result.description)
+        XCTAssertEqual(received.text, "partial", "nothing added: no newline, no exit line")
+        XCTAssertEqual(result.stdout, "partial")
+    }
+
+    func testPlainEchoServerEndsTheSessionAfterTheHalfClose() throws {
+        // An RFC 862 server echoes `exit` like any line and closes only on EOF: reflect's
+        // half-close after `exit` is what ends the session, and the echoed `exit` is not printed.
+        let received = Recorder()
+        let tiny = try TinyServer.plainEcho(record: received)
+        defer { tiny.stop() }
+        let started = Date()
+        let result = try runTool("reflect", ["--port", String(tiny.port)], input: .text("one\ntwo\n"), timeout: 20)
+        XCTAssertEqual(result.status, 0, result.description)
+        XCTAssertEqual(result.stdout, "one\ntwo\n")
+        XCTAssertEqual(received.text, "one\ntwo\nexit\n")
+        // Well before the 10 s default --timeout: the close came from the server, not the timer.
+        XCTAssertLessThan(Date().timeIntervalSince(started), 8)
+    }
+
+    func testTimeoutEndsTheWaitForAServerThatNeverCloses() throws {
+        // Echoes, and ignores EOF: keeps the connection open until the test ends.
+        let release = DispatchSemaphore(value: 0)
+        let tiny = try TinyServer { fd in
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                guard n > 0 else { break }
+                _ = buffer.withUnsafeBytes { TinyServer.sendAll(fd, UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+            }
+            _ = release.wait(timeout: .now() + 30)
+            close(fd)
+        }
+        defer { release.signal(); tiny.stop() }
+        let result = try runTool("reflect", ["--port", String(tiny.port), "--timeout", "1"], input: .text("hello\n"), timeout: 20)
+        XCTAssertEqual(result.status, 1, result.description)
+        XCTAssertEqual(result.stdout, "hello\n")
+        XCTAssertTrue(result.stderr.contains("did not close the connection") && result.stderr.contains("--timeout"), result.description)
+    }
+
+    func testBadTimeoutIsRejectedNamingTheOption() throws {
+        for value in ["-1", "abc", "100000"] {
+            let result = try runTool("reflect", ["--timeout", value])
+            XCTAssertNotEqual(result.status, 0, result.description)
+            XCTAssertTrue(result.stderr.contains("--timeout"), "\(value): \(result.description)")
+        }
     }
 
     func testServerClosingFirstPrintsMessageAndExitsOne() throws {

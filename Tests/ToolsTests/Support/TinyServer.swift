@@ -70,6 +70,8 @@ final class Recorder: @unchecked Sendable {
 
     func append(_ new: UnsafeRawBufferPointer) { lock.withLock { bytes.append(contentsOf: new) } }
     var text: String { lock.withLock { String(decoding: bytes, as: UTF8.self) } }
+    /// Everything recorded so far, byte for byte.
+    var snapshot: [UInt8] { lock.withLock { bytes } }
 }
 
 /// A port on 127.0.0.1 where nothing listens: bound (so no one else gets it at once), not listening.
@@ -87,4 +89,35 @@ func refusingPort() throws -> (port: Int, fd: Int32) {
     }
     guard ok else { throw TestError("cannot bind a port: errno \(errno)") }
     return (Int(UInt16(bigEndian: address.sin_port)), fd)
+}
+
+extension TinyServer {
+    /// A plain RFC 862 echo server: every byte comes back, `exit` is data, and the connection
+    /// closes when the client half-closes (EOF). `record` sees every byte it was sent, and
+    /// `delay` (seconds) holds each read back before echoing it.
+    /// `receiveBuffer` fixes SO_RCVBUF (and SO_SNDBUF) of each connection, with no autotuning.
+    static func plainEcho(record: Recorder? = nil, recordLimit: Int = Int.max, delay: Double = 0,
+                          receiveBuffer: Int? = nil) throws -> TinyServer {
+        try TinyServer { fd in
+            if var size = receiveBuffer.map(Int32.init) {
+                setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+                setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+            }
+            var buffer = [UInt8](repeating: 0, count: 256 * 1024)
+            var recorded = 0
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { break }
+                if let record, recorded < recordLimit {
+                    let keep = min(n, recordLimit - recorded)
+                    buffer.withUnsafeBytes { record.append(UnsafeRawBufferPointer(rebasing: $0[..<keep])) }
+                    recorded += keep
+                }
+                if delay > 0 { usleep(UInt32(delay * 1e6)) }
+                guard buffer.withUnsafeBytes({ TinyServer.sendAll(fd, UnsafeRawBufferPointer(rebasing: $0[..<n])) }) else { break }
+            }
+            close(fd)
+        }
+    }
 }
