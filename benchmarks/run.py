@@ -160,7 +160,7 @@ PAYLOAD_FLAG = ""
 
 
 def bench(bench_bin, port, scenario, extra, warmup, duration):
-    payload = f" {PAYLOAD_FLAG}" if PAYLOAD_FLAG and scenario != "idle" else ""
+    payload = f" {PAYLOAD_FLAG}" if PAYLOAD_FLAG else ""
     cmd = (f"ulimit -n $(ulimit -Hn); exec taskset -c {LOAD_CPU} {shlex.quote(bench_bin)} {scenario} "
            f"--host 127.0.0.1 --port {port} --warmup {warmup} --duration {duration} --json{payload} {extra}")
     out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=duration + warmup + 120)
@@ -220,6 +220,10 @@ def measure(server, bench_bin, name, scenario, flags, args):
         "p50_us": get(result, "latency_us.p50"),
         "p99_us": get(result, "latency_us.p99"),
         "p999_us": get(result, "latency_us.p99_9"),
+        "p9999_us": get(result, "latency_us.p99_99", default=None),
+        # Messages whose echo took longer than reflect-bench's --hold-ms (reflectd's exit-line hold).
+        "over_hold": get(result, "over_hold", default=None),
+        "timeouts": get(result, "errors.timeouts", default=None),
         "max_us": get(result, "latency_us.max"),
         "errors": get(result, "errors.total"),
         "server_cpu_s": round(cpu, 3),
@@ -343,6 +347,20 @@ def write_report(rows, args, started):
             lines.append(f"| {s} | {ratio(me,s,'pingpong-d1','cpu_us_per_msg')} | {ratio(me,s,'pingpong-d16','cpu_us_per_msg')} | "
                          f"{ratio(me,s,'pingpong-d1','p99_us')} | {ratio(me,s,'bulk','mb_per_s')} | {ratio(me,s,'bulk','cpu_us_per_mb')} | {ratio(me,s,'churn','msg_per_s')} | "
                          f"{ratio(me,s,'idle','rss_per_connection')} | {ratio(me,s,'strace','syscalls_per_msg')} |")
+    lines += ["", "## Tail latency and the exit-line hold", "",
+              "Messages over the hold: echoes that took longer than reflect-bench's `--hold-ms` (250 ms, reflectd's default "
+              "`--exit-hold-ms`), summed over the measured runs of the scenarios above; with binary payloads reflectd holds a "
+              "message that ends in a line-start `e`, `ex` or `exi` for that long.", "",
+              "| server | p99.9 / p99.99 / max d1 (µs) | p99.9 / p99.99 / max d16 (µs) | messages over the hold | timeouts | errors |",
+              "|---|---|---|---|---|---|"]
+    for s in servers:
+        d1, d16 = row(s, "pingpong-d1"), row(s, "pingpong-d16")
+        mine = [r for r in rows if r["server"] == s and "messages" in r and r["scenario"] in {n for n, _, _ in SCENARIOS}]
+        def total(key):
+            vals = [r.get(key) for r in mine]
+            return "–" if not vals or any(v is None for v in vals) else f"{sum(vals):,}"
+        tail = lambda r: "–" if not r else " / ".join("–" if r.get(k) is None else f"{r[k]:,.0f}" for k in ("p999_us", "p9999_us", "max_us"))
+        lines.append(f"| {s} | {tail(d1)} | {tail(d16)} | {total('over_hold')} | {total('timeouts')} | {total('errors')} |")
     lines += ["", "## Commands", ""]
     for s in servers:
         sc = next((r.get("server_command") for r in rows if r["server"] == s and r.get("server_command")), None)
