@@ -349,8 +349,8 @@ def write_report(rows, args, started):
                          f"{ratio(me,s,'idle','rss_per_connection')} | {ratio(me,s,'strace','syscalls_per_msg')} |")
     lines += ["", "## Tail latency and the exit-line hold", "",
               "Messages over the hold: echoes that took longer than reflect-bench's `--hold-ms` (250 ms, reflectd's default "
-              "`--exit-hold-ms`), summed over the measured runs of the scenarios above; with binary payloads reflectd holds a "
-              "message that ends in a line-start `e`, `ex` or `exi` for that long.", "",
+              "`--exit-hold-ms`), summed over the measured runs of the scenarios above. Any server's slow echo counts; only "
+              "`reflectd` with the exit line on waits on purpose, for a binary message that ends in a line-start `e`, `ex` or `exi`.", "",
               "| server | p99.9 / p99.99 / max d1 (µs) | p99.9 / p99.99 / max d16 (µs) | messages over the hold | timeouts | errors |",
               "|---|---|---|---|---|---|"]
     for s in servers:
