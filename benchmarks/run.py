@@ -282,7 +282,7 @@ def syscalls_per_message(server, bench_bin, args):
 
 # ---------------------------------------------------------------- report
 
-def write_report(rows, args, started):
+def write_report(rows, args, started, failures=()):
     date = started.strftime("%Y-%m-%d")
     out_dir = os.path.join(ROOT, "benchmarks", "results")
     os.makedirs(out_dir, exist_ok=True)
@@ -296,7 +296,7 @@ def write_report(rows, args, started):
             "warmup_s": args.warmup, "server_cpu": SERVER_CPU, "load_cpu": LOAD_CPU,
             "payload": PAYLOAD_FLAG.split()[-1] if PAYLOAD_FLAG else "reflect-bench's default (it has no --payload option)"}
     with open(base + ".json", "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+        json.dump({"meta": meta, "rows": rows, "failures": list(failures)}, f, indent=1)
 
     def row(server, scenario):
         return next((r for r in rows if r["server"] == server and r["scenario"].startswith(scenario)), None)
@@ -361,6 +361,11 @@ def write_report(rows, args, started):
             return "–" if not vals or any(v is None for v in vals) else f"{sum(vals):,}"
         tail = lambda r: "–" if not r else " / ".join("–" if r.get(k) is None else f"{r[k]:,.0f}" for k in ("p999_us", "p9999_us", "max_us"))
         lines.append(f"| {s} | {tail(d1)} | {tail(d16)} | {total('over_hold')} | {total('timeouts')} | {total('errors')} |")
+    if failures:
+        lines += ["", "## Failed scenarios (no numbers above)", ""]
+        for fl in failures:
+            last = [l for l in fl["error"].splitlines() if "error" in l.lower()] or fl["error"].splitlines() or [""]
+            lines.append(f"- {fl['server']} / {fl['scenario']}: {last[0][:300]}")
     lines += ["", "## Commands", ""]
     for s in servers:
         sc = next((r.get("server_command") for r in rows if r["server"] == s and r.get("server_command")), None)
@@ -430,7 +435,17 @@ def main():
     else:
         # Older reflect-bench: its only payload is text lines with no `e` (no exit line possible).
         log(f"reflect-bench has no --payload option: using its default payload, not {args.payload}")
-    rows = []
+    rows, failures = [], []
+
+    def attempt(name, scenario, run):
+        # One failed scenario (a server too slow for reflect-bench's timeout on a loaded machine)
+        # must not throw away the rest of the run: it is reported, and the exit status says so.
+        try:
+            rows.append(run())
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
+            log(f"{name} {scenario} FAILED: {str(e)[-1500:]}")
+            failures.append({"server": name, "scenario": scenario, "error": rel(str(e)[-1500:])})
+
     for name, argv in servers.items():
         if not os.path.exists(argv[0]):
             log(f"skipping {name}: {argv[0]} not built")
@@ -440,13 +455,16 @@ def main():
             for scn_name, scn, flags in SCENARIOS:
                 if name == "fork" and scn == "churn":
                     flags = flags.replace("--connections 50", "--connections 10")
-                rows.append(measure(server, bench_bin, scn_name, scn, flags, args))
-            rows.append(idle_rss(server, bench_bin, args))
+                attempt(name, scn_name, lambda: measure(server, bench_bin, scn_name, scn, flags, args))
+            attempt(name, "idle", lambda: idle_rss(server, bench_bin, args))
             if subprocess.run(["which", "strace"], capture_output=True).returncode == 0:
-                rows.append(syscalls_per_message(server, bench_bin, args))
+                attempt(name, "strace", lambda: syscalls_per_message(server, bench_bin, args))
         finally:
             server.stop()
-    write_report(rows, args, started)
+    write_report(rows, args, started, failures)
+    if failures:
+        log(f"{len(failures)} scenario(s) failed: " + ", ".join(f"{f['server']}/{f['scenario']}" for f in failures))
+        sys.exit(1)
 
 
 if __name__ == "__main__":
