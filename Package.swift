@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "reflect", targets: ["reflect"]),
         .executable(name: "reflect-bench", targets: ["reflect-bench"]),
         .executable(name: "chat", targets: ["chat"]),
+        .executable(name: "resp-server", targets: ["resp-server"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -37,6 +38,8 @@ let package = Package(
             name: "Echo",
             dependencies: ["Reactor", "CScan", .product(name: "Logging", package: "swift-log")]
         ),
+        // Logging that never blocks its caller: a bounded queue drained by one writer thread.
+        .target(name: "NonBlockingLog", dependencies: [.product(name: "Logging", package: "swift-log")]),
         // What the executables share besides the Reactor: the package version (one place) and
         // command-line checks.
         .target(
@@ -47,7 +50,7 @@ let package = Package(
         .executableTarget(
             name: "reflectd",
             dependencies: [
-                "Reactor", "Echo", "ToolSupport",
+                "Reactor", "Echo", "ToolSupport", "NonBlockingLog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -72,15 +75,26 @@ let package = Package(
             dependencies: ["Reactor", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Examples/chat"
         ),
+        // Example: a Redis-protocol server. The protocol (parser, keyspace, commands) knows nothing
+        // about the Reactor, so the tests and the fuzzer use it alone.
+        .target(name: "RESP", path: "Examples/resp/RESP"),
+        .executableTarget(
+            name: "resp-server",
+            dependencies: ["RESP", "Reactor",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")],
+            path: "Examples/resp/Server"
+        ),
         // Blocking loopback sockets with timeouts, shared by the test targets.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEpoll", "TestSupport"]),
         .testTarget(
             name: "ReflectdTests",
-            dependencies: ["Echo", "Reactor", "CEpoll", "TestSupport",
+            dependencies: ["Echo", "Reactor", "CEpoll", "TestSupport", "NonBlockingLog",
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(name: "ToolsTests", dependencies: ["CEpoll"]),
         .testTarget(name: "ChatTests", dependencies: ["CEpoll"]),
+        .testTarget(name: "RespTests", dependencies: ["RESP", "CEpoll", "TestSupport"]),
     ]
 )

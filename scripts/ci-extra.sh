@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CI passes after `swift test`: documentation, HAProxy in front of two instances, the shipped
 # forms (static binaries without the toolchain, install.sh, the .deb: scripts/ship-check.sh), 60 s of
-# fuzzing, a 60 s soak, and the test suite under AddressSanitizer. Cheapest first, so a broken
+# fuzzing (+ 30 s of the PROXY parser), a 60 s soak, the multi-host netns rig (about 30-60 s),
+# and the test suite under AddressSanitizer. Cheapest first, so a broken
 # build fails fast. Each step exits non-zero on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,8 +26,21 @@ scripts/ship-check.sh
 step "fuzzing the exit-line detector for 60 s"
 fuzz/run.sh 60
 
+step "fuzzing the PROXY protocol parser for 30 s"
+fuzz/run-proxy.sh 30
+
+step "fuzzing the RESP request parser (Examples/resp) for 30 s"
+fuzz/resp-run.sh 30
+
 step "soak: 60 s of mixed clients against a release build"
 benchmarks/soak.sh --seconds 60
+
+step "multi-host rig: network namespaces, HAProxy send-proxy-v2, 2 % loss each way, a host killed"
+if [ -x .build-soak/release/reflectd ]; then
+    REFLECTD="$(pwd)/.build-soak/release/reflectd" scripts/netns-rig.sh
+else
+    scripts/netns-rig.sh
+fi
 
 step "test suite under AddressSanitizer"
 scripts/sanitizers.sh

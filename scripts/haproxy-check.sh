@@ -103,8 +103,11 @@ free_port() {
 # --- two reflectd instances ------------------------------------------------------------------
 
 declare -A port_of pid_of metrics_of
+# deploy/haproxy.cfg sends a PROXY v2 header (send-proxy-v2): reflectd must expect it.
+proxy_flag=()
+grep -Eq '^[[:space:]]*default-server .*send-proxy' deploy/haproxy.cfg && proxy_flag=(--proxy-protocol)
 for name in r1 r2; do
-    "$REFLECTD" --host 127.0.0.1 --port 0 --metrics-port 0 --log-level info >"$work/$name.out" 2>"$work/$name.err" &
+    "$REFLECTD" --host 127.0.0.1 --port 0 --metrics-port 0 --log-level info "${proxy_flag[@]}" >"$work/$name.out" 2>"$work/$name.err" &
     pid=$!
     pids+=("$pid")
     pid_of[$name]=$pid
@@ -115,8 +118,13 @@ for name in r1 r2; do
     done
     line=$(grep -m 1 '^listening on ' "$work/$name.out") || fail "$name printed no listening line within 10 s"
     port_of[$name]=${line##*:}
-    metrics_of[$name]=$(grep -o -m 1 'metrics on http://[^ ]*' "$work/$name.err" | sed 's/^metrics on //') \
-        || fail "$name did not log its metrics URL"
+    # On stdout after the listening lines since 0.2.0 (an info log line before).
+    for _ in $(seq 20); do
+        grep -q -h 'metrics on http://' "$work/$name.out" "$work/$name.err" 2>/dev/null && break
+        sleep 0.1
+    done
+    metrics_of[$name]=$(grep -o -h -m 1 'metrics on http://[^ ]*' "$work/$name.out" "$work/$name.err" | sed -n '1s/^metrics on //p') \
+        || fail "$name did not print its metrics URL"
     log "$name: pid $pid, $line, ${metrics_of[$name]}"
 done
 
@@ -176,6 +184,14 @@ for name in r1 r2; do
     log "$name received $bytes bytes from clients through haproxy"
     [ "$bytes" -gt 0 ] || fail "$name received no client traffic through haproxy"
 done
+
+if [ ${#proxy_flag[@]} -gt 0 ]; then
+    for name in r1 r2; do
+        grep -q 'open 127\.0\.0\.1:[0-9]* via 127\.0\.0\.1:[0-9]* .*proxy=v2' "$work/$name.err" \
+            || fail "$name did not log clients by their PROXY v2 address"
+    done
+    log "both instances logged clients by the address in HAProxy's PROXY v2 header"
+fi
 
 # --- 2. stop one instance: no new connection is lost -------------------------------------------
 

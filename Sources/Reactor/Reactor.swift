@@ -48,6 +48,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     var armedDeadline: Int64 = 0
     var signalFD: CInt = -1
     var signalTargets: [ReactorHandle] = []
+    var signalRouting = SignalRouting()
     var wheel: IdleWheel?
     var wheelStart: Int64 = 0
     var acceptPaused = false
@@ -70,7 +71,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     }
 
     /// Creates a reactor: an epoll instance, its wake-up eventfd, its read buffer and its
-    /// connection table. Nothing is accepted until ``listen(on:backlog:reusePort:limited:)`` and ``run()``.
+    /// connection table. Nothing is accepted until ``listen(on:backlog:reusePort:limited:unixMode:)`` and ``run()``.
     public convenience init(handler: Handler, configuration: ReactorConfiguration = ReactorConfiguration()) throws(SyscallError) {
         try self.init(handler: handler, configuration: configuration, interposer: nil)
     }

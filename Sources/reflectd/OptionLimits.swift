@@ -16,7 +16,8 @@ enum OptionLimits {
     /// Options that take one value: given twice, the command line is refused rather than the
     /// last one quietly winning.
     static let singleValue = ["host", "port", "unix", "backlog", "reactors", "max-connections", "idle-timeout",
-                              "keepalive", "metrics-port", "log-level", "exit-line", "exit-hold-ms"]
+                              "keepalive", "metrics-port", "log-level", "exit-line", "exit-hold-ms",
+                              "unix-mode", "send-timeout", "max-connections-per-client"]
 }
 
 extension Reflectd {

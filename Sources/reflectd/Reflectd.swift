@@ -2,6 +2,7 @@ import ArgumentParser
 import Echo
 import Glibc
 import Logging
+import NonBlockingLog
 import Reactor
 import ToolSupport
 
@@ -27,6 +28,21 @@ struct ReactorCount: ExpressibleByArgument, Sendable {
     var defaultValueDescription: String { String(value) }
 }
 
+/// A Unix socket file's permission bits, in octal (`0660`, `660`, `0o660`).
+struct FileMode: ExpressibleByArgument, Sendable {
+    let value: mode_t
+
+    init?(argument: String) {
+        var digits = Substring(argument)
+        if digits.hasPrefix("0o") { digits = digits.dropFirst(2) }
+        guard (1...4).contains(digits.count), digits.allSatisfy({ ("0"..."7").contains($0) }),
+              let value = mode_t(digits, radix: 8) else { return nil }
+        self.value = value
+    }
+
+    static var defaultValueDescription: String { "the umask's" }
+}
+
 /// `--exit-line on|off`.
 enum ExitLineMode: String, ExpressibleByArgument, CaseIterable, Sendable {
     case on, off
@@ -40,9 +56,11 @@ struct Reflectd: ParsableCommand {
         abstract: "A TCP echo server: every byte comes back; the line `exit` closes the connection.",
         discussion: """
             Prints `listening on HOST:PORT` (the real bound port) on stdout once it accepts \
-            connections, at every log level. SIGTERM or SIGINT stops it gracefully: pending \
-            echoes are delivered, clients see EOF, and it exits 0. Under systemd socket \
-            activation (LISTEN_PID/LISTEN_FDS) it serves the inherited sockets instead of binding.
+            connections, at every log level. SIGTERM, SIGINT or SIGQUIT stops it gracefully: \
+            pending echoes are delivered, clients see EOF, and it exits 0; a second one stops it at \
+            once. SIGUSR1 logs a line of statistics; SIGHUP, SIGALRM and SIGUSR2 are ignored with \
+            a notice. Under systemd socket activation (LISTEN_PID/LISTEN_FDS) it serves the \
+            inherited sockets instead of binding.
             """,
         version: PackageVersion.string)
 
@@ -55,6 +73,9 @@ struct Reflectd: ParsableCommand {
     @Option(help: ArgumentHelp("Also listen on a Unix-domain socket at this path (a stale socket file is replaced; the file is removed at exit).", valueName: "path"))
     var unix: String?
 
+    @Option(parsing: .unconditional, help: ArgumentHelp("Permission bits of the --unix socket file, in octal (e.g. 0660), set before it accepts connections; default: what the umask gives.", valueName: "mode"))
+    var unixMode: FileMode?
+
     @Option(parsing: .unconditional, help: "Length of the kernel's queue of connections not yet accepted (0 to 65535; the kernel caps it at net.core.somaxconn).")
     var backlog = Int(SOMAXCONN)
 
@@ -64,8 +85,17 @@ struct Reflectd: ParsableCommand {
     @Option(parsing: .unconditional, help: "Most connections open at once (whole process); more are accepted and closed at once.")
     var maxConnections: Int?
 
+    @Option(parsing: .unconditional, help: "Most connections open at once from one client address (IPv6: one /64; behind --proxy-protocol, the address in the PROXY header); more are accepted and closed at once with reason `limit`.")
+    var maxConnectionsPerClient: Int?
+
+    @Flag(help: "Every connection starts with a PROXY protocol v1 or v2 header (HAProxy `send-proxy`/`send-proxy-v2`): logs and --max-connections-per-client see the client's address. A missing, malformed or late (3 s) header closes the connection with reason `proxy`.")
+    var proxyProtocol = false
+
     @Option(parsing: .unconditional, help: "Close connections with no traffic in either direction for this many seconds.")
     var idleTimeout: Int?
+
+    @Option(parsing: .unconditional, help: "Close a connection whose pending output made no progress for this many seconds (the peer stopped reading), also while reading from it is paused; 0 turns it off.")
+    var sendTimeout = 60
 
     @Option(parsing: .unconditional, help: "Enable TCP keepalive, probing after this many idle seconds.")
     var keepalive: Int?
@@ -94,19 +124,31 @@ struct Reflectd: ParsableCommand {
             throw ValidationError("--metrics-port must be between 0 and 65535, got \(metricsPort)")
         }
         try validateShipping()
+        if unixMode != nil && unix == nil {
+            throw ValidationError("--unix-mode needs --unix PATH")
+        }
         guard (0...60_000).contains(exitHoldMs) else {
             throw ValidationError("--exit-hold-ms must be between 0 and 60000 milliseconds, got \(exitHoldMs)")
         }
         if let maxConnections, maxConnections <= 0 {
             throw ValidationError("--max-connections must be positive, got \(maxConnections)")
         }
+        if let maxConnectionsPerClient, maxConnectionsPerClient <= 0 {
+            throw ValidationError("--max-connections-per-client must be positive, got \(maxConnectionsPerClient)")
+        }
         if let idleTimeout, !(1...86_400).contains(idleTimeout) {
             throw ValidationError("--idle-timeout must be between 1 and 86400 seconds, got \(idleTimeout)")
+        }
+        guard (0...86_400).contains(sendTimeout) else {
+            throw ValidationError("--send-timeout must be between 0 (off) and 86400 seconds, got \(sendTimeout)")
         }
         if let keepalive, !(1...32_767).contains(keepalive) {
             throw ValidationError("--keepalive must be between 1 and 32767 seconds, got \(keepalive)")
         }
     }
+
+    /// How long the log may delay the exit, draining what is queued for a slow reader.
+    static let logFlushTimeout: Duration = .seconds(1)
 
     /// The exit-line flags as the echo's policy.
     var exitLinePolicy: ExitLinePolicy {
@@ -114,18 +156,29 @@ struct Reflectd: ParsableCommand {
     }
 
     func run() throws {
+        // First, before any thread exists (the log writer is one): see Server.blockSignals().
+        Server.blockSignals()
+        // Before the first log line: a stderr whose reader went away must give EPIPE, not SIGPIPE.
+        Signals.ignoreSIGPIPE()
+        let queue = LogQueue(fd: 2, label: "reflectd")
+        queue.start()
         let level = logLevel
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+            QueuedLogHandler(label: label, queue: queue, logLevel: level)
         }
         do {
-            try Server(options: self).run()
+            try Server(options: self, logQueue: queue).run()
         } catch let failure as StartupFailure {
-            Output.write("reflectd: error: \(failure.message)\n", to: 2)
+            queue.enqueue("reflectd: error: \(failure.message)\n")
+            queue.flush(timeout: Self.logFlushTimeout)
             throw ExitCode.failure
         }
+        queue.flush(timeout: Self.logFlushTimeout)
+    }
+
+    /// Whether `flag` (`--host`) was given on the command line, as `--host X` or `--host=X`.
+    static func given(_ flag: String) -> Bool {
+        CommandLine.arguments.dropFirst().contains { $0 == flag || $0.hasPrefix(flag + "=") }
     }
 }
 

@@ -110,13 +110,17 @@ struct OpsFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Reads a pipe until EOF on its own thread and keeps everything it read.
+/// Reads a pipe until EOF on its own thread and keeps everything it read. A paused one reads
+/// nothing until `resume()`: a log reader that stopped reading.
 final class OpsOutput: Sendable {
     private let data = Mutex<[UInt8]>([])
     private let done = DispatchSemaphore(value: 0)
+    private let go = DispatchSemaphore(value: 0)
 
-    init(fd: CInt) {
+    init(fd: CInt, paused: Bool = false) {
+        if !paused { go.signal() }
         let thread = Thread { [self] in
+            self.go.wait()
             var buffer = [UInt8](repeating: 0, count: 16 * 1024)
             while true {
                 let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
@@ -133,6 +137,9 @@ final class OpsOutput: Sendable {
         }
         thread.start()
     }
+
+    /// Starts reading a paused pipe.
+    func resume() { go.signal() }
 
     var text: String { String(decoding: data.withLock { $0 }, as: UTF8.self) }
     var lines: [String] { text.split(separator: "\n").map(String.init) }
@@ -190,7 +197,7 @@ final class OpsProcess: @unchecked Sendable {
     /// dispositions and an empty mask (as from a shell), `environment` added to ours, and
     /// `inheritedListeners` placed at fds 3, 4, … without close-on-exec (as systemd passes them).
     static func spawn(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
-                      inheritedListeners: [CInt] = []) throws -> OpsProcess {
+                      inheritedListeners: [CInt] = [], stderrPaused: Bool = false) throws -> OpsProcess {
         // Nothing else is inherited: fds this test process has open (from earlier tests, from
         // XCTest) would otherwise count against the child's fd limit, as a user's shell would not.
         markEveryFDCloseOnExec()
@@ -239,7 +246,7 @@ final class OpsProcess: @unchecked Sendable {
             Glibc.close(errPipe[0])
             throw OpsFailure("posix_spawn \(executable): \(String(cString: strerror(rc)))")
         }
-        return OpsProcess(pid: pid, stdout: OpsOutput(fd: outPipe[0]), stderr: OpsOutput(fd: errPipe[0]),
+        return OpsProcess(pid: pid, stdout: OpsOutput(fd: outPipe[0]), stderr: OpsOutput(fd: errPipe[0], paused: stderrPaused),
                           commandLine: ([executable] + arguments).joined(separator: " "))
     }
 
@@ -285,18 +292,19 @@ final class OpsProcess: @unchecked Sendable {
         return port
     }
 
-    /// The metrics port from the info log line `metrics on http://HOST:PORT/metrics`.
+    /// The metrics port from the line `metrics on http://HOST:PORT/metrics` on stdout (or, from
+    /// servers before issue 11, the info log line of the same words).
     func waitForMetricsPort(timeout: Double = 10) throws -> Int {
         let deadline = Ops.now() + timeout
         while true {
-            for line in stderr.lines {
+            for line in stdout.lines + stderr.lines {
                 guard let start = line.range(of: "metrics on http://"),
                       let end = line.range(of: "/metrics", range: start.upperBound..<line.endIndex) else { continue }
                 let hostPort = String(line[start.upperBound..<end.lowerBound])
                 if let port = Ops.port(of: hostPort) { return port }
             }
             if let end = pollExit() { throw OpsFailure("\(commandLine) ended (\(end)) before announcing metrics; stderr: \(stderr.text)") }
-            if Ops.now() >= deadline { throw OpsFailure("no `metrics on http://…` line within \(timeout) s; stderr: \(stderr.text)") }
+            if Ops.now() >= deadline { throw OpsFailure("no `metrics on http://…` line within \(timeout) s; stdout: \(stdout.text) stderr: \(stderr.text)") }
             usleep(10_000)
         }
     }

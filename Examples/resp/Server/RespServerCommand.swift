@@ -1,0 +1,194 @@
+import ArgumentParser
+import Glibc
+import Logging
+import RESP
+import Reactor
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// `--reactors N|auto`.
+struct ReactorCount: ExpressibleByArgument, Sendable {
+    let value: Int
+
+    init?(argument: String) {
+        if argument == "auto" {
+            value = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        } else if let n = Int(argument) {
+            value = n  // checked in validate()
+        } else {
+            return nil
+        }
+    }
+
+    init(_ value: Int) { self.value = value }
+    static var defaultValueDescription: String { "1" }
+}
+
+/// A byte count: a number with an optional Redis-style unit (`100mb`, `1gb`, `512k`).
+struct ByteCount: ExpressibleByArgument, Sendable, CustomStringConvertible {
+    let value: Int
+
+    init?(argument: String) {
+        let text = argument.lowercased()
+        let units: [(String, Int)] = [("kb", 1024), ("mb", 1 << 20), ("gb", 1 << 30), ("k", 1000), ("m", 1_000_000), ("g", 1_000_000_000), ("b", 1)]
+        var multiplier = 1
+        var digits = Substring(text)
+        for (suffix, factor) in units where text.hasSuffix(suffix) {
+            multiplier = factor
+            digits = text.dropLast(suffix.count)
+            break
+        }
+        guard let n = Int(digits), n >= 0 else { return nil }
+        let (product, overflow) = n.multipliedReportingOverflow(by: multiplier)
+        guard !overflow else { return nil }
+        value = product
+    }
+
+    init(_ value: Int) { self.value = value }
+    var description: String { "\(value)" }
+}
+
+@main
+struct RespServer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "resp-server",
+        abstract: "A Redis-protocol (RESP2) key-value server on the Reactor library's public API.",
+        discussion: """
+            Speaks enough of Redis for redis-cli and redis-benchmark: PING, ECHO, SET (NX, XX, \
+            GET), GET, DEL, EXISTS, INCR, DECR, INCRBY, DECRBY, MGET, MSET, DBSIZE, FLUSHALL, \
+            QUIT, COMMAND, CONFIG GET and CLIENT SETNAME, with Redis's replies and error texts. \
+            One keyspace for the whole process, shared by all reactors. Prints \
+            `listening on HOST:PORT` on stdout once it accepts connections. SIGTERM or SIGINT \
+            stops it gracefully, and it exits 0.
+            """)
+
+    @Option(help: "Address to listen on: an IPv4 or IPv6 literal, or a host name.")
+    var host = "0.0.0.0"
+
+    @Option(help: "TCP port to listen on (0 picks a free one).")
+    var port = 6379
+
+    @Option(help: ArgumentHelp("Reactor threads, each with its own SO_REUSEPORT listener: a number, or `auto` for one per CPU.", valueName: "n|auto"))
+    var reactors = ReactorCount(1)
+
+    @Option(help: ArgumentHelp("The longest bulk string a request may carry (bytes; units kb, mb).", valueName: "bytes"))
+    var maxBulk = ByteCount(1 << 20)
+
+    @Option(help: ArgumentHelp("The largest request, all its arguments and headers together.", valueName: "bytes"))
+    var maxRequest = ByteCount(64 << 20)
+
+    @Option(help: ArgumentHelp("Refuse commands that add data once keys and values take more than this (0: no limit).", valueName: "bytes"))
+    var maxmemory = ByteCount(0)
+
+    @Option(help: ArgumentHelp("Drop a connection with more than this many bytes of replies it has not read.", valueName: "bytes"))
+    var maxOutput = ByteCount(64 << 20)
+
+    @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .info
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, got \(port)") }
+        guard reactors.value > 0 else { throw ValidationError("--reactors must be a positive number or `auto`, got \(reactors.value)") }
+        guard (1...(512 << 20)).contains(maxBulk.value) else {
+            throw ValidationError("--max-bulk must be between 1 byte and 512mb, got \(maxBulk.value)")
+        }
+        guard maxRequest.value >= maxBulk.value + 64 else {
+            throw ValidationError("--max-request must be larger than --max-bulk, got \(maxRequest.value)")
+        }
+        guard maxOutput.value >= 1 << 20 else { throw ValidationError("--max-output must be at least 1mb, got \(maxOutput.value)") }
+    }
+
+    func run() throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "resp-server")
+        // Before any thread exists, so every thread inherits the mask and the signals arrive
+        // only through reactor 0's signalfd.
+        Signals.block([SIGTERM, SIGINT])
+        Signals.ignoreSIGPIPE()
+
+        let address: SocketAddress
+        do {
+            address = try SocketAddress(host: host, port: port)
+        } catch {
+            throw fail("invalid --host: \(error)")
+        }
+        var settings = ReactorConfiguration()
+        settings.logger = logger
+        let configuration = settings
+        let keyspace = Keyspace()
+        let limits = RequestLimits(maxBulk: maxBulk.value, maxRequest: maxRequest.value)
+        let (maxMemory, maxOutput) = (maxmemory.value, maxOutput.value)
+        let makeHandler: @Sendable () -> RespHandler = {
+            RespHandler(context: RespContext(keyspace: keyspace, limits: limits, maxMemory: maxMemory, maxOutput: maxOutput,
+                                             configuration: configuration, logger: logger))
+        }
+
+        let count = reactors.value
+        let main = try Reactor(handler: makeHandler(), configuration: configuration)
+        let bound: SocketAddress
+        do {
+            if count > 1 {
+                // SO_REUSEPORT would quietly share the port with another server of this user:
+                // check first, and let every reactor bind the port this check got (for --port 0).
+                bound = try main.listen(on: try address.checkAvailable(), reusePort: true)
+            } else {
+                bound = try main.listen(on: address)
+            }
+        } catch {
+            throw fail("cannot listen on \(address): \(error)")
+        }
+        var threads: [pthread_t] = []
+        var handles: [ReactorHandle] = []
+        for index in 1..<count {
+            let started = StartGate()
+            threads.append(spawnThread {
+                do {
+                    let reactor = try Reactor(handler: makeHandler(), configuration: configuration)
+                    _ = try reactor.listen(on: bound, reusePort: true)
+                    started.succeed(reactor.handle)
+                    reactor.run()
+                } catch {
+                    started.fail("reactor \(index): \(error)")
+                }
+            })
+            switch started.wait() {
+            case .success(let handle): handles.append(handle)
+            case .failure(let message):
+                handles.forEach { $0.stopNow() }
+                threads.forEach { pthread_join($0, nil) }
+                throw fail(message)
+            }
+        }
+        try main.stop(onSignals: [SIGTERM, SIGINT], alsoStopping: handles)
+        Output.write("listening on \(bound)\n", to: 1)
+        logger.info("resp-server started", metadata: ["reactors": "\(count)", "pid": "\(getpid())"])
+        main.run()
+        for thread in threads { pthread_join(thread, nil) }
+        logger.info("resp-server stopped", metadata: ["keys": "\(keyspace.count)"])
+    }
+
+    func fail(_ message: String) -> ExitCode {
+        Output.write("resp-server: error: \(message)\n", to: 2)
+        return ExitCode.failure
+    }
+}
+
+/// Unbuffered writes, so the startup line is out before anything else happens.
+enum Output {
+    static func write(_ text: String, to fd: CInt) {
+        var text = text
+        text.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                if n <= 0 { return }
+                offset += n
+            }
+        }
+    }
+}
