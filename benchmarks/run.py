@@ -364,7 +364,8 @@ def write_report(rows, args, started, failures=()):
     if failures:
         lines += ["", "## Failed scenarios (no numbers above)", ""]
         for fl in failures:
-            last = [l for l in fl["error"].splitlines() if "error" in l.lower()] or fl["error"].splitlines() or [""]
+            # reflect-bench's own "error:" lines say what went wrong; its progress lines do not.
+            last = [l for l in fl["error"].splitlines() if "error:" in l] or fl["error"].splitlines()[-1:] or [""]
             lines.append(f"- {fl['server']} / {fl['scenario']}: {last[0][:300]}")
     lines += ["", "## Commands", ""]
     for s in servers:
