@@ -22,6 +22,8 @@ let package = Package(
     targets: [
         // C shims for what Glibc does not import into Swift (epoll, accept4, eventfd, timerfd, signalfd).
         .systemLibrary(name: "CEpoll", path: "Sources/CEpoll"),
+        // The exit-line scan in C, for an AVX2 version chosen at run time (no epoll: Echo imports it).
+        .systemLibrary(name: "CScan", path: "Sources/CScan"),
         // The reusable reactor: knows nothing about echo.
         .target(
             name: "Reactor",
@@ -34,7 +36,7 @@ let package = Package(
         // The echo protocol: the exit-line detector and the echo handler. Knows nothing about epoll.
         .target(
             name: "Echo",
-            dependencies: ["Reactor", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Reactor", "CScan", .product(name: "Logging", package: "swift-log")]
         ),
         // Logging that never blocks its caller: a bounded queue drained by one writer thread.
         .target(name: "NonBlockingLog", dependencies: [.product(name: "Logging", package: "swift-log")]),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Hot-path microbenchmarks that count instead of time, so they repeat exactly on a noisy VM:
 #   - user-space instructions per echoed message (callgrind), reflectd vs the C baseline;
+#   - user-space instructions per MB echoed on a binary bulk stream (callgrind), likewise;
 #   - heap allocations per echoed message and per accepted connection (valgrind's heap summary).
 # Each number is a difference between two runs of the same fixed workload with different sizes,
 # so start-up and shutdown cancel out. Writes benchmarks/results/DATE-micro.md.
@@ -44,12 +45,16 @@ instructions() { callgrind_annotate "$work/$1.cg" 2>/dev/null | awk '/PROGRAM TO
 allocs() { awk '/total heap usage/ && !n { v = $0; sub(/.*usage: /, "", v); sub(/ allocs.*/, "", v); gsub(",", "", v); print v; n = 1 }' "$work/$1.vg"; }
 
 small=1; large=2001; conns=10       # ping-pong rounds per connection
-declare -A ir al
+declare -A ir irmb al
 for server in reflectd c; do
     if [ $server = reflectd ]; then argv=("$work/reflectd" --log-level warning); else argv=("$c_server"); fi
     run callgrind "$server-s" pingpong.py "$conns $small" 64 "${argv[@]}"
     run callgrind "$server-l" pingpong.py "$conns $large" 64 "${argv[@]}"
     ir[$server]=$(( ($(instructions $server-l) - $(instructions $server-s)) / (conns * (large - small)) ))
+    # Bulk: 4 connections streaming random binary bytes; 4 x 32 MiB more in the large run.
+    run callgrind "$server-bs" bulk.py "4 4" "" "${argv[@]}"
+    run callgrind "$server-bl" bulk.py "4 36" "" "${argv[@]}"
+    irmb[$server]=$(( ($(instructions $server-bl) - $(instructions $server-bs)) * 1000000 / (4 * 32 * 1048576) ))
 done
 run memcheck al-msg-s pingpong.py "$conns $small" 64 "$work/reflectd" --log-level warning
 run memcheck al-msg-l pingpong.py "$conns $large" 64 "$work/reflectd" --log-level warning
@@ -72,11 +77,15 @@ the extra messages or connections, so start-up and shutdown cancel out.
 | measure | reflectd | C epoll baseline | ratio |
 |---|---|---|---|
 | user-space instructions per echoed 64-byte message (callgrind, $conns connections, depth 1) | ${ir[reflectd]} | ${ir[c]} | $(python3 -c "print(f'{${ir[reflectd]}/${ir[c]}:.2f}×')") |
+| user-space instructions per MB echoed, binary bulk stream (callgrind, 4 connections, exit line on) | ${irmb[reflectd]} | ${irmb[c]} | $(python3 -c "print(f'{${irmb[reflectd]}/${irmb[c]}:.0f}×')") |
 | heap allocations per echoed message (steady state, $msgs messages) | $alloc_per_msg | – | |
 | heap allocations per accepted connection (connect, echo, close; 500 connections) | $alloc_per_conn | – | |
 
 Instructions are user space only (the kernel's share of a message, several µs, is not counted).
 Workloads: \`benchmarks/tools/pingpong.py PORT $conns N 64\` with N = $small and $large rounds per
-connection; \`benchmarks/tools/churn.py PORT N\` with N = 10 and 510.
+connection; \`benchmarks/tools/churn.py PORT N\` with N = 10 and 510; \`benchmarks/tools/bulk.py PORT 4 N\`
+with N = 4 and 36 MiB per connection. A bulk MB costs reflectd its exit-line scan (the C server
+does no scan), so that ratio is large however fast the scan is; the scan's share of the server's
+CPU time is in \`run.sh\`'s bulk rows (exit line on vs off).
 MD
 cat "$report"

@@ -20,7 +20,7 @@ mkdir -p "$out" "$work"
 
 echo "building $out/exitline-fuzz (swiftc -sanitize=fuzzer,address)"
 swiftc -sanitize=fuzzer,address -parse-as-library -O -g -module-name ExitLineFuzz \
-    fuzz/ExitLineFuzz.swift Sources/Echo/ExitLineDetector.swift \
+    -I Sources/CScan fuzz/ExitLineFuzz.swift Sources/Echo/ExitLineDetector.swift Sources/Echo/LineStartScan.swift \
     -o "$out/exitline-fuzz"
 
 echo "fuzzing for ${seconds}s"

@@ -159,43 +159,11 @@ public struct ExitLineDetector: Sendable, Equatable {
     }
 
     /// The first index `q >= from` with `base[q] == "\n"` and `base[q + 1] == "e"`: the only
-    /// places inside a segment where an exit line can start.
-    ///
-    /// Sixteen bytes per step, comparing the segment and the segment shifted by one, so the cost
-    /// does not depend on how long the lines are. (One memchr per line cost 40 % of the server's
-    /// CPU on a bulk stream of 100-byte lines, measured with perf; this loop costs 11 %. Wider
-    /// steps measured worse: `any` on a SIMD32 mask is not inlined, and two SIMD16 masks OR-ed
-    /// per step compiled to slower code.)
+    /// places inside a segment where an exit line can start. (See ``LineStartScan``: AVX2 where
+    /// the CPU has it, 16-byte vectors elsewhere.)
     @inline(__always)
     static func newlineBeforeE(_ base: UnsafePointer<UInt8>, _ n: Int, from: Int) -> Int? {
-        var q = from
-        let raw = UnsafeRawPointer(base)
-        let newlines = SIMD16<UInt8>(repeating: newline)
-        let es = SIMD16<UInt8>(repeating: UInt8(ascii: "e"))
-        while q + 17 <= n {
-            let hits = (raw.loadUnaligned(fromByteOffset: q, as: SIMD16<UInt8>.self) .== newlines)
-                .& (raw.loadUnaligned(fromByteOffset: q + 1, as: SIMD16<UInt8>.self) .== es)
-            if any(hits) {
-                for lane in 0..<16 where hits[lane] { return q + lane }
-            }
-            q += 16
-        }
-        guard q + 1 < n else { return nil }
-        if n >= 17 {
-            // The rest in one vector that ends at the last byte, overlapping what was checked.
-            let start = n - 17
-            let hits = (raw.loadUnaligned(fromByteOffset: start, as: SIMD16<UInt8>.self) .== newlines)
-                .& (raw.loadUnaligned(fromByteOffset: start + 1, as: SIMD16<UInt8>.self) .== es)
-            if any(hits) {
-                for lane in (q - start)..<16 where hits[lane] { return start + lane }
-            }
-            return nil
-        }
-        while q + 1 < n {
-            if base[q] == newline && base[q + 1] == UInt8(ascii: "e") { return q }
-            q += 1
-        }
-        return nil
+        LineStartScan.newlineBeforeE(base, n, from: from)
     }
 
     /// End of input: bytes still held back (and not released yet) are data. Returns the range

@@ -4,7 +4,9 @@ import Logging
 public struct ReactorConfiguration: Sendable {
     /// Size of the one read buffer the reactor shares among all its connections.
     /// Why 64 KiB: a bulk sender fills it in one read (fewer system calls per byte), and it is
-    /// allocated once per reactor, not per connection.
+    /// allocated once per reactor, not per connection. (256 KiB cut system calls per MB of a
+    /// loopback bulk stream 2.8× but cost more server CPU per MB, and would raise the per-peer
+    /// bound below to 320 KiB: benchmarks/README.md, "Bulk: what costs what".)
     public var readBufferSize = 64 * 1024
 
     /// Stop reading from a connection when its unsent output passes this many bytes…

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Build the three baseline echo servers used by reflectd's comparison
+# Build the four baseline echo servers used by reflectd's comparison
 # benchmarks. Idempotent: safe to run repeatedly (C sources are recompiled
 # only when changed, SwiftPM rebuilds incrementally).
 #
 #   benchmarks/baselines/build.sh
 #
-# Build logs go to stderr; stdout gets exactly three lines, the absolute
+# Build logs go to stderr; stdout gets exactly four lines, the absolute
 # paths of the binaries, in this order:
-#   c-epoll/echo_epoll, c-fork/echo_fork, nio-echo (release)
-# Exits non-zero on any failure.
+#   c-epoll/echo_epoll, c-fork/echo_fork, nio-echo (release), go-echo/go-echo
+# Exits non-zero on any failure. The Go server needs a Go toolchain (Debian:
+# golang-go); without one it is skipped with a warning (its path is still
+# printed, and the binary is missing).
 #
 # Environment: CC (default cc), SWIFT (default: swift on PATH, else
-# /opt/swift/usr/bin/swift).
+# /opt/swift/usr/bin/swift), GO (default: go on PATH).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -53,6 +55,19 @@ if [[ ! -x "$nio_bin" ]]; then
     exit 1
 fi
 
+# Go: standard library only, so nothing is downloaded (GOPROXY=off); -trimpath keeps this
+# machine's paths out of the binary.
+GO="${GO:-$(command -v go || true)}"
+go_bin="$here/go-echo/go-echo"
+if [[ -n "$GO" ]]; then
+    echo "+ $GO build -trimpath -o $go_bin ($here/go-echo)" >&2
+    (cd "$here/go-echo" && GOPROXY=off GOFLAGS= GOTOOLCHAIN=local "$GO" build -trimpath -o "$go_bin.tmp.$$" . >&2)
+    mv -f "$go_bin.tmp.$$" "$go_bin"
+else
+    echo "build.sh: warning: no Go toolchain (apt-get install golang-go): go-echo not built" >&2
+fi
+
 echo "$here/c-epoll/echo_epoll"
 echo "$here/c-fork/echo_fork"
 echo "$nio_bin"
+echo "$go_bin"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Self-test for the baseline echo servers (loopback 127.0.0.1 only).
 
-    python3 benchmarks/baselines/selftest.py [--skip-build] [epoll] [fork] [nio]
+    python3 benchmarks/baselines/selftest.py [--skip-build] [epoll] [fork] [nio] [go]
 
 Builds the servers with build.sh (unless --skip-build), then for each server:
 starts it with `--port 0`, parses the exact "listening on 0.0.0.0:PORT" line
@@ -34,6 +34,7 @@ DEFAULT_BINS = {
     "epoll": os.path.join(HERE, "c-epoll", "echo_epoll"),
     "fork": os.path.join(HERE, "c-fork", "echo_fork"),
     "nio": os.path.join(HERE, "nio-echo", ".build", "release", "nio-echo"),
+    "go": os.path.join(HERE, "go-echo", "go-echo"),
 }
 
 
@@ -328,7 +329,7 @@ def run_server(name, binary):
 
 def main(argv):
     skip_build = "--skip-build" in argv
-    names = [a for a in argv if not a.startswith("-")] or ["epoll", "fork", "nio"]
+    names = [a for a in argv if not a.startswith("-")] or ["epoll", "fork", "nio", "go"]
     for n in names:
         if n not in DEFAULT_BINS:
             print(f"unknown server {n!r}; choose from {sorted(DEFAULT_BINS)}", file=sys.stderr)
@@ -343,10 +344,10 @@ def main(argv):
             print(f"FAIL build.sh: {e}", file=sys.stderr)
             return 1
         paths = out.decode().split()
-        if len(paths) != 3:
-            print(f"FAIL build.sh printed {paths!r}, want 3 paths", file=sys.stderr)
+        if len(paths) != 4:
+            print(f"FAIL build.sh printed {paths!r}, want 4 paths", file=sys.stderr)
             return 1
-        bins = dict(zip(["epoll", "fork", "nio"], paths))
+        bins = dict(zip(["epoll", "fork", "nio", "go"], paths))
 
     npass = nfail = 0
     for n in names:
