@@ -136,7 +136,7 @@ struct Syscalls {
                 if e == .resourceTemporarilyUnavailable { return .wouldBlock }
                 return .failed(e)
             }
-            let n = Glibc.read(fd, buffer.baseAddress, length)
+            let n = cepoll_sys_read(fd, buffer.baseAddress, length)
             if n > 0 { return .bytes(n) }
             if n == 0 { return .eof }
             let e = cepoll_errno()
@@ -163,7 +163,7 @@ struct Syscalls {
                 if e == .resourceTemporarilyUnavailable { return .wouldBlock }
                 return .failed(e)
             }
-            let n = Glibc.send(fd, bytes.baseAddress, length, CEPOLL_MSG_NOSIGNAL)
+            let n = cepoll_sys_send(fd, bytes.baseAddress, length, CEPOLL_MSG_NOSIGNAL)
             if n >= 0 { return .bytes(n) }
             let e = cepoll_errno()
             switch e {
@@ -317,7 +317,7 @@ struct Syscalls {
     @usableFromInline @inline(never)
     func epollWait(_ epfd: CInt, _ events: UnsafeMutablePointer<epoll_event>, capacity: Int, timeoutMs: CInt) -> Int {
         if case .fail = consult(.epollWait, epfd) { return 0 }
-        let n = epoll_wait(epfd, events, CInt(capacity), timeoutMs)
+        let n = cepoll_sys_epoll_wait(epfd, events, CInt(capacity), timeoutMs)
         if n < 0 {
             let e = cepoll_errno()
             precondition(e == EINTR, "epoll_wait failed with errno \(e): a reactor bug")
