@@ -7,23 +7,11 @@ import Foundation
 import Glibc
 import XCTest
 
-final class ExitHoldTests: XCTestCase {
-    private var servers: [ServerProcess] = []
-
-    override func setUp() {
-        super.setUp()
-        signal(SIGPIPE, SIG_IGN)
-    }
-
-    override func tearDown() {
-        for server in servers { server.kill() }
-        servers.removeAll()
-        super.tearDown()
-    }
+final class ExitHoldTests: ServerTestCase {
 
     private func start(_ extra: [String] = []) throws -> Int {
         let server = try ServerProcess.reflectd(["--host", "127.0.0.1", "--port", "0", "--log-level", "warning"] + extra)
-        servers.append(server)
+        track(server)
         return try server.waitForListening().port
     }
 
@@ -162,7 +150,7 @@ final class ExitHoldTests: XCTestCase {
         for (arguments, option) in [(["--exit-line", "maybe"], "--exit-line"), (["--exit-hold-ms", "-5"], "--exit-hold-ms"),
                                     (["--exit-hold-ms", "soon"], "--exit-hold-ms"), (["--exit-hold-ms", "60001"], "--exit-hold-ms")] {
             let server = try ServerProcess.reflectd(["--port", "0"] + arguments)
-            servers.append(server)
+            track(server)
             let status = server.waitForExit(timeout: 5)
             XCTAssertNotNil(status, "\(arguments) still runs")
             XCTAssertNotEqual(status, .exited(0), "\(arguments) was accepted")

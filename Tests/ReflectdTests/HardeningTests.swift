@@ -7,63 +7,14 @@ import Foundation
 import Glibc
 import XCTest
 
-final class HardeningTests: XCTestCase {
-    private var servers: [OpsProcess] = []
-    private var directories: [String] = []
-
-    override func setUp() {
-        super.setUp()
-        signal(SIGPIPE, SIG_IGN)
-    }
-
-    override func tearDown() {
-        for server in servers {
-            server.kill()
-            server.stderr.resume()
-        }
-        servers.removeAll()
-        for directory in directories { try? FileManager.default.removeItem(atPath: directory) }
-        directories.removeAll()
-        super.tearDown()
-    }
+final class HardeningTests: ServerTestCase {
 
     // MARK: helpers
 
     private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> OpsProcess {
         let server = try OpsProcess.spawn(try Ops.reflectdPath(), arguments, stderrPaused: stderrPaused)
-        servers.append(server)
+        track(server)
         return server
-    }
-
-    private func track(_ server: OpsProcess) -> OpsProcess {
-        servers.append(server)
-        return server
-    }
-
-    private func temporaryDirectory() throws -> String {
-        let directory = try Ops.temporaryDirectory()
-        directories.append(directory)
-        return directory
-    }
-
-    private func assertExitsCleanly(_ server: OpsProcess, within timeout: Double,
-                                    file: StaticString = #filePath, line: UInt = #line) {
-        let end = server.waitForExit(timeout: timeout)
-        XCTAssertEqual(end, .exited(0), "reflectd did not exit 0 within \(timeout) s; stderr tail:\n\(server.stderr.text.suffix(2000))",
-                       file: file, line: line)
-    }
-
-    /// Asserts the process fails at once (non-zero, not a crash, no listening line); returns stderr.
-    private func assertFailsAtOnce(_ server: OpsProcess, file: StaticString = #filePath, line: UInt = #line) -> String {
-        let end = server.waitForExit(timeout: 5)
-        XCTAssertNotNil(end, "reflectd still runs after 5 s", file: file, line: line)
-        XCTAssertNotEqual(end, .exited(0), "reflectd should have failed", file: file, line: line)
-        if case .signaled(let signal) = end { XCTFail("reflectd crashed (signal \(signal))", file: file, line: line) }
-        server.stderr.waitForEOF(timeout: 2)
-        server.stdout.waitForEOF(timeout: 2)
-        XCTAssertFalse(server.stdout.text.contains("listening on"), "it announced a listener: \(server.stdout.text)", file: file, line: line)
-        XCTAssertFalse(server.stderr.text.contains("Fatal error"), "a crash, not an error message: \(server.stderr.text)", file: file, line: line)
-        return server.stderr.text
     }
 
     private func waitForLog(_ server: OpsProcess, _ text: String, timeout: Double = 3,

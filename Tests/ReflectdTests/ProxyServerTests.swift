@@ -6,23 +6,11 @@ import Foundation
 import Glibc
 import XCTest
 
-final class ProxyServerTests: XCTestCase {
-    private var servers: [ServerProcess] = []
-
-    override func setUp() {
-        super.setUp()
-        signal(SIGPIPE, SIG_IGN)
-    }
-
-    override func tearDown() {
-        for server in servers { server.kill() }
-        servers.removeAll()
-        super.tearDown()
-    }
+final class ProxyServerTests: ServerTestCase {
 
     private func start(_ arguments: [String]) throws -> (ServerProcess, Int) {
         let server = try ServerProcess.reflectd(["--host", "127.0.0.1", "--port", "0"] + arguments)
-        servers.append(server)
+        track(server)
         return (server, try server.waitForListening().port)
     }
 
@@ -132,7 +120,7 @@ final class ProxyServerTests: XCTestCase {
     func testPerClientLimitRefusesOneOverAndGivesPlacesBackHoweverConnectionsEnd() throws {
         let server = try ServerProcess.reflectd(["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
                                                  "--max-connections-per-client", "3", "--reactors", "2"])
-        servers.append(server)
+        track(server)
         let port = try server.waitForListening().port
         let metricsPort = try server.process.waitForMetricsPort()
         var open = try (0..<3).map { _ in try OpsClient.connect(host: "127.0.0.1", port: port) }
@@ -178,7 +166,7 @@ final class ProxyServerTests: XCTestCase {
         // `=` so that the argument parser takes -3 as the option's value, not as another option.
         for value in ["0", "-3"] {
             let server = try ServerProcess.reflectd(["--port", "0", "--max-connections-per-client=\(value)"])
-            servers.append(server)
+            track(server)
             let end = server.waitForExit(timeout: 10)
             XCTAssertNotNil(end)
             XCTAssertNotEqual(end, .exited(0))

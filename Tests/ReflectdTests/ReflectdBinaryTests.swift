@@ -9,24 +9,12 @@ import Glibc
 import Synchronization
 import XCTest
 
-final class ReflectdBinaryTests: XCTestCase {
-    private var servers: [ServerProcess] = []
-
-    override func setUp() {
-        super.setUp()
-        signal(SIGPIPE, SIG_IGN)
-    }
-
-    override func tearDown() {
-        for server in servers { server.kill() }
-        servers.removeAll()
-        super.tearDown()
-    }
+final class ReflectdBinaryTests: ServerTestCase {
 
     /// Starts reflectd with `arguments` and remembers it for tearDown.
     private func launch(_ arguments: [String]) throws -> ServerProcess {
         let server = try ServerProcess.reflectd(arguments)
-        servers.append(server)
+        track(server)
         return server
     }
 
@@ -35,28 +23,6 @@ final class ReflectdBinaryTests: XCTestCase {
         let server = try launch(["--host", "127.0.0.1", "--port", String(port)])
         let (_, bound) = try server.waitForListening()
         return (server, bound)
-    }
-
-    /// Asserts the process ends with status 0 within `timeout` seconds.
-    private func assertExitsCleanly(_ server: ServerProcess, within timeout: Double,
-                                    file: StaticString = #filePath, line: UInt = #line) {
-        let status = server.waitForExit(timeout: timeout)
-        XCTAssertEqual(status, .exited(0), "reflectd did not exit 0 within \(timeout) s; stderr:\n\(server.stderr.text)",
-                       file: file, line: line)
-    }
-
-    /// Asserts the process fails (non-zero) within `timeout` seconds and returns its stderr.
-    private func assertFailsAtOnce(_ server: ServerProcess, within timeout: Double = 5,
-                                   file: StaticString = #filePath, line: UInt = #line) -> String {
-        let status = server.waitForExit(timeout: timeout)
-        XCTAssertNotNil(status, "reflectd still runs after \(timeout) s", file: file, line: line)
-        XCTAssertNotEqual(status, .exited(0), "reflectd should fail", file: file, line: line)
-        if case .signaled(let signal) = status {
-            XCTFail("reflectd crashed with signal \(signal) instead of exiting with an error", file: file, line: line)
-        }
-        server.stderr.waitForEOF(timeout: 2)
-        XCTAssertFalse(server.stdout.text.contains("listening on"), "it announced a listening socket", file: file, line: line)
-        return server.stderr.text
     }
 
     private func roundTrip(_ client: TestSocket, _ message: String, file: StaticString = #filePath, line: UInt = #line) throws {
@@ -372,7 +338,7 @@ final class ReflectdBinaryTests: XCTestCase {
         let path = try ServerProcess.reflectdPath()
         let launchedAt = monotonicSeconds()
         let server = try ServerProcess.launch("/bin/sh", ["-c", "ulimit -n 32; exec '\(path)' --host 127.0.0.1 --port 0"])
-        servers.append(server)
+        track(server)
         let (_, port) = try server.waitForListening()
 
         let count = 40
