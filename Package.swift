@@ -44,7 +44,8 @@ let package = Package(
         // command-line checks.
         .target(
             name: "ToolSupport",
-            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")]
         ),
         // The server.
         .executableTarget(
@@ -80,7 +81,7 @@ let package = Package(
         .target(name: "RESP", path: "Examples/resp/RESP"),
         .executableTarget(
             name: "resp-server",
-            dependencies: ["RESP", "Reactor",
+            dependencies: ["RESP", "Reactor", "ToolSupport",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")],
             path: "Examples/resp/Server"

@@ -8,31 +8,7 @@
 # Exits non-zero if the build fails or the fuzzer finds a crash (a mismatch with the model traps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. fuzz/lib.sh
 
-seconds=${1:-60}
-case "$seconds" in
-    ''|*[!0-9]*) echo "usage: fuzz/run.sh [SECONDS]" >&2; exit 2 ;;
-esac
-export PATH="/opt/swift/usr/bin:$PATH"
-out=fuzz/out
-work=fuzz/corpus-work
-mkdir -p "$out" "$work"
-
-echo "building $out/exitline-fuzz (swiftc -sanitize=fuzzer,address)"
-swiftc -sanitize=fuzzer,address -parse-as-library -O -g -module-name ExitLineFuzz \
-    -I Sources/CScan fuzz/ExitLineFuzz.swift Sources/Echo/ExitLineDetector.swift Sources/Echo/LineStartScan.swift \
-    -o "$out/exitline-fuzz"
-
-echo "fuzzing for ${seconds}s"
-status=0
-# The Swift runtime's own crash backtracer can outlive the crashed process and hold the output
-# pipe open; libFuzzer's deadly-signal handler reports the crash and the stack by itself.
-SWIFT_BACKTRACE=enable=no "$out/exitline-fuzz" \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=4096 \
-    -artifact_prefix="$out/" -print_final_stats=1 \
-    "$work" fuzz/corpus || status=$?
-if [ "$status" -ne 0 ]; then
-    echo "fuzz/run.sh: the fuzzer failed (status $status); reproduce with: $out/exitline-fuzz $out/crash-*" >&2
-    exit "$status"
-fi
-echo "fuzz/run.sh: no crash in ${seconds}s"
+fuzz_target "${1:-60}" exitline-fuzz ExitLineFuzz 4096 fuzz/corpus fuzz/corpus-work \
+    -I Sources/CScan fuzz/ExitLineFuzz.swift Sources/Echo/ExitLineDetector.swift Sources/Echo/LineStartScan.swift

@@ -6,28 +6,6 @@ import NonBlockingLog
 import Reactor
 import ToolSupport
 
-extension Logger.Level: @retroactive ExpressibleByArgument {}
-
-/// How many reactor threads: a positive number or `auto` (one per online CPU).
-struct ReactorCount: ExpressibleByArgument, Sendable {
-    let value: Int
-
-    init?(argument: String) {
-        if argument == "auto" {
-            value = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        } else if let n = Int(argument) {
-            value = n  // checked in validate(), for a message that says what is allowed
-        } else {
-            return nil
-        }
-    }
-
-    init(_ value: Int) { self.value = value }
-
-    /// How `--help` shows the default: as a user would type it (an instance requirement).
-    var defaultValueDescription: String { String(value) }
-}
-
 /// A Unix socket file's permission bits, in octal (`0660`, `660`, `0o660`).
 struct FileMode: ExpressibleByArgument, Sendable {
     let value: mode_t

@@ -3,26 +3,7 @@ import Glibc
 import Logging
 import RESP
 import Reactor
-
-extension Logger.Level: @retroactive ExpressibleByArgument {}
-
-/// `--reactors N|auto`.
-struct ReactorCount: ExpressibleByArgument, Sendable {
-    let value: Int
-
-    init?(argument: String) {
-        if argument == "auto" {
-            value = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        } else if let n = Int(argument) {
-            value = n  // checked in validate()
-        } else {
-            return nil
-        }
-    }
-
-    init(_ value: Int) { self.value = value }
-    static var defaultValueDescription: String { "1" }
-}
+import ToolSupport
 
 /// A byte count: a number with an optional Redis-style unit (`100mb`, `1gb`, `512k`).
 struct ByteCount: ExpressibleByArgument, Sendable, CustomStringConvertible {
@@ -60,7 +41,8 @@ struct RespServer: ParsableCommand {
             One keyspace for the whole process, shared by all reactors. Prints \
             `listening on HOST:PORT` on stdout once it accepts connections. SIGTERM or SIGINT \
             stops it gracefully, and it exits 0.
-            """)
+            """,
+        version: PackageVersion.string)
 
     @Option(help: "Address to listen on: an IPv4 or IPv6 literal, or a host name.")
     var host = "0.0.0.0"
