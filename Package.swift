@@ -35,11 +35,13 @@ let package = Package(
             name: "Echo",
             dependencies: ["Reactor", .product(name: "Logging", package: "swift-log")]
         ),
+        // Logging that never blocks its caller: a bounded queue drained by one writer thread.
+        .target(name: "NonBlockingLog", dependencies: [.product(name: "Logging", package: "swift-log")]),
         // The server.
         .executableTarget(
             name: "reflectd",
             dependencies: [
-                "Reactor", "Echo",
+                "Reactor", "Echo", "NonBlockingLog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -69,7 +71,7 @@ let package = Package(
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEpoll", "TestSupport"]),
         .testTarget(
             name: "ReflectdTests",
-            dependencies: ["Echo", "Reactor", "CEpoll", "TestSupport",
+            dependencies: ["Echo", "Reactor", "CEpoll", "TestSupport", "NonBlockingLog",
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(name: "ToolsTests", dependencies: ["CEpoll"]),

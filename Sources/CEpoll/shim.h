@@ -96,6 +96,14 @@ static inline int cepoll_signalfd(const int *signals, int count) {
     return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
+// Replaces the mask of an existing signalfd (signalfd(2) with a valid fd).
+static inline int cepoll_signalfd_update(int fd, const int *signals, int count) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int i = 0; i < count; i++) sigaddset(&set, signals[i]);
+    return signalfd(fd, &set, 0);
+}
+
 static inline void cepoll_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
 
 static inline void *cepoll_mmap_anonymous(size_t length) {

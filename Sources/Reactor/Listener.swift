@@ -12,6 +12,23 @@ struct Listener {
     let limited: Bool
     /// Whether the reactor created the socket file, and so removes it when it stops.
     let ownsUnixPath: Bool
+    /// The socket file this reactor bound (device and inode), so that it removes only that file:
+    /// another server may have replaced it since.
+    var unixFile: FileIdentity? = nil
+}
+
+/// A file's device and inode: the same path may name another file later.
+struct FileIdentity: Equatable {
+    let device: UInt
+    let inode: UInt
+
+    /// The identity of what `path` names now (without following a symlink), or nil.
+    init?(path: String) {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return nil }
+        device = UInt(st.st_dev)
+        inode = UInt(st.st_ino)
+    }
 }
 
 /// Creating listening sockets.
@@ -21,7 +38,11 @@ enum ListeningSocket {
     /// SO_REUSEADDR is set before bind so a restarted server can bind while connections of the
     /// previous run sit in TIME_WAIT. Linux still refuses (EADDRINUSE) a port that another socket
     /// is listening on, which is how "port in use" is detected.
-    static func make(_ address: SocketAddress, backlog: CInt, reusePort: Bool) throws(SyscallError) -> (CInt, SocketAddress) {
+    ///
+    /// A Unix socket file gets `unixMode` (if given) after bind and before listen, so no client can
+    /// connect while it still has the umask's mode.
+    static func make(_ address: SocketAddress, backlog: CInt, reusePort: Bool,
+                     unixMode: mode_t? = nil) throws(SyscallError) -> (CInt, SocketAddress) {
         if case .unix(let path) = address.storage { try removeStaleSocketFile(path) }
         let fd = FileDescriptor(try Syscalls.socket(family: address.family))
         if !address.isUnix {
@@ -33,6 +54,14 @@ enum ListeningSocket {
             }
         }
         try address.withSockAddr { (sa, len) throws(SyscallError) in try Syscalls.bind(fd.raw, sa, len) }
+        if let unixMode, case .unix(let path) = address.storage {
+            do {
+                try Syscalls.chmod(path, unixMode)
+            } catch {
+                Syscalls.unlink(path)
+                throw error
+            }
+        }
         try Syscalls.listen(fd.raw, backlog: backlog)
         let bound = address.isUnix ? address : (SocketAddress(storage: try Syscalls.localAddress(fd.raw)) ?? address)
         return (fd.take(), bound)
@@ -80,16 +109,24 @@ extension Reactor {
     ///   - limited: whether connections accepted here count toward
     ///     ``ReactorConfiguration/connectionLimit``; pass false for an admin or metrics port that
     ///     must stay reachable when the server is full.
+    ///   - unixMode: for a Unix-domain path, the socket file's permission bits (such as `0o660`),
+    ///     set after bind and before listen; nil leaves the umask's mode.
     /// - Returns: the address actually bound (the real port when `address` has port 0).
     /// - Throws: ``SyscallError`` naming the failed call; `errno` is `.addressInUse` when another
     ///   socket listens there.
+    ///
+    /// A Unix socket file is removed when the reactor stops, but only if the path still names the
+    /// file this reactor bound (same device and inode): a server that replaced it keeps its file.
     @discardableResult
     public func listen(on address: SocketAddress, backlog: Int = Int(SOMAXCONN), reusePort: Bool = false,
-                       limited: Bool = true) throws(SyscallError) -> SocketAddress {
-        let (fd, bound) = try ListeningSocket.make(address, backlog: CInt(clamping: backlog), reusePort: reusePort)
+                       limited: Bool = true, unixMode: mode_t? = nil) throws(SyscallError) -> SocketAddress {
+        let (fd, bound) = try ListeningSocket.make(address, backlog: CInt(clamping: backlog), reusePort: reusePort,
+                                                   unixMode: unixMode)
         try configureListener(fd)
         let slot = register(special: fd, kind: .listener)
-        listeners.append(Listener(fd: fd, slot: slot, address: bound, limited: limited, ownsUnixPath: bound.isUnix))
+        var listener = Listener(fd: fd, slot: slot, address: bound, limited: limited, ownsUnixPath: bound.isUnix)
+        if bound.isUnix { listener.unixFile = FileIdentity(path: bound.host) }
+        listeners.append(listener)
         return bound
     }
 
@@ -210,7 +247,9 @@ extension Reactor {
         for listener in listeners {
             sys.close(listener.fd)
             releaseSlot(listener.slot)
-            if listener.ownsUnixPath { Syscalls.unlink(listener.address.host) }
+            if listener.ownsUnixPath, let bound = listener.unixFile, FileIdentity(path: listener.address.host) == bound {
+                Syscalls.unlink(listener.address.host)
+            }
         }
         listeners.removeAll()
     }

@@ -48,6 +48,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     var armedDeadline: Int64 = 0
     var signalFD: CInt = -1
     var signalTargets: [ReactorHandle] = []
+    var signalRouting = SignalRouting()
     var wheel: IdleWheel?
     var wheelStart: Int64 = 0
     var acceptPaused = false

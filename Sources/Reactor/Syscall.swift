@@ -299,6 +299,10 @@ struct Syscalls {
         try check(signals.withUnsafeBufferPointer { cepoll_signalfd($0.baseAddress, CInt($0.count)) }, "signalfd")
     }
 
+    static func signalfdUpdate(_ fd: CInt, _ signals: [CInt]) throws(SyscallError) {
+        _ = try check(signals.withUnsafeBufferPointer { cepoll_signalfd_update(fd, $0.baseAddress, CInt($0.count)) }, "signalfd")
+    }
+
     static func blockSignals(_ signals: [CInt]) {
         var set = sigset_t()
         _ = signals.withUnsafeBufferPointer { cepoll_block_signals($0.baseAddress, CInt($0.count), &set) }
@@ -375,6 +379,10 @@ struct Syscalls {
     }
 
     static func unlink(_ path: String) { _ = Glibc.unlink(path) }
+
+    static func chmod(_ path: String, _ mode: mode_t) throws(SyscallError) {
+        _ = try check(Glibc.chmod(path, mode), "chmod(\(path), \(String(mode, radix: 8)))")
+    }
 
     /// RLIMIT_NOFILE's hard limit (capped at 2^24): no process fd can be numbered above it.
     static func fdHardLimit() -> Int {

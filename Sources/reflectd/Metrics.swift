@@ -9,17 +9,34 @@ final class ReactorRegistry: Sendable {
     var all: [ReactorHandle] { handles.withLock { $0 } }
 }
 
-/// One metrics request being read. A class so that echo connections, which never have one,
-/// carry only a nil reference in their state.
+/// One metrics connection. A class so that echo connections, which never have one, carry only a
+/// nil reference in their state.
 final class MetricsRequest {
     var buffer: [UInt8] = []
+    /// The request deadline's timer, cancelled when the connection closes.
+    var deadline: TimerID?
+    /// False for a connection over the cap, closed at once: it never held a place.
+    let holdsPlace: Bool
+
+    init(holdsPlace: Bool) { self.holdsPlace = holdsPlace }
 }
 
 /// Serves `GET /metrics` in the Prometheus text format. Lives on the reactor that listens on the
 /// metrics port and is used only from that reactor's thread.
+///
+/// The endpoint is exempt from --max-connections (a full server must stay observable), so it has
+/// bounds of its own: at most ``maxConnections`` at once, ``requestDeadline`` to send a request,
+/// and ``maxRequest`` bytes of it.
 final class MetricsEndpoint {
     /// Why 8 KiB: a scrape request is a few hundred bytes; more is not a scraper.
     static let maxRequest = 8 * 1024
+    /// Why 16: a Prometheus server scrapes over one connection at a time; 16 leaves room for a
+    /// few of them and an operator's curl, while a flood of half-open requests can hold at most
+    /// 16 fds and 16 × 8 KiB of buffered header. Connections over it are accepted and reset at once.
+    static let maxConnections = 16
+    /// Why 5 s: a scraper sends its whole request at once; a connection that has not in 5 s is a
+    /// slow client or a slowloris, and it holds one of the 16 places meanwhile.
+    static let requestDeadline: Duration = .seconds(5)
 
     /// The metrics listener's address (the bound one, once listening).
     var address: SocketAddress
@@ -27,6 +44,8 @@ final class MetricsEndpoint {
     /// The reactor this endpoint runs on (set once the reactor exists), for its live counters.
     var ownStatistics: () -> ReactorStatistics = { ReactorStatistics() }
     var ownIndex = 0
+    /// Log lines dropped because the log reader was too slow.
+    var logLinesDropped: () -> Int = { 0 }
 
     // The metrics connections' own traffic, subtracted so the counters describe echo clients.
     private var accepted = 0
@@ -34,6 +53,10 @@ final class MetricsEndpoint {
     private var closed: [String: Int] = [:]
     private var bytesIn = 0
     private var bytesOut = 0
+    // The endpoint's own bounds at work.
+    private var active = 0
+    private var rejected = 0
+    private var timedOut = 0
 
     init(address: SocketAddress, registry: ReactorRegistry) {
         self.address = address
@@ -45,52 +68,100 @@ final class MetricsEndpoint {
         return listener.port == address.port && listener.host == address.host
     }
 
-    func opened() {
+    /// A metrics connection was accepted: give it a place and a deadline, or reset it when all
+    /// places are taken.
+    func opened<H>(_ connection: borrowing Connection<H>) -> MetricsRequest {
         accepted += 1
         open += 1
+        let loop = connection.loop
+        let id = connection.id
+        guard active < Self.maxConnections else {
+            rejected += 1
+            loop.close(id, reason: .limit, discardingOutput: true)
+            return MetricsRequest(holdsPlace: false)
+        }
+        active += 1
+        let request = MetricsRequest(holdsPlace: true)
+        request.deadline = loop.schedule(after: Self.requestDeadline) { [unowned loop] in
+            loop.close(id, reason: .timeout, discardingOutput: true)
+        }
+        return request
     }
 
-    func closed(_ reason: CloseReason, request: MetricsRequest) {
+    func closed<H>(_ reason: CloseReason, request: MetricsRequest, connection: borrowing Connection<H>) {
         open -= 1
         closed[reason.name, default: 0] += 1
+        if let deadline = request.deadline {
+            connection.loop.cancel(deadline)
+            request.deadline = nil
+        }
+        if request.holdsPlace {
+            active -= 1
+            if reason == .timeout { timedOut += 1 }
+        }
     }
 
     func read<H>(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<H>, request: MetricsRequest) -> Action {
         bytesIn += bytes.count
         request.buffer.append(contentsOf: bytes)
+        // RFC 9112 §2.2: empty lines before the request line are ignored.
+        if let first = request.buffer.firstIndex(where: { $0 != 13 && $0 != 10 }), first > 0 {
+            request.buffer.removeFirst(first)
+        } else if request.buffer.allSatisfy({ $0 == 13 || $0 == 10 }) {
+            request.buffer.removeAll()
+        }
         guard let end = headerEnd(request.buffer) else {
             if request.buffer.count > Self.maxRequest {
-                return respond(431, "Request Header Fields Too Large", "request too large\n", connection, request)
+                return respond(431, "Request Header Fields Too Large", "request too large\n", connection)
             }
             return .continue
         }
-        let line = request.buffer[..<end].split(separator: UInt8(ascii: "\r"), maxSplits: 1).first ?? []
+        // The request line, ended by LF or CRLF (RFC 9112 §2.2 lets a recipient accept a bare LF).
+        var line = request.buffer[..<end].prefix { $0 != 10 }
+        if line.last == 13 { line = line.dropLast() }
         let parts = line.split(separator: UInt8(ascii: " "))
-        guard parts.count >= 2 else { return respond(400, "Bad Request", "bad request\n", connection, request) }
+        guard parts.count >= 2 else { return respond(400, "Bad Request", "bad request\n", connection) }
         let method = String(decoding: parts[0], as: UTF8.self)
-        let path = String(decoding: parts[1], as: UTF8.self)
+        let target = Self.path(of: String(decoding: parts[1], as: UTF8.self))
         guard method == "GET" || method == "HEAD" else {
-            return respond(405, "Method Not Allowed", "only GET\n", connection, request)
+            return respond(405, "Method Not Allowed", "only GET and HEAD\n", connection, extraHeaders: "Allow: GET, HEAD\r\n")
         }
-        guard path == "/metrics" || path.hasPrefix("/metrics?") else {
-            return respond(404, "Not Found", "not found; try /metrics\n", connection, request)
+        guard target == "/metrics" || target.hasPrefix("/metrics?") else {
+            return respond(404, "Not Found", "not found; try /metrics\n", connection)
         }
-        return respond(200, "OK", render(), connection, request, headOnly: method == "HEAD")
+        return respond(200, "OK", render(), connection, headOnly: method == "HEAD")
     }
 
+    /// The path of a request target: origin-form as is, absolute-form (`http://host:port/metrics`,
+    /// which RFC 9112 §3.2.2 says a server must accept) without its scheme and authority.
+    static func path(of target: String) -> String {
+        let lower = target.lowercased()
+        for scheme in ["http://", "https://"] where lower.hasPrefix(scheme) {
+            let rest = target.dropFirst(scheme.count)
+            guard let slash = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) else { return "/" }
+            let path = String(rest[slash...])
+            return path.hasPrefix("?") ? "/" + path : path
+        }
+        return target
+    }
+
+    /// Where the header block ends: the first empty line, with CRLF or bare LF line endings.
     private func headerEnd(_ buffer: [UInt8]) -> Int? {
-        guard buffer.count >= 4 else { return nil }
-        for i in 0...(buffer.count - 4)
-        where buffer[i] == 13 && buffer[i + 1] == 10 && buffer[i + 2] == 13 && buffer[i + 3] == 10 {
-            return i
+        var i = buffer.startIndex
+        while let lf = buffer[i...].firstIndex(of: 10) {
+            let next = lf + 1
+            if next < buffer.count && buffer[next] == 10 { return lf }
+            if next + 1 < buffer.count && buffer[next] == 13 && buffer[next + 1] == 10 { return lf }
+            i = next
         }
         return nil
     }
 
     private func respond<H>(_ status: Int, _ text: String, _ body: String, _ connection: borrowing Connection<H>,
-                            _ request: MetricsRequest, headOnly: Bool = false) -> Action {
+                            headOnly: Bool = false, extraHeaders: String = "") -> Action {
         var response = "HTTP/1.1 \(status) \(text)\r\n"
         response += "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+        response += extraHeaders
         response += "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
         if !headOnly { response += body }
         bytesOut += response.utf8.count
@@ -99,10 +170,10 @@ final class MetricsEndpoint {
         return .close(CloseReason("http"))
     }
 
-    /// The text exposition. Counters of every reactor are summed; per-reactor series carry a
-    /// `reactor` label. Each reactor publishes its counters about once a second, so the other
-    /// reactors' numbers may be up to a second old; this reactor's are live.
-    func render() -> String {
+    /// The process's echo counters: every reactor's, summed, less the metrics connections' own.
+    /// Each reactor publishes its counters about once a second, so the other reactors' numbers may
+    /// be up to a second old; this reactor's are live.
+    func echoTotals() -> (total: ReactorStatistics, perReactor: [ReactorStatistics]) {
         let handles = registry.all
         var perReactor: [ReactorStatistics] = []
         for (i, handle) in handles.enumerated() {
@@ -115,6 +186,13 @@ final class MetricsEndpoint {
         for (reason, count) in closed { total.closed[reason, default: 0] -= count }
         total.bytesIn -= bytesIn
         total.bytesOut -= bytesOut
+        return (total, perReactor)
+    }
+
+    /// The text exposition. Counters of every reactor are summed (see ``echoTotals()``);
+    /// per-reactor series carry a `reactor` label.
+    func render() -> String {
+        let (total, perReactor) = echoTotals()
 
         var out = ""
         func metric(_ name: String, _ type: String, _ help: String, _ samples: [(String, Int)]) {
@@ -124,8 +202,11 @@ final class MetricsEndpoint {
         metric("connections_open", "gauge", "Echo connections open now.", [("", total.open)])
         metric("connections_accepted_total", "counter", "Echo connections accepted, including those refused by the limit.", [("", total.accepted)])
         metric("connections_rejected_total", "counter", "Connections closed at once because --max-connections was reached.", [("", total.rejectedByLimit)])
+        // The fixed reasons always, others once they happened: the metrics connections' own close
+        // reasons are subtracted, so they would only be series that stay at 0.
         let reasons = ["eof", "exit", "reset", "error", "shutdown", "timeout", "limit"]
-        let closedSamples = Set(reasons).union(total.closed.keys).sorted().map { ("{reason=\"\($0)\"}", max(0, total.closed[$0] ?? 0)) }
+        let happened = total.closed.filter { $0.value > 0 }.keys
+        let closedSamples = Set(reasons).union(happened).sorted().map { ("{reason=\"\($0)\"}", max(0, total.closed[$0] ?? 0)) }
         metric("connections_closed_total", "counter", "Echo connections closed, by reason.", closedSamples)
         metric("bytes_received_total", "counter", "Bytes read from echo clients.", [("", total.bytesIn)])
         metric("bytes_sent_total", "counter", "Bytes written to echo clients.", [("", total.bytesOut)])
@@ -136,7 +217,10 @@ final class MetricsEndpoint {
                perReactor.enumerated().map { ("{reactor=\"\($0.offset)\"}", $0.element.loopIterations) })
         metric("reactor_connections_accepted_total", "counter", "Connections accepted, per reactor (metrics scrapes included).",
                perReactor.enumerated().map { ("{reactor=\"\($0.offset)\"}", $0.element.accepted) })
-        metric("reactors", "gauge", "Reactor threads.", [("", handles.count)])
+        metric("reactors", "gauge", "Reactor threads.", [("", perReactor.count)])
+        metric("log_lines_dropped_total", "counter", "Log lines dropped because the log reader (stderr) was too slow.", [("", logLinesDropped())])
+        metric("metrics_connections_rejected_total", "counter", "Metrics connections reset at once because \(Self.maxConnections) were open.", [("", rejected)])
+        metric("metrics_requests_timed_out_total", "counter", "Metrics connections closed for not sending a request within \(Self.requestDeadline).", [("", timedOut)])
         return out
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Echo
 import Glibc
 import Logging
+import NonBlockingLog
 import Reactor
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
@@ -23,6 +24,27 @@ struct ReactorCount: ExpressibleByArgument, Sendable {
     init(_ value: Int) { self.value = value }
 
     static var defaultValueDescription: String { "1" }
+
+    static var onlineCPUs: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+    /// Why 4 × the online CPUs: a reactor per CPU uses every core; a few more can help when some
+    /// block in page faults, but beyond that threads only compete for the same cores (and each
+    /// costs a stack and a read buffer).
+    static var maximum: Int { 4 * onlineCPUs }
+}
+
+/// A Unix socket file's permission bits, in octal (`0660`, `660`, `0o660`).
+struct FileMode: ExpressibleByArgument, Sendable {
+    let value: mode_t
+
+    init?(argument: String) {
+        var digits = Substring(argument)
+        if digits.hasPrefix("0o") { digits = digits.dropFirst(2) }
+        guard (1...4).contains(digits.count), digits.allSatisfy({ ("0"..."7").contains($0) }),
+              let value = mode_t(digits, radix: 8) else { return nil }
+        self.value = value
+    }
+
+    static var defaultValueDescription: String { "the umask's" }
 }
 
 /// `--exit-line on|off`.
@@ -51,6 +73,9 @@ struct Reflectd: ParsableCommand {
 
     @Option(help: ArgumentHelp("Also listen on a Unix-domain socket at this path (a stale socket file is replaced; the file is removed at exit).", valueName: "path"))
     var unix: String?
+
+    @Option(help: ArgumentHelp("Permission bits of the --unix socket file, in octal (e.g. 0660), set before it accepts connections; default: what the umask gives.", valueName: "mode"))
+    var unixMode: FileMode?
 
     @Option(help: "Length of the kernel's queue of connections not yet accepted.")
     var backlog = Int(SOMAXCONN)
@@ -96,8 +121,11 @@ struct Reflectd: ParsableCommand {
         guard (0...60_000).contains(exitHoldMs) else {
             throw ValidationError("--exit-hold-ms must be between 0 and 60000 milliseconds, got \(exitHoldMs)")
         }
-        guard (0...60_000).contains(exitHoldMs) else {
-            throw ValidationError("--exit-hold-ms must be between 0 and 60000 milliseconds, got \(exitHoldMs)")
+        guard reactors.value <= ReactorCount.maximum else {
+            throw ValidationError("--reactors must be at most \(ReactorCount.maximum) (4 × \(ReactorCount.onlineCPUs) online CPUs), got \(reactors.value)")
+        }
+        if unixMode != nil && unix == nil {
+            throw ValidationError("--unix-mode needs --unix PATH")
         }
         guard backlog > 0 else { throw ValidationError("--backlog must be positive, got \(backlog)") }
         if let maxConnections, maxConnections <= 0 {
@@ -116,19 +144,31 @@ struct Reflectd: ParsableCommand {
         ExitLinePolicy(enabled: exitLine == .on, hold: .milliseconds(exitHoldMs))
     }
 
+    /// How long the log may delay the exit, draining what is queued for a slow reader.
+    static let logFlushTimeout: Duration = .seconds(1)
+
     func run() throws {
+        // First, before any thread exists (the log writer is one): see Server.blockSignals().
+        Server.blockSignals()
+        let queue = LogQueue(fd: 2, label: "reflectd")
+        queue.start()
         let level = logLevel
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+            QueuedLogHandler(label: label, queue: queue, logLevel: level)
         }
         do {
-            try Server(options: self).run()
+            try Server(options: self, logQueue: queue).run()
         } catch let failure as StartupFailure {
-            Output.write("reflectd: error: \(failure.message)\n", to: 2)
+            queue.enqueue("reflectd: error: \(failure.message)\n")
+            queue.flush(timeout: Self.logFlushTimeout)
             throw ExitCode.failure
         }
+        queue.flush(timeout: Self.logFlushTimeout)
+    }
+
+    /// Whether `flag` (`--host`) was given on the command line, as `--host X` or `--host=X`.
+    static func given(_ flag: String) -> Bool {
+        CommandLine.arguments.dropFirst().contains { $0 == flag || $0.hasPrefix(flag + "=") }
     }
 }
 

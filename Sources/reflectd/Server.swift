@@ -1,17 +1,33 @@
 import Dispatch
 import Glibc
 import Logging
+import NonBlockingLog
 import Reactor
 import Synchronization
 
 /// Starts the reactors, one per thread, and runs until a signal stops them.
 ///
-/// Reactor 0 runs on the main thread and owns the signalfd; on SIGTERM/SIGINT it stops the others
-/// through their handles. Each reactor has its own listening socket on the same address
+/// Reactor 0 runs on the main thread and owns the signalfd; on SIGTERM/SIGINT/SIGQUIT it stops the
+/// others through their handles, and it answers SIGHUP, SIGALRM, SIGUSR1 and SIGUSR2 with a log line. Each reactor has its own listening socket on the same address
 /// (SO_REUSEPORT), so the kernel spreads connections; connections never move between threads.
 struct Server {
     let options: Reflectd
     let logger = Logger(label: "reflectd")
+    /// Where log lines wait for stderr (for the drop count).
+    let logQueue: LogQueue?
+
+    /// Signals that stop the server: the first gracefully, a second at once.
+    static let stopSignals: [CInt] = [SIGTERM, SIGINT, SIGQUIT]
+    /// Signals answered with a log line instead of their default action (which kills the process).
+    static let noticeSignals: [CInt] = [SIGHUP, SIGALRM, SIGUSR1, SIGUSR2]
+
+    /// Blocks every signal the server handles. Call it on the main thread before any other thread
+    /// starts (the log writer included), so that they all inherit the mask and the signals reach
+    /// only reactor 0's signalfd: a thread that did not block SIGQUIT would let the Swift
+    /// runtime's backtracer print a crash banner for it.
+    static func blockSignals() {
+        Signals.block(stopSignals + noticeSignals)
+    }
 
     /// Where reactors get their listening sockets.
     enum Listeners {
@@ -22,10 +38,11 @@ struct Server {
     }
 
     func run() throws {
-        // Block the stop signals before any thread exists, so every thread inherits the mask and
-        // they arrive only through reactor 0's signalfd.
-        Signals.block([SIGTERM, SIGINT])
+        // The signals are already blocked (see blockSignals()); this is for the record.
+        Server.blockSignals()
         Signals.ignoreSIGPIPE()
+        // Before any reactor exists: each sizes its connection table from the fd limit.
+        let fdLimit = FileLimit.raiseToHard()
 
         let count = options.reactors.value
         var configuration = ReactorConfiguration()
@@ -35,13 +52,15 @@ struct Server {
         configuration.noDelay = options.tcpNodelay
         configuration.connectionLimit = options.maxConnections.map { ConnectionLimit(maximum: $0) }
 
-        let listeners = try resolveListeners(reactors: count)
+        let listeners = try resolveListeners(reactors: count, fdLimit: fdLimit.after)
         let registry = ReactorRegistry()
         var metrics: MetricsEndpoint?
         if let metricsPort = options.metricsPort {
             let address = try resolve(options.host, metricsPort, what: "--host")
             metrics = MetricsEndpoint(address: address, registry: registry)
+            metrics?.logLinesDropped = { [logQueue] in logQueue?.droppedTotal ?? 0 }
         }
+        reportCapacity(fdLimit, reactors: count, listeners: listeners, metrics: metrics != nil)
 
         // Reactor 0, on this thread.
         let main = try make(ServerHandler(logger: logger, metrics: metrics, exitLine: options.exitLinePolicy), configuration)
@@ -52,7 +71,6 @@ struct Server {
             metrics.address = bound
             metrics.ownStatistics = { [unowned main] in main.statistics }
             metrics.ownIndex = 0
-            logger.info("metrics on http://\(bound)/metrics")
         }
 
         // Reactors 1..<count, each created, bound and run on its own thread.
@@ -67,9 +85,16 @@ struct Server {
                     _ = try Server.listenOn(reactor, listeners, index: index, shared: true, backlog: backlog)
                     started.succeed(reactor.handle)
                     reactor.run()
+                } catch let failure as ListenFailure {
+                    started.fail(failure.message)
                 } catch {
                     started.fail("\(error)")
                 }
+            }
+            guard let thread else {
+                registry.all.forEach { $0.stopNow() }
+                threads.forEach { pthread_join($0, nil) }
+                throw StartupFailure(message: "cannot start reactor thread \(index): pthread_create failed (the process or user may be at its thread limit)")
             }
             threads.append(thread)
             switch started.wait() {
@@ -82,14 +107,85 @@ struct Server {
         }
 
         let others = Array(registry.all.dropFirst())
-        try main.stop(onSignals: [SIGTERM, SIGINT], alsoStopping: others)
+        do {
+            try main.stop(onSignals: Server.stopSignals, alsoStopping: others)
+            try main.onSignals(Server.noticeSignals) { [unowned main, logger, logQueue] signal in
+                Server.noticeSignal(signal, logger: logger) {
+                    Server.snapshot(metrics?.echoTotals().total ?? Server.sum(registry, live: main.statistics),
+                                    reactors: registry.all.count, logLinesDropped: logQueue?.droppedTotal ?? 0)
+                }
+            }
+        } catch {
+            others.forEach { $0.stopNow() }
+            threads.forEach { pthread_join($0, nil) }
+            throw StartupFailure(message: "cannot receive signals: \(error)")
+        }
         if announced.isEmpty { announced = main.listeningAddresses }
         for address in announced { Output.write("listening on \(address)\n", to: 1) }
+        if let metrics { Output.write("metrics on http://\(metrics.address)/metrics\n", to: 1) }
         logger.info("reflectd started", metadata: ["reactors": "\(count)", "pid": "\(getpid())"])
         main.run()
         for thread in threads { pthread_join(thread, nil) }
         let total = registry.all.map(\.latestStatistics).reduce(ReactorStatistics(), +)
         logger.info("stopped", metadata: ["accepted": "\(total.accepted)"])
+    }
+
+    // MARK: signals other than stop
+
+    /// One log line per signal. Nothing here is slow: it runs on reactor 0's thread.
+    static func noticeSignal(_ signal: CInt, logger: Logger, snapshot: () -> String) {
+        switch signal {
+        case SIGUSR1:
+            logger.notice("received SIGUSR1: \(snapshot())")
+        case SIGUSR2:
+            logger.notice("received SIGUSR2: ignored (reserved for a future binary upgrade; none exists yet)")
+        case SIGHUP:
+            logger.notice("received SIGHUP: ignored (reflectd has no configuration file to reload; restart it to change flags)")
+        default:
+            logger.notice("received \(Signals.name(signal)): ignored")
+        }
+    }
+
+    /// Reactor 0's live counters and the others' last published ones (at most a second old).
+    static func sum(_ registry: ReactorRegistry, live: ReactorStatistics) -> ReactorStatistics {
+        registry.all.dropFirst().map(\.latestStatistics).reduce(live, +)
+    }
+
+    /// The one-line statistics snapshot of SIGUSR1.
+    static func snapshot(_ total: ReactorStatistics, reactors: Int, logLinesDropped: Int) -> String {
+        let reasons = total.closed.filter { $0.value > 0 }.sorted { $0.key < $1.key }
+        let closed = reasons.isEmpty ? "none" : reasons.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        return "statistics: open=\(total.open) accepted=\(total.accepted) rejected=\(total.rejectedByLimit) "
+            + "closed: \(closed); bytes_in=\(total.bytesIn) bytes_out=\(total.bytesOut) "
+            + "accept_pauses=\(total.acceptPauses) log_lines_dropped=\(logLinesDropped) reactors=\(reactors)"
+    }
+
+    // MARK: file descriptors
+
+    /// Logs at notice how many connections the fd limit leaves room for, and warns when
+    /// --max-connections asks for more.
+    private func reportCapacity(_ limit: FileLimit.Raise, reactors: Int, listeners: Listeners, metrics: Bool) {
+        let reserved = Server.reservedDescriptors(reactors: reactors, listeners: listeners, metrics: metrics)
+        let capacity = max(0, limit.after - reserved)
+        let raised = limit.after > limit.before ? " (soft limit raised from \(limit.before) to the hard limit)" : ""
+        logger.notice("fd limit \(limit.after)\(raised): room for \(capacity) connections (\(reserved) descriptors kept for stdio, reactors, listeners, signals\(metrics ? " and \(MetricsEndpoint.maxConnections + 1) for metrics" : ""))")
+        if let maximum = options.maxConnections, maximum > capacity {
+            logger.warning("--max-connections \(maximum) exceeds the \(capacity) connections the fd limit (\(limit.after)) leaves room for; past that, clients wait in the backlog. Raise the hard limit (LimitNOFILE= in the unit, ulimit -Hn) or lower --max-connections")
+        }
+    }
+
+    /// Descriptors the process holds whatever its clients do: stdin, stdout and stderr; per
+    /// reactor an epoll fd, an eventfd and a timerfd; the listeners (each reactor has its own
+    /// TCP listener or copy of every inherited socket; reactor 0 the Unix one); the signalfd; and
+    /// the metrics listener with its connections.
+    static func reservedDescriptors(reactors: Int, listeners: Listeners, metrics: Bool) -> Int {
+        var reserved = 3 + 3 * reactors + 1
+        switch listeners {
+        case .bind(_, let unix): reserved += reactors + (unix == nil ? 0 : 1)
+        case .inherited(let fds): reserved += reactors * fds.count
+        }
+        if metrics { reserved += 1 + MetricsEndpoint.maxConnections }
+        return reserved
     }
 
     private func make(_ handler: ServerHandler, _ configuration: ReactorConfiguration) throws -> Reactor<ServerHandler> {
@@ -112,9 +208,19 @@ struct Server {
 
     /// Decides what every reactor will listen on, and checks the TCP address is free first, since
     /// SO_REUSEPORT alone would quietly share a port with another server run by the same user.
-    private func resolveListeners(reactors: Int) throws -> Listeners {
-        if let inherited = SocketActivation.inheritedFDs() {
+    private func resolveListeners(reactors: Int, fdLimit: Int) throws -> Listeners {
+        let inherited: [CInt]?
+        do {
+            inherited = try SocketActivation.inheritedFDs(fdLimit: fdLimit)
+        } catch {
+            throw StartupFailure(message: "socket activation: \(error.message); not binding an address of its own instead")
+        }
+        if let inherited {
             logger.info("socket activation: serving \(inherited.count) inherited socket(s)")
+            let ignored = ["--host", "--port", "--unix"].filter(Reflectd.given)
+            if !ignored.isEmpty {
+                logger.warning("socket activation: \(ignored.joined(separator: ", ")) ignored; reflectd serves only the \(inherited.count) socket(s) it was given")
+            }
             return .inherited(inherited)
         }
         var tcp = try resolve(options.host, options.port, what: "--host")
@@ -129,25 +235,26 @@ struct Server {
         do {
             unix = try options.unix.map { try SocketAddress(unixPath: $0) }
         } catch {
-            throw StartupFailure(message: "invalid --unix: \(error)")
+            throw StartupFailure(message: "invalid --unix \(options.unix ?? ""): \(error)")
         }
         return .bind(tcp: tcp, unix: unix)
     }
 
     private func listen(_ reactor: Reactor<ServerHandler>, _ listeners: Listeners, index: Int) throws -> [SocketAddress] {
         do {
-            return try Server.listenOn(reactor, listeners, index: index, shared: options.reactors.value > 1, backlog: options.backlog)
-        } catch let error as SyscallError {
-            if case .bind(let tcp, _) = listeners { throw StartupFailure(message: Server.explain(error, address: tcp)) }
-            throw StartupFailure(message: "cannot use the inherited socket: \(error)")
+            return try Server.listenOn(reactor, listeners, index: index, shared: options.reactors.value > 1,
+                                       backlog: options.backlog, unixMode: options.unixMode?.value)
+        } catch {
+            throw StartupFailure(message: error.message)
         }
     }
 
-    /// The metrics listener: a small backlog, and exempt from --max-connections so a full server
-    /// can still be observed.
+    /// The metrics listener: the echo listeners' backlog (a burst of scrapers or a port scan must
+    /// not overflow it), and exempt from --max-connections so a full server can still be observed
+    /// (it has its own cap, MetricsEndpoint.maxConnections).
     private func bind(_ reactor: Reactor<ServerHandler>, _ address: SocketAddress) throws -> SocketAddress {
         do {
-            return try reactor.listen(on: address, backlog: 64, limited: false)
+            return try reactor.listen(on: address, backlog: options.backlog, limited: false)
         } catch {
             throw StartupFailure(message: Server.explain(error, address: address))
         }
@@ -156,23 +263,54 @@ struct Server {
     /// Reactor `index` listens: on the TCP address (shared with SO_REUSEPORT when there are several
     /// reactors) and, for reactor 0 only, the Unix socket (Unix sockets cannot share an address);
     /// or on its own duplicate of every inherited fd.
-    static func listenOn(_ reactor: Reactor<ServerHandler>, _ listeners: Listeners, index: Int, shared: Bool, backlog: Int) throws -> [SocketAddress] {
+    static func listenOn(_ reactor: Reactor<ServerHandler>, _ listeners: Listeners, index: Int, shared: Bool,
+                         backlog: Int, unixMode: mode_t? = nil) throws(ListenFailure) -> [SocketAddress] {
         switch listeners {
         case .bind(let tcp, let unix):
-            var bound = [try reactor.listen(on: tcp, backlog: backlog, reusePort: shared)]
-            if index == 0, let unix { bound.append(try reactor.listen(on: unix, backlog: backlog)) }
+            var bound: [SocketAddress] = []
+            do {
+                bound.append(try reactor.listen(on: tcp, backlog: backlog, reusePort: shared))
+            } catch {
+                throw ListenFailure(message: explain(error, address: tcp))
+            }
+            if index == 0, let unix {
+                do {
+                    bound.append(try reactor.listen(on: unix, backlog: backlog, unixMode: unixMode))
+                } catch {
+                    throw ListenFailure(message: explain(error, address: unix))
+                }
+            }
             return bound
         case .inherited(let fds):
-            return try fds.map { fd in
+            var bound: [SocketAddress] = []
+            for fd in fds {
                 // Every reactor polls the same inherited socket; accept4 on a non-blocking socket
                 // simply returns EAGAIN to the reactors that lose the race.
-                let own = index == 0 ? fd : try SocketActivation.duplicate(fd)
-                return try reactor.adoptListener(fd: own)
+                let own = index == 0 ? fd : fcntl(fd, F_DUPFD_CLOEXEC, 0)
+                guard own >= 0 else { throw ListenFailure(message: "cannot duplicate inherited fd \(fd) for reactor \(index)") }
+                do {
+                    bound.append(try reactor.adoptListener(fd: own))
+                } catch {
+                    throw ListenFailure(message: "cannot use inherited fd \(fd): \(error)")
+                }
             }
+            return bound
         }
     }
 
     static func explain(_ error: SyscallError, address: SocketAddress) -> String {
+        if address.isUnix {
+            switch error.errno {
+            case .addressInUse:
+                return "cannot listen on \(address): address already in use (EADDRINUSE); another server accepts on that socket file"
+            case .permissionDenied:
+                return "cannot listen on \(address): permission denied (EACCES); the directory must be writable by this user"
+            case .noSuchFileOrDirectory:
+                return "cannot listen on \(address): no such directory (ENOENT); create the directory first"
+            default:
+                return "cannot listen on \(address): \(error)"
+            }
+        }
         switch error.errno {
         case .addressInUse:
             return "cannot listen on \(address): address already in use (EADDRINUSE); is another server running on that port?"
@@ -184,6 +322,11 @@ struct Server {
             return "cannot listen on \(address): \(error)"
         }
     }
+}
+
+/// A listener that could not be set up, in words naming its address, path or fd.
+struct ListenFailure: Error {
+    let message: String
 }
 
 /// A reactor thread tells the main thread it is listening (or why it is not).
@@ -205,8 +348,9 @@ private final class ThreadBody {
     init(_ body: @escaping @Sendable () -> Void) { self.body = body }
 }
 
-/// A plain pthread: a reactor needs a thread of its own, nothing more.
-func spawnThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
+/// A plain pthread: a reactor needs a thread of its own, nothing more. Nil if none could be made
+/// (EAGAIN at the thread limit).
+func spawnThread(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
     let box = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
     var thread = pthread_t()
     let rc = pthread_create(&thread, nil, { argument in
@@ -214,6 +358,9 @@ func spawnThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
         body.body()
         return nil
     }, box)
-    precondition(rc == 0, "pthread_create failed: \(rc)")
+    guard rc == 0 else {
+        Unmanaged<ThreadBody>.fromOpaque(box).release()
+        return nil
+    }
     return thread
 }

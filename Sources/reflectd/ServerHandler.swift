@@ -21,8 +21,7 @@ struct ServerHandler: ConnectionHandler {
 
     func onOpen(_ connection: borrowing Connection<Self>, state: inout State) -> Action {
         if let metrics, metrics.serves(connection.acceptedOn) {
-            state.http = MetricsRequest()
-            metrics.opened()
+            state.http = metrics.opened(connection)
             logger.debug("metrics open \(connection.peer) (\(connection.id))")
             return .continue
         }
@@ -50,7 +49,7 @@ struct ServerHandler: ConnectionHandler {
 
     func onClose(_ connection: borrowing Connection<Self>, state: inout State, reason: CloseReason) {
         if let request = state.http {
-            metrics?.closed(reason, request: request)
+            metrics?.closed(reason, request: request, connection: connection)
             logger.debug("metrics close \(connection.peer) (\(connection.id)) reason=\(reason)")
             return
         }

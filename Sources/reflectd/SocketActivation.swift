@@ -3,27 +3,87 @@ import Reactor
 
 /// systemd socket activation (sd_listen_fds(3)): the service manager binds the sockets and passes
 /// them from fd 3 on, with LISTEN_PID naming the process they are for and LISTEN_FDS their count.
+///
+/// Parsed as strictly as sd_listen_fds: when LISTEN_PID names this process, a LISTEN_FDS that is
+/// missing, not a positive decimal integer, or beyond the fd limit is an error, and so is any of
+/// the fds not being an open listening socket. reflectd then exits; it never falls back to binding
+/// its own address, which under systemd would open a port the operator meant to be activated.
 enum SocketActivation {
     static let firstFD: CInt = 3
 
-    /// The inherited listening fds, or nil when this process was not socket-activated.
-    /// The variables are removed so that child processes do not think the fds are theirs.
-    static func inheritedFDs() -> [CInt]? {
-        guard let pidText = getenv("LISTEN_PID").map({ String(cString: $0) }),
-              let pid = Int32(pidText), pid == getpid(),
-              let countText = getenv("LISTEN_FDS").map({ String(cString: $0) }),
-              let count = Int32(countText), count > 0
-        else { return nil }
-        unsetenv("LISTEN_PID")
-        unsetenv("LISTEN_FDS")
-        unsetenv("LISTEN_FDNAMES")
-        return Array(firstFD..<(firstFD + count))
+    /// A bad activation environment, in words naming the variable or the fd.
+    struct Failure: Error {
+        let message: String
+    }
+
+    /// The inherited listening fds; nil when this process was not socket-activated (no LISTEN_PID,
+    /// or one naming another process). The variables are removed so that child processes do not
+    /// think the fds are theirs.
+    static func inheritedFDs(fdLimit: Int) throws(Failure) -> [CInt]? {
+        guard let pidText = environment("LISTEN_PID") else { return nil }
+        defer {
+            unsetenv("LISTEN_PID")
+            unsetenv("LISTEN_FDS")
+            unsetenv("LISTEN_FDNAMES")
+        }
+        guard isDecimal(pidText), let pid = Int(pidText), pid > 0, pid <= Int(Int32.max) else {
+            throw Failure(message: "LISTEN_PID=\(quoted(pidText)) is not a process id")
+        }
+        guard pid == Int(getpid()) else { return nil }
+        guard let countText = environment("LISTEN_FDS") else {
+            throw Failure(message: "LISTEN_PID is this process (\(pid)) but LISTEN_FDS is not set")
+        }
+        // The most fds that can exist from fd 3 up to the fd limit.
+        let most = max(0, fdLimit - Int(firstFD))
+        guard isDecimal(countText), countText.contains(where: { $0 != "0" }) else {
+            throw Failure(message: "LISTEN_FDS=\(quoted(countText)) is not a positive decimal number of sockets")
+        }
+        guard let count = Int(countText), count <= most else {
+            throw Failure(message: "LISTEN_FDS=\(countText) is more sockets than the fd limit (\(fdLimit)) allows from fd 3 on (at most \(most))")
+        }
+        let fds = (0..<count).map { firstFD + CInt($0) }
+        for fd in fds { try check(fd, countText) }
+        return fds
+    }
+
+    /// An inherited fd must be open and a listening stream socket; the message names it.
+    private static func check(_ fd: CInt, _ countText: String) throws(Failure) {
+        let what = "LISTEN_FDS=\(countText): fd \(fd)"
+        guard fcntl(fd, F_GETFD) >= 0 else { throw Failure(message: "\(what) is not open") }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK else {
+            throw Failure(message: "\(what) is not a socket")
+        }
+        var type: CInt = 0, listening: CInt = 0
+        var length = socklen_t(MemoryLayout<CInt>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0, type == CInt(SOCK_STREAM.rawValue) else {
+            throw Failure(message: "\(what) is not a stream (TCP or Unix stream) socket")
+        }
+        length = socklen_t(MemoryLayout<CInt>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) == 0, listening != 0 else {
+            throw Failure(message: "\(what) is a socket that is not listening")
+        }
+        // Fds of the service manager must not leak into anything this process might start.
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
     }
 
     /// A second fd for the same socket, for another reactor.
     static func duplicate(_ fd: CInt) throws -> CInt {
         let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)
-        guard copy >= 0 else { throw StartupFailure(message: "cannot duplicate inherited fd \(fd): errno \(errno)") }
+        guard copy >= 0 else { throw StartupFailure(message: "cannot duplicate inherited fd \(fd) for another reactor") }
         return copy
+    }
+
+    private static func environment(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }
+    }
+
+    /// Only ASCII digits: no sign, no spaces, no hex.
+    private static func isDecimal(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.allSatisfy { $0 >= 48 && $0 <= 57 }
+    }
+
+    private static func quoted(_ text: String) -> String {
+        "\"" + String(text.prefix(40)) + (text.count > 40 ? "…" : "") + "\""
     }
 }
