@@ -770,6 +770,7 @@ public final class Reactor<Handler: ConnectionHandler> {
         Syscalls.drain(handle.eventFD, size: 8)
         if handle.stopRequested.load(ordering: .acquiring) { beginStop() }
         if handle.forceRequested.load(ordering: .acquiring) { abortAll() }
+        runHandOverJobs()  // HandOver.swift: jobs queued with executeForHandOver
         handle.publish(counters.pointee)
     }
 
