@@ -81,6 +81,8 @@ final class Upgrader: @unchecked Sendable {
     private var metrics: UncheckedMetrics?
     private let ports = Mutex<[ReactorPort]>([])
     private let running = Atomic<Bool>(false)
+    /// The child already reaped by ``gone(_:)`` (not to be killed or waited for again).
+    private var reaped: pid_t = 0
     /// Set once a hand-over succeeded: the process is on its way out.
     let handedOver = Atomic<Bool>(false)
 
@@ -213,7 +215,11 @@ final class Upgrader: @unchecked Sendable {
             logger.notice("upgrade: handed \(records.count) connections and \(listenerFDs.count) listeners to pid \(child) in \(Int(ms)) ms (reading paused \(Int(stall)) ms); exiting")
             for port in reactors { port.handle.stop() }
         } catch {
-            if child > 0 {
+            var error = error
+            if let e = error as? SyscallError, e.errno == .brokenPipe || e.errno == .connectionReset, child > 0 {
+                error = gone(child)
+            }
+            if child > 0 && reaped != child {
                 kill(child, SIGKILL)
                 var status: CInt = 0
                 waitpid(child, &status, 0)
@@ -255,20 +261,28 @@ final class Upgrader: @unchecked Sendable {
             throw HandOverError("the new process (pid \(child)) did not answer within \(Self.confirmTimeout)")
         }
         let message = try received.get()
-        guard let message else {
-            var status: CInt = 0
-            var how = "closed the hand-over socket"
-            if waitpid(child, &status, 0) == child {
-                how = (status & 0x7f) == 0 ? "exited with status \((status >> 8) & 0xff)" : "was killed by signal \(status & 0x7f)"
-            }
-            throw HandOverError("the new process (pid \(child)) \(how) before confirming")
-        }
+        guard let message else { throw gone(child) }
         for fd in message.fds { Glibc.close(fd) }
         let reader = try HandOverReader(message.bytes)
         if reader.type == .refuse {
             throw HandOverError("the new process (pid \(child)) refused: \(String(decoding: reader.remaining, as: UTF8.self))")
         }
         return reader
+    }
+
+    /// The new process closed its end: how it ended (it is reaped here), waiting up to 1 s.
+    private func gone(_ child: pid_t) -> HandOverError {
+        var status: CInt = 0
+        var how = "closed the hand-over socket"
+        for _ in 0..<100 {
+            if waitpid(child, &status, WNOHANG) == child {
+                how = (status & 0x7f) == 0 ? "exited with status \((status >> 8) & 0xff)" : "was killed by signal \(status & 0x7f)"
+                reaped = child
+                break
+            }
+            usleep(10_000)
+        }
+        return HandOverError("the new process (pid \(child)) \(how) before confirming")
     }
 
     /// posix_spawn of the executable with our arguments, environment, and the hand-over fd; the
