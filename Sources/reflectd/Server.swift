@@ -148,6 +148,7 @@ struct Server {
         }
         logger.info("reflectd started", metadata: ["reactors": "\(count)", "pid": "\(getpid())"])
         main.run()
+        upgrader.waitForUpgrade()
         for thread in threads { pthread_join(thread, nil) }
         let total = registry.all.map(\.latestStatistics).reduce(ReactorStatistics(), +)
         logger.info("stopped", metadata: ["accepted": "\(total.accepted)"])

@@ -129,7 +129,19 @@ final class Upgrader: @unchecked Sendable {
 
     // MARK: the old side
 
+    /// Called by the main thread once reactor 0 stopped (SIGTERM, or the hand-over done): an
+    /// upgrade in flight finishes first, so that the new process gets everything it was promised
+    /// (exiting now would close the socketpair under it). Bounded by twice the confirmation time.
+    func waitForUpgrade() {
+        guard running.load(ordering: .acquiring), !handedOver.load(ordering: .acquiring) else { return }
+        logger.notice("upgrade in progress: waiting for it to finish before exiting")
+        _ = finished.wait(timeout: .now() + .seconds(2 * 5))
+    }
+
+    private let finished = DispatchSemaphore(value: 0)
+
     private func perform() {
+        defer { finished.signal() }
         let started = ContinuousClock.now
         let reactors = ports.withLock { $0 }
         var child: pid_t = 0
