@@ -329,6 +329,11 @@ def mixed(binary, n, extra_args=(), family="tcp", upgrades=1, name="mixed"):
             ok = got == data and len(data) > 64 * 1024 + 4096
             if k < 3 or not ok:
                 check(ok, f"never-reader {k}: {len(got)} of {len(data)} pending bytes echoed exactly after the swap")
+        if unix_path:
+            s = make()
+            s.sendall(b"new on unix\n")
+            check(recv_exact(s, 12) == b"new on unix\n", "a new connection on the handed-over Unix socket is served")
+            s.close()
         connector.finish()
         for p in pingers:
             p.finish()
@@ -483,7 +488,7 @@ def main():
     scenarios = {
         "mixed": lambda: mixed(binary, options.connections),
         "repeat": lambda: mixed(binary, 50, upgrades=options.repeat, name="repeat"),
-        "reactors-unix": lambda: mixed(binary, 50, ["--reactors", "2"], family="unix", name="reactors-unix"),
+        "reactors-unix": lambda: mixed(binary, 50, ["--reactors", "2", "--max-connections", "500"], family="unix", name="reactors-unix"),
         "failures": lambda: failures(binary),
         "activation": lambda: activation_and_notify(binary),
     }
