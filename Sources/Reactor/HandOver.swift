@@ -70,6 +70,7 @@ public struct HandedOverListener: Sendable {
     /// Whether the reactor created its socket file and so removes it when it stops.
     public var ownsUnixPath: Bool
 
+    /// A listener to attach with ``Reactor/attachHandedOverListener(_:)``.
     public init(fd: CInt, address: SocketAddress, limited: Bool, ownsUnixPath: Bool) {
         self.fd = fd
         self.address = address

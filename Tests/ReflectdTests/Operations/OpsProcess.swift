@@ -285,11 +285,12 @@ final class OpsProcess: @unchecked Sendable {
         return port
     }
 
-    /// The metrics port from the info log line `metrics on http://HOST:PORT/metrics`.
+    /// The metrics port from the line `metrics on http://HOST:PORT/metrics` on stdout (or, from
+    /// servers before issue 11, the info log line of the same words).
     func waitForMetricsPort(timeout: Double = 10) throws -> Int {
         let deadline = Ops.now() + timeout
         while true {
-            for line in stderr.lines {
+            for line in stdout.lines + stderr.lines {
                 guard let start = line.range(of: "metrics on http://"),
                       let end = line.range(of: "/metrics", range: start.upperBound..<line.endIndex) else { continue }
                 let hostPort = String(line[start.upperBound..<end.lowerBound])
