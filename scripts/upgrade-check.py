@@ -7,7 +7,8 @@ byte on both sides of the swap. Exit status 0 only if every check passed.
 
   scripts/upgrade-check.py BINARY [--connections N] [--repeat N] [--only NAME ...]
 
-Scenarios (names for --only): mixed, repeat, reactors-unix, failures, activation, proxy-limit.
+Scenarios (names for --only): mixed, repeat, reactors-unix, failures, activation, proxy-limit,
+connection-limit.
 """
 import argparse, os, random, re, selectors, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 
@@ -602,6 +603,54 @@ def proxy_and_client_limit(binary):
         server.stop()
 
 
+def connection_limit(binary):
+    """--max-connections 3: the carried connections hold their places in the new process (a 4th is
+    refused), and each place is given back once (after all close, exactly 3 new ones are served)."""
+    print("\n== --max-connections 3 across a swap")
+    server = Server(binary, ["--port", "0", "--max-connections", "3", "--log-level", "info"])
+
+    def refused(what):
+        s = connect(server.port)
+        try:
+            s.sendall(b"over the limit\n")
+        except OSError:
+            pass
+        got, how = recv_until_eof(s, 10)
+        s.close()
+        check(got == b"" and how in ("eof", "reset"), f"{what}: a 4th connection is refused ({got!r}, {how})")
+
+    def served(n):
+        clients = [connect(server.port) for _ in range(n)]
+        ok = True
+        for k, s in enumerate(clients):
+            data = f"client {k}\n".encode()
+            s.sendall(data)
+            ok = ok and recv_exact(s, len(data), 10) == data
+        return clients, ok
+
+    try:
+        held, ok = served(3)
+        check(ok, "3 connections echo before the swap")
+        refused("before the swap")
+        taken, _, status, _ = server.upgrade()
+        check(taken == 3 and status == 0, f"3 connections handed over, old process exited 0 ({taken}, {status})")
+        refused("after the swap")
+        held[0].close()
+        time.sleep(0.5)
+        more, ok = served(1)
+        check(ok, "after one carried connection closed, a new one is served")
+        for s in held[1:] + more:
+            s.close()
+        time.sleep(0.5)
+        fresh, ok = served(3)
+        check(ok, "with every carried connection closed, 3 new ones are served")
+        refused("with 3 new ones open (no place given back twice)")
+        for s in fresh:
+            s.close()
+    finally:
+        server.stop()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("binary")
@@ -620,6 +669,7 @@ def main():
         "failures": lambda: failures(binary),
         "activation": lambda: activation_and_notify(binary),
         "proxy-limit": lambda: proxy_and_client_limit(binary),
+        "connection-limit": lambda: connection_limit(binary),
     }
     for name, run in scenarios.items():
         if options.only and name not in options.only:
