@@ -23,7 +23,7 @@ public struct HandedOverConnection<State> {
     /// The peer's address.
     public var peer: SocketAddress
     /// The connection held a place of ``ReactorConfiguration/connectionLimit`` (given back on
-    /// detach; ``Reactor/installHandedOver(_:)`` takes one again).
+    /// detach; ``Reactor/installHandedOver(_:resume:)`` takes one again).
     public var holdsLimitPlace: Bool
     /// read() returned 0: the peer shut down its writing side.
     public var readEOF: Bool
@@ -39,7 +39,7 @@ public struct HandedOverConnection<State> {
     /// Whole seconds since the last traffic, for the idle timeout (0 without one).
     public var idleSeconds: UInt32
 
-    /// A connection to install in a new process (see ``Reactor/installHandedOver(_:)``).
+    /// A connection to install in a new process (see ``Reactor/installHandedOver(_:resume:)``).
     public init(fd: CInt, state: State, pendingOutput: [UInt8] = [], peer: SocketAddress,
                 holdsLimitPlace: Bool = false, readEOF: Bool = false, pausedByHandler: Bool = false,
                 closing: CloseReason? = nil, lingering: Bool = false, shutdownPending: Bool = false,

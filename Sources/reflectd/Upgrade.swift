@@ -258,7 +258,11 @@ final class Upgrader: @unchecked Sendable {
                         // The per-client places were never given back here: take nothing again.
                         let resume = Upgrader.resume(policy, takingPlacesIn: nil)
                         for c in d.connections {
-                            guard (try? reactor.installHandedOver(c, resume: resume)) != nil else { continue }
+                            guard (try? reactor.installHandedOver(c, resume: resume)) != nil else {
+                                // Closed without onClose (epoll refused it): its place goes back here.
+                                if let place = c.state.extra?.place { reactor.handler.clientLimit?.release(place) }
+                                continue
+                            }
                             count += 1
                         }
                         return count
