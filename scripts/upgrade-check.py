@@ -8,7 +8,7 @@ byte on both sides of the swap. Exit status 0 only if every check passed.
   scripts/upgrade-check.py BINARY [--connections N] [--repeat N] [--only NAME ...]
 
 Scenarios (names for --only): mixed, repeat, reactors-unix, failures, activation, proxy-limit,
-connection-limit.
+connection-limit, take-back.
 """
 import argparse, os, random, re, selectors, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 
@@ -651,6 +651,49 @@ def connection_limit(binary):
         server.stop()
 
 
+def take_back(binary):
+    """A new process that fails after the connections were detached (its fd limit, 64, cannot take
+    a batch of 200): the old one takes every connection back with its places (--max-connections-per-client
+    210 stays exact: a 211th is refused, and after 10 close, 10 new ones are served), then a real
+    upgrade still works."""
+    print("\n== take-back after detach: the new process cannot receive the fds")
+    server = Server(binary, ["--port", "0", "--max-connections-per-client", "210", "--log-level", "info"])
+    try:
+        clients = [connect(server.port) for _ in range(210)]
+        ok = all(s.sendall(b"a\n") is None and recv_exact(s, 2, 10) == b"a\n" for s in clients)
+        check(ok, "210 connections echo before the failed upgrade")
+        old = server.pid
+        server.replace_binary(f"#!/bin/sh\nulimit -n 64\nexec {binary} \"$@\"\n")
+        os.kill(old, signal.SIGUSR2)
+        server.wait_for(lambda: b"upgrade failed" in server.stderr(), 15, "the failure to be logged")
+        m = re.search(rb"upgrade failed: [^\n]*\((\d+) connections taken back\)", server.stderr())
+        check(m is not None and int(m.group(1)) == 210, f"the old process took back 210 detached connections ({m.group(0) if m else server.stderr()[-400:]!r})")
+        check(server.alive(old), "the old process is still running")
+        ok = all(s.sendall(b"b\n") is None and recv_exact(s, 2, 10) == b"b\n" for s in clients)
+        check(ok, "every taken-back connection echoes")
+        extra = connect(server.port)
+        extra.sendall(b"over\n")
+        got, how = recv_until_eof(extra, 10)
+        check(got == b"", f"a 211th connection from 127.0.0.1 is refused (places kept: {got!r}, {how})")
+        extra.close()  # else it lingers in the server (and would be handed over too)
+        for s in clients[:10]:
+            s.close()
+        time.sleep(0.5)
+        more = [connect(server.port) for _ in range(10)]
+        ok = all(s.sendall(b"c\n") is None and recv_exact(s, 2, 10) == b"c\n" for s in more)
+        check(ok, "after 10 close, 10 new ones are served (no place taken twice)")
+        clients = clients[10:] + more
+        server.replace_binary()
+        taken, _, status, _ = server.upgrade()
+        check(taken == 210 and status == 0, f"then a real upgrade takes all 210 ({taken}, status {status})")
+        ok = all(s.sendall(b"d\n") is None and recv_exact(s, 2, 10) == b"d\n" for s in clients)
+        check(ok, "every connection echoes after the real upgrade")
+        for s in clients:
+            s.close()
+    finally:
+        server.stop()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("binary")
@@ -670,6 +713,7 @@ def main():
         "activation": lambda: activation_and_notify(binary),
         "proxy-limit": lambda: proxy_and_client_limit(binary),
         "connection-limit": lambda: connection_limit(binary),
+        "take-back": lambda: take_back(binary),
     }
     for name, run in scenarios.items():
         if options.only and name not in options.only:
