@@ -22,6 +22,16 @@ scripts/haproxy-check.sh
 
 step "shipping: static binaries with /opt/swift hidden, install.sh --destdir, .deb install and removal"
 scripts/ship-check.sh
+step "upgrade without dropping connections (SIGUSR2 hand-over through the binary)"
+swift build --product reflectd >/dev/null
+scripts/upgrade-check.py .build/debug/reflectd
+if command -v systemd-analyze >/dev/null 2>&1; then
+    unit_dir=$(mktemp -d)
+    sed "s|/usr/local/bin/reflectd|$PWD/.build/debug/reflectd|" deploy/reflectd.service >"$unit_dir/reflectd.service"
+    cp deploy/reflectd.socket "$unit_dir/"
+    systemd-analyze verify "$unit_dir/reflectd.service"
+    rm -rf "$unit_dir"
+fi
 
 step "fuzzing the exit-line detector for 60 s"
 fuzz/run.sh 60

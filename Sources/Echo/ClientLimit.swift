@@ -93,6 +93,12 @@ public final class ClientLimit: Sendable {
         return taken
     }
 
+    /// Takes a place for `client` even past ``maximum``: for a connection that exists already
+    /// (handed over from another process at an upgrade). Counts no refusal.
+    public func forceAcquire(_ client: ClientKey) {
+        table.withLock { $0[client, default: 0] += 1 }
+    }
+
     /// Gives back a place taken with ``acquire(_:)``.
     public func release(_ client: ClientKey) {
         table.withLock { table in

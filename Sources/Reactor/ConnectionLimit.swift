@@ -30,6 +30,10 @@ public final class ConnectionLimit: Sendable {
         return false
     }
 
+    /// Takes a place even past the maximum: for a connection that exists already (handed over
+    /// from another process, see HandOver.swift).
+    func forceAcquire() { current.add(1, ordering: .relaxed) }
+
 @usableFromInline
     func release() { current.subtract(1, ordering: .relaxed) }
 }

@@ -437,6 +437,16 @@ struct Syscalls {
 
     static func unlink(_ path: String) { _ = Glibc.unlink(path) }
 
+    /// Calls `call` again while it fails with EINTR: for the blocking sendmsg and recvmsg of
+    /// the hand-over channel (HandOver.swift), outside any loop. Returns the last result, with
+    /// errno as that call left it (for ``check(_:_:)``).
+    static func retryingInterrupted(_ call: () -> Int) -> Int {
+        while true {
+            let n = call()
+            if n >= 0 || cepoll_errno() != EINTR { return n }
+        }
+    }
+
     static func chmod(_ path: String, _ mode: mode_t) throws(SyscallError) {
         _ = try check(Glibc.chmod(path, mode), "chmod(\(path), \(String(mode, radix: 8)))")
     }

@@ -47,6 +47,8 @@ final class MetricsEndpoint {
     var ownIndex = 0
     /// `--max-connections-per-client`, for its refusal counter.
     var clientLimit: ClientLimit?
+    /// Counters of the process this one took over from at an upgrade: ours continue them.
+    var carried = ReactorStatistics()
     /// Log lines dropped because the log reader was too slow.
     var logLinesDropped: () -> Int = { 0 }
 
@@ -176,14 +178,19 @@ final class MetricsEndpoint {
     /// The process's echo counters: every reactor's, summed, less the metrics connections' own.
     /// Each reactor publishes its counters about once a second, so the other reactors' numbers may
     /// be up to a second old; this reactor's are live.
-    func echoTotals() -> (total: ReactorStatistics, perReactor: [ReactorStatistics]) {
-        let handles = registry.all
+    /// `live`: every reactor's counters read on its own thread (the hand-over does), instead of
+    /// the published ones. The counters carried over from an upgraded process are added.
+    func echoTotals(perReactor live: [ReactorStatistics]? = nil) -> (total: ReactorStatistics, perReactor: [ReactorStatistics]) {
         var perReactor: [ReactorStatistics] = []
-        for (i, handle) in handles.enumerated() {
-            perReactor.append(i == ownIndex ? ownStatistics() : handle.latestStatistics)
-            handle.requestStatistics()
+        if let live {
+            perReactor = live
+        } else {
+            for (i, handle) in registry.all.enumerated() {
+                perReactor.append(i == ownIndex ? ownStatistics() : handle.latestStatistics)
+                handle.requestStatistics()
+            }
         }
-        var total = perReactor.reduce(ReactorStatistics(), +)
+        var total = perReactor.reduce(carried, +)
         total.accepted -= accepted
         total.open -= open
         for (reason, count) in closed { total.closed[reason, default: 0] -= count }

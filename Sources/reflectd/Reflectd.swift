@@ -36,8 +36,8 @@ struct Reflectd: ParsableCommand {
             Prints `listening on HOST:PORT` (the real bound port) on stdout once it accepts \
             connections, at every log level. SIGTERM, SIGINT or SIGQUIT stops it gracefully: \
             pending echoes are delivered, clients see EOF, and it exits 0; a second one stops it at \
-            once. SIGUSR1 logs a line of statistics; SIGHUP, SIGALRM and SIGUSR2 are ignored with \
-            a notice. Under systemd socket activation (LISTEN_PID/LISTEN_FDS) it serves the \
+            once. SIGUSR1 logs a line of statistics; SIGHUP and SIGALRM are ignored with a notice; \
+            SIGUSR2 upgrades: the binary at the startup path takes over every connection. Under systemd socket activation (LISTEN_PID/LISTEN_FDS) it serves the \
             inherited sockets instead of binding.
             """,
         version: PackageVersion.string)

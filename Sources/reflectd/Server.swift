@@ -9,7 +9,7 @@ import Synchronization
 /// Starts the reactors, one per thread, and runs until a signal stops them.
 ///
 /// Reactor 0 runs on the main thread and owns the signalfd; on SIGTERM/SIGINT/SIGQUIT it stops the
-/// others through their handles, and it answers SIGHUP, SIGALRM, SIGUSR1 and SIGUSR2 with a log line. Each reactor has its own listening socket on the same address
+/// others through their handles, and it answers SIGHUP, SIGALRM and SIGUSR1 with a log line and SIGUSR2 with an upgrade (Upgrade.swift). Each reactor has its own listening socket on the same address
 /// (SO_REUSEPORT), so the kernel spreads connections; connections never move between threads.
 struct Server {
     let options: Reflectd
@@ -36,6 +36,8 @@ struct Server {
         case bind(tcp: SocketAddress, unix: SocketAddress?)
         /// systemd socket activation: serve these inherited fds.
         case inherited([CInt])
+        /// An upgrade: the old process's listeners (Upgrade*.swift), by reactor index modulo the count.
+        case handedOver(TakeOver, reactors: Int)
     }
 
     func run() throws {
@@ -54,13 +56,19 @@ struct Server {
         configuration.noDelay = options.tcpNodelay
         configuration.connectionLimit = options.maxConnections.map { ConnectionLimit(maximum: $0) }
 
-        let listeners = try resolveListeners(reactors: count, fdLimit: fdLimit.after)
+        // Started by an upgrade: take the old process's listeners and connections first.
+        let takeOver = try TakeOver.receiveIfUpgrading()
+        let listeners = try takeOver.map { .handedOver($0, reactors: count) } ?? resolveListeners(reactors: count, fdLimit: fdLimit.after)
+        let upgrader = Upgrader(executable: Server.executable, arguments: Array(CommandLine.arguments.dropFirst()),
+                                logger: logger, policy: options.exitLinePolicy,
+                                carried: takeOver?.statistics ?? ReactorStatistics())
         let registry = ReactorRegistry()
         var metrics: MetricsEndpoint?
         if let metricsPort = options.metricsPort {
             let address = try resolve(options.host, metricsPort, what: "--host")
             metrics = MetricsEndpoint(address: address, registry: registry)
             metrics?.logLinesDropped = { [logQueue] in logQueue?.droppedTotal ?? 0 }
+            metrics?.carried = takeOver?.statistics ?? ReactorStatistics()
         }
         reportCapacity(fdLimit, reactors: count, listeners: listeners, metrics: metrics != nil)
 
@@ -74,14 +82,17 @@ struct Server {
         registry.add(main.handle)
         var announced = try listen(main, listeners, index: 0)
         if let metrics {
-            let bound = try bind(main, metrics.address)
+            let bound = try takeOver?.metricsListener(on: main) ?? bind(main, metrics.address)
             metrics.address = bound
             metrics.ownStatistics = { [unowned main] in main.statistics }
             metrics.ownIndex = 0
         }
 
         // Reactors 1..<count, each created, bound and run on its own thread.
+        var installed = takeOver?.install(on: main, index: 0, of: count, policy: options.exitLinePolicy, logger: logger) ?? 0
+        upgrader.add(ReactorPort(index: 0, reactor: main))
         var threads: [pthread_t] = []
+        let installedByOthers = InstallCount()
         for index in 1..<max(count, 1) {
             let started = StartGate()
             let backlog = options.backlog
@@ -91,6 +102,10 @@ struct Server {
                                                                      proxyProtocol: proxyProtocol, clientLimit: clientLimit),
                                               configuration: configuration)
                     _ = try Server.listenOn(reactor, listeners, index: index, shared: true, backlog: backlog)
+                    if let takeOver {
+                        installedByOthers.add(takeOver.install(on: reactor, index: index, of: count, policy: exitLine, logger: logger))
+                    }
+                    upgrader.add(ReactorPort(index: index, reactor: reactor))
                     started.succeed(reactor.handle)
                     reactor.run()
                 } catch let failure as ListenFailure {
@@ -118,6 +133,7 @@ struct Server {
         do {
             try main.stop(onSignals: Server.stopSignals, alsoStopping: others)
             try main.onSignals(Server.noticeSignals) { [unowned main, logger, logQueue] signal in
+                if signal == SIGUSR2 { upgrader.signalled(metrics: metrics); return }
                 Server.noticeSignal(signal, logger: logger) {
                     Server.snapshot(metrics?.echoTotals().total ?? Server.sum(registry, live: main.statistics),
                                     reactors: registry.all.count, logLinesDropped: logQueue?.droppedTotal ?? 0)
@@ -131,8 +147,16 @@ struct Server {
         if announced.isEmpty { announced = main.listeningAddresses }
         for address in announced { Output.write("listening on \(address)\n", to: 1) }
         if let metrics { Output.write("metrics on http://\(metrics.address)/metrics\n", to: 1) }
+        if let takeOver {
+            installed += installedByOthers.value
+            takeOver.confirm(installed: installed, logger: logger)
+            logger.notice("upgrade: took \(installed) connections from pid \(takeOver.oldPid) (this is pid \(getpid()))")
+        } else {
+            do { try ServiceManager.notify("READY=1") } catch { logger.warning("cannot notify the service manager: \(error)") }
+        }
         logger.info("reflectd started", metadata: ["reactors": "\(count)", "pid": "\(getpid())"])
         main.run()
+        upgrader.waitForUpgrade()
         for thread in threads { pthread_join(thread, nil) }
         let total = registry.all.map(\.latestStatistics).reduce(ReactorStatistics(), +)
         logger.info("stopped", metadata: ["accepted": "\(total.accepted)"])
@@ -145,8 +169,6 @@ struct Server {
         switch signal {
         case SIGUSR1:
             logger.notice("received SIGUSR1: \(snapshot())")
-        case SIGUSR2:
-            logger.notice("received SIGUSR2: ignored (reserved for a future binary upgrade; none exists yet)")
         case SIGHUP:
             logger.notice("received SIGHUP: ignored (reflectd has no configuration file to reload; restart it to change flags)")
         default:
@@ -191,6 +213,7 @@ struct Server {
         switch listeners {
         case .bind(_, let unix): reserved += reactors + (unix == nil ? 0 : 1)
         case .inherited(let fds): reserved += reactors * fds.count
+        case .handedOver(let takeOver, _): reserved += takeOver.listeners.count
         }
         if metrics { reserved += 1 + MetricsEndpoint.maxConnections }
         return reserved
@@ -304,6 +327,16 @@ struct Server {
                 }
             }
             return bound
+        case .handedOver(let takeOver, let count):
+            var attached: [SocketAddress] = []
+            for record in takeOver.listeners(reactor: index, of: count) where !record.metrics {
+                do {
+                    attached.append(try reactor.attachHandedOverListener(record.listener))
+                } catch {
+                    throw ListenFailure(message: "cannot use the handed-over listener on \(record.listener.address): \(error)")
+                }
+            }
+            return attached
         }
     }
 
