@@ -23,7 +23,7 @@ run_asan=1
 run_tsan=0
 asan_filter=""
 tsan_filter=${TSAN_FILTER:-"^(ReactorTests|ReflectdTests)\."}
-asan_skip=${ASAN_SKIP:-"testSlowReceiverIsDroppedWhileOthersReceiveEverything|testNeverReadingPipelinerIsBoundedByBackpressure|testClientTableOf100000ClientsStaysWithinItsMemoryBound"}
+asan_skip=${ASAN_SKIP:-"testSlowReceiverIsDroppedWhileOthersReceiveEverything|testNeverReadingPipelinerIsBoundedByBackpressure"}
 leak_filter=${LEAK_FILTER:-"^ReactorTests\.|ExitLinePropertyTests"}
 while [ $# -gt 0 ]; do
     case "$1" in

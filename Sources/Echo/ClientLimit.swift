@@ -65,8 +65,8 @@ public struct ClientKey: Hashable, Sendable, CustomStringConvertible {
 /// A lock is taken twice per connection (open and close), never per message. A client's entry
 /// is removed when its last connection closes, so the table holds only clients with connections
 /// open: 100,000 of them take about 3.2 MB (a Swift dictionary of 8-byte keys and 4-byte counts
-/// at most 75 % full: 262,144 buckets × 12 bytes plus the occupancy bitmap), measured by
-/// `testClientTableOf100000ClientsStaysWithinItsMemoryBound`. Swift dictionaries do not shrink,
+/// at most 75 % full: 262,144 buckets × 12 bytes plus the occupancy bitmap; ``tableBytes``),
+/// checked by `testClientTableOf100000ClientsStaysWithinItsMemoryBound`. Swift dictionaries do not shrink,
 /// so the table keeps the size of its busiest moment.
 public final class ClientLimit: Sendable {
     /// The most connections one client may have open at once.
@@ -117,4 +117,14 @@ public final class ClientLimit: Sendable {
 
     /// Connections refused so far because their client was at the limit.
     public var rejected: Int { refused.load(ordering: .relaxed) }
+
+    /// The bytes of the table's storage now: its buckets (key and count each) and the occupancy
+    /// bitmap, one bit per bucket. This is what the documented memory bound is about.
+    public var tableBytes: Int {
+        table.withLock { table in
+            let buckets = table.capacity == 0 ? 0 : (table.capacity * 4 + 2) / 3  // capacity is 3/4 of the buckets
+            let bucketCount = buckets == 0 ? 0 : 1 << (Int.bitWidth - (buckets - 1).leadingZeroBitCount)
+            return bucketCount * (MemoryLayout<ClientKey>.stride + MemoryLayout<UInt32>.stride) + bucketCount / 8
+        }
+    }
 }

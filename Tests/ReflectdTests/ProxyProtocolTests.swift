@@ -271,9 +271,11 @@ final class ProxyProtocolTests: XCTestCase {
     }
 
     /// The bound stated in ClientLimit's documentation: 100,000 distinct clients (half IPv4,
-    /// half IPv6 /64s) with a connection each take at most 4 MiB, measured as the growth of the
-    /// process's anonymous resident memory (the table's storage is one allocation, large enough
-    /// for malloc to map it, so the growth is that storage's pages).
+    /// half IPv6 /64s) with a connection each take at most 4 MiB of table storage
+    /// (`tableBytes`, from the dictionary's capacity and element sizes, which does not depend on
+    /// what else the test process does). The growth of anonymous resident memory is printed as
+    /// a cross-check: it matched (3.3 MB) run alone, but other tests' threads add to it in a
+    /// full suite run, so it is not asserted.
     func testClientTableOf100000ClientsStaysWithinItsMemoryBound() throws {
         let limit = ClientLimit(maximum: 1)
         let keys: [ClientKey] = (0..<100_000).map { i -> ClientKey in
@@ -285,8 +287,9 @@ final class ProxyProtocolTests: XCTestCase {
         let after = try anonymousResidentBytes()
         XCTAssertEqual(limit.clients, 100_000)
         let bytes = after - before
-        print("client table: 100000 clients take \(bytes) bytes (\(bytes / 100_000) per client)")
-        XCTAssertLessThanOrEqual(bytes, 4 << 20)
+        print("client table: 100000 clients take \(limit.tableBytes) bytes of storage (\(limit.tableBytes / 100_000) per client); RssAnon grew \(bytes) bytes")
+        XCTAssertLessThanOrEqual(limit.tableBytes, 4 << 20)
+        XCTAssertGreaterThanOrEqual(limit.tableBytes, 100_000 * 12, "the storage estimate is below what the entries need")
         for key in keys { limit.release(key) }
         XCTAssertEqual(limit.clients, 0)
     }
