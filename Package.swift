@@ -95,7 +95,7 @@ let package = Package(
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(name: "ToolsTests", dependencies: ["CEpoll"]),
-        .testTarget(name: "ChatTests", dependencies: ["CEpoll"]),
+        .testTarget(name: "ChatTests", dependencies: ["CEpoll", "TestSupport"]),
         .testTarget(name: "RespTests", dependencies: ["RESP", "CEpoll", "TestSupport"]),
     ]
 )

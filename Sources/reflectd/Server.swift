@@ -94,9 +94,9 @@ struct Server {
         var threads: [pthread_t] = []
         let installedByOthers = InstallCount()
         for index in 1..<max(count, 1) {
-            let started = StartGate()
+            let started = ReactorStartGate()
             let backlog = options.backlog
-            let thread = spawnThread { [configuration, listeners, logger, clientLimit] in
+            let thread = ReactorThread.spawn { [configuration, listeners, logger, clientLimit] in
                 do {
                     let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil, exitLine: exitLine,
                                                                      proxyProtocol: proxyProtocol, clientLimit: clientLimit),
@@ -366,40 +366,4 @@ struct Server {
 /// A listener that could not be set up, in words naming its address, path or fd.
 struct ListenFailure: Error {
     let message: String
-}
-
-/// A reactor thread tells the main thread it is listening (or why it is not).
-final class StartGate: Sendable {
-    enum Outcome: Sendable { case success(ReactorHandle), failure(String) }
-    private let outcome = Mutex<Outcome?>(nil)
-    private let semaphore = DispatchSemaphore(value: 0)
-
-    func succeed(_ handle: ReactorHandle) { outcome.withLock { $0 = .success(handle) }; semaphore.signal() }
-    func fail(_ message: String) { outcome.withLock { $0 = .failure(message) }; semaphore.signal() }
-    func wait() -> Outcome {
-        semaphore.wait()
-        return outcome.withLock { $0! }
-    }
-}
-
-private final class ThreadBody {
-    let body: @Sendable () -> Void
-    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-}
-
-/// A plain pthread: a reactor needs a thread of its own, nothing more. Nil if none could be made
-/// (EAGAIN at the thread limit).
-func spawnThread(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
-    let box = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
-    var thread = pthread_t()
-    let rc = pthread_create(&thread, nil, { argument in
-        let body = Unmanaged<ThreadBody>.fromOpaque(argument!).takeRetainedValue()
-        body.body()
-        return nil
-    }, box)
-    guard rc == 0 else {
-        Unmanaged<ThreadBody>.fromOpaque(box).release()
-        return nil
-    }
-    return thread
 }

@@ -123,7 +123,7 @@ final class Upgrader: @unchecked Sendable {
             return
         }
         logger.notice("received SIGUSR2: upgrading to \(executable)")
-        guard spawnThread({ [self] in perform() }) != nil else {
+        guard ReactorThread.spawn({ [self] in perform() }) != nil else {
             logger.error("upgrade failed: cannot start the upgrade thread; still serving")
             running.store(false, ordering: .releasing)
             return

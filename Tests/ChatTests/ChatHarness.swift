@@ -1,104 +1,22 @@
 import Foundation
 import Glibc
+import TestSupport
 import XCTest
 
-/// The `chat` binary, run as a child process listening on an ephemeral loopback port.
-final class ChatServer {
-    let process = Process()
-    let port: Int
-    private let stderrFile: URL
+/// The `chat` binary, run as a child process listening on an ephemeral loopback port (the
+/// shared harness in TestSupport).
+typealias ChatServer = ChildServer
 
+extension ChildServer {
     /// Starts `chat --host 127.0.0.1 --port 0 --verbose ARGUMENTS` and waits (at most 10 s) for
     /// its `listening on HOST:PORT` line.
-    init(_ arguments: [String] = []) throws {
-        let binary = try Self.binary()
-        stderrFile = FileManager.default.temporaryDirectory.appendingPathComponent("chat-\(UUID().uuidString).err")
-        _ = FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
-        let stdout = Pipe()
-        process.executableURL = binary
-        process.arguments = ["--host", "127.0.0.1", "--port", "0", "--verbose"] + arguments
-        process.standardOutput = stdout
-        process.standardError = try FileHandle(forWritingTo: stderrFile)
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let startup = Self.readLine(stdout.fileHandleForReading.fileDescriptor, timeout: 10)
-        guard let startup, startup.hasPrefix("listening on 127.0.0.1:"),
-              let port = Int(startup.split(separator: ":").last ?? "") else {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            throw Failure("chat did not announce its port; stdout: \(startup ?? "nothing")")
-        }
-        self.port = port
-    }
-
-    deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-        try? FileManager.default.removeItem(at: stderrFile)
-    }
-
-    /// What the server logged (it runs with --verbose), for failure messages.
-    var log: String { (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "" }
-
-    /// The server's resident set size in KiB, from /proc.
-    var residentKiB: Int {
-        let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
-        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? -1
-        }
-        return -1
-    }
-
-    /// Sends `signal` to the server.
-    func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
-
-    /// Waits at most `timeout` seconds for the server to exit; its exit status, or nil if it is
-    /// still running then.
-    func waitForExit(timeout: Double = 8) -> Int32? {
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        return process.isRunning ? nil : process.terminationStatus
-    }
-
-    /// `chat` is built next to the test bundle (`.build/debug/chat` beside the `.xctest`).
-    static func binary() throws -> URL {
-        var candidates: [URL] = []
-        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-            candidates.append(URL(fileURLWithPath: exe).deletingLastPathComponent())
-        }
-        for bundle in Bundle.allBundles where bundle.bundlePath.hasSuffix(".xctest") {
-            candidates.append(bundle.bundleURL.deletingLastPathComponent())
-        }
-        candidates.append(Bundle.main.bundleURL)
-        for directory in candidates {
-            let url = directory.appendingPathComponent("chat")
-            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
-        }
-        throw Failure("no chat binary next to the tests; looked in \(candidates.map(\.path))")
-    }
-
-    /// One line from a pipe, read a byte at a time so nothing after it is consumed.
-    static func readLine(_ fd: CInt, timeout: Double) -> String? {
-        var bytes: [UInt8] = []
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&pfd, 1, 100) > 0 else { continue }
-            var byte: UInt8 = 0
-            guard read(fd, &byte, 1) == 1 else { return nil }
-            if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
-            bytes.append(byte)
-        }
-        return nil
+    convenience init(_ arguments: [String] = []) throws {
+        try self.init(binary: try ChildServer.binary("chat"),
+                      arguments: ["--host", "127.0.0.1", "--port", "0", "--verbose"] + arguments)
     }
 }
 
-struct Failure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
+typealias Failure = HarnessFailure
 
 /// A chat client on a blocking socket, with a timeout on every read.
 final class ChatClient {

@@ -127,8 +127,8 @@ struct RespServer: ParsableCommand {
         var threads: [pthread_t] = []
         var handles: [ReactorHandle] = []
         for index in 1..<count {
-            let started = StartGate()
-            threads.append(spawnThread {
+            let started = ReactorStartGate()
+            guard let thread = ReactorThread.spawn({
                 do {
                     let reactor = try Reactor(handler: makeHandler(), configuration: configuration)
                     _ = try reactor.listen(on: bound, reusePort: true)
@@ -137,7 +137,12 @@ struct RespServer: ParsableCommand {
                 } catch {
                     started.fail("reactor \(index): \(error)")
                 }
-            })
+            }) else {
+                handles.forEach { $0.stopNow() }
+                threads.forEach { pthread_join($0, nil) }
+                throw fail("reactor \(index): no thread could be started")
+            }
+            threads.append(thread)
             switch started.wait() {
             case .success(let handle): handles.append(handle)
             case .failure(let message):
