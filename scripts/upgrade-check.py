@@ -8,7 +8,7 @@ byte on both sides of the swap. Exit status 0 only if every check passed.
   scripts/upgrade-check.py BINARY [--connections N] [--repeat N] [--only NAME ...]
 
 Scenarios (names for --only): mixed, repeat, reactors-unix, failures, activation, proxy-limit,
-connection-limit, take-back.
+connection-limit, take-back, stop-race, failed-traces.
 """
 import argparse, os, random, re, selectors, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 
@@ -694,12 +694,149 @@ def take_back(binary):
         server.stop()
 
 
+def reflectd_processes(path):
+    """Pids of every live process whose command line starts with `path` (old, new, strays)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv0 = f.read().split(b"\0")[0]
+        except OSError:
+            continue
+        if argv0 == path.encode() and not _zombie(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def group_members(pgid):
+    """Live processes in process group `pgid`."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+def stop_race(binary, tries=10):
+    """Issue 19.1: SIGUSR2 then SIGTERM 0, 1 and 10 ms apart. Whichever process holds the
+    connections stops gracefully, no reflectd is left running, the ports are free at once, and
+    the log tells what happened."""
+    print(f"\n== a stop right after SIGUSR2 ({tries} tries each at 0, 1 and 10 ms): nothing is left running")
+    outcomes = {}
+    for gap in (0.0, 0.001, 0.010):
+        for attempt in range(tries):
+            server = Server(binary, ["--port", "0", "--metrics-port", "0", "--log-level", "info"])
+            what = f"gap {gap * 1000:.0f} ms, try {attempt + 1}"
+            try:
+                port, metrics_port = server.port, server.metrics_port
+                client = connect(port)
+                client.sendall(b"before\n")
+                ok = recv_exact(client, 7) == b"before\n"
+                os.kill(server.pid, signal.SIGUSR2)
+                if gap:
+                    time.sleep(gap)
+                os.kill(server.pid, signal.SIGTERM)
+                deadline = time.time() + 20
+                while reflectd_processes(server.path) and time.time() < deadline:
+                    server.proc.poll()
+                    time.sleep(0.02)
+                left = reflectd_processes(server.path)
+                status = server.proc.wait(timeout=5) if server.proc.poll() is None and not left else server.proc.poll()
+                _, how = recv_until_eof(client, timeout=5)
+                client.close()
+                log = server.stderr().decode(errors="replace")
+                if "forwarding the SIGTERM" in log or "forwarded the signal" in log:
+                    outcome = "new process stopped"
+                elif "stopping gracefully, as the SIGTERM" in log or "stopping now, as the" in log:
+                    outcome = "upgrade failed, old stopped"
+                elif "received SIGUSR2: ignored, this process is stopping" in log:
+                    outcome = "upgrade refused while stopping"
+                else:
+                    outcome = "old stopped first" if "upgrade" not in log.split("received SIGTERM")[0] else "other"
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                bad = []
+                if not ok:
+                    bad.append("no echo before the signals")
+                if left:
+                    bad.append(f"reflectd still running: pids {left}")
+                if status != 0:
+                    bad.append(f"the first process exited {status}")
+                if how != "eof":
+                    bad.append(f"the client saw no EOF ({how})")
+                if "still serving" in log:
+                    bad.append("the log says 'still serving' although the process stopped")
+                if not left:
+                    # A restart on the same ports works at once.
+                    try:
+                        again = Server(binary, ["--port", str(port), "--metrics-port", str(metrics_port)])
+                        again.stop()
+                    except Exception as e:
+                        bad.append(f"restart on the same ports failed: {e}")
+                if bad:
+                    check(False, f"{what}: {'; '.join(bad)}\n{log[-1500:]}")
+            finally:
+                for pid in reflectd_processes(server.path):
+                    os.kill(pid, signal.SIGKILL)
+                server.stop()
+    check(not any(w.startswith("gap") for w in FAILURES),
+          f"{3 * tries} races: no stray process, exit 0, EOF for the client, ports free at once ({outcomes})")
+
+
+def failed_child_traces(binary):
+    """Issue 19.7: a "binary" that prints a fake startup line and forks a child leaves no trace."""
+    print("\n== a failed upgrade leaves no trace: no stray stdout line, no surviving child")
+    server = Server(binary, ["--port", "0", "--log-level", "info"])
+    try:
+        marker = f"{60 + random.random():.6f}"  # a sleep no other process runs
+        server.replace_binary(f"#!/bin/sh\necho 'listening on 127.0.0.1:1'\nsleep {marker}\necho done\n")
+        os.kill(server.pid, signal.SIGUSR2)
+        server.wait_for(lambda: b"upgrade failed" in server.stderr(), 15, "the failure to be logged")
+        m = re.search(rb"the new process \(pid (\d+)\)", server.stderr())
+        child = int(m.group(1)) if m else None
+        check(child is not None, "the log names the failed process")
+        time.sleep(0.2)
+        check(b"127.0.0.1:1" not in server.stdout(), "its 'listening on 127.0.0.1:1' never reached reflectd's stdout")
+        members = group_members(child) if child else []
+        sleepers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline(pid) == ["sleep", marker]]
+        check(not members and not sleepers, f"the failed process and its child (`sleep`) are gone (group {members}, sleep {sleepers})")
+        for pid in sleepers:
+            os.kill(int(pid), signal.SIGKILL)
+        s = connect(server.port)
+        s.sendall(b"ok\n")
+        check(recv_exact(s, 3) == b"ok\n" and server.alive(), "the old process still serves")
+        s.close()
+        server.replace_binary()
+        taken, _, status, _ = server.upgrade()
+        check(status == 0 and b"listening on" in server.stdout().split(b"\n", 1)[1],
+              "a real upgrade afterwards still prints the new process's 'listening on' line")
+    finally:
+        server.stop()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("binary")
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", nargs="*")
+    parser.add_argument("--race-tries", type=int, default=10, help="tries of each gap in the stop-race scenario")
     options = parser.parse_args()
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -714,6 +851,8 @@ def main():
         "proxy-limit": lambda: proxy_and_client_limit(binary),
         "connection-limit": lambda: connection_limit(binary),
         "take-back": lambda: take_back(binary),
+        "stop-race": lambda: stop_race(binary, options.race_tries),
+        "failed-traces": lambda: failed_child_traces(binary),
     }
     for name, run in scenarios.items():
         if options.only and name not in options.only:

@@ -213,9 +213,13 @@ public enum ProxyProtocol {
     }
 
     /// An address in the text form inet_pton accepts for `family`, copied NUL-terminated to the stack.
+    ///
+    /// Every character is checked first: inet_pton stops at a NUL, so `9.9.9.9\0junk` would
+    /// otherwise pass as `9.9.9.9`. IPv4: digits and dots only; IPv6: hex digits, colons, and
+    /// dots (for a trailing dotted quad such as `::ffff:192.0.2.1`).
     static func address(_ field: UnsafeRawBufferPointer, _ family: ProxyAddress.Family, _ port: UInt16) -> ProxyAddress? {
         // INET6_ADDRSTRLEN is 46 with the NUL; a longer field is no address.
-        guard field.count < 46 else { return nil }
+        guard field.count < 46, field.allSatisfy({ addressCharacter($0, family) }) else { return nil }
         var text: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0)
         var parsed: (UInt64, UInt64) = (0, 0)
         let ok = withUnsafeMutableBytes(of: &text) { text in
@@ -226,6 +230,17 @@ public enum ProxyProtocol {
         }
         guard ok else { return nil }
         return withUnsafeBytes(of: &parsed) { ProxyAddress(family: family, bytes: $0, port: port) }
+    }
+
+    /// Whether `byte` may appear in a v1 address of `family`.
+    @inline(__always)
+    static func addressCharacter(_ byte: UInt8, _ family: ProxyAddress.Family) -> Bool {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."): return true
+        case UInt8(ascii: "a")...UInt8(ascii: "f"), UInt8(ascii: "A")...UInt8(ascii: "F"), UInt8(ascii: ":"):
+            return family == .ipv6
+        default: return false
+        }
     }
 
     // MARK: version 2
@@ -286,6 +301,8 @@ public struct ProxyHeaderReader {
     private var storage: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
                           UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     private var count = 0
+    /// Every byte fed so far, whatever the reader kept, skipped or left for the data.
+    private var fed = 0
     /// Header bytes still to skip once the addresses are known.
     private var skip = 0
     private var parsed: ProxyHeader?
@@ -305,9 +322,14 @@ public struct ProxyHeaderReader {
     /// Header bytes seen so far (kept or skipped).
     public var consumed: Int { count }
 
+    /// Bytes received so far, in every segment fed: what a log line about an incomplete or late
+    /// header should report (``consumed`` stops at what the parser needed to look at).
+    public var received: Int { fed }
+
     /// Takes the next segment of the stream. After `done` or `invalid` the reader is finished.
     public mutating func feed(_ bytes: UnsafeRawBufferPointer) -> Step {
         let n = bytes.count
+        fed &+= n
         if let header = parsed {
             let take = min(skip, n)
             skip -= take

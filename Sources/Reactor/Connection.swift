@@ -115,6 +115,14 @@ public struct Connection<Handler: ConnectionHandler>: ~Copyable {
         reactor._withUnsafeGuaranteedRef { $0.cancel(timer) }
     }
 
+    /// Counts this connection's close under `reason` if the peer ends it (its EOF, or a reset)
+    /// rather than the handler, a timer or a stop: for a connection that turned out to be a
+    /// balancer's health check (`check`), whose reset would otherwise count as a real `reset`.
+    /// Costs one dictionary entry until the connection is gone, and nothing per message.
+    public func countPeerClose(as reason: CloseReason) {
+        reactor._withUnsafeGuaranteedRef { $0.peerCloseReasons[id.index] = reason }
+    }
+
     /// What the callback may do beyond this connection: write to, close or resume other
     /// connections by id, set timers, stop the reactor (see ``ReactorContext``).
     @inlinable

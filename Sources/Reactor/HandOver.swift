@@ -146,6 +146,7 @@ extension Reactor {
             }
             let idle = wheel.map { min(hot.pointee.tick &- slot.pointee.lastActive, $0.timeout) } ?? 0
             let reason = closeReasons.removeValue(forKey: i)
+            peerCloseReasons.removeValue(forKey: i)
             let closing = life.phase == .open ? nil : (reason ?? .eof)
             taken.append(HandedOverConnection(
                 fd: slot.pointee.fd, state: slot.pointee.state, pendingOutput: pending, peer: slot.pointee.peer,

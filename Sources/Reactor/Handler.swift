@@ -72,6 +72,12 @@ public enum Action: Sendable, Equatable {
     /// Write every pending byte (within ``ReactorConfiguration/closeTimeout``), then close the
     /// connection with this reason. Nothing more is read or delivered.
     case close(CloseReason)
+    /// Refuse the connection: close it at once with this reason, discarding any pending output,
+    /// with no linger. Every place it held (its fd, its ``ReactorConfiguration/connectionLimit``
+    /// place) is free when the callback returns, so a peer that keeps opening refused
+    /// connections holds nothing. For a limit, a bad or untrusted header, a deadline: anything
+    /// the peer must not be able to hold on to. The handler's onClose runs as for any close.
+    case refuse(CloseReason)
 }
 
 /// The protocol logic of a server: the reactor calls it when a connection opens, has data,

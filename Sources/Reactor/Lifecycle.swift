@@ -346,8 +346,15 @@ extension Reactor {
     func requestClose(_ i: Int32, _ reason: CloseReason, abort: Bool) {
         let slot = slots[Int(i)]
         guard slot.pointee.kind == .connection else { return }
-        if slot.pointee.life.requestClose(abort: abort) { closeReasons[i] = reason }
+        if slot.pointee.life.requestClose(abort: abort) { closeReasons[i] = peerClose(i, reason) }
         markDirty(i)
+    }
+
+    /// `reason`, or what ``Connection/countPeerClose(as:)`` asked for when the peer ended it.
+    @usableFromInline
+    func peerClose(_ i: Int32, _ reason: CloseReason) -> CloseReason {
+        guard !peerCloseReasons.isEmpty, reason == .eof || reason == .reset, let own = peerCloseReasons[i] else { return reason }
+        return own
     }
 
     /// → closed: the handler's onClose (unless it already ran, at the start of the linger, or
@@ -356,7 +363,8 @@ extension Reactor {
     @usableFromInline
     func finishClose(_ i: Int32, notify: Bool = true) {
         let slot = slots[Int(i)]
-        let reason = closeReasons.removeValue(forKey: i) ?? .eof
+        let reason = closeReasons.removeValue(forKey: i) ?? peerClose(i, .eof)
+        if !peerCloseReasons.isEmpty { peerCloseReasons.removeValue(forKey: i) }
         if slot.pointee.timerHead != 0 { cancelConnectionTimers(i) }
         if notify && slot.pointee.life.phase != .lingering {
             let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
@@ -393,8 +401,14 @@ extension Reactor {
         if slot.pointee.timerHead != 0 { cancelConnectionTimers(i) }
         let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
         handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state,
-                        reason: closeReasons[i] ?? .eof)
+                        reason: closeReasons[i] ?? peerClose(i, .eof))
         slot.pointee.life.phase = .lingering
+        // A lingering connection is done: it counts against no limit (a peer that never closes
+        // must not keep a place for the whole linger). Its fd is the only thing it still holds.
+        if slot.pointee.life.marks.contains(.holdsLimitPlace) {
+            slot.pointee.life.marks.remove(.holdsLimitPlace)
+            configuration.connectionLimit?.release()
+        }
         sys.shutdownWrite(slot.pointee.fd)
         _ = addTimer(after: Budget.lingerNs, interval: nil, .closeDeadline(id))
     }

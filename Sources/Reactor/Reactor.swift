@@ -48,6 +48,9 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// The reason of each connection being closed (the first one given), by slot, from the
     /// close request until the slot is freed.
     @usableFromInline var closeReasons: [Int32: CloseReason] = [:]
+    /// The reason to report, by slot, when the peer ends the connection (EOF or reset): set by
+    /// ``Connection/countPeerClose(as:)``, dropped when the slot is freed. Usually empty.
+    @usableFromInline var peerCloseReasons: [Int32: CloseReason] = [:]
     let timerFD: CInt
     var timers = TimerQueue()
     var armedDeadline: Int64 = 0
@@ -306,6 +309,8 @@ public final class Reactor<Handler: ConnectionHandler> {
             markDirty(i)
         case .close(let reason):
             requestClose(i, reason, abort: false)
+        case .refuse(let reason):
+            requestClose(i, reason, abort: true)
         }
     }
 

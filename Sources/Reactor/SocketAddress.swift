@@ -94,6 +94,17 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         }
     }
 
+    /// Calls `body` with the IP address's bytes in network order (4 for IPv4, 16 for IPv6) and
+    /// returns its result; nil for a Unix-domain address. Formats nothing and allocates nothing,
+    /// so it suits a check made for every accepted connection.
+    public func withIPAddressBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R? {
+        switch storage {
+        case .inet(var a): return withUnsafeBytes(of: &a.sin_addr) { body($0) }
+        case .inet6(var a): return withUnsafeBytes(of: &a.sin6_addr) { body($0) }
+        case .unix: return nil
+        }
+    }
+
     /// True for a Unix-domain address.
     public var isUnix: Bool { if case .unix = storage { return true } else { return false } }
 

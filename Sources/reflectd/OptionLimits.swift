@@ -17,7 +17,8 @@ enum OptionLimits {
     /// last one quietly winning.
     static let singleValue = ["host", "port", "unix", "backlog", "reactors", "max-connections", "idle-timeout",
                               "keepalive", "metrics-port", "log-level", "exit-line", "exit-hold-ms",
-                              "unix-mode", "send-timeout", "max-connections-per-client"]
+                              "unix-mode", "send-timeout", "max-connections-per-client",
+                              "proxy-protocol-from", "metrics-host"]
 }
 
 extension Reflectd {

@@ -63,11 +63,14 @@ struct Reflectd: ParsableCommand {
     @Option(parsing: .unconditional, help: "Most connections open at once (whole process); more are accepted and closed at once.")
     var maxConnections: Int?
 
-    @Option(parsing: .unconditional, help: "Most connections open at once from one client address (IPv6: one /64; behind --proxy-protocol, the address in the PROXY header); more are accepted and closed at once with reason `limit`.")
-    var maxConnectionsPerClient: Int?
+    @Option(parsing: .unconditional, help: ArgumentHelp("Most connections open at once from one client address (IPv6: one /64; behind --proxy-protocol, the address in the PROXY header); more are refused at once with reason `limit`. `auto`: 90 % of the connections the fd limit leaves room for, so one address never takes every fd (none under a lower --max-connections); `off`: no limit.", valueName: "n|auto|off"))
+    var maxConnectionsPerClient: PerClientLimit = .auto
 
-    @Flag(help: "Every connection starts with a PROXY protocol v1 or v2 header (HAProxy `send-proxy`/`send-proxy-v2`): logs and --max-connections-per-client see the client's address. A missing, malformed or late (3 s) header closes the connection with reason `proxy`.")
+    @Flag(help: "Every connection starts with a PROXY protocol v1 or v2 header (HAProxy `send-proxy`/`send-proxy-v2`): logs and --max-connections-per-client see the client's address. A missing, malformed or late (3 s) header closes the connection with reason `proxy`. Trust it only from your balancers: see --proxy-protocol-from.")
     var proxyProtocol = false
+
+    @Option(parsing: .unconditional, help: ArgumentHelp("With --proxy-protocol: the only sources that may send a PROXY header, as comma-separated addresses and CIDR prefixes (IPv4 and IPv6, e.g. `10.0.0.0/8,2001:db8::/32,127.0.0.1`). A connection from anywhere else is refused at once with reason `proxy` and logged with its real address. Unix-socket peers are trusted.", valueName: "list"))
+    var proxyProtocolFrom: String?
 
     @Option(parsing: .unconditional, help: "Close connections with no traffic in either direction for this many seconds.")
     var idleTimeout: Int?
@@ -78,11 +81,14 @@ struct Reflectd: ParsableCommand {
     @Option(parsing: .unconditional, help: "Enable TCP keepalive, probing after this many idle seconds.")
     var keepalive: Int?
 
-    @Flag(inversion: .prefixedNo, help: "Set TCP_NODELAY on accepted connections.")
+    @Flag(inversion: .prefixedNo, help: "Whether accepted connections get TCP_NODELAY (on by default: each echo goes out at once); --no-tcp-nodelay leaves Nagle's algorithm on, which may delay small echoes.")
     var tcpNodelay = true
 
-    @Option(parsing: .unconditional, help: "Serve Prometheus metrics at GET /metrics on this port (same host).")
+    @Option(parsing: .unconditional, help: "Serve Prometheus metrics at GET /metrics on this port (on --metrics-host).")
     var metricsPort: Int?
+
+    @Option(help: ArgumentHelp("Address of the metrics listener, apart from the echo --host (e.g. 127.0.0.1 to serve echo publicly and metrics only on loopback); default: --host (also under socket activation, where --host serves only this).", valueName: "host"))
+    var metricsHost: String?
 
     @Option(help: ArgumentHelp("Whether the line `exit` closes the connection: `on`, or `off` for a pure RFC 862 echo (`exit` is data).", valueName: "on|off"))
     var exitLine: ExitLineMode = .on
@@ -111,8 +117,18 @@ struct Reflectd: ParsableCommand {
         if let maxConnections, maxConnections <= 0 {
             throw ValidationError("--max-connections must be positive, got \(maxConnections)")
         }
-        if let maxConnectionsPerClient, maxConnectionsPerClient <= 0 {
-            throw ValidationError("--max-connections-per-client must be positive, got \(maxConnectionsPerClient)")
+        if proxyProtocolFrom != nil && !proxyProtocol {
+            throw ValidationError("--proxy-protocol-from needs --proxy-protocol")
+        }
+        if let proxyProtocolFrom {
+            do {
+                _ = try AddressPrefixList(parsing: proxyProtocolFrom)
+            } catch {
+                throw ValidationError("--proxy-protocol-from: \(error)")
+            }
+        }
+        if metricsHost != nil && metricsPort == nil {
+            throw ValidationError("--metrics-host needs --metrics-port")
         }
         if let idleTimeout, !(1...86_400).contains(idleTimeout) {
             throw ValidationError("--idle-timeout must be between 1 and 86400 seconds, got \(idleTimeout)")

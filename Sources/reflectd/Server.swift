@@ -65,20 +65,26 @@ struct Server {
         let registry = ReactorRegistry()
         var metrics: MetricsEndpoint?
         if let metricsPort = options.metricsPort {
-            let address = try resolve(options.host, metricsPort, what: "--host")
+            let address = try resolve(options.metricsHost ?? options.host, metricsPort,
+                                      what: options.metricsHost == nil ? "--host" : "--metrics-host")
             metrics = MetricsEndpoint(address: address, registry: registry)
             metrics?.logLinesDropped = { [logQueue] in logQueue?.droppedTotal ?? 0 }
             metrics?.carried = takeOver?.statistics ?? ReactorStatistics()
         }
-        reportCapacity(fdLimit, reactors: count, listeners: listeners, metrics: metrics != nil)
+        let capacity = reportCapacity(fdLimit, reactors: count, listeners: listeners, metrics: metrics != nil)
 
         // Reactor 0, on this thread.
-        let clientLimit = options.maxConnectionsPerClient.map { ClientLimit(maximum: $0) }
+        let clientLimit = perClientLimit(capacity: capacity)
         metrics?.clientLimit = clientLimit
         let proxyProtocol = options.proxyProtocol
+        let proxyFrom = try options.proxyProtocolFrom.map { text in
+            do { return try AddressPrefixList(parsing: text) } catch {
+                throw StartupFailure(message: "invalid --proxy-protocol-from: \(error)")
+            }
+        }
         let exitLine = options.exitLinePolicy
         let main = try make(ServerHandler(logger: logger, metrics: metrics, exitLine: exitLine,
-                                          proxyProtocol: proxyProtocol, clientLimit: clientLimit), configuration)
+                                          proxyProtocol: proxyProtocol, proxyFrom: proxyFrom, clientLimit: clientLimit), configuration)
         registry.add(main.handle)
         var announced = try listen(main, listeners, index: 0)
         if let metrics {
@@ -99,7 +105,8 @@ struct Server {
             let thread = ReactorThread.spawn { [configuration, listeners, logger, clientLimit] in
                 do {
                     let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil, exitLine: exitLine,
-                                                                     proxyProtocol: proxyProtocol, clientLimit: clientLimit),
+                                                                     proxyProtocol: proxyProtocol, proxyFrom: proxyFrom,
+                                                                     clientLimit: clientLimit),
                                               configuration: configuration)
                     _ = try Server.listenOn(reactor, listeners, index: index, shared: true, backlog: backlog)
                     if let takeOver {
@@ -131,7 +138,21 @@ struct Server {
 
         let others = Array(registry.all.dropFirst())
         do {
-            try main.stop(onSignals: Server.stopSignals, alsoStopping: others)
+            // Not the Reactor's own stop(onSignals:): a stop during an upgrade must wait for the
+            // upgrade to decide which process holds the connections (Upgrader.stopRequested).
+            let stops = StopCount()
+            let grace = configuration.shutdownGrace
+            try main.onSignals(Server.stopSignals) { [unowned main, logger] signal in
+                let force = stops.next() > 1
+                guard upgrader.stopRequested(signal, force: force) == .stopHere else { return }
+                if force {
+                    logger.notice("received \(Signals.name(signal)) again: stopping now, without waiting for slow peers")
+                } else {
+                    logger.notice("received \(Signals.name(signal)): stopping gracefully (up to \(grace) for pending output; another stop signal cuts it short)")
+                }
+                for other in others { force ? other.stopNow() : other.stop() }
+                if force { main.handle.stopNow() } else { main.handle.stop() }
+            }
             try main.onSignals(Server.noticeSignals) { [unowned main, logger, logQueue] signal in
                 if signal == SIGUSR2 { upgrader.signalled(metrics: metrics); return }
                 Server.noticeSignal(signal, logger: logger) {
@@ -145,6 +166,7 @@ struct Server {
             throw StartupFailure(message: "cannot receive signals: \(error)")
         }
         if announced.isEmpty { announced = main.listeningAddresses }
+        warnIfProxyTrustsAnyone(announced, metrics: metrics?.address)
         for address in announced { Output.write("listening on \(address)\n", to: 1) }
         if let metrics { Output.write("metrics on http://\(metrics.address)/metrics\n", to: 1) }
         if let takeOver {
@@ -192,9 +214,43 @@ struct Server {
 
     // MARK: file descriptors
 
+    /// `--max-connections-per-client` for a process with room for `capacity` connections (what
+    /// the fd limit leaves), logged at notice when it is the default. The default guards the fd
+    /// limit only: under a --max-connections it would never bind, it is not set at all.
+    private func perClientLimit(capacity: Int) -> ClientLimit? {
+        guard let maximum = options.maxConnectionsPerClient.maximum(capacity: capacity) else { return nil }
+        if options.maxConnectionsPerClient == .auto {
+            if let cap = options.maxConnections, cap <= maximum { return nil }
+            logger.notice("at most \(maximum) connections per client address (--max-connections-per-client auto: \(PerClientLimit.autoPercent) % of the \(capacity) the fd limit leaves room for; set a lower number for a public server, or `off`)")
+        }
+        return ClientLimit(maximum: maximum)
+    }
+
+    /// `--proxy-protocol` believes any source's PROXY header unless --proxy-protocol-from says
+    /// whose: warn when that is so on an address other hosts can reach.
+    private func warnIfProxyTrustsAnyone(_ announced: [SocketAddress], metrics: SocketAddress?) {
+        guard options.proxyProtocol, options.proxyProtocolFrom == nil else { return }
+        let exposed = announced.filter { address in
+            !address.isUnix && address.port != metrics?.port && !Server.isLoopback(address)
+        }
+        guard !exposed.isEmpty else { return }
+        logger.warning("--proxy-protocol on \(exposed.map(\.description).joined(separator: ", ")) without --proxy-protocol-from: any client that reaches this address can forge its source in a PROXY header (and so its per-client limit and its log lines); give --proxy-protocol-from with your balancers' addresses")
+    }
+
+    /// 127.0.0.0/8, ::1, and ::ffff:127.0.0.0/104.
+    static func isLoopback(_ address: SocketAddress) -> Bool {
+        address.withIPAddressBytes { bytes in
+            if bytes.count == 4 { return bytes[0] == 127 }
+            let mapped = bytes[0..<10].allSatisfy { $0 == 0 } && bytes[10] == 0xFF && bytes[11] == 0xFF
+            if mapped { return bytes[12] == 127 }
+            return bytes[0..<15].allSatisfy { $0 == 0 } && bytes[15] == 1
+        } ?? false
+    }
+
     /// Logs at notice how many connections the fd limit leaves room for, and warns when
-    /// --max-connections asks for more.
-    private func reportCapacity(_ limit: FileLimit.Raise, reactors: Int, listeners: Listeners, metrics: Bool) {
+    /// --max-connections asks for more. Returns that room.
+    @discardableResult
+    private func reportCapacity(_ limit: FileLimit.Raise, reactors: Int, listeners: Listeners, metrics: Bool) -> Int {
         let reserved = Server.reservedDescriptors(reactors: reactors, listeners: listeners, metrics: metrics)
         let capacity = max(0, limit.after - reserved)
         let raised = limit.after > limit.before ? " (soft limit raised from \(limit.before) to the hard limit)" : ""
@@ -202,6 +258,7 @@ struct Server {
         if let maximum = options.maxConnections, maximum > capacity {
             logger.warning("--max-connections \(maximum) exceeds the \(capacity) connections the fd limit (\(limit.after)) leaves room for; past that, clients wait in the backlog. Raise the hard limit (LimitNOFILE= in the unit, ulimit -Hn) or lower --max-connections")
         }
+        return capacity
     }
 
     /// Descriptors the process holds whatever its clients do: stdin, stdout and stderr; per
@@ -248,9 +305,14 @@ struct Server {
         }
         if let inherited {
             logger.info("socket activation: serving \(inherited.count) inherited socket(s)")
-            let ignored = ["--host", "--port", "--unix"].filter(Reflectd.given)
+            // --host still places the metrics listener when --metrics-host is not given.
+            let hostForMetrics = options.metricsPort != nil && options.metricsHost == nil
+            let ignored = ["--host", "--port", "--unix"].filter(Reflectd.given).filter { $0 != "--host" || !hostForMetrics }
             if !ignored.isEmpty {
                 logger.warning("socket activation: \(ignored.joined(separator: ", ")) ignored; reflectd serves only the \(inherited.count) socket(s) it was given")
+            }
+            if hostForMetrics {
+                logger.notice("socket activation: the echo sockets are the \(inherited.count) inherited one(s); the metrics listener binds --host \(options.host) (--metrics-host chooses its address)")
             }
             return .inherited(inherited)
         }
@@ -361,6 +423,13 @@ struct Server {
             return "\(what): \(error)"
         }
     }
+}
+
+/// Stop signals received so far, counted on reactor 0's thread: the first stops gracefully, a
+/// second at once.
+final class StopCount {
+    private var count = 0
+    func next() -> Int { count += 1; return count }
 }
 
 /// A listener that could not be set up, in words naming its address, path or fd.

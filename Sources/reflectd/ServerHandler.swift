@@ -11,7 +11,15 @@ struct ServerHandler: ConnectionHandler {
         /// only this. (An enum of echo / metrics / client cost 7 more instructions per message,
         /// callgrind: its case test is not a plain nil check.)
         var extra: ConnectionExtra?
+        /// The client's place under the per-client limit, given back at close; nil when it
+        /// holds none. Inline, so a plain echo connection under a limit allocates nothing.
+        var place: ClientKey?
     }
+
+    /// The close reason of a balancer's health check: a connection whose PROXY header was a
+    /// v2 `LOCAL` command or a v1 `UNKNOWN` line, ended by the peer. Counted apart from real
+    /// resets, so that an alert on `reset` is not set off by one check a second.
+    static let check = CloseReason("check")
 
     let logger: Logger
     /// Set on the reactor that serves metrics.
@@ -20,6 +28,9 @@ struct ServerHandler: ConnectionHandler {
     var exitLine = ExitLinePolicy.standard
     /// `--proxy-protocol`: every echo connection starts with a PROXY v1 or v2 header.
     var proxyProtocol = false
+    /// `--proxy-protocol-from`: the only sources that may send that header; nil trusts every
+    /// source. A connection from elsewhere is refused at once (reason `proxy`).
+    var proxyFrom: AddressPrefixList?
     /// `--max-connections-per-client`, shared by every reactor of the process.
     var clientLimit: ClientLimit?
 
@@ -33,18 +44,18 @@ struct ServerHandler: ConnectionHandler {
             logger.debug("metrics open \(connection.peer) (\(connection.id))")
             return .continue
         }
-        if proxyProtocol || clientLimit != nil {
+        if proxyProtocol {
+            if let proxyFrom, !proxyFrom.contains(connection.peer) {
+                logger.warning("connection from \(connection.peer) (\(connection.id)) refused: not in --proxy-protocol-from \(proxyFrom), so its PROXY header is not trusted (reason proxy)")
+                return .refuse(ConnectionExtra.proxyReason)
+            }
             let client = ConnectionExtra(peer: connection.peer)
             state.extra = client
-            if proxyProtocol {
-                client.awaitHeader(connection, logger: logger)
-                return .continue
-            }
-            logger.info("open \(connection.peer) (\(connection.id))")
-            return admit(client, key: ClientKey(host: connection.peer.host), connection)
+            client.awaitHeader(connection, logger: logger)
+            return .continue
         }
         logger.info("open \(connection.peer) (\(connection.id))")
-        return .continue
+        return admit(ClientKey(connection.peer), name: connection.peer.description, connection, &state)
     }
 
     @inline(__always)
@@ -65,8 +76,8 @@ struct ServerHandler: ConnectionHandler {
         }
         if extra.http != nil { return .close(.eof) }
         if let pending = extra.pending {
-            logger.warning("proxy header from \(connection.peer) (\(connection.id)) refused: end of input after \(pending.reader.consumed) bytes of the header")
-            return .close(ConnectionExtra.proxyReason)
+            logger.warning("proxy header from \(connection.peer) (\(connection.id)) refused: end of input after \(pending.reader.received) bytes of the header")
+            return .refuse(ConnectionExtra.proxyReason)
         }
         return EchoProtocol.readEOF(connection: connection, state: &state.echo)
     }
@@ -77,6 +88,10 @@ struct ServerHandler: ConnectionHandler {
     }
 
     func onClose(_ connection: borrowing Connection<Self>, state: inout State, reason: CloseReason) {
+        if let place = state.place {
+            clientLimit?.release(place)
+            state.place = nil
+        }
         guard let extra = state.extra else {
             logger.info("close \(connection.peer) (\(connection.id)) reason=\(reason)")
             return
@@ -86,7 +101,7 @@ struct ServerHandler: ConnectionHandler {
             logger.debug("metrics close \(connection.peer) (\(connection.id)) reason=\(reason)")
             return
         }
-        extra.finish(connection, limit: clientLimit)
+        extra.finish(connection)
         logger.info("close \(extra.name) (\(connection.id)) reason=\(reason)")
     }
 
@@ -102,7 +117,7 @@ struct ServerHandler: ConnectionHandler {
             return .continue
         case .invalid(let error):
             logger.warning("proxy header from \(connection.peer) (\(connection.id)) refused: \(error)")
-            return .close(ConnectionExtra.proxyReason)
+            return .refuse(ConnectionExtra.proxyReason)
         case .done(let header, let dataStart):
             client.headerDone(header, connection)
             let key: ClientKey?
@@ -113,24 +128,29 @@ struct ServerHandler: ConnectionHandler {
             } else {
                 // v2 LOCAL (a health check) or a header without a client address: the
                 // connection is the balancer's own.
-                key = ClientKey(host: client.balancer.host)
+                key = ClientKey(client.balancer)
                 logger.info("open \(client.name) (\(connection.id)) proxy=v\(header.version) \(header.isLocal ? "local" : "unknown client")")
+                // HAProxy's health checks send exactly these (v2 LOCAL, v1 UNKNOWN) and then
+                // reset: count that close as `check`, not `reset`.
+                if header.isLocal || header.version == 1 { connection.countPeerClose(as: Self.check) }
             }
-            let admitted = admit(client, key: key, connection)
+            let admitted = admit(key, name: client.name, connection, &state)
             guard admitted == .continue, dataStart < bytes.count else { return admitted }
             return EchoProtocol.read(UnsafeRawBufferPointer(rebasing: bytes[dataStart...]), connection: connection,
                                      state: &state.echo, policy: exitLine)
         }
     }
 
-    /// Takes the client's place under the per-client limit, or refuses it with reason `limit`.
-    private func admit(_ client: ConnectionExtra, key: ClientKey?, _ connection: borrowing Connection<Self>) -> Action {
+    /// Takes the client's place under the per-client limit, or refuses the connection at once
+    /// with reason `limit`: it holds nothing afterwards (no linger, no place, no fd).
+    private func admit(_ key: ClientKey?, name: @autoclosure () -> String, _ connection: borrowing Connection<Self>,
+                       _ state: inout State) -> Action {
         guard let clientLimit, let key else { return .continue }
         guard clientLimit.acquire(key) else {
-            logger.info("connection from \(client.name) (\(connection.id)) refused: \(clientLimit.maximum) connections from \(key) open already (reason limit)")
-            return .close(.limit)
+            logger.info("connection from \(name()) (\(connection.id)) refused: \(clientLimit.maximum) connections from \(key) open already (reason limit)")
+            return .refuse(.limit)
         }
-        client.place = key
+        state.place = key
         return .continue
     }
 }
@@ -149,8 +169,6 @@ final class ConnectionExtra {
     let balancer: SocketAddress
     /// The name in log lines: the client's address, with the balancer's beside it once known.
     var name: String
-    /// The client's place under the per-client limit, given back at close; nil when it holds none.
-    var place: ClientKey?
     /// Present only while the PROXY header is being read.
     var pending: PendingHeader?
 
@@ -175,8 +193,8 @@ final class ConnectionExtra {
         header.timer = loop.schedule(after: Self.headerTimeout) { [unowned loop, weak header] in
             guard let header, loop.isLive(id) else { return }
             header.timer = nil
-            logger.warning("proxy header from \(self.balancer) (\(id)) refused: incomplete after \(Self.headerTimeout) (\(header.reader.consumed) bytes)")
-            loop.close(id, reason: Self.proxyReason)
+            logger.warning("proxy header from \(self.balancer) (\(id)) refused: incomplete after \(Self.headerTimeout) (\(header.reader.received) bytes received)")
+            loop.close(id, reason: Self.proxyReason, discardingOutput: true)
         }
     }
 
@@ -186,13 +204,9 @@ final class ConnectionExtra {
         pending = nil
     }
 
-    /// The connection closed, however it ended: the place goes back exactly once.
-    func finish(_ connection: borrowing Connection<ServerHandler>, limit: ClientLimit?) {
+    /// The connection closed, however it ended: the header's timer goes.
+    func finish(_ connection: borrowing Connection<ServerHandler>) {
         if let timer = pending?.timer { connection.loop.cancel(timer) }
         pending = nil
-        if let place {
-            limit?.release(place)
-            self.place = nil
-        }
     }
 }

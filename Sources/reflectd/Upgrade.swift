@@ -88,6 +88,24 @@ final class Upgrader: @unchecked Sendable {
     private var reaped: pid_t = 0
     /// Set once a hand-over succeeded: the process is on its way out.
     let handedOver = Atomic<Bool>(false)
+    /// Where the upgrade stands, for a stop signal that arrives meanwhile (``stopRequested(_:force:)``).
+    private let phase = Mutex<Phase>(.idle)
+
+    /// An upgrade's progress as a stop signal sees it. One lock orders the two decisions that
+    /// race: the upgrade thread committing (the new process holds everything) and a stop
+    /// signal arriving on reactor 0's thread.
+    enum Phase: Equatable {
+        /// No upgrade: a stop signal stops this process.
+        case idle
+        /// An upgrade runs (`child` 0 until it is started). A stop signal is remembered and
+        /// acted on when the upgrade ends: forwarded to the new process if it took over, or
+        /// this process stops if the upgrade failed. A second stop signal aborts the upgrade.
+        case running(child: pid_t, stop: CInt?, force: Bool)
+        /// The new process took everything: stop signals are forwarded to it.
+        case committed(child: pid_t)
+        /// This process is stopping: no upgrade may start.
+        case stopping
+    }
 
     init(executable: String, arguments: [String], logger: Logger, policy: ExitLinePolicy, carried: ReactorStatistics) {
         self.executable = executable
@@ -118,16 +136,72 @@ final class Upgrader: @unchecked Sendable {
             logger.notice("received SIGUSR2: ignored, the connections were already handed over and this process is exiting")
             return
         }
+        let stopping = phase.withLock { $0 == .stopping }
+        if stopping {
+            logger.notice("received SIGUSR2: ignored, this process is stopping")
+            return
+        }
         guard running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
             logger.notice("received SIGUSR2: ignored, an upgrade is already in progress")
             return
         }
+        phase.withLock { $0 = .running(child: 0, stop: nil, force: false) }
         logger.notice("received SIGUSR2: upgrading to \(executable)")
         guard ReactorThread.spawn({ [self] in perform() }) != nil else {
             logger.error("upgrade failed: cannot start the upgrade thread; still serving")
+            phase.withLock { $0 = .idle }
             running.store(false, ordering: .releasing)
             return
         }
+    }
+
+    /// What a stop signal does, decided on reactor 0's thread.
+    enum StopDecision: Equatable {
+        /// No upgrade is involved: stop this process (gracefully, or at once with `force`).
+        case stopHere
+        /// The upgrade thread acts on it when the upgrade ends (or has forwarded it): do
+        /// nothing now.
+        case leftToUpgrade
+    }
+
+    /// A stop signal arrived (SIGTERM, SIGINT, SIGQUIT; `force` for a second one). With no
+    /// upgrade in flight, this process stops. During one, the stop waits for the upgrade to
+    /// end, so that whichever process then holds the listeners and connections stops, and
+    /// nothing is left running: the new one (the signal is forwarded to it) or this one (the
+    /// upgrade failed or was aborted). A forced stop aborts the upgrade: the new process and
+    /// its process group are killed, everything is taken back, and this process stops at once.
+    func stopRequested(_ signal: CInt, force: Bool) -> StopDecision {
+        enum Act { case stopHere, wait, abort(pid_t), forward(pid_t) }
+        let act: Act = phase.withLock { phase in
+            switch phase {
+            case .idle, .stopping:
+                phase = .stopping
+                return .stopHere
+            case .running(let child, let stop, let forced):
+                phase = .running(child: child, stop: stop ?? signal, force: forced || force)
+                return force ? .abort(child) : .wait
+            case .committed(let child):
+                return .forward(child)
+            }
+        }
+        switch act {
+        case .stopHere:
+            return .stopHere
+        case .wait:
+            logger.notice("received \(Signals.name(signal)) during an upgrade: the stop waits for the upgrade to end (at most \(Self.confirmTimeout * 2)); then whichever process holds the connections stops gracefully (another stop signal aborts the upgrade)")
+        case .abort(let child):
+            logger.notice("received \(Signals.name(signal)) again during an upgrade: aborting it, taking everything back and stopping now")
+            if child > 0 { kill(-child, SIGKILL) }
+        case .forward(let child):
+            logger.notice("received \(Signals.name(signal)): the connections belong to the new process (pid \(child)) now; forwarded the signal to it")
+            kill(child, signal)
+        }
+        return .leftToUpgrade
+    }
+
+    /// Stops every reactor of this process (after a failed upgrade that a stop signal waited for).
+    private func stopAll(force: Bool) {
+        for port in ports.withLock({ $0 }) { force ? port.handle.stopNow() : port.handle.stop() }
     }
 
     // MARK: the old side
@@ -154,6 +228,13 @@ final class Upgrader: @unchecked Sendable {
             try channel.setTimeout(Self.confirmTimeout)
             child = try spawn(childFD: childFD)
             Glibc.close(childFD)
+            let spawned = child
+            let abortedEarly = phase.withLock { phase -> Bool in
+                guard case .running(_, let stop, let force) = phase else { return false }
+                phase = .running(child: spawned, stop: stop, force: force)
+                return force
+            }
+            if abortedEarly { throw HandOverError("aborted by a second stop signal") }
 
             // 1. hello both ways: the same format version, or nothing is handed over.
             var hello = HandOverWriter(.hello)
@@ -222,6 +303,14 @@ final class Upgrader: @unchecked Sendable {
             // 4. the new process confirms; then our copies go and this process exits.
             let ready = try receive(channel, child: child)
             guard ready.type == .ready else { throw HandOverError("expected ready, got \(ready.type)") }
+            // Commit, unless a forced stop aborted the upgrade meanwhile (then the new process
+            // was killed, and everything comes back here).
+            let committed = phase.withLock { phase -> (ok: Bool, stop: CInt?) in
+                guard case .running(_, let stop, let force) = phase, !force else { return (false, nil) }
+                phase = .committed(child: child)
+                return (true, stop)
+            }
+            guard committed.ok else { throw HandOverError("aborted by a second stop signal") }
             handedOver.store(true, ordering: .releasing)
             for d in detached {
                 for c in d.connections { Glibc.close(c.fd) }
@@ -230,16 +319,25 @@ final class Upgrader: @unchecked Sendable {
             let ms = (ContinuousClock.now - started) / .milliseconds(1)
             let stall = (ContinuousClock.now - detachedAt) / .milliseconds(1)
             logger.notice("upgrade: handed \(records.count) connections and \(listenerFDs.count) listeners to pid \(child) in \(Int(ms)) ms (reading paused \(Int(stall)) ms); exiting")
+            if let stop = committed.stop {
+                logger.notice("upgrade: forwarding the \(Signals.name(stop)) received during the upgrade to pid \(child), which holds the connections now")
+                kill(child, stop)
+            }
             for port in reactors { port.handle.stop() }
         } catch {
             var error = error
             if let e = error as? SyscallError, e.errno == .brokenPipe || e.errno == .connectionReset, child > 0 {
                 error = gone(child)
             }
-            if child > 0 && reaped != child {
+            if child > 0 {
+                // Its whole process group: a "binary" that is a script leaves no child behind.
+                // (The child itself too, in case it already left the group: see TakeOver.confirm.)
+                kill(-child, SIGKILL)
                 kill(child, SIGKILL)
-                var status: CInt = 0
-                waitpid(child, &status, 0)
+                if reaped != child {
+                    var status: CInt = 0
+                    waitpid(child, &status, 0)
+                }
             }
             var restored = 0
             for (port, d) in zip(reactors, detached) {
@@ -260,7 +358,7 @@ final class Upgrader: @unchecked Sendable {
                         for c in d.connections {
                             guard (try? reactor.installHandedOver(c, resume: resume)) != nil else {
                                 // Closed without onClose (epoll refused it): its place goes back here.
-                                if let place = c.state.extra?.place { reactor.handler.clientLimit?.release(place) }
+                                if let place = c.state.place { reactor.handler.clientLimit?.release(place) }
                                 continue
                             }
                             count += 1
@@ -273,7 +371,22 @@ final class Upgrader: @unchecked Sendable {
                     for l in d.listeners { Glibc.close(l.fd) }
                 }
             }
-            logger.error("upgrade failed: \(error); still serving\(detached.isEmpty ? "" : " (\(restored) connections taken back)")")
+            let taken = detached.isEmpty ? "" : " (\(restored) connections taken back)"
+            // Back to idle (serving), or on to stopping when a stop signal waited for this end.
+            let stop = phase.withLock { phase -> (signal: CInt, force: Bool)? in
+                if case .running(_, let signal?, let force) = phase {
+                    phase = .stopping
+                    return (signal, force)
+                }
+                phase = .idle
+                return nil
+            }
+            if let stop {
+                logger.error("upgrade failed: \(error)\(taken); stopping \(stop.force ? "now" : "gracefully"), as the \(Signals.name(stop.signal)) received during the upgrade asked")
+                stopAll(force: stop.force)
+            } else {
+                logger.error("upgrade failed: \(error); still serving\(taken)")
+            }
             running.store(false, ordering: .releasing)
         }
     }
@@ -288,7 +401,7 @@ final class Upgrader: @unchecked Sendable {
             if state.echo.detector.unreleased > 0 && policy.hold > .zero {
                 state.echo.holdTimer = connection.schedule(after: policy.hold)
             }
-            if let limit, let place = state.extra?.place { limit.forceAcquire(place) }
+            if let limit, let place = state.place { limit.forceAcquire(place) }
         }
     }
 
@@ -325,7 +438,8 @@ final class Upgrader: @unchecked Sendable {
     }
 
     /// posix_spawn of the executable with our arguments, environment, and the hand-over fd; the
-    /// signal mask and SIGPIPE's disposition reset (this process blocks and ignores them).
+    /// signal mask and SIGPIPE's disposition reset (this process blocks and ignores them); in a
+    /// process group of its own, with stdout on /dev/null until its hello.
     private func spawn(childFD: CInt) throws -> pid_t {
         var argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) }
         argv.append(nil)
@@ -333,10 +447,18 @@ final class Upgrader: @unchecked Sendable {
         var e = environ
         while let entry = e.pointee {
             let text = String(cString: entry)
-            if !text.hasPrefix("REFLECTD_UPGRADE_FD=") && !text.hasPrefix("LISTEN_") { environment.append(text) }
+            if !text.hasPrefix("REFLECTD_UPGRADE_") && !text.hasPrefix("LISTEN_") { environment.append(text) }
             e += 1
         }
         environment.append("REFLECTD_UPGRADE_FD=\(childFD)")
+        // The child's stdout is /dev/null until it has said hello (a wrong "binary" must not
+        // print a `listening on` line where scripts wait for the real one); our stdout goes
+        // along as this fd, which it makes its stdout then (TakeOver.receive).
+        let stdoutCopy = dup(1)
+        defer { if stdoutCopy >= 0 { Glibc.close(stdoutCopy) } }
+        if stdoutCopy >= 0 { environment.append("REFLECTD_UPGRADE_STDOUT_FD=\(stdoutCopy)") }
+        // Its own process group, killed whole on failure; it rejoins ours once it takes over.
+        environment.append("REFLECTD_UPGRADE_PGID=\(getpgrp())")
         var envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) }
         envp.append(nil)
         defer {
@@ -353,9 +475,14 @@ final class Upgrader: @unchecked Sendable {
         sigemptyset(&defaults)
         sigaddset(&defaults, SIGPIPE)
         posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, nil, &attributes, argv, envp)
+        let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
         guard rc == 0 else {
             throw HandOverError("cannot start \(executable): \(String(cString: strerror(rc)))")
         }

@@ -19,7 +19,7 @@ import SystemPackage
 ///   at line start, held, released), pending output length (u32), close reason (name u8-length
 ///   string, detail u8-length string, errno i32, 0 for none), peer (u16 length, sockaddr bytes);
 ///   with flag 64 (``ConnectionFlags/extra``) then the name in log lines (u16-length string: the
-///   client behind a PROXY header) and the per-client place (u8 1 and the key u64, or u8 0).
+///   client behind a PROXY header) and the per-client place (u8 0 for none, else a marker, 1 or 2, and the key u64: see ClientKey.handOver).
 /// - `output`: count = the connection's sequence number (0-based, over all `connections`
 ///   records); body = up to 64 KiB of its pending output, in order.
 /// - `statistics`: the old process's counters, for the metrics to continue.
@@ -161,9 +161,9 @@ struct HandOverRecord: Sendable {
     var reasonErrno: Int32
     var peer: [UInt8]
     /// With ``HandOverFormat/ConnectionFlags/extra``: the name in log lines and the client's
-    /// place under `--max-connections-per-client` (``ClientKey/handOverValue``), if it holds one.
+    /// place under `--max-connections-per-client` (``ClientKey/handOver``), if it holds one.
     var name: String = ""
-    var place: UInt64?
+    var place: ClientKey?
     var fd: CInt = -1
     var pending: [UInt8] = []
 
@@ -180,8 +180,9 @@ struct HandOverRecord: Sendable {
         if HandOverFormat.ConnectionFlags(rawValue: flags).contains(.extra) {
             w.blob16(Array(name.utf8.prefix(Int(UInt16.max))))
             if let place {
-                w.u8(1)
-                w.u64(place)
+                let (marker, value) = place.handOver
+                w.u8(marker)
+                w.u64(value)
             } else {
                 w.u8(0)
             }
@@ -208,8 +209,12 @@ struct HandOverRecord: Sendable {
             record.name = String(decoding: try r.blob16(), as: UTF8.self)
             switch try r.u8() {
             case 0: break
-            case 1: record.place = try r.u64()
-            case let other: throw HandOverError("invalid per-client place marker \(other)")
+            case let marker:
+                let value = try r.u64()
+                guard let key = ClientKey(handOverMarker: marker, value: value) else {
+                    throw HandOverError("invalid per-client place marker \(marker)")
+                }
+                record.place = key
             }
         }
         return record
@@ -230,7 +235,12 @@ struct HandOverRecord: Sendable {
             precondition(extra.http == nil && extra.pending == nil, "handing over a connection that is not a plain echo")
             flags.insert(.extra)
             name = extra.name
-            place = extra.place?.handOverValue
+        }
+        if let key = c.state.place {
+            // A plain connection under a per-client limit: an empty name says "no ConnectionExtra"
+            // (a 0.2.0 receiver names it after its peer, which is the same).
+            flags.insert(.extra)
+            place = key
         }
         self.reactor = reactor
         self.flags = flags.rawValue
@@ -270,11 +280,13 @@ struct HandOverRecord: Sendable {
             : nil
         let peer = SocketAddress(sockaddrBytes: peer) ?? (try! SocketAddress(unixPath: "?"))
         if f.contains(.extra) {
-            // The socket's peer is the balancer for a PROXY client (ConnectionExtra.balancer).
-            let extra = ConnectionExtra(peer: peer)
-            extra.name = name.isEmpty ? peer.description : name
-            extra.place = place.map { ClientKey(handOverValue: $0) }
-            state.extra = extra
+            if !name.isEmpty {
+                // The socket's peer is the balancer for a PROXY client (ConnectionExtra.balancer).
+                let extra = ConnectionExtra(peer: peer)
+                extra.name = name
+                state.extra = extra
+            }
+            state.place = place
         }
         return HandedOverConnection(
             fd: fd, state: state, pendingOutput: pending,

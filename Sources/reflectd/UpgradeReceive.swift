@@ -81,6 +81,7 @@ final class TakeOver: @unchecked Sendable {
         var mine = HandOverWriter(.hello)
         mine.u32(UInt32(getpid()))
         try channel.send(mine.bytes)
+        adoptStdout()
         if HandOverFormat.announced != HandOverFormat.version {
             // Testing the refusal: the old process saw another version in our hello and gives up.
             throw HandOverError("announced hand-over format version \(HandOverFormat.announced) (REFLECTD_UPGRADE_ANNOUNCE_VERSION), the old process speaks \(HandOverFormat.version)")
@@ -127,6 +128,9 @@ final class TakeOver: @unchecked Sendable {
                     throw HandOverError("unexpected \(r.type) message")
                 }
             }
+            guard listeners.contains(where: { !$0.metrics }) else {
+                throw HandOverError("the old process handed over no echo listener")
+            }
             guard expectedEnd == connections.count else {
                 throw HandOverError("end says \(expectedEnd!) connections, received \(connections.count)")
             }
@@ -163,8 +167,25 @@ final class TakeOver: @unchecked Sendable {
         return try reactor.attachHandedOverListener(record.listener)
     }
 
-    /// Tells the service manager and then the old process that this one serves now.
+    /// Our hello is sent: the old process's stdout becomes ours (until now it was /dev/null,
+    /// see Upgrader.spawn), so the `listening on` lines reach whoever waits for them.
+    private static func adoptStdout() {
+        guard let raw = getenv("REFLECTD_UPGRADE_STDOUT_FD") else { return }
+        let text = String(cString: raw)
+        unsetenv("REFLECTD_UPGRADE_STDOUT_FD")
+        guard let fd = CInt(text), fd > 2 else { return }
+        dup2(fd, 1)
+        close(fd)
+    }
+
+    /// Tells the service manager and then the old process that this one serves now. Just
+    /// before, it rejoins the old process's group (it was started in one of its own, see
+    /// Upgrader.spawn), so a terminal's Ctrl-C or a group signal still reaches the server.
     func confirm(installed: Int, logger: Logger) {
+        if let raw = getenv("REFLECTD_UPGRADE_PGID"), let group = pid_t(String(cString: raw)), group > 0 {
+            unsetenv("REFLECTD_UPGRADE_PGID")
+            _ = setpgid(0, group)
+        }
         do {
             try ServiceManager.notify("MAINPID=\(getpid())\nREADY=1")
         } catch {

@@ -43,7 +43,7 @@ struct RespHandler: ConnectionHandler {
         switch action {
         case .pauseReading: state.parked = true
         case .continue: connection.context.resumeReading(connection.id)
-        case .close: break
+        case .close, .refuse: break
         }
         return action
     }

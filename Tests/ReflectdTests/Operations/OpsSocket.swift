@@ -131,10 +131,11 @@ final class OpsClient {
     private init(fd: CInt) { self.fd = fd }
     deinit { close() }
 
-    /// Connects to a numeric IPv4 or IPv6 `host` within `timeout` seconds.
-    static func connect(host: String, port: Int, timeout: Double = 3) throws -> OpsClient {
+    /// Connects to a numeric IPv4 or IPv6 `host` within `timeout` seconds, from the local
+    /// address `source` if given (another loopback address, such as 127.0.0.2, is another client).
+    static func connect(host: String, port: Int, from source: String? = nil, timeout: Double = 3) throws -> OpsClient {
         let address = try OpsSockets.address(host: host, port: port)
-        return try connect(address, family: CInt(address.0.ss_family), timeout: timeout, name: "\(host):\(port)")
+        return try connect(address, family: CInt(address.0.ss_family), timeout: timeout, name: "\(host):\(port)", source: source)
     }
 
     /// Connects to the Unix-domain socket at `path`.
@@ -142,8 +143,16 @@ final class OpsClient {
         try connect(OpsSockets.unixAddress(path), family: AF_UNIX, timeout: timeout, name: path)
     }
 
-    private static func connect(_ address: (sockaddr_storage, socklen_t), family: CInt, timeout: Double, name: String) throws -> OpsClient {
+    private static func connect(_ address: (sockaddr_storage, socklen_t), family: CInt, timeout: Double, name: String,
+                                source: String? = nil) throws -> OpsClient {
         let client = OpsClient(fd: try OpsSockets.socket(family))
+        if let source {
+            var (local, length) = try OpsSockets.address(host: source, port: 0)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(client.fd, $0, length) }
+            }
+            guard bound == 0 else { throw OpsFailure("bind \(source): \(String(cString: strerror(errno)))") }
+        }
         guard OpsSockets.startConnect(client.fd, address) else {
             throw OpsFailure("connect \(name): \(String(cString: strerror(errno)))")
         }
