@@ -256,6 +256,62 @@ final class ProxyProtocolTests: XCTestCase {
         XCTAssertEqual(ClientKey(try XCTUnwrap(h.source)), ClientKey(host: "10.1.2.3"))
     }
 
+    /// Issue 19.4: forged IPv6 sources whose /64, read as a 64-bit number, equals 0.2.0's key
+    /// of an IPv4 client (tag ffff:ffff above the address) or other encodings of 127.0.0.1.
+    func testNoIPv6SourceSharesAnIPv4ClientsKey() throws {
+        let ipv4 = try XCTUnwrap(ClientKey(host: "127.0.0.1"))
+        for forged in ["ffff:ffff:100:7f::", "ffff:ffff:7f00:1::", "::ffff:0:7f00:1", "7f00:1::", "::7f00:1", "::"] {
+            XCTAssertNotEqual(ClientKey(host: forged), ipv4, forged)
+            var bytes = ProxyHeaders.ipv6(forged)
+            let key = bytes.withUnsafeMutableBytes { ClientKey(ProxyAddress(family: .ipv6, bytes: UnsafeRawBufferPointer($0), port: 1)) }
+            XCTAssertNotEqual(key, ipv4, forged)
+        }
+        let limit = ClientLimit(maximum: 1)
+        XCTAssertTrue(limit.acquire(ipv4))
+        XCTAssertTrue(limit.acquire(try XCTUnwrap(ClientKey(host: "ffff:ffff:100:7f::"))), "a forged IPv6 source took 127.0.0.1's place")
+        XCTAssertFalse(limit.acquire(try XCTUnwrap(ClientKey(host: "::ffff:127.0.0.1"))), "the mapped form is the same client")
+    }
+
+    /// The hand-over form: 0.2.0's single number (marker 1) for IPv4 and ordinary IPv6 /64s, and
+    /// marker 2 for the multicast-looking /64s that number would confuse with IPv4.
+    func testClientKeysSurviveTheHandOverForm() throws {
+        for host in ["10.1.2.3", "127.0.0.1", "2001:db8:1:2::1", "ffff:ffff:100:7f::", "::1"] {
+            let key = try XCTUnwrap(ClientKey(host: host))
+            let (marker, value) = key.handOver
+            XCTAssertEqual(ClientKey(handOverMarker: marker, value: value), key, host)
+        }
+        XCTAssertEqual(try XCTUnwrap(ClientKey(host: "10.1.2.3")).handOver.marker, 1)
+        XCTAssertEqual(try XCTUnwrap(ClientKey(host: "ffff:ffff:100:7f::")).handOver.marker, 2)
+        XCTAssertNil(ClientKey(handOverMarker: 3, value: 0))
+    }
+
+    /// Issue 19.4: every character of a v1 address is checked (inet_pton stops at a NUL).
+    func testV1AddressesAreCheckedCharacterByCharacter() {
+        for line in ["PROXY TCP4 9.9.9.9\u{0}junk 10.0.0.1 1 2\r\n", "PROXY TCP4 9.9.9.9\u{0} 10.0.0.1 1 2\r\n",
+                     "PROXY TCP6 ::1\u{0}x ::1 1 2\r\n", "PROXY TCP4 1.2.3.4\t 5.6.7.8 1 2\r\n",
+                     "PROXY TCP4 1.2.3.4 5.6.7.8\u{0} 1 2\r\n", "PROXY TCP4 0x7f.0.0.1 5.6.7.8 1 2\r\n",
+                     "PROXY TCP6 fe80::1%lo ::1 1 2\r\n"] {
+            XCTAssertEqual(parse(ProxyHeaders.v1(line)), .invalid(.v1BadAddress), line.debugDescription)
+        }
+        XCTAssertNotNil(header(ProxyHeaders.v1("PROXY TCP6 ::ffff:192.0.2.1 ::1 1 2\r\n")))
+        XCTAssertNotNil(header(ProxyHeaders.v1("PROXY TCP6 2001:DB8::A ::1 1 2\r\n")))
+    }
+
+    /// The reader counts every byte it was fed, also those of a long v2 header it skips.
+    func testReaderCountsEveryByteReceived() {
+        let header = ProxyHeaders.v2IPv4(source: [192, 0, 2, 1], sourcePort: 1, destination: [10, 0, 0, 1], destinationPort: 2,
+                                         tlv: [UInt8](repeating: 4, count: 1_988))
+        var reader = ProxyHeaderReader()
+        var fed = 0
+        for start in stride(from: 0, to: 1_300, by: 100) {
+            let step = header[start..<min(start + 100, 1_300)].withUnsafeBytes { reader.feed($0) }
+            fed += 100
+            XCTAssertEqual(step, .needMore)
+            XCTAssertEqual(reader.received, fed)
+        }
+        XCTAssertLessThanOrEqual(reader.consumed, 1_300)
+    }
+
     func testClientLimitRefusesOneOverAndGivesPlacesBack() throws {
         let limit = ClientLimit(maximum: 2)
         let a = try XCTUnwrap(ClientKey(host: "10.0.0.1")), b = try XCTUnwrap(ClientKey(host: "10.0.0.2"))

@@ -170,7 +170,7 @@ final class ProxyServerTests: ServerTestCase {
             let end = server.waitForExit(timeout: 10)
             XCTAssertNotNil(end)
             XCTAssertNotEqual(end, .exited(0))
-            XCTAssertTrue(Ops.waitUntil(timeout: 2) { server.stderr.text.contains("--max-connections-per-client must be positive") },
+            XCTAssertTrue(Ops.waitUntil(timeout: 2) { server.stderr.text.contains("The value '\(value)' is invalid for '--max-connections-per-client") },
                           server.stderr.text)
         }
     }
