@@ -447,7 +447,8 @@ final class Upgrader: @unchecked Sendable {
         var e = environ
         while let entry = e.pointee {
             let text = String(cString: entry)
-            if !text.hasPrefix("REFLECTD_UPGRADE_") && !text.hasPrefix("LISTEN_") { environment.append(text) }
+            let ours = ["REFLECTD_UPGRADE_FD=", "REFLECTD_UPGRADE_STDOUT_FD=", "REFLECTD_UPGRADE_PGID=", "LISTEN_"]
+            if !ours.contains(where: text.hasPrefix) { environment.append(text) }
             e += 1
         }
         environment.append("REFLECTD_UPGRADE_FD=\(childFD)")
