@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import Logging
+import NonBlockingLog
 import RESP
 import Reactor
 import ToolSupport
@@ -80,24 +81,33 @@ struct RespServer: ParsableCommand {
         guard maxOutput.value >= 1 << 20 else { throw ValidationError("--max-output must be at least 1mb, got \(maxOutput.value)") }
     }
 
+    /// How long the log may delay the exit, draining what is queued for a slow reader.
+    static let logFlushTimeout: Duration = .seconds(1)
+
     func run() throws {
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let logger = Logger(label: "resp-server")
-        // Before any thread exists, so every thread inherits the mask and the signals arrive
-        // only through reactor 0's signalfd.
+        // First, before any thread exists (the log writer is one), so every thread inherits the
+        // mask and the signals arrive only through reactor 0's signalfd.
         Signals.block([SIGTERM, SIGINT])
+        // Before the first log line: a stderr whose reader went away must give EPIPE, not SIGPIPE.
         Signals.ignoreSIGPIPE()
+        // The log never blocks a reactor: a reader that stops reading stderr costs log lines
+        // (dropped and counted), not service, even at `--log-level debug`.
+        let queue = LogQueue(fd: 2, label: "resp-server")
+        queue.start()
+        let level = logLevel
+        LoggingSystem.bootstrap { label in QueuedLogHandler(label: label, queue: queue, logLevel: level) }
+        defer { queue.flush(timeout: Self.logFlushTimeout) }
+        try serve(log: queue)
+    }
+
+    func serve(log: LogQueue) throws {
+        let logger = Logger(label: "resp-server")
 
         let address: SocketAddress
         do {
             address = try SocketAddress(host: host, port: port)
         } catch {
-            throw fail("invalid --host: \(error)")
+            throw fail(log: log, "invalid --host: \(error)")
         }
         var settings = ReactorConfiguration()
         settings.logger = logger
@@ -122,7 +132,7 @@ struct RespServer: ParsableCommand {
                 bound = try main.listen(on: address)
             }
         } catch {
-            throw fail("cannot listen on \(address): \(error)")
+            throw fail(log: log, "cannot listen on \(address): \(error)")
         }
         var threads: [pthread_t] = []
         var handles: [ReactorHandle] = []
@@ -140,7 +150,7 @@ struct RespServer: ParsableCommand {
             }) else {
                 handles.forEach { $0.stopNow() }
                 threads.forEach { pthread_join($0, nil) }
-                throw fail("reactor \(index): no thread could be started")
+                throw fail(log: log, "reactor \(index): no thread could be started")
             }
             threads.append(thread)
             switch started.wait() {
@@ -148,7 +158,7 @@ struct RespServer: ParsableCommand {
             case .failure(let message):
                 handles.forEach { $0.stopNow() }
                 threads.forEach { pthread_join($0, nil) }
-                throw fail(message)
+                throw fail(log: log, message)
             }
         }
         try main.stop(onSignals: [SIGTERM, SIGINT], alsoStopping: handles)
@@ -159,8 +169,8 @@ struct RespServer: ParsableCommand {
         logger.info("resp-server stopped", metadata: ["keys": "\(keyspace.count)"])
     }
 
-    func fail(_ message: String) -> ExitCode {
-        Output.write("resp-server: error: \(message)\n", to: 2)
+    func fail(log: LogQueue, _ message: String) -> ExitCode {
+        log.enqueue("resp-server: error: \(message)\n")
         return ExitCode.failure
     }
 }
