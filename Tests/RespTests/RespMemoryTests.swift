@@ -39,4 +39,69 @@ final class RespMemoryTests: XCTestCase {
         XCTAssertEqual(try Tools.cli(server.port, ["DBSIZE"]), "1\n")
         XCTAssertEqual(try Tools.cli(server.port, ["EXISTS", "big0"]), "0\n")
     }
+
+    /// 20 clients that never read each ask for `MGET` of a 1 MiB value 60 times: 60 MiB of
+    /// replies each, under --max-output (64 MiB), 1.2 GiB together. With `--maxmemory-clients
+    /// 32mb` each is closed as its replies pass the bound (alone it is the largest), so the
+    /// server's peak RSS stays within the bound plus slack, and a fresh client is served.
+    /// Without the bound the peak grew by over 1 GiB.
+    func testMaxmemoryClientsClosesClientsWithTheLargestOutputAndBoundsTheServer() throws {
+        let server = try ServerUnderTest.resp(["--maxmemory-clients", "32mb"])
+        let setup = try TestSocket.connect(port: server.port)
+        try setup.send(multibulk([bytes("SET"), bytes("big"), [UInt8](repeating: 0x62, count: 1 << 20)]))
+        XCTAssertEqual(try setup.receiveString(exactly: 5), "+OK\r\n")
+        let baseline = server.peakResidentKiB
+        let mget = multibulk([bytes("MGET")] + Array(repeating: bytes("big"), count: 60))
+        var clients: [TestSocket] = []
+        for _ in 0..<20 {
+            let client = try TestSocket.connect(port: server.port, receiveBuffer: 4096)
+            try client.send(mget)
+            clients.append(client)
+        }
+        // Each is closed: it reads what the kernel held for it, then the end (EOF or reset).
+        for (i, client) in clients.enumerated() {
+            let (got, end) = client.receiveUntilEnd(timeout: 10, limit: 64 << 20)
+            XCTAssertNotEqual(end, .timeout, "client \(i) was not closed; it got \(got.count) bytes")
+            XCTAssertLessThan(got.count, 60 << 20, "client \(i) got every reply")
+        }
+        let growth = server.peakResidentKiB - baseline
+        print("--maxmemory-clients 32mb, 20 clients x MGET 60 x 1 MiB: peak RSS grew by \(growth / 1024) MiB")
+        XCTAssertLessThan(growth, (32 + 16) * 1024, "peak RSS grew by \(growth) KiB: more than the bound (32 MiB) and 16 MiB of slack")
+        let fresh = try TestSocket.connect(port: server.port)
+        let began = monotonicSeconds()
+        try fresh.send(multibulk("PING"))
+        XCTAssertEqual(try fresh.receiveString(exactly: 7, timeout: 1), "+PONG\r\n")
+        XCTAssertLessThan(monotonicSeconds() - began, 1)
+        server.signal(SIGTERM)
+        XCTAssertEqual(server.waitForExit(timeout: 5), 0)
+        let log = server.log
+        XCTAssertTrue(log.contains("evicting client"), log.suffix(2000).description)
+        XCTAssertTrue(log.contains("evicted-clients=20"), "every client was evicted and counted: \(log.suffix(2000))")
+    }
+
+    /// Query buffers count too: 20 clients each send the first 8 MiB of a 60 MiB `MSET` and
+    /// stop (160 MiB of unfinished requests, each under --max-request). With
+    /// `--maxmemory-clients 32mb` at most four of them fit; the others are closed, the largest
+    /// first, and the server's peak RSS stays within the bound plus slack.
+    func testMaxmemoryClientsCountsUnfinishedRequests() throws {
+        let server = try ServerUnderTest.resp(["--maxmemory-clients", "32mb"])
+        let baseline = server.peakResidentKiB
+        let partial = Array(bigMset().prefix(8 << 20))
+        var clients: [TestSocket] = []
+        for _ in 0..<20 {
+            let client = try TestSocket.connect(port: server.port)
+            // An evicted client's send may fail part way (reset): that is the point.
+            _ = try? client.send(partial, timeout: 10)
+            clients.append(client)
+        }
+        var closed = 0
+        for client in clients where client.receiveUntilEnd(timeout: 1).end != .timeout { closed += 1 }
+        XCTAssertGreaterThanOrEqual(closed, 16, "only \(closed) of 20 clients holding 8 MiB each were closed under a 32 MiB bound")
+        let growth = server.peakResidentKiB - baseline
+        print("--maxmemory-clients 32mb, 20 clients x 8 MiB of an unfinished MSET: peak RSS grew by \(growth / 1024) MiB, \(closed) closed")
+        XCTAssertLessThan(growth, (32 + 16) * 1024, "peak RSS grew by \(growth) KiB: more than the bound (32 MiB) and 16 MiB of slack")
+        let fresh = try TestSocket.connect(port: server.port)
+        try fresh.send(multibulk("PING"))
+        XCTAssertEqual(try fresh.receiveString(exactly: 7, timeout: 1), "+PONG\r\n")
+    }
 }

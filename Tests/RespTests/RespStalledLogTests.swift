@@ -24,8 +24,9 @@ final class RespStalledLogTests: XCTestCase {
             XCTAssertEqual(got, reply, "connection \(i)")
             socket.close()
         }
-        // The pipe is full: its 64 KiB are 16 pages, and writes do not fill each to the byte.
-        XCTAssertGreaterThanOrEqual(server.stderrPipeBytes, 56 * 1024,
+        // The pipe is full. Its 64 KiB are 16 pages, and a write that does not fit in the last
+        // page's room starts a new one, so "full" holds anywhere from about half to all of it.
+        XCTAssertGreaterThanOrEqual(server.stderrPipeBytes, 32 * 1024,
                                     "the test did not fill the stderr pipe, so it proves nothing")
 
         let began = monotonicSeconds()

@@ -93,9 +93,15 @@ public final class ChildServer {
     }
 
     /// The server's resident set size in KiB, from /proc.
-    public var residentKiB: Int {
+    public var residentKiB: Int { status("VmRSS:") }
+
+    /// The most the server's resident set has been since it started, in KiB (VmHWM, the high
+    /// water mark): a peak between two samples of ``residentKiB`` does not escape it.
+    public var peakResidentKiB: Int { status("VmHWM:") }
+
+    private func status(_ field: String) -> Int {
         let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
-        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        for line in status.split(separator: "\n") where line.hasPrefix(field) {
             return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? -1
         }
         return -1

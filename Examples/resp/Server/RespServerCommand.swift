@@ -39,7 +39,11 @@ struct RespServer: ParsableCommand {
             Speaks enough of Redis for redis-cli and redis-benchmark: PING, ECHO, SET (NX, XX, \
             GET), GET, DEL, EXISTS, INCR, DECR, INCRBY, DECRBY, MGET, MSET, DBSIZE, FLUSHALL, \
             QUIT, COMMAND, CONFIG GET and CLIENT SETNAME, with Redis's replies and error texts. \
-            One keyspace for the whole process, shared by all reactors. Prints \
+            One keyspace for the whole process, shared by all reactors. Memory: --maxmemory \
+            bounds the keys (a write that would pass it is refused with -OOM before it runs), \
+            --max-request and --max-output one client, --maxmemory-clients all clients' \
+            buffers together (the largest are closed first). Logs go through a bounded queue: a \
+            stderr nobody reads costs log lines, never service. Prints \
             `listening on HOST:PORT` on stdout once it accepts connections. SIGTERM or SIGINT \
             stops it gracefully, and it exits 0.
             """,
@@ -66,6 +70,16 @@ struct RespServer: ParsableCommand {
     @Option(help: ArgumentHelp("Drop a connection with more than this many bytes of replies it has not read.", valueName: "bytes"))
     var maxOutput = ByteCount(64 << 20)
 
+    /// Why 256 MiB by default, where Redis's default is 0 (off): this server has no other bound
+    /// on its clients together, and --max-request and --max-output let each hold up to 128 MiB.
+    /// 256 MiB still lets four clients hold a whole 64 MiB reply at once.
+    static let defaultMaxmemoryClients = ByteCount(256 << 20)
+
+    @Option(help: ArgumentHelp("""
+        The most all clients' query and output buffers may hold together; past it the clients         with the largest buffers are closed first (0: no limit). Split evenly among the reactors.
+        """, valueName: "bytes"))
+    var maxmemoryClients = RespServer.defaultMaxmemoryClients
+
     @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
@@ -79,12 +93,24 @@ struct RespServer: ParsableCommand {
             throw ValidationError("--max-request must be larger than --max-bulk, got \(maxRequest.value)")
         }
         guard maxOutput.value >= 1 << 20 else { throw ValidationError("--max-output must be at least 1mb, got \(maxOutput.value)") }
+        guard maxmemoryClients.value == 0 || maxmemoryClients.value >= 1 << 20 else {
+            throw ValidationError("--maxmemory-clients must be 0 (no limit) or at least 1mb, got \(maxmemoryClients.value)")
+        }
     }
 
     /// How long the log may delay the exit, draining what is queued for a slow reader.
     static let logFlushTimeout: Duration = .seconds(1)
 
+    /// Blocks at least this large get their own mapping, given back to the kernel when freed.
+    /// Why fixed: glibc raises its threshold each time such a block is freed (up to 32 MiB), and
+    /// from then on a client's output or query buffer of a few MiB comes from the heap and stays
+    /// in the RSS after the client is gone. A server whose clients' buffers are large and short
+    /// lived (an evicted client's 32 MiB) wants them back; Redis links jemalloc for the same
+    /// reason. 128 KiB is glibc's own default before it adapts.
+    static let mmapThreshold: CInt = 128 * 1024
+
     func run() throws {
+        MallocTuning.setMmapThreshold(Self.mmapThreshold)
         // First, before any thread exists (the log writer is one), so every thread inherits the
         // mask and the signals arrive only through reactor 0's signalfd.
         Signals.block([SIGTERM, SIGINT])
@@ -114,13 +140,18 @@ struct RespServer: ParsableCommand {
         let configuration = settings
         let keyspace = Keyspace()
         let limits = RequestLimits(maxBulk: maxBulk.value, maxRequest: maxRequest.value)
+        let count = reactors.value
         let (maxMemory, maxOutput) = (maxmemory.value, maxOutput.value)
+        // Each reactor bounds its own clients (they are served on its thread only), with an
+        // equal share of the whole.
+        let clientMemoryShare = maxmemoryClients.value / count
+        let evictions = EvictionCount()
         let makeHandler: @Sendable () -> RespHandler = {
             RespHandler(context: RespContext(keyspace: keyspace, limits: limits, maxMemory: maxMemory, maxOutput: maxOutput,
+                                             maxClientMemory: clientMemoryShare, evictions: evictions,
                                              configuration: configuration, logger: logger))
         }
 
-        let count = reactors.value
         let main = try Reactor(handler: makeHandler(), configuration: configuration)
         let bound: SocketAddress
         do {
@@ -166,7 +197,7 @@ struct RespServer: ParsableCommand {
         logger.info("resp-server started", metadata: ["reactors": "\(count)", "pid": "\(getpid())"])
         main.run()
         for thread in threads { pthread_join(thread, nil) }
-        logger.info("resp-server stopped", metadata: ["keys": "\(keyspace.count)"])
+        logger.info("resp-server stopped", metadata: ["keys": "\(keyspace.count)", "evicted-clients": "\(evictions.value)"])
     }
 
     func fail(log: LogQueue, _ message: String) -> ExitCode {
