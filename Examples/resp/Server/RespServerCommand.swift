@@ -64,7 +64,7 @@ struct RespServer: ParsableCommand {
     @Option(help: ArgumentHelp("The largest request, all its arguments and headers together.", valueName: "bytes"))
     var maxRequest = ByteCount(64 << 20)
 
-    @Option(help: ArgumentHelp("Refuse commands that add data once keys and values take more than this (0: no limit).", valueName: "bytes"))
+    @Option(help: ArgumentHelp("Refuse a write (with -OOM, before it runs) that would take keys and values past this (0: no limit).", valueName: "bytes"))
     var maxmemory = ByteCount(0)
 
     @Option(help: ArgumentHelp("Drop a connection with more than this many bytes of replies it has not read.", valueName: "bytes"))
@@ -75,9 +75,7 @@ struct RespServer: ParsableCommand {
     /// 256 MiB still lets four clients hold a whole 64 MiB reply at once.
     static let defaultMaxmemoryClients = ByteCount(256 << 20)
 
-    @Option(help: ArgumentHelp("""
-        The most all clients' query and output buffers may hold together; past it the clients         with the largest buffers are closed first (0: no limit). Split evenly among the reactors.
-        """, valueName: "bytes"))
+    @Option(help: ArgumentHelp("The most all clients' unread requests and unsent replies may take together; past it the clients with the largest are closed first (0: no limit). Split evenly among the reactors.", valueName: "bytes"))
     var maxmemoryClients = RespServer.defaultMaxmemoryClients
 
     @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
