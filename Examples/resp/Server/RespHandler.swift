@@ -196,7 +196,7 @@ final class RespContext: ReplyDrain {
     /// queued, so the clients with the largest buffers are closed before an output buffer grows
     /// past the bound (it grows by doubling: checked after, one 32 MiB buffer became 64 MiB).
     /// False if the current connection is one of them. A small reply to a connection that is
-    /// keeping up, the common case, costs one comparison.
+    /// keeping up, the common case, costs a look at its pending count and two comparisons.
     @inline(__always)
     func roomForReply() -> Bool {
         let pending = loop.pendingOutputBytes(current)
@@ -235,7 +235,7 @@ final class RespContext: ReplyDrain {
         evictions.add(victims.count)
         var closesCurrent = false
         for victim in victims {
-            logger.warning("evicting client \(victim.id): its \(victim.bytes) bytes of requests and replies were the most when all clients' passed --maxmemory-clients (\(memory.limit) bytes on this reactor)")
+            logger.warning("evicting client \(victim.id): it held the most (\(victim.bytes) bytes of requests and replies) when all clients together passed --maxmemory-clients (\(memory.limit) bytes on this reactor)")
             loop.close(victim.id, reason: Self.evicted, discardingOutput: true)
             if victim.id == current { closesCurrent = true }
         }
