@@ -73,7 +73,9 @@ let package = Package(
         // Example: a line-based chat server on the public Reactor API only.
         .executableTarget(
             name: "chat",
-            dependencies: ["Reactor", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Reactor", "ToolSupport", "NonBlockingLog",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")],
             path: "Examples/chat"
         ),
         // Example: a Redis-protocol server. The protocol (parser, keyspace, commands) knows nothing
@@ -81,7 +83,7 @@ let package = Package(
         .target(name: "RESP", path: "Examples/resp/RESP"),
         .executableTarget(
             name: "resp-server",
-            dependencies: ["RESP", "Reactor", "ToolSupport",
+            dependencies: ["RESP", "Reactor", "ToolSupport", "NonBlockingLog",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")],
             path: "Examples/resp/Server"

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Glibc
+import Logging
+import NonBlockingLog
 import Reactor
 import ToolSupport
 
@@ -51,8 +53,25 @@ struct ChatCommand: ParsableCommand {
         guard closeTimeout > 0 else { throw ValidationError("--close-timeout must be positive, got \(closeTimeout)") }
     }
 
+    /// How long the log may delay the exit, draining what is queued for a slow reader.
+    static let logFlushTimeout: Duration = .seconds(1)
+
     func run() throws {
+        // First, before any thread exists (the log writer is one), so every thread inherits the
+        // mask and the signals arrive only through the reactor's signalfd.
+        Signals.block([SIGTERM, SIGINT])
+        // Before the first log line: a stderr whose reader went away must give EPIPE, not SIGPIPE.
         Signals.ignoreSIGPIPE()
+        // The log never blocks the reactor: a reader that stops reading stderr costs log lines
+        // (dropped and counted), not service.
+        let log = LogQueue(fd: 2, label: "chat")
+        log.start()
+        LoggingSystem.bootstrap { label in QueuedLogHandler(label: label, queue: log, logLevel: .info) }
+        defer { log.flush(timeout: Self.logFlushTimeout) }
+        try serve(log: log)
+    }
+
+    func serve(log: LogQueue) throws {
         var limits = ChatLimits()
         limits.maxLineBytes = maxLine
         limits.maxPendingBytes = maxPending
@@ -60,13 +79,13 @@ struct ChatCommand: ParsableCommand {
         limits.idleTimeout = Self.duration(idleTimeout)
         limits.closeTimeout = Self.duration(closeTimeout) ?? .seconds(5)
         let verbose = verbose
-        let room = Room(limits: limits) { message in if verbose { Output.write("chat: \(message)\n", to: 2) } }
+        let room = Room(limits: limits) { message in if verbose { log.enqueue("chat: \(message)\n") } }
 
         let address: SocketAddress
         do {
             address = try SocketAddress(host: host, port: port)
         } catch {
-            throw fail("invalid --host: \(error)")
+            throw fail("invalid --host: \(error)", log: log)
         }
         var configuration = ReactorConfiguration()
         // A graceful close (`/quit`, idle, too long, EOF) whose output a peer never takes is cut after this.
@@ -76,22 +95,22 @@ struct ChatCommand: ParsableCommand {
         do {
             bound = try reactor.listen(on: address)
         } catch {
-            throw fail("cannot listen on \(address): \(error)")
+            throw fail("cannot listen on \(address): \(error)", log: log)
         }
         try reactor.stop(onSignals: [SIGTERM, SIGINT])
         Output.write("listening on \(bound)\n", to: 1)
         reactor.run()
         let stats = reactor.statistics
         let closed = stats.closed.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        Output.write("chat: stopped after \(stats.accepted) connection(s); closed: \(closed)\n", to: 2)
+        log.enqueue("chat: stopped after \(stats.accepted) connection(s); closed: \(closed)\n")
     }
 
     static func duration(_ seconds: Double) -> Duration? {
         seconds > 0 ? .milliseconds(Int64((seconds * 1000).rounded())) : nil
     }
 
-    func fail(_ message: String) -> ExitCode {
-        Output.write("chat: error: \(message)\n", to: 2)
+    func fail(_ message: String, log: LogQueue) -> ExitCode {
+        log.enqueue("chat: error: \(message)\n")
         return ExitCode.failure
     }
 }

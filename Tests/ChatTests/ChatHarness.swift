@@ -10,9 +10,9 @@ typealias ChatServer = ChildServer
 extension ChildServer {
     /// Starts `chat --host 127.0.0.1 --port 0 --verbose ARGUMENTS` and waits (at most 10 s) for
     /// its `listening on HOST:PORT` line.
-    convenience init(_ arguments: [String] = []) throws {
+    convenience init(_ arguments: [String] = [], stderr: StderrSink = .file) throws {
         try self.init(binary: try ChildServer.binary("chat"),
-                      arguments: ["--host", "127.0.0.1", "--port", "0", "--verbose"] + arguments)
+                      arguments: ["--host", "127.0.0.1", "--port", "0", "--verbose"] + arguments, stderr: stderr)
     }
 }
 

@@ -141,15 +141,18 @@ final class RedisToolsTests: XCTestCase {
         let value = [UInt8](repeating: 0x76, count: 700 * 1024)
         try socket.send(multibulk([bytes("SET"), bytes("a"), value]))
         XCTAssertEqual(try socket.receiveString(exactly: 5), "+OK\r\n")
-        try socket.send(multibulk([bytes("SET"), bytes("b"), value]))
-        XCTAssertEqual(try socket.receiveString(exactly: 5), "+OK\r\n", "allowed: used memory was under the limit before it")
+        // Checked before the write: a second 700 KiB value would take the keys past 1 MiB.
         let oom = "-OOM command not allowed when used memory > 'maxmemory'.\r\n"
-        for refused in [multibulk("SET", "c", "x"), multibulk("INCR", "n"), multibulk("MSET", "d", "1")] {
+        for refused in [multibulk([bytes("SET"), bytes("b"), value]), multibulk([bytes("MSET"), bytes("d"), bytes("1"), bytes("e"), value])] {
             try socket.send(refused)
             XCTAssertEqual(try socket.receiveString(exactly: oom.utf8.count), oom)
         }
-        try socket.send(multibulk("DEL", "a") + multibulk("SET", "c", "x") + multibulk("DBSIZE"))
-        XCTAssertEqual(try socket.receiveString(exactly: 13), ":1\r\n+OK\r\n:2\r\n", "reads and deletes still work; a delete makes room")
+        // Small writes still fit, and overwriting a value in place adds nothing.
+        try socket.send(multibulk("SET", "c", "x") + multibulk("INCR", "n") + multibulk([bytes("SET"), bytes("a"), value]))
+        XCTAssertEqual(try socket.receiveString(exactly: 14), "+OK\r\n:1\r\n+OK\r\n")
+        try socket.send(multibulk("DEL", "a") + multibulk([bytes("SET"), bytes("b"), value]) + multibulk("DBSIZE") + multibulk("EXISTS", "d", "e"))
+        XCTAssertEqual(try socket.receiveString(exactly: 17), ":1\r\n+OK\r\n:3\r\n:0\r\n",
+                       "reads and deletes still work; a delete makes room; the refused MSET stored nothing")
     }
 
     /// A client pipelines GETs of a 256 KiB value and does not read: the server stops reading

@@ -9,8 +9,9 @@ typealias ServerUnderTest = ChildServer
 
 extension ChildServer {
     /// `resp-server --host 127.0.0.1 --port 0 ARGUMENTS`, once it printed `listening on ...`.
-    static func resp(_ arguments: [String] = []) throws -> ChildServer {
-        try ChildServer(binary: try binary("resp-server"), arguments: ["--host", "127.0.0.1", "--port", "0"] + arguments)
+    static func resp(_ arguments: [String] = [], stderr: StderrSink = .file) throws -> ChildServer {
+        try ChildServer(binary: try binary("resp-server"), arguments: ["--host", "127.0.0.1", "--port", "0"] + arguments,
+                        stderr: stderr)
     }
 
     /// `redis-server --save '' --appendonly no --port P` on a free port, once it answers.

@@ -11,13 +11,26 @@ public struct HarnessFailure: Error, CustomStringConvertible {
 }
 
 public final class ChildServer {
+    /// Where the server's stderr goes.
+    public enum StderrSink {
+        /// A temporary file, read back by ``log`` for failure messages.
+        case file
+        /// A pipe whose read end the test holds open and never reads, as a stalled log reader
+        /// (a paused `| less`, a stuck log shipper): once its 64 KiB fill, a server that writes
+        /// its log synchronously blocks in the kernel (`anon_pipe_write`).
+        case pipeNeverRead
+    }
+
     public let process = Process()
     public let port: Int
     private let stderrFile: URL
+    /// The never-read pipe of ``StderrSink/pipeNeverRead``, kept open until the server is gone.
+    private let stalledStderr: Pipe?
 
     /// Starts `binary ARGUMENTS`. With `announcesPort`, waits (at most 10 s) for its
     /// `listening on 127.0.0.1:PORT` line on stdout; otherwise polls `port` until it accepts.
-    public init(binary: URL, arguments: [String], announcesPort: Bool = true, port fixed: Int = 0) throws {
+    public init(binary: URL, arguments: [String], announcesPort: Bool = true, port fixed: Int = 0,
+                stderr sink: StderrSink = .file) throws {
         let name = binary.lastPathComponent
         stderrFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString).err")
         _ = FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
@@ -25,7 +38,15 @@ public final class ChildServer {
         process.executableURL = binary
         process.arguments = arguments
         process.standardOutput = announcesPort ? stdout : FileHandle.nullDevice
-        process.standardError = try FileHandle(forWritingTo: stderrFile)
+        switch sink {
+        case .file:
+            stalledStderr = nil
+            process.standardError = try FileHandle(forWritingTo: stderrFile)
+        case .pipeNeverRead:
+            let pipe = Pipe()
+            stalledStderr = pipe
+            process.standardError = pipe
+        }
         process.standardInput = FileHandle.nullDevice
         try process.run()
         if announcesPort {
@@ -51,16 +72,36 @@ public final class ChildServer {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
+        try? stalledStderr?.fileHandleForReading.close()
         try? FileManager.default.removeItem(at: stderrFile)
     }
 
-    /// What the server logged on stderr, for failure messages.
-    public var log: String { (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "" }
+    /// What the server logged on stderr, for failure messages (nothing for a never-read pipe).
+    public var log: String {
+        if stalledStderr != nil { return "(stderr went to a pipe that is never read)" }
+        return (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? ""
+    }
+
+    /// Bytes the server wrote into the never-read stderr pipe and nobody took (FIONREAD): at
+    /// the pipe's capacity (64 KiB by default) once the server has logged that much. 0 for a file.
+    public var stderrPipeBytes: Int {
+        guard let stalledStderr else { return 0 }
+        var count: CInt = 0
+        // FIONREAD (0x541B on Linux; Glibc does not import the ioctl request macros).
+        guard ioctl(stalledStderr.fileHandleForReading.fileDescriptor, 0x541B, &count) == 0 else { return -1 }
+        return Int(count)
+    }
 
     /// The server's resident set size in KiB, from /proc.
-    public var residentKiB: Int {
+    public var residentKiB: Int { status("VmRSS:") }
+
+    /// The most the server's resident set has been since it started, in KiB (VmHWM, the high
+    /// water mark): a peak between two samples of ``residentKiB`` does not escape it.
+    public var peakResidentKiB: Int { status("VmHWM:") }
+
+    private func status(_ field: String) -> Int {
         let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
-        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        for line in status.split(separator: "\n") where line.hasPrefix(field) {
             return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? -1
         }
         return -1

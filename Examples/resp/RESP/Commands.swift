@@ -15,8 +15,11 @@ public enum CommandOutcome {
 public final class CommandEngine {
     public let keyspace: Keyspace
     public let reply: ReplyBuffer
-    /// `--maxmemory` in bytes (0: no limit). Above it, commands that add data are refused with
-    /// Redis's `-OOM` error, as Redis does under its default `noeviction` policy.
+    /// `--maxmemory` in bytes (0: no limit). A command that adds data is refused with Redis's
+    /// `-OOM` error, as Redis does under its default `noeviction` policy, when the keyspace's
+    /// used bytes plus what the command would add pass it. Checked before the command runs, so
+    /// a refused command changes nothing: one 60 MB `MSET` against a 10 MB limit is refused
+    /// whole, not stored and found over the limit afterwards.
     public let maxMemory: Int
 
     public init(keyspace: Keyspace, reply: ReplyBuffer, maxMemory: Int = 0) {
@@ -35,11 +38,26 @@ public final class CommandEngine {
         return v
     }
 
+    /// Whether a write that would add `growth` bytes (``Keyspace/growth(ifSetting:valueCount:)``)
+    /// must be refused, and if so, its `-OOM` reply. Without a limit the growth is not even
+    /// computed (that costs a second lookup of each key).
     @inline(__always)
-    func refusedForMemory() -> Bool {
-        guard maxMemory > 0, keyspace.usedBytes > maxMemory else { return false }
+    func refusedForMemory(_ growth: @autoclosure () -> Int) -> Bool {
+        guard maxMemory > 0 else { return false }
+        let (total, overflow) = keyspace.usedBytes.addingReportingOverflow(growth())
+        guard overflow || total > maxMemory else { return false }
         reply.error("OOM command not allowed when used memory > 'maxmemory'.")
         return true
+    }
+
+    /// What `MSET` would add: each pair's growth, as if the others were not set first (a key
+    /// given twice counts twice: the estimate errs towards refusing).
+    func msetGrowth(_ r: Request) -> Int {
+        var growth = 0
+        for i in stride(from: 1, to: r.count, by: 2) {
+            growth &+= keyspace.growth(ifSetting: r[i], valueCount: r[i + 1].count)
+        }
+        return growth
     }
 
     @inline(__always)
@@ -83,7 +101,7 @@ public final class CommandEngine {
             }
         case 0x7465736d:  // mset
             guard argc >= 3, argc % 2 == 1 else { arity("mset"); break }
-            guard !refusedForMemory() else { break }
+            guard !refusedForMemory(msetGrowth(r)) else { break }
             for i in stride(from: 1, to: argc, by: 2) { keyspace.set(r[i], r[i + 1]) }
             reply.ok()
         case 0x6c6564:  // del
@@ -152,7 +170,7 @@ public final class CommandEngine {
             }
             i += 1
         }
-        guard !refusedForMemory() else { return }
+        guard !refusedForMemory(keyspace.growth(ifSetting: r[1], valueCount: r[2].count)) else { return }
         if get {
             // Reply with the old value (nil if none), whether or not the condition lets SET store.
             if let old = keyspace.get(r[1]) { reply.bulk(old) } else { reply.null() }
@@ -163,7 +181,8 @@ public final class CommandEngine {
     }
 
     func incrBy(_ key: UnsafeRawBufferPointer, _ by: Int64) {
-        guard !refusedForMemory() else { return }
+        // The result takes at most 20 digits.
+        guard !refusedForMemory(keyspace.growth(ifSetting: key, valueCount: 20)) else { return }
         var current: Int64 = 0
         if let value = keyspace.get(key) {
             guard let parsed = Integers.parse(value) else { reply.error("ERR value is not an integer or out of range"); return }

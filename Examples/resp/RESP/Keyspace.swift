@@ -126,6 +126,23 @@ public final class Keyspace: @unchecked Sendable {
         find(key, hash: Self.hash(key)).found
     }
 
+    /// What ``set(_:_:condition:)`` of a `valueCount`-byte value under `key` would add to
+    /// ``usedBytes``: 0 when the value fits where the old one is, the difference of the entries
+    /// when it does not, and for a new key its entry plus the table's doubling if this key is
+    /// the one that triggers it. So `--maxmemory` can refuse a write before it runs.
+    public func growth(ifSetting key: UnsafeRawBufferPointer, valueCount: Int) -> Int {
+        let (i, found) = find(key, hash: Self.hash(key))
+        let size = Self.headerSize + key.count + Self.capacity(for: valueCount)
+        guard found else {
+            let tableGrowth = (count + 1) * 4 > (mask + 1) * 3 ? (mask + 1) * MemoryLayout<Bucket>.stride : 0
+            return size + tableGrowth
+        }
+        let e = buckets[i].entry!
+        let capacity = Self.valueCapacity(e)
+        guard valueCount > capacity else { return 0 }
+        return size - (Self.headerSize + Self.keyLength(e) + capacity)
+    }
+
     public enum SetCondition { case always, ifAbsent, ifPresent }
 
     /// Stores `value` under `key` (if `condition` allows); returns whether it did.

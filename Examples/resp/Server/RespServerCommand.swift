@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import Logging
+import NonBlockingLog
 import RESP
 import Reactor
 import ToolSupport
@@ -38,7 +39,11 @@ struct RespServer: ParsableCommand {
             Speaks enough of Redis for redis-cli and redis-benchmark: PING, ECHO, SET (NX, XX, \
             GET), GET, DEL, EXISTS, INCR, DECR, INCRBY, DECRBY, MGET, MSET, DBSIZE, FLUSHALL, \
             QUIT, COMMAND, CONFIG GET and CLIENT SETNAME, with Redis's replies and error texts. \
-            One keyspace for the whole process, shared by all reactors. Prints \
+            One keyspace for the whole process, shared by all reactors. Memory: --maxmemory \
+            bounds the keys (a write that would pass it is refused with -OOM before it runs), \
+            --max-request and --max-output one client, --maxmemory-clients all clients' \
+            buffers together (the largest are closed first). Logs go through a bounded queue: a \
+            stderr nobody reads costs log lines, never service. Prints \
             `listening on HOST:PORT` on stdout once it accepts connections. SIGTERM or SIGINT \
             stops it gracefully, and it exits 0.
             """,
@@ -59,11 +64,19 @@ struct RespServer: ParsableCommand {
     @Option(help: ArgumentHelp("The largest request, all its arguments and headers together.", valueName: "bytes"))
     var maxRequest = ByteCount(64 << 20)
 
-    @Option(help: ArgumentHelp("Refuse commands that add data once keys and values take more than this (0: no limit).", valueName: "bytes"))
+    @Option(help: ArgumentHelp("Refuse a write (with -OOM, before it runs) that would take keys and values past this (0: no limit).", valueName: "bytes"))
     var maxmemory = ByteCount(0)
 
     @Option(help: ArgumentHelp("Drop a connection with more than this many bytes of replies it has not read.", valueName: "bytes"))
     var maxOutput = ByteCount(64 << 20)
+
+    /// Why 256 MiB by default, where Redis's default is 0 (off): this server has no other bound
+    /// on its clients together, and --max-request and --max-output let each hold up to 128 MiB.
+    /// 256 MiB still lets four clients hold a whole 64 MiB reply at once.
+    static let defaultMaxmemoryClients = ByteCount(256 << 20)
+
+    @Option(help: ArgumentHelp("The most all clients' unread requests and unsent replies may take together; past it the clients with the largest are closed first (0: no limit). Split evenly among the reactors.", valueName: "bytes"))
+    var maxmemoryClients = RespServer.defaultMaxmemoryClients
 
     @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
@@ -78,39 +91,65 @@ struct RespServer: ParsableCommand {
             throw ValidationError("--max-request must be larger than --max-bulk, got \(maxRequest.value)")
         }
         guard maxOutput.value >= 1 << 20 else { throw ValidationError("--max-output must be at least 1mb, got \(maxOutput.value)") }
+        guard maxmemoryClients.value == 0 || maxmemoryClients.value >= 1 << 20 else {
+            throw ValidationError("--maxmemory-clients must be 0 (no limit) or at least 1mb, got \(maxmemoryClients.value)")
+        }
     }
 
+    /// How long the log may delay the exit, draining what is queued for a slow reader.
+    static let logFlushTimeout: Duration = .seconds(1)
+
+    /// Blocks at least this large get their own mapping, given back to the kernel when freed.
+    /// Why fixed: glibc raises its threshold each time such a block is freed (up to 32 MiB), and
+    /// from then on a client's output or query buffer of a few MiB comes from the heap and stays
+    /// in the RSS after the client is gone. A server whose clients' buffers are large and short
+    /// lived (an evicted client's 32 MiB) wants them back; Redis links jemalloc for the same
+    /// reason. 128 KiB is glibc's own default before it adapts.
+    static let mmapThreshold: CInt = 128 * 1024
+
     func run() throws {
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let logger = Logger(label: "resp-server")
-        // Before any thread exists, so every thread inherits the mask and the signals arrive
-        // only through reactor 0's signalfd.
+        MallocTuning.setMmapThreshold(Self.mmapThreshold)
+        // First, before any thread exists (the log writer is one), so every thread inherits the
+        // mask and the signals arrive only through reactor 0's signalfd.
         Signals.block([SIGTERM, SIGINT])
+        // Before the first log line: a stderr whose reader went away must give EPIPE, not SIGPIPE.
         Signals.ignoreSIGPIPE()
+        // The log never blocks a reactor: a reader that stops reading stderr costs log lines
+        // (dropped and counted), not service, even at `--log-level debug`.
+        let queue = LogQueue(fd: 2, label: "resp-server")
+        queue.start()
+        let level = logLevel
+        LoggingSystem.bootstrap { label in QueuedLogHandler(label: label, queue: queue, logLevel: level) }
+        defer { queue.flush(timeout: Self.logFlushTimeout) }
+        try serve(log: queue)
+    }
+
+    func serve(log: LogQueue) throws {
+        let logger = Logger(label: "resp-server")
 
         let address: SocketAddress
         do {
             address = try SocketAddress(host: host, port: port)
         } catch {
-            throw fail("invalid --host: \(error)")
+            throw fail(log: log, "invalid --host: \(error)")
         }
         var settings = ReactorConfiguration()
         settings.logger = logger
         let configuration = settings
         let keyspace = Keyspace()
         let limits = RequestLimits(maxBulk: maxBulk.value, maxRequest: maxRequest.value)
+        let count = reactors.value
         let (maxMemory, maxOutput) = (maxmemory.value, maxOutput.value)
+        // Each reactor bounds its own clients (they are served on its thread only), with an
+        // equal share of the whole.
+        let clientMemoryShare = maxmemoryClients.value / count
+        let evictions = EvictionCount()
         let makeHandler: @Sendable () -> RespHandler = {
             RespHandler(context: RespContext(keyspace: keyspace, limits: limits, maxMemory: maxMemory, maxOutput: maxOutput,
+                                             maxClientMemory: clientMemoryShare, evictions: evictions,
                                              configuration: configuration, logger: logger))
         }
 
-        let count = reactors.value
         let main = try Reactor(handler: makeHandler(), configuration: configuration)
         let bound: SocketAddress
         do {
@@ -122,7 +161,7 @@ struct RespServer: ParsableCommand {
                 bound = try main.listen(on: address)
             }
         } catch {
-            throw fail("cannot listen on \(address): \(error)")
+            throw fail(log: log, "cannot listen on \(address): \(error)")
         }
         var threads: [pthread_t] = []
         var handles: [ReactorHandle] = []
@@ -140,7 +179,7 @@ struct RespServer: ParsableCommand {
             }) else {
                 handles.forEach { $0.stopNow() }
                 threads.forEach { pthread_join($0, nil) }
-                throw fail("reactor \(index): no thread could be started")
+                throw fail(log: log, "reactor \(index): no thread could be started")
             }
             threads.append(thread)
             switch started.wait() {
@@ -148,7 +187,7 @@ struct RespServer: ParsableCommand {
             case .failure(let message):
                 handles.forEach { $0.stopNow() }
                 threads.forEach { pthread_join($0, nil) }
-                throw fail(message)
+                throw fail(log: log, message)
             }
         }
         try main.stop(onSignals: [SIGTERM, SIGINT], alsoStopping: handles)
@@ -156,11 +195,11 @@ struct RespServer: ParsableCommand {
         logger.info("resp-server started", metadata: ["reactors": "\(count)", "pid": "\(getpid())"])
         main.run()
         for thread in threads { pthread_join(thread, nil) }
-        logger.info("resp-server stopped", metadata: ["keys": "\(keyspace.count)"])
+        logger.info("resp-server stopped", metadata: ["keys": "\(keyspace.count)", "evicted-clients": "\(evictions.value)"])
     }
 
-    func fail(_ message: String) -> ExitCode {
-        Output.write("resp-server: error: \(message)\n", to: 2)
+    func fail(log: LogQueue, _ message: String) -> ExitCode {
+        log.enqueue("resp-server: error: \(message)\n")
         return ExitCode.failure
     }
 }
