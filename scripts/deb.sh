@@ -3,6 +3,8 @@
 # (scripts/release.sh, run first if missing), then shows `dpkg-deb --info` and `--contents` and
 # runs lintian when it is installed.
 #
+# Usage: scripts/deb.sh              (no arguments; --help prints this)
+#
 #   scripts/deb.sh                      # writes .build-release/deb/reflectd_0.2.0_amd64.deb
 #
 # The package holds what scripts/install.sh installs with --prefix /usr (binaries, systemd units,
@@ -15,6 +17,12 @@
 # Environment: DEB_MAINTAINER ("Name <email>"; default: git's user.name and user.email),
 # SOURCE_DATE_EPOCH (default: the last commit's time) for a reproducible package.
 set -euo pipefail
+for argument in "$@"; do
+    case "$argument" in
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
+        *) echo "deb.sh: unknown argument: $argument (see --help)" >&2; exit 2 ;;
+    esac
+done
 cd "$(dirname "$0")/.."
 
 version=$(sed -n 's/.*static let string = "\([0-9][0-9.]*\)".*/\1/p' Sources/ToolSupport/Version.swift)

@@ -11,6 +11,12 @@
 # Needs: haproxy (installed with apt-get if missing), python3. Exits non-zero on any failure.
 # Bounded: the whole run is killed after 60 s.
 set -euo pipefail
+for argument in "$@"; do
+    case "$argument" in
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
+        *) echo "haproxy-check.sh: unknown argument: $argument (see --help)" >&2; exit 2 ;;
+    esac
+done
 
 if [ -z "${HAPROXY_CHECK_BOUNDED:-}" ]; then
     export HAPROXY_CHECK_BOUNDED=1

@@ -4,6 +4,8 @@
 # toolchain; strips them; makes their man pages (swift-argument-parser's generate-manual, synopsis
 # fixed) and bash/zsh/fish completions; and reports sizes and what they still link dynamically.
 #
+# Usage: scripts/release.sh [--compare]
+#
 #   scripts/release.sh                 # into .build-release/dist
 #   scripts/release.sh --compare       # also build the ordinary (dynamic) release and compare
 #                                      # sizes and start-up times
@@ -13,17 +15,17 @@
 #   .build-release/dist/man/man1/{reflectd,reflect,reflect-bench}.1
 #   .build-release/dist/completions/{bash,zsh,fish}/…
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="/opt/swift/usr/bin:$PATH"
-
 compare=no
 for argument in "$@"; do
     case "$argument" in
         --compare) compare=yes ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "release.sh: unknown argument: $argument" >&2; exit 2 ;;
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
+        *) echo "release.sh: unknown argument: $argument (see --help)" >&2; exit 2 ;;
     esac
 done
+cd "$(dirname "$0")/.."
+export PATH="/opt/swift/usr/bin:$PATH"
+
 
 scratch=.build-release
 dist=$scratch/dist

@@ -8,7 +8,15 @@
 #   3. scripts/deb.sh, then dpkg -i, the installed reflectd run and echoing with /opt/swift hidden,
 #      dpkg -r; the machine is left as it was (the check refuses to start if reflectd is
 #      already installed).
+#
+# Usage: scripts/ship-check.sh        (no arguments; as root; --help prints this)
 set -euo pipefail
+for argument in "$@"; do
+    case "$argument" in
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
+        *) echo "ship-check.sh: unknown argument: $argument (see --help)" >&2; exit 2 ;;
+    esac
+done
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
 step() { printf '\n--- %s\n' "$*"; }
