@@ -61,6 +61,34 @@ for product in "${products[@]}"; do
         -e 's/^$/.Pp/' "$page"
     if grep -q 'subcommand' "$page"; then echo "release.sh: $page still mentions a subcommand" >&2; exit 1; fi
 done
+# What --help does not say (SIGNALS, ENVIRONMENT, FILES, EXAMPLES, SEE ALSO) is written by hand in
+# docs/reflectd.1.sections: its first part goes before EXIT STATUS, the part after the line
+# `.\" after EXIT STATUS` before AUTHORS (mdoc(7) order); its own comment lines are left out.
+# The options stay generated, so the page cannot fall behind --help.
+page="$dist/man/man1/reflectd.1"
+awk -v extra=docs/reflectd.1.sections '
+    BEGIN {
+        part = 1
+        while ((getline line < extra) > 0) {
+            if (line ~ /^\.\\" after EXIT STATUS/) { part = 2; continue }
+            if (line ~ /^\.\\"/) continue
+            text[part] = text[part] line "\n"
+        }
+        if (text[1] == "" || text[2] == "") exit 2
+    }
+    /^\.Sh "EXIT STATUS"$/ { printf "%s", text[1]; before_exit_status = 1 }
+    /^\.Sh AUTHORS$/ { printf "%s", text[2]; before_authors = 1 }
+    { print }
+    END { if (!before_exit_status || !before_authors) exit 1 }
+' "$page" > "$page.new" || { echo "release.sh: cannot put docs/reflectd.1.sections into $page" >&2; exit 1; }
+mv "$page.new" "$page"
+# groff's warnings, as lintian's groff-message check sees them (man-db: man --warnings).
+if command -v man >/dev/null 2>&1; then
+    for page in "$dist"/man/man1/*.1; do
+        warnings=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l "$page" 2>&1 >/dev/null || true)
+        [ -z "$warnings" ] || { echo "release.sh: $page: $warnings" >&2; exit 1; }
+    done
+fi
 
 step "shell completions"
 for product in "${products[@]}"; do
