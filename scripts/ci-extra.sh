@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CI passes after `swift test`: documentation, HAProxy in front of two instances, the shipped
+# The CI passes after `swift test`: every script's --help and unknown-argument refusal
+# (scripts/check-scripts.sh, a few seconds), documentation, HAProxy in front of two instances, the shipped
 # forms (static binaries without the toolchain, install.sh, the .deb: scripts/ship-check.sh), 60 s of
 # fuzzing (+ 30 s of the PROXY parser), a 60 s soak, the multi-host netns rig (about 30-60 s),
 # and the test suite under AddressSanitizer. Cheapest first, so a broken

@@ -178,12 +178,12 @@ gone() {
     case "$status" in ""|"un "*|"pn "*) ;; *) fail "dpkg still knows reflectd after $1: $status" ;; esac
 }
 dpkg -r reflectd
+gone "dpkg -r"   # on failure, the cleanup purges what is left
 installed_by_us=no
-gone "dpkg -r"
 echo "ok: installed, ran without the toolchain, removed by dpkg -r with nothing left (no rc line)"
 installed_by_us=yes
 dpkg -i "$deb" >/dev/null
 dpkg -P reflectd
-installed_by_us=no
 gone "dpkg -P"
+installed_by_us=no
 echo "ok: installed again and purged by dpkg -P"
