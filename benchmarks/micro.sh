@@ -7,11 +7,19 @@
 # so start-up and shutdown cancel out. Writes benchmarks/results/DATE-micro.md.
 # Usage: benchmarks/micro.sh [--no-build]
 set -euo pipefail
+build=yes
+for argument in "$@"; do
+    case "$argument" in
+        --no-build) build=no ;;
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
+        *) echo "micro.sh: unknown argument: $argument (see --help)" >&2; exit 2 ;;
+    esac
+done
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
 
-if [ "${1:-}" != "--no-build" ]; then
+if [ "$build" = yes ]; then
     swift build -c release --product reflectd >&2
     make -s -C benchmarks/baselines/c-epoll >&2
 fi

@@ -2,7 +2,7 @@
 # Soak test: reflectd under a mix of well-behaved and hostile clients for a bounded time, then
 # checks that nothing was lost or leaked. Loopback only.
 #
-#   benchmarks/soak.sh [--minutes N | --seconds N] [--binary PATH] [--reactors N] [-- SOAK_PY_ARGS...]
+# Usage: benchmarks/soak.sh [--minutes N | --seconds N] [--binary PATH] [--reactors N] [-- SOAK_PY_ARGS...]
 #
 #   --minutes N    drive time in minutes, warm-up included (default 5)
 #   --seconds N    the same in seconds (for short runs; CI uses --seconds 60)
@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
         --binary) binary=${2:?--binary needs a path}; shift ;;
         --reactors) reactors=${2:?--reactors needs a number}; shift ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
         *) echo "soak.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift

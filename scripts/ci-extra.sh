@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# The CI passes after `swift test`: documentation, HAProxy in front of two instances, the shipped
+# The CI passes after `swift test`: every script's --help and unknown-argument refusal
+# (scripts/check-scripts.sh, a few seconds), documentation, HAProxy in front of two instances, the shipped
 # forms (static binaries without the toolchain, install.sh, the .deb: scripts/ship-check.sh), 60 s of
 # fuzzing (+ 30 s of the PROXY parser), a 60 s soak, the multi-host netns rig (about 30-60 s),
 # and the test suite under AddressSanitizer. Cheapest first, so a broken
-# build fails fast. Each step exits non-zero on failure.
+# build fails fast. Each step exits non-zero on failure. Run by .ci/run as root; it installs and
+# removes packages (ship-check's .deb) and takes about 15 minutes.
+#
+# Usage: scripts/ci-extra.sh          (no arguments; --help prints this)
 set -euo pipefail
+for argument in "$@"; do
+    case "$argument" in
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
+        *) echo "ci-extra.sh: unknown argument: $argument (see --help)" >&2; exit 2 ;;
+    esac
+done
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
 step() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+
+step "every script answers --help without running anything, and refuses unknown arguments"
+scripts/check-scripts.sh
 
 step "documentation: swift package generate-documentation --target Reactor"
 if ! swift package --scratch-path .build-docs generate-documentation --target Reactor >/tmp/reflectd-docs.log 2>&1; then

@@ -3,25 +3,39 @@
 # (scripts/release.sh, run first if missing), then shows `dpkg-deb --info` and `--contents` and
 # runs lintian when it is installed.
 #
+# Usage: scripts/deb.sh              (no arguments; --help prints this)
+#
 #   scripts/deb.sh                      # writes .build-release/deb/reflectd_0.2.0_amd64.deb
 #
 # The package holds what scripts/install.sh installs with --prefix /usr (binaries, systemd units,
-# man pages, completions), plus /usr/share/doc/reflectd/{copyright,changelog.gz,README.md}.
+# man pages, completions), plus /usr/share/doc/reflectd/{copyright,changelog.gz,README.md} and
+# examples/haproxy.cfg (deploy/haproxy.cfg; reflectd(1) names it).
 # Depends: is computed by dpkg-shlibdeps from the binaries' real dynamic dependencies and checked
-# against ldd. The postinst and postrm run `systemctl daemon-reload` only when systemd is running
+# against ldd. The postinst runs `systemctl daemon-reload` only when systemd is running
 # (/run/systemd/system exists), so the package also installs in containers and chroots. Nothing
 # is enabled or started: `systemctl enable --now reflectd.socket` is the administrator's choice.
+# On removal the prerm stops the units. There is no postrm and no conffile (nothing
+# under /etc), so `dpkg -r` leaves nothing behind: dpkg keeps a removed package in the
+# "config-files" state (rc) whenever it has conffiles or a postrm, which would wait for the purge.
+# The Maintainer field is the project's (`maintainer=` below), not the builder's git identity.
 #
-# Environment: DEB_MAINTAINER ("Name <email>"; default: git's user.name and user.email),
-# SOURCE_DATE_EPOCH (default: the last commit's time) for a reproducible package.
+# Environment: SOURCE_DATE_EPOCH (default: the last commit's time) for a reproducible package.
 set -euo pipefail
+for argument in "$@"; do
+    case "$argument" in
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
+        *) echo "deb.sh: unknown argument: $argument (see --help)" >&2; exit 2 ;;
+    esac
+done
 cd "$(dirname "$0")/.."
 
 version=$(sed -n 's/.*static let string = "\([0-9][0-9.]*\)".*/\1/p' Sources/ToolSupport/Version.swift)
 [ -n "$version" ] || { echo "deb.sh: no version in Sources/ToolSupport/Version.swift" >&2; exit 1; }
 arch=$(dpkg --print-architecture)
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
-maintainer=${DEB_MAINTAINER:-"$(git config user.name 2>/dev/null || echo reflectd maintainers) <$(git config user.email 2>/dev/null || echo root@localhost)>"}
+# The one place the package's Maintainer (and the changelog trailer) comes from; ship-check.sh
+# reads this line to check the built package.
+maintainer="reflectd developers <reflectd@example.invalid>"
 out=.build-release/deb
 root=$out/reflectd_${version}_${arch}
 deb=$out/reflectd_${version}_${arch}.deb
@@ -36,6 +50,8 @@ gzip -9n "$root"/usr/share/man/man1/*.1
 doc=$root/usr/share/doc/reflectd
 install -d -m 0755 "$doc"
 install -m 0644 README.md "$doc/README.md"
+install -d -m 0755 "$doc/examples"
+install -m 0644 deploy/haproxy.cfg "$doc/examples/haproxy.cfg"
 date_rfc2822=$(date -u -R -d "@$SOURCE_DATE_EPOCH")
 {
     echo "reflectd ($version) unstable; urgency=medium"
@@ -113,19 +129,20 @@ Description: TCP echo server on an epoll reactor
  metrics endpoint. The package also holds reflect, an interactive client, and
  reflect-bench, a load generator that checks every echoed byte.
 CONTROL
-for script in postinst postrm; do
-    cat > "$root/DEBIAN/$script" <<'SCRIPT'
+cat > "$root/DEBIAN/postinst" <<'SCRIPT'
 #!/bin/sh
 set -e
-# Tell systemd about the new or removed unit files, only when it is the running init (not in a
-# container or chroot without systemd). Nothing is enabled or started.
+# Tell systemd about the new unit files, only when it is the running init (not in a container or
+# chroot without systemd). Nothing is enabled or started.
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     systemctl daemon-reload >/dev/null 2>&1 || true
 fi
 exit 0
 SCRIPT
-    chmod 0755 "$root/DEBIAN/$script"
-done
+chmod 0755 "$root/DEBIAN/postinst"
+# No postrm on purpose: with one, dpkg -r leaves the package in the "config-files" state (rc)
+# until a purge. Its one job was a daemon-reload after the unit files are gone; the prerm stops
+# the units before that, and systemd drops the stopped units' definitions at its next reload.
 cat > "$root/DEBIAN/prerm" <<'SCRIPT'
 #!/bin/sh
 set -e

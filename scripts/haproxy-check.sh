@@ -11,6 +11,12 @@
 # Needs: haproxy (installed with apt-get if missing), python3. Exits non-zero on any failure.
 # Bounded: the whole run is killed after 60 s.
 set -euo pipefail
+for argument in "$@"; do
+    case "$argument" in
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
+        *) echo "haproxy-check.sh: unknown argument: $argument (see --help)" >&2; exit 2 ;;
+    esac
+done
 
 if [ -z "${HAPROXY_CHECK_BOUNDED:-}" ]; then
     export HAPROXY_CHECK_BOUNDED=1
@@ -137,8 +143,6 @@ awk -v front="$front" -v p1="${port_of[r1]}" -v p2="${port_of[r2]}" '
     /^[[:space:]]*stats socket/ { next }
     # Connection logs and server state changes go to stderr (HAProxy runs in the foreground).
     /^[[:space:]]*log \// { print "    log stderr format raw local0 info"; next }
-    # HAProxy sizes its fd limit from maxconn; a test machine has a small hard limit.
-    /^[[:space:]]*maxconn / && !global_maxconn_done { print "    maxconn 4000"; global_maxconn_done = 1; next }
     # Loopback only: the frontend on the chosen port, the servers on the two instances.
     /^[[:space:]]*bind / { print "    bind 127.0.0.1:" front; next }
     /^[[:space:]]*server / {
@@ -157,15 +161,20 @@ haproxy -c -q -f "$work/haproxy.cfg" || fail "the derived config is invalid: $(h
 inter=$(grep -o 'inter [0-9]*s' "$work/haproxy.cfg" | head -n 1 | grep -o '[0-9]*' || echo 2)
 fall=$(grep -o 'fall [0-9]*' "$work/haproxy.cfg" | head -n 1 | grep -o '[0-9]*' || echo 3)
 
-haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+# The config's own maxconn, under the fd hard limit it promises to fit (HAProxy raises its limit
+# to about 2 x maxconn at start and refuses to start above the hard limit; `haproxy -c` does not
+# check that).
+haproxy_fds=20000
+prlimit --nofile="$haproxy_fds:$haproxy_fds" haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 haproxy_pid=$!
 pids+=("$haproxy_pid")
 for _ in $(seq 50); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $front), timeout=1).close()" 2>/dev/null && break
-    kill -0 "$haproxy_pid" 2>/dev/null || fail "haproxy exited: $(cat "$work/haproxy.log")"
+    kill -0 "$haproxy_pid" 2>/dev/null || fail "haproxy exited (fd limit $haproxy_fds): $(cat "$work/haproxy.log")"
     sleep 0.1
 done
-log "haproxy: pid $haproxy_pid on 127.0.0.1:$front in front of ports ${port_of[r1]} and ${port_of[r2]}"
+kill -0 "$haproxy_pid" 2>/dev/null || fail "haproxy exited (fd limit $haproxy_fds): $(cat "$work/haproxy.log")"
+log "haproxy: pid $haproxy_pid on 127.0.0.1:$front in front of ports ${port_of[r1]} and ${port_of[r2]} (fd limit $haproxy_fds)"
 
 # --- 1. echo through HAProxy -------------------------------------------------------------------
 
@@ -217,4 +226,25 @@ grep -q 'reflectd1 is DOWN' "$work/haproxy.log" && log "haproxy marked reflectd1
 echo_through "$front" 50 after-check || fail "new connections after the health check marked the instance down"
 
 kill -0 "${pid_of[r2]}" 2>/dev/null || fail "r2 died"
+
+# HAProxy's health checks (a PROXY v2 LOCAL header, then a reset, once per `inter`): counted under
+# close reason `check` by a reflectd that has that reason, under `reset` by an older one.
+closed_by_reason() {
+    python3 - "$1" <<'PY'
+import re, sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=5).read().decode()
+for line in text.splitlines():
+    m = re.match(r'reflectd_connections_closed_total\{reason="([a-z_-]+)"\} ([0-9.e+]+)$', line)
+    if m: print(m.group(1), int(float(m.group(2))))
+PY
+}
+closes=$(closed_by_reason "${metrics_of[r2]}") || fail "cannot scrape ${metrics_of[r2]}"
+log "r2 closes by reason: $(echo $closes)"
+checks=$(awk '$1 == "check" { print $2 }' <<<"$closes")
+if [ -n "$checks" ]; then
+    [ "$checks" -ge "$fall" ] || fail "r2 counted $checks closes with reason check after more than $((inter * fall)) s of health checks"
+    log "r2 counted HAProxy's health checks under reason check ($checks)"
+else
+    log "note: this reflectd has no close reason check; HAProxy's health checks count as reset"
+fi
 log "PASS: echo through haproxy; stopping one of two instances lost no new connection"

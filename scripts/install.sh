@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs reflectd from the release build (scripts/release.sh; built first if missing).
 #
-#   scripts/install.sh [--prefix /usr/local] [--destdir DIR] [--from DIR] [--no-manifest]
-#   scripts/install.sh --uninstall [--prefix /usr/local] [--destdir DIR]
+# Usage: scripts/install.sh [--prefix /usr/local] [--destdir DIR] [--from DIR] [--no-manifest]
+#        scripts/install.sh --uninstall [--prefix /usr/local] [--destdir DIR]
 #
 # Installs, under PREFIX (inside DESTDIR, for packaging, when given):
 #   bin/reflectd bin/reflect bin/reflect-bench                          (0755)
@@ -20,8 +20,6 @@
 # systemd looks for units in PREFIX/lib/systemd/system for PREFIX /usr and /usr/local; after
 # installing: systemctl daemon-reload && systemctl enable --now reflectd.socket
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
 prefix=/usr/local
 destdir=
 from=.build-release/dist
@@ -36,10 +34,12 @@ while [ $# -gt 0 ]; do
         --from) from=${2:?--from needs a directory}; shift 2 ;;
         --uninstall) action=uninstall; shift ;;
         --no-manifest) manifest=no; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
         *) echo "install.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+cd "$(dirname "$0")/.."
+
 case "$prefix" in
     /*) ;;
     *) echo "install.sh: --prefix must be an absolute path, got $prefix" >&2; exit 2 ;;

@@ -23,6 +23,12 @@
 #        build is made; RATE=400mbit CLIENTS=200 BYTES=4194304 to change the load)
 # Namespaces refused (no root, no CAP_SYS_ADMIN, a sandbox): it says so and fails; it never skips.
 set -euo pipefail
+for argument in "$@"; do
+    case "$argument" in
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
+        *) echo "netns-rig.sh: unknown argument: $argument (see --help)" >&2; exit 2 ;;
+    esac
+done
 
 if [ -z "${NETNS_RIG_BOUNDED:-}" ]; then
     export NETNS_RIG_BOUNDED=1

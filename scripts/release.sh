@@ -4,6 +4,8 @@
 # toolchain; strips them; makes their man pages (swift-argument-parser's generate-manual, synopsis
 # fixed) and bash/zsh/fish completions; and reports sizes and what they still link dynamically.
 #
+# Usage: scripts/release.sh [--compare]
+#
 #   scripts/release.sh                 # into .build-release/dist
 #   scripts/release.sh --compare       # also build the ordinary (dynamic) release and compare
 #                                      # sizes and start-up times
@@ -13,17 +15,17 @@
 #   .build-release/dist/man/man1/{reflectd,reflect,reflect-bench}.1
 #   .build-release/dist/completions/{bash,zsh,fish}/…
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="/opt/swift/usr/bin:$PATH"
-
 compare=no
 for argument in "$@"; do
     case "$argument" in
         --compare) compare=yes ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "release.sh: unknown argument: $argument" >&2; exit 2 ;;
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
+        *) echo "release.sh: unknown argument: $argument (see --help)" >&2; exit 2 ;;
     esac
 done
+cd "$(dirname "$0")/.."
+export PATH="/opt/swift/usr/bin:$PATH"
+
 
 scratch=.build-release
 dist=$scratch/dist
@@ -59,6 +61,34 @@ for product in "${products[@]}"; do
         -e 's/^$/.Pp/' "$page"
     if grep -q 'subcommand' "$page"; then echo "release.sh: $page still mentions a subcommand" >&2; exit 1; fi
 done
+# What --help does not say (SIGNALS, ENVIRONMENT, FILES, EXAMPLES, SEE ALSO) is written by hand in
+# docs/reflectd.1.sections: its first part goes before EXIT STATUS, the part after the line
+# `.\" after EXIT STATUS` before AUTHORS (mdoc(7) order); its own comment lines are left out.
+# The options stay generated, so the page cannot fall behind --help.
+page="$dist/man/man1/reflectd.1"
+awk -v extra=docs/reflectd.1.sections '
+    BEGIN {
+        part = 1
+        while ((getline line < extra) > 0) {
+            if (line ~ /^\.\\" after EXIT STATUS/) { part = 2; continue }
+            if (line ~ /^\.\\"/) continue
+            text[part] = text[part] line "\n"
+        }
+        if (text[1] == "" || text[2] == "") exit 2
+    }
+    /^\.Sh "EXIT STATUS"$/ { printf "%s", text[1]; before_exit_status = 1 }
+    /^\.Sh AUTHORS$/ { printf "%s", text[2]; before_authors = 1 }
+    { print }
+    END { if (!before_exit_status || !before_authors) exit 1 }
+' "$page" > "$page.new" || { echo "release.sh: cannot put docs/reflectd.1.sections into $page" >&2; exit 1; }
+mv "$page.new" "$page"
+# groff's warnings, as lintian's groff-message check sees them (man-db: man --warnings).
+if command -v man >/dev/null 2>&1; then
+    for page in "$dist"/man/man1/*.1; do
+        warnings=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l "$page" 2>&1 >/dev/null || true)
+        [ -z "$warnings" ] || { echo "release.sh: $page: $warnings" >&2; exit 1; }
+    done
+fi
 
 step "shell completions"
 for product in "${products[@]}"; do

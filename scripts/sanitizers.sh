@@ -3,6 +3,8 @@
 # that runs a reactor on its own thread, or starts reflectd, whose reactors run one per thread)
 # under ThreadSanitizer. Exits non-zero if a test fails or a sanitizer reports.
 #
+# Usage: scripts/sanitizers.sh [--tsan | --tsan-only] [--filter REGEX]
+#
 #   scripts/sanitizers.sh                 ASan over the whole suite, then LeakSanitizer over the
 #                                         in-process reactor tests        (scratch .build-asan)
 #   scripts/sanitizers.sh --tsan          the same, then TSan over TSAN_FILTER (scratch .build-tsan)
@@ -30,7 +32,7 @@ while [ $# -gt 0 ]; do
         --tsan) run_tsan=1 ;;
         --tsan-only) run_tsan=1; run_asan=0 ;;
         --filter) shift; asan_filter=${1:?--filter needs a regex} ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
         *) echo "sanitizers.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift

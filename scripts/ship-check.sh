@@ -6,9 +6,19 @@
 #   2. scripts/install.sh --destdir into a scratch folder: every file with its mode, ExecStart at
 #      the installed path, a second run changes nothing, --uninstall leaves the folder empty;
 #   3. scripts/deb.sh, then dpkg -i, the installed reflectd run and echoing with /opt/swift hidden,
-#      dpkg -r; the machine is left as it was (the check refuses to start if reflectd is
-#      already installed).
+#      dpkg -r, after which dpkg lists nothing (no "rc" line: no conffiles, no postrm), then the
+#      same with dpkg -P; the Maintainer field is the project's (scripts/deb.sh's `maintainer=`),
+#      not the builder's git identity; the machine is left as it was (the check refuses to start
+#      if reflectd is already installed).
+#
+# Usage: scripts/ship-check.sh        (no arguments; as root; --help prints this)
 set -euo pipefail
+for argument in "$@"; do
+    case "$argument" in
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
+        *) echo "ship-check.sh: unknown argument: $argument (see --help)" >&2; exit 2 ;;
+    esac
+done
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
 step() { printf '\n--- %s\n' "$*"; }
@@ -119,8 +129,25 @@ dpkg-deb --field "$deb" Depends | grep -q 'libc6 (>=' || fail "Depends lacks lib
 dpkg-deb --contents "$deb" > "$scratch/contents"
 grep -q ' ./usr/bin/reflectd$' "$scratch/contents" || fail "no /usr/bin/reflectd in the package"
 grep -q ' ./usr/lib/systemd/system/reflectd.socket$' "$scratch/contents" || fail "no socket unit in the package"
+grep -q ' ./usr/share/doc/reflectd/examples/haproxy.cfg$' "$scratch/contents" || fail "no examples/haproxy.cfg in the package"
+# reflectd(1): the generated options and the hand-written sections (docs/reflectd.1.sections).
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/man/man1/reflectd.1.gz | gzip -dc > "$scratch/reflectd.1"
+for section in DESCRIPTION SIGNALS ENVIRONMENT FILES 'EXIT STATUS' EXAMPLES 'SEE ALSO'; do
+    grep -qxE "\.Sh \"?$section\"?" "$scratch/reflectd.1" || fail "reflectd(1) has no $section section"
+done
+LC_ALL=C.UTF-8 MANWIDTH=80 man -l "$scratch/reflectd.1" > "$scratch/reflectd.1.txt" 2>/dev/null || fail "reflectd(1) does not render"
+for text in SIGUSR2 LISTEN_FDS NOTIFY_SOCKET REFLECTD_UPGRADE_FD /usr/bin/reflectd --proxy-protocol-from --metrics-host; do
+    grep -qF -- "$text" "$scratch/reflectd.1.txt" || fail "reflectd(1) as rendered does not mention $text"
+done
+echo "ok: reflectd(1) has SIGNALS, ENVIRONMENT, FILES and EXAMPLES and renders"
 dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./postinst > "$scratch/postinst"
 grep -q '/run/systemd/system' "$scratch/postinst" || fail "postinst does not check for systemd"
+project_maintainer=$(sed -n 's/^maintainer="\(.*\)"$/\1/p' scripts/deb.sh)
+[ -n "$project_maintainer" ] || fail "scripts/deb.sh sets no maintainer=\"...\" line"
+package_maintainer=$(dpkg-deb --field "$deb" Maintainer)
+[ "$package_maintainer" = "$project_maintainer" ] \
+    || fail "Maintainer is '$package_maintainer', expected the project's '$project_maintainer'"
+echo "ok: Maintainer: $package_maintainer"
 
 step "dpkg -i, run the installed reflectd with /opt/swift hidden, dpkg -r"
 if dpkg-query -W -f='${Status}' reflectd 2>/dev/null | grep -q 'installed'; then
@@ -137,14 +164,26 @@ unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs /opt/swift && dpkg 
 grep -qx "ExecStart=/usr/bin/reflectd --reactors auto --log-level info" /usr/lib/systemd/system/reflectd.service \
     || fail "the installed unit does not start /usr/bin/reflectd"
 hidden /usr/bin
+# gone REMOVAL: after dpkg -r or -P, no file of the package is left and dpkg lists no reflectd
+# (not even "rc", the config-files state: the package has no conffiles and no postrm).
+gone() {
+    for path in /usr/bin/reflectd /usr/bin/reflect /usr/bin/reflect-bench /usr/lib/systemd/system/reflectd.service; do
+        [ ! -e "$path" ] || fail "$path is still there after $1"
+    done
+    local listed
+    listed=$(dpkg -l reflectd 2>/dev/null | grep ' reflectd ' || true)
+    [ -z "$listed" ] || fail "dpkg -l still lists reflectd after $1: $listed"
+    local status
+    status=$(dpkg-query -W -f='${db:Status-Abbrev}' reflectd 2>/dev/null || true)
+    case "$status" in ""|"un "*|"pn "*) ;; *) fail "dpkg still knows reflectd after $1: $status" ;; esac
+}
 dpkg -r reflectd
-# dpkg -r keeps a package with maintainer scripts in the "config-files" state; --purge forgets it,
-# so the machine's package list is as it was.
-dpkg --purge reflectd
+gone "dpkg -r"   # on failure, the cleanup purges what is left
 installed_by_us=no
-for path in /usr/bin/reflectd /usr/bin/reflect /usr/bin/reflect-bench /usr/lib/systemd/system/reflectd.service; do
-    [ ! -e "$path" ] || fail "$path is still there after dpkg -r"
-done
-status=$(dpkg-query -W -f='${db:Status-Abbrev}' reflectd 2>/dev/null || true)
-case "$status" in ""|"un "*|"pn "*) ;; *) fail "dpkg still lists reflectd: $status" ;; esac
-echo "ok: installed, ran without the toolchain, removed"
+echo "ok: installed, ran without the toolchain, removed by dpkg -r with nothing left (no rc line)"
+installed_by_us=yes
+dpkg -i "$deb" >/dev/null
+dpkg -P reflectd
+gone "dpkg -P"
+installed_by_us=no
+echo "ok: installed again and purged by dpkg -P"

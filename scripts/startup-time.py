@@ -5,6 +5,7 @@ interleaved so that machine load affects them alike.
 
     scripts/startup-time.py BINARY [BINARY ...]
 """
+import argparse
 import os
 import signal
 import statistics
@@ -35,9 +36,9 @@ def version(binary):
 
 
 def main():
-    binaries = sys.argv[1:]
-    if not binaries:
-        sys.exit(__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("binaries", nargs="+", metavar="BINARY", help="a reflectd to time")
+    binaries = parser.parse_args().binaries
     results = {b: {"listening": [], "version": []} for b in binaries}
     for _ in range(RUNS):
         for b in binaries:

@@ -3,7 +3,7 @@
 # benchmarks. Idempotent: safe to run repeatedly (C sources are recompiled
 # only when changed, SwiftPM rebuilds incrementally).
 #
-#   benchmarks/baselines/build.sh
+# Usage: benchmarks/baselines/build.sh      (no arguments; --help prints this)
 #
 # Build logs go to stderr; stdout gets exactly four lines, the absolute
 # paths of the binaries, in this order:
@@ -15,6 +15,12 @@
 # Environment: CC (default cc), SWIFT (default: swift on PATH, else
 # /opt/swift/usr/bin/swift), GO (default: go on PATH).
 set -euo pipefail
+for argument in "$@"; do
+    case "$argument" in
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
+        *) echo "build.sh: unknown argument: $argument (see --help)" >&2; exit 2 ;;
+    esac
+done
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CC="${CC:-cc}"

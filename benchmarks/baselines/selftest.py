@@ -15,6 +15,7 @@ and close that connection.
 
 Stdlib only, every wait bounded. Exits 0 if everything passed, 1 otherwise.
 """
+import argparse
 import os
 import re
 import signal
@@ -328,8 +329,13 @@ def run_server(name, binary):
 
 
 def main(argv):
-    skip_build = "--skip-build" in argv
-    names = [a for a in argv if not a.startswith("-")] or ["epoll", "fork", "nio", "go"]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", metavar="SERVER",
+                        help=f"servers to test (default: all of {', '.join(sorted(DEFAULT_BINS))})")
+    parser.add_argument("--skip-build", action="store_true", help="use the binaries already built (build.sh not run)")
+    args = parser.parse_args(argv)
+    skip_build = args.skip_build
+    names = args.names or ["epoll", "fork", "nio", "go"]
     for n in names:
         if n not in DEFAULT_BINS:
             print(f"unknown server {n!r}; choose from {sorted(DEFAULT_BINS)}", file=sys.stderr)

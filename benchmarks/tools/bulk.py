@@ -1,8 +1,13 @@
 # usage: bulk.py PORT CONNS MIB_PER_CONN -- streams MIB_PER_CONN MiB of random binary bytes (every
 # byte value, "\n" and "e" included, no exit line) on CONNS connections at once in 64 KiB writes,
 # reading the echo as it comes, and checks every byte.
-import os, random, socket, sys, selectors
-port, conns, mib = map(int, sys.argv[1:4])
+import argparse, os, random, socket, sys, selectors
+ap = argparse.ArgumentParser(description="Streams random binary bytes through an echo server on 127.0.0.1 and checks every byte.")
+ap.add_argument("port", type=int)
+ap.add_argument("conns", type=int, help="connections at once")
+ap.add_argument("mib", type=int, metavar="mib_per_conn", help="MiB sent on each connection")
+args = ap.parse_args()
+port, conns, mib = args.port, args.conns, args.mib
 total = mib << 20
 rng = random.Random(0xB1A5)
 pattern = bytearray(rng.randbytes(1 << 20))

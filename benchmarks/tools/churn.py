@@ -1,6 +1,10 @@
 # usage: churn.py PORT COUNT -- COUNT sequential connections: connect, one 64-byte echo, close.
-import socket, sys
-port, count = int(sys.argv[1]), int(sys.argv[2])
+import argparse, socket, sys
+ap = argparse.ArgumentParser(description="Sequential connections to an echo server on 127.0.0.1: connect, one 64-byte echo, close.")
+ap.add_argument("port", type=int)
+ap.add_argument("count", type=int, help="connections, one after another")
+args = ap.parse_args()
+port, count = args.port, args.count
 payload = b"x" * 63 + b"\n"
 for _ in range(count):
     s = socket.create_connection(("127.0.0.1", port))

@@ -1,6 +1,12 @@
 # usage: pingpong.py PORT CONNS MSGS_PER_CONN SIZE -- depth-1 ping-pong on CONNS connections, checks every echo
-import socket, sys, selectors
-port, conns, msgs, size = map(int, sys.argv[1:5])
+import argparse, socket, sys, selectors
+ap = argparse.ArgumentParser(description="Depth-1 ping-pong on CONNS connections to an echo server on 127.0.0.1; checks every echo.")
+ap.add_argument("port", type=int)
+ap.add_argument("conns", type=int, help="connections at once")
+ap.add_argument("msgs", type=int, metavar="msgs_per_conn", help="messages on each connection")
+ap.add_argument("size", type=int, help="bytes per message, the newline included")
+args = ap.parse_args()
+port, conns, msgs, size = args.port, args.conns, args.msgs, args.size
 payload = (b"abcdefghijklmnopqrstuvwxyz0123456789" * 10)[:size-1] + b"\n"
 sel = selectors.DefaultSelector()
 socks = []
