@@ -119,7 +119,8 @@ public struct Connection<Handler: ConnectionHandler>: ~Copyable {
     /// rather than the handler, a timer or a stop: for a connection that turned out to be a
     /// balancer's health check (`check`), whose reset would otherwise count as a real `reset`.
     /// Costs one dictionary entry until the connection is gone, and nothing per message.
-    public func countPeerClose(as reason: CloseReason) {
+    /// Pass nil to count it as usual again.
+    public func countPeerClose(as reason: CloseReason?) {
         reactor._withUnsafeGuaranteedRef { $0.peerCloseReasons[id.index] = reason }
     }
 

@@ -65,6 +65,11 @@ struct ServerHandler: ConnectionHandler {
         }
         if let request = extra.http { return metrics!.read(bytes, connection: connection, request: request) }
         if _fastPath(extra.pending == nil) {
+            if _slowPath(extra.quiet) {
+                // Its first byte after the header: a client, not a health check.
+                extra.quiet = false
+                connection.countPeerClose(as: nil)
+            }
             return EchoProtocol.read(bytes, connection: connection, state: &state.echo, policy: exitLine)
         }
         return readHeader(bytes, extra, connection, &state)
@@ -135,6 +140,12 @@ struct ServerHandler: ConnectionHandler {
                 if header.isLocal || header.version == 1 { connection.countPeerClose(as: Self.check) }
             }
             let admitted = admit(key, name: client.name, connection, &state)
+            if admitted == .continue && dataStart == bytes.count && header.source != nil {
+                // Nothing after the header yet. HAProxy's v1 checks send `PROXY TCP4` with its own
+                // addresses and then reset: until a first byte comes, its end counts as `check`.
+                client.quiet = true
+                connection.countPeerClose(as: Self.check)
+            }
             guard admitted == .continue, dataStart < bytes.count else { return admitted }
             return EchoProtocol.read(UnsafeRawBufferPointer(rebasing: bytes[dataStart...]), connection: connection,
                                      state: &state.echo, policy: exitLine)
@@ -171,6 +182,9 @@ final class ConnectionExtra {
     var name: String
     /// Present only while the PROXY header is being read.
     var pending: PendingHeader?
+    /// The header came and no byte after it yet: if the peer ends the connection now, it was a
+    /// health check (counted as `check`).
+    var quiet = false
 
     /// The PROXY header being read, and the timer that gives up on it.
     final class PendingHeader {

@@ -156,12 +156,24 @@ final class ProxyTrustTests: ServerTestCase {
         try unknown.send(Array("PROXY UNKNOWN\r\n".utf8))
         Thread.sleep(forTimeInterval: 0.05)
         unknown.close()
+        // HAProxy's v1 check: `PROXY TCP4` with its own addresses, nothing after, then a reset.
+        let v1Check = try OpsClient.connect(host: "127.0.0.1", port: port)
+        try v1Check.send(v1("127.0.0.1"))
+        Thread.sleep(forTimeInterval: 0.05)
+        v1Check.closeWithReset()
+        // A client that sent bytes after its header, in a later segment, then reset: a reset.
+        let talker = try OpsClient.connect(host: "127.0.0.1", port: port)
+        try talker.send(v1("192.0.2.6"))
+        Thread.sleep(forTimeInterval: 0.05)
+        try talker.send("hi\n")
+        XCTAssertEqual(try talker.receive(exactly: 3), Array("hi\n".utf8))
+        talker.closeWithReset()
         let real = try OpsClient.connect(host: "127.0.0.1", port: port)
         try real.send(v1("192.0.2.5") + Array("hello\n".utf8))
         XCTAssertEqual(try real.receive(exactly: 6), Array("hello\n".utf8))
         real.closeWithReset()
-        XCTAssertTrue(Ops.waitUntil(timeout: 3) { self.statistics(server).contains("check=4") }, statistics(server))
+        XCTAssertTrue(Ops.waitUntil(timeout: 3) { self.statistics(server).contains("check=5") }, statistics(server))
         let line = statistics(server)
-        XCTAssertTrue(line.contains("reset=1"), line)
+        XCTAssertTrue(line.contains("reset=2"), line)
     }
 }
