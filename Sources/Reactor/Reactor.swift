@@ -237,7 +237,13 @@ public final class Reactor<Handler: ConnectionHandler> {
     func connectionReady(_ i: Int32, _ mask: UInt32) {
         let slot = slots[Int(i)]
         if mask & CEPOLL_ERR != 0 {
-            // The socket failed (usually an RST). Pending output can no longer be delivered.
+            // The socket failed (usually an RST). Pending output can no longer be delivered, but
+            // what arrived before the error is still the peer's last word: the handler reads it
+            // first (as libuv does), and the read that reaches the error closes the connection.
+            // (A balancer's health check sends its PROXY header and resets at once.)
+            if mask & CEPOLL_IN != 0 && slot.pointee.life.isReading {
+                readReady(i)
+            }
             requestClose(i, .failure(Syscalls.socketError(slot.pointee.fd)), abort: true)
             return
         }
