@@ -1,0 +1,201 @@
+// The shape of reflect-bench's load and output: generator threads (`--threads`), given messages
+// (`--message`, `--payload-file`), Unix-domain sockets (`--unix`) and the latency histogram file
+// (`--histogram`). Each through a real server on loopback.
+
+import Foundation
+import Glibc
+import XCTest
+
+final class ReflectBenchShapeTests: XCTestCase {
+    private var scratch: URL!
+
+    override func setUpWithError() throws {
+        signal(SIGPIPE, SIG_IGN)
+        // Short: a Unix socket path must fit in 107 bytes.
+        scratch = URL(fileURLWithPath: "/tmp").appendingPathComponent("rb-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() {
+        if let scratch { try? FileManager.default.removeItem(at: scratch) }
+    }
+
+    // MARK: threads
+
+    func testThreadsSplitTheConnectionsAndMergeTheirHistograms() throws {
+        let server = try Reflectd()
+        defer { server.stop() }
+        let run = try runBench(["idle", "--connections", "300", "--threads", "3", "--probes", "9"], port: server.port)
+        XCTAssertEqual(run.result.status, 0, run.result.description)
+        XCTAssertTrue(run.ok, "\(run.json)")
+        XCTAssertEqual(run.number("threads"), 3)
+        // Every thread opened its 100: the counts are summed, not one thread's.
+        XCTAssertEqual(run.number("connects_total"), 300)
+        XCTAssertEqual(run.number("max_open"), 300)
+        // Each thread probes its share (3/s); the merged histogram holds every thread's samples.
+        XCTAssertGreaterThanOrEqual(run.number("messages"), 6, "\(run.json)")
+        XCTAssertEqual(run.number("latency_us", "samples"), run.number("messages"))
+    }
+
+    func testThreadsRunOnThreadsOfTheirOwn() throws {
+        // Counted while it runs: the main thread plus one per generator (other threads may exist,
+        // so only the difference between 1 and 4 generators is checked).
+        let server = try Reflectd()
+        defer { server.stop() }
+        func threadsWhileRunning(_ generators: Int) throws -> Int {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: try Tools.path("reflect-bench"))
+            process.arguments = ["pingpong", "--port", String(server.port), "--connections", "4", "--threads",
+                                 String(generators), "--warmup", "0", "--duration", "2", "--quiet"]
+            process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+            try process.run()
+            defer { process.waitUntilExit() }
+            usleep(1_000_000)
+            let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.processIdentifier)/task")
+            return tasks.count
+        }
+        let one = try threadsWhileRunning(1), four = try threadsWhileRunning(4)
+        XCTAssertEqual(four - one, 3, "1 generator: \(one) threads, 4 generators: \(four)")
+    }
+
+    func testRateIsSharedByTheThreadsNotMultiplied() throws {
+        let server = try Reflectd()
+        defer { server.stop() }
+        let run = try runBench(["pingpong", "--connections", "6", "--threads", "3", "--rate", "600", "--duration", "2"],
+                               port: server.port)
+        XCTAssertEqual(run.result.status, 0, run.result.description)
+        XCTAssertTrue(run.ok, "\(run.json)")
+        // 600/s in all for 2 s (each thread 200/s), not 600/s each.
+        XCTAssertEqual(run.number("messages"), 1200, accuracy: 120, "\(run.json)")
+        XCTAssertEqual(run.number("latency_us", "samples"), run.number("messages"))
+    }
+
+    func testMoreThreadsThanConnectionsIsRefused() throws {
+        let result = try runTool("reflect-bench", ["pingpong", "--connections", "2", "--threads", "3"])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("--threads 3 is more than the 2 connections"), result.description)
+    }
+
+    // MARK: given messages
+
+    func testMessageIsSentAsGivenAndItsLengthIsTheSize() throws {
+        let received = Recorder()
+        let tiny = try TinyServer.plainEcho(record: received, recordLimit: 1 << 20)
+        defer { tiny.stop() }
+        let message = "GET /ping HTTP/1.0\r\n\r\n"
+        let run = try runBench(["pingpong", "--connections", "2", "--depth", "3", "--message", message], port: tiny.port)
+        XCTAssertEqual(run.result.status, 0, run.result.description)
+        XCTAssertTrue(run.ok, "\(run.json)")
+        XCTAssertEqual(run.number("size"), Double(message.utf8.count))
+        XCTAssertEqual(run.json["payload"] as? String, "message")
+        // Only the message, over and over (in bytes: "\r\n" is one Character). The two
+        // connections' reads may interleave, but each read holds whole messages here; the run
+        // may end inside the last one.
+        let text = received.text
+        XCTAssertGreaterThan(text.utf8.count, 100 * message.utf8.count)
+        let rest = text.replacingOccurrences(of: message, with: "")
+        XCTAssertLessThan(rest.utf8.count, 2 * message.utf8.count, "only the message, over and over: \(rest.prefix(200).debugDescription)")
+    }
+
+    func testPayloadFileBytesAreSentAndCheckedAgainstTheEcho() throws {
+        // Binary, with NUL and newline: sent byte for byte.
+        let bytes: [UInt8] = [0, 1, 2, 10, 13, 0xff, 0x80, 0x65, 0x78, 0, 10]
+        let file = scratch.appendingPathComponent("payload.bin")
+        try Data(bytes).write(to: file)
+        let received = Recorder()
+        let tiny = try TinyServer.plainEcho(record: received, recordLimit: 1 << 20)
+        defer { tiny.stop() }
+        let run = try runBench(["pingpong", "--connections", "1", "--payload-file", file.path], port: tiny.port)
+        XCTAssertEqual(run.result.status, 0, run.result.description)
+        XCTAssertEqual(run.number("size"), Double(bytes.count))
+        let got = received.snapshot
+        XCTAssertGreaterThan(got.count, 100 * bytes.count)
+        for start in stride(from: 0, to: got.count - bytes.count, by: bytes.count) {
+            guard Array(got[start..<(start + bytes.count)]) == bytes else {
+                XCTFail("message at byte \(start) differs: \(got[start..<(start + bytes.count)])")
+                break
+            }
+        }
+    }
+
+    func testGivenMessageEchoedWrongIsAMismatch() throws {
+        // An echo that upper-cases: every message comes back different from what was sent.
+        let tiny = try TinyServer { fd in
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                guard n > 0 else { break }
+                for i in 0..<n where (0x61...0x7a).contains(buffer[i]) { buffer[i] -= 0x20 }
+                guard buffer.withUnsafeBytes({ TinyServer.sendAll(fd, UnsafeRawBufferPointer(rebasing: $0[..<n])) }) else { break }
+            }
+            close(fd)
+        }
+        defer { tiny.stop() }
+        let run = try runBench(["pingpong", "--connections", "1", "--message", "hello\n"], port: tiny.port)
+        XCTAssertEqual(run.result.status, 1, run.result.description)
+        XCTAssertEqual(run.number("errors", "mismatches"), 1)
+        XCTAssertTrue(run.result.stderr.contains("is 0x48, expected 0x68"), run.result.description)
+    }
+
+    func testMessageOptionsAreChecked() throws {
+        let cases: [([String], String)] = [
+            (["pingpong", "--message", "a", "--size", "10"], "--size is the length of --message"),
+            (["pingpong", "--message", "a", "--payload-file", "/dev/null"], "give one of them"),
+            (["bulk", "--message", "abc"], "--message and --payload-file apply to pingpong, idle and churn"),
+            (["pingpong", "--payload-file", scratch.appendingPathComponent("missing").path], "cannot open --payload-file"),
+        ]
+        for (arguments, message) in cases {
+            let result = try runTool("reflect-bench", arguments)
+            XCTAssertNotEqual(result.status, 0, "\(arguments): \(result.description)")
+            XCTAssertTrue(result.stderr.contains(message), "\(arguments): \(result.description)")
+        }
+    }
+
+    // MARK: Unix-domain sockets
+
+    func testUnixSocketPingpongAndChurnPass() throws {
+        let path = scratch.appendingPathComponent("echo.sock").path
+        let server = try Reflectd(arguments: ["--unix", path])
+        defer { server.stop() }
+        for scenario in ["pingpong", "churn"] {
+            let run = try runBench([scenario, "--unix", path, "--connections", "4"], port: 0)
+            XCTAssertEqual(run.result.status, 0, "\(scenario): \(run.result.description)")
+            XCTAssertTrue(run.ok, "\(scenario): \(run.json)")
+            XCTAssertEqual(run.json["unix"] as? Bool, true)
+            XCTAssertGreaterThan(run.number("messages"), 10, scenario)
+        }
+    }
+
+    func testUnixSocketThatIsNotThereFailsTheRun() throws {
+        let run = try runBench(["pingpong", "--unix", scratch.appendingPathComponent("none.sock").path,
+                                "--connections", "2"], port: 0)
+        XCTAssertEqual(run.result.status, 1, run.result.description)
+        XCTAssertEqual(run.number("errors", "connect_failures"), 2, "\(run.json)")
+    }
+
+    // MARK: histogram file
+
+    func testHistogramFileHoldsThePercentileDistributionOfTheSummary() throws {
+        let server = try Reflectd()
+        defer { server.stop() }
+        let file = scratch.appendingPathComponent("latency.hgrm")
+        let run = try runBench(["pingpong", "--connections", "2", "--histogram", file.path], port: server.port)
+        XCTAssertEqual(run.result.status, 0, run.result.description)
+        let text = try String(contentsOf: file, encoding: .utf8)
+        var rows: [[Substring]] = []
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            if fields.count >= 3, Double(fields[0]) != nil, Double(fields[1]) != nil { rows.append(fields) }
+        }
+        XCTAssertGreaterThan(rows.count, 10, text)
+        // HdrHistogram's percentile format: value (µs), percentile, count so far; the last row
+        // is 100 % and counts every sample; values and percentiles never go down.
+        let values = rows.map { Double($0[0])! }, percentiles = rows.map { Double($0[1])! }
+        XCTAssertEqual(values, values.sorted())
+        XCTAssertEqual(percentiles, percentiles.sorted())
+        XCTAssertEqual(percentiles.last, 1.0)
+        XCTAssertEqual(Double(rows.last![2]), run.number("latency_us", "samples"))
+        XCTAssertEqual(values.last!, run.number("latency_us", "max"), accuracy: run.number("latency_us", "max") * 0.01)
+        XCTAssertTrue(text.contains("#[Max"), text)
+    }
+}
