@@ -40,6 +40,10 @@ struct ReflectBench: ParsableCommand {
             --threads N runs N generator threads, each with its own reactor and an even share \
             of the connections and rates; their counts and latency histograms are merged.
 
+            --histogram FILE writes the measured latencies in HdrHistogram's percentile format \
+            (microseconds); `reflect-bench plot FILE... --output chart.svg` draws such files as \
+            one chart (see `reflect-bench plot --help`).
+
             Every echoed byte is compared with what was sent. Latency is measured per message \
             (churn: from the connect call to the echo). After --warmup seconds, --duration \
             seconds are measured. A progress line goes to stderr every second, and the summary \
@@ -48,6 +52,17 @@ struct ReflectBench: ParsableCommand {
             early, and messages were echoed.
             """,
         version: PackageVersion.string)
+
+    /// `reflect-bench plot …` draws histogram files (see ``Plot``); anything else is a load run.
+    /// Not an ArgumentParser subcommand, so that the load options stay on the top-level help.
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.first == "plot" {
+            Plot.main(Array(arguments.dropFirst()))
+        } else {
+            main(arguments)
+        }
+    }
 
     @Argument(help: "What to do (see above).")
     var scenario: Scenario

@@ -198,4 +198,54 @@ final class ReflectBenchShapeTests: XCTestCase {
         XCTAssertEqual(values.last!, run.number("latency_us", "max"), accuracy: run.number("latency_us", "max") * 0.01)
         XCTAssertTrue(text.contains("#[Max"), text)
     }
+
+    // MARK: plot
+
+    /// A histogram file as `--histogram` writes it, for the percentiles and values (µs) given.
+    private func histogramFile(_ name: String, _ rows: [(Double, Double)]) throws -> String {
+        var text = "       Value     Percentile TotalCount 1/(1-Percentile)\n\n"
+        for (i, (value, p)) in rows.enumerated() { text += "\(value) \(p) \(i + 1) \(p < 1 ? String(1 / (1 - p)) : "")\n" }
+        text += "#[Max     =     \(rows.last!.0), Total count    =        \(rows.count)]\n"
+        let url = scratch.appendingPathComponent(name)
+        try text.write(to: url, atomically: true, encoding: .utf8)
+        return url.path
+    }
+
+    func testPlotDrawsOneCurvePerFileSlowerHigher() throws {
+        let fast = try histogramFile("fast.hgrm", [(20, 0), (30, 0.5), (40, 0.9), (80, 0.99), (100, 1)])
+        let slow = try histogramFile("slow.hgrm", [(20, 0), (30, 0.5), (400_000, 0.9), (900_000, 0.99), (1_000_000, 1)])
+        let svgPath = scratch.appendingPathComponent("chart.svg").path
+        let result = try runTool("reflect-bench", ["plot", fast, slow, "--label", "closed", "--output", svgPath])
+        XCTAssertEqual(result.status, 0, result.description)
+        let svg = try String(contentsOfFile: svgPath, encoding: .utf8)
+        XCTAssertTrue(svg.hasPrefix("<svg xmlns=\"http://www.w3.org/2000/svg\""), svg)
+        XCTAssertTrue(svg.hasSuffix("</svg>\n"))
+        // Named by the label, then by the file name.
+        XCTAssertTrue(svg.contains("data-name=\"closed\""), svg)
+        XCTAssertTrue(svg.contains("data-name=\"slow.hgrm\""), svg)
+        // One curve per file, a point per row; the slow one's tail is drawn higher (smaller y).
+        let curves = svg.split(separator: "\n").filter { $0.hasPrefix("<polyline class=\"curve\"") }
+        XCTAssertEqual(curves.count, 2)
+        func points(_ line: Substring) -> [(x: Double, y: Double)] {
+            let list = line.split(separator: "points=\"")[1].split(separator: "\"")[0]
+            return list.split(separator: " ").map { pair in
+                let xy = pair.split(separator: ",")
+                return (Double(xy[0])!, Double(xy[1])!)
+            }
+        }
+        let a = points(curves[0]), b = points(curves[1])
+        XCTAssertEqual(a.count, 5)
+        XCTAssertEqual(b.count, 5)
+        XCTAssertEqual(a[1].y, b[1].y, accuracy: 0.01, "the same median, drawn at the same height")
+        XCTAssertLessThan(b[3].y, a[3].y, "p99: 900 ms is above 80 µs")
+        XCTAssertEqual(a.map(\.x), a.map(\.x).sorted(), "percentiles run left to right")
+    }
+
+    func testPlotOfAFileWithoutPercentilesFailsAndNamesIt() throws {
+        let url = scratch.appendingPathComponent("empty.hgrm")
+        try "not a histogram\n".write(to: url, atomically: true, encoding: .utf8)
+        let result = try runTool("reflect-bench", ["plot", url.path])
+        XCTAssertEqual(result.status, 1, result.description)
+        XCTAssertTrue(result.stderr.contains("empty.hgrm has no percentile rows"), result.description)
+    }
 }
