@@ -95,6 +95,10 @@ struct Counters: Sendable {
     var timeouts = 0
     /// Open loop: messages (churn: cycles) sent more than `lateToleranceNs` after they were due.
     var late = 0
+    /// Of those, the ones the generator itself made late: due with room to go, but its pacer
+    /// woke (or got the CPU) too late. Many of these mean the generator, not the server, could
+    /// not keep the schedule.
+    var lateGenerator = 0
     /// Open loop: messages (churn: cycles) due by the end that never went out.
     var unsent = 0
 
@@ -393,7 +397,7 @@ final class Bench {
         let schedule = hot.pointee.schedule
         let due = schedule.due(at: t)
         if settings.scenario == .churn {
-            while paced < due, let slot = freeSlots.popLast() { startCycle(slot, at: t) }
+            while paced < due, let slot = freeSlots.popLast() { startCycle(slot, at: t, byPacer: true) }
         } else {
             let n = settings.connections
             if due - paced >= n {
@@ -410,9 +414,10 @@ final class Bench {
 
     /// Open loop: the messages of connection `index` that are due at `t` and fit in its
     /// pipeline (`--depth` in flight). Stamps each with its intended time and counts the late
-    /// ones; the caller writes them.
+    /// ones (`byPacer`: sent by the pacer, so any lateness is the generator's own); the caller
+    /// writes them.
     @inline(__always)
-    func takeDue(_ index: Int, at t: UInt64) -> Int {
+    func takeDue(_ index: Int, at t: UInt64, byPacer: Bool) -> Int {
         let peer = peers + index
         let size = settings.size, n = settings.connections
         let schedule = hot.pointee.schedule
@@ -424,7 +429,10 @@ final class Bench {
         for k in sent..<(sent + count) {
             let intended = schedule.intended(message: k, connection: index, of: n)
             times[k % ring] = intended
-            if t > intended && t - intended > lateToleranceNs { hot.pointee.counters.late &+= 1 }
+            if t > intended && t - intended > lateToleranceNs {
+                hot.pointee.counters.late &+= 1
+                if byPacer { hot.pointee.counters.lateGenerator &+= 1 }
+            }
         }
         return count
     }
@@ -433,7 +441,7 @@ final class Bench {
     func sendDue(_ index: Int, at t: UInt64) {
         let peer = peers + index
         guard peer.pointee.open, let id = peer.pointee.id else { return }
-        var left = takeDue(index, at: t) * settings.size
+        var left = takeDue(index, at: t, byPacer: true) * settings.size
         if left > 0 && peer.pointee.sent == peer.pointee.received { peer.pointee.waitingSince = t }
         while left > 0 {
             let piece = payload.piece(at: peer.pointee.start + peer.pointee.sent, count: left)
@@ -443,18 +451,22 @@ final class Bench {
         }
     }
 
-    /// Open-loop churn: begins the next cycle of the schedule on `slot`, timed from when it was due.
-    func startCycle(_ slot: Int, at t: UInt64) {
+    /// Open-loop churn: begins the next cycle of the schedule on `slot`, timed from when it was
+    /// due (`byPacer`: as in `takeDue`).
+    func startCycle(_ slot: Int, at t: UInt64, byPacer: Bool) {
         let intended = hot.pointee.schedule.intended(paced)
         paced += 1
-        if t > intended && t - intended > lateToleranceNs { hot.pointee.counters.late += 1 }
+        if t > intended && t - intended > lateToleranceNs {
+            hot.pointee.counters.late += 1
+            if byPacer { hot.pointee.counters.lateGenerator += 1 }
+        }
         connect(slot, start: intended)
     }
 
     /// Open-loop churn: a slot is free again; it takes the next cycle at once if one is overdue.
     func cycleDone(_ slot: Int) {
         let t = now()
-        if paced < hot.pointee.schedule.due(at: t) { startCycle(slot, at: t) } else { freeSlots.append(slot) }
+        if paced < hot.pointee.schedule.due(at: t) { startCycle(slot, at: t, byPacer: false) } else { freeSlots.append(slot) }
     }
 
     /// Open loop, at the end: what was due and never went out.
@@ -514,6 +526,7 @@ extension Counters {
         d.overHold -= b.overHold
         d.timeouts -= b.timeouts
         d.late -= b.late
+        d.lateGenerator -= b.lateGenerator
         d.unsent -= b.unsent
         return d
     }
@@ -529,6 +542,7 @@ extension Counters {
         d.overHold += b.overHold
         d.timeouts += b.timeouts
         d.late += b.late
+        d.lateGenerator += b.lateGenerator
         d.unsent += b.unsent
         return d
     }
@@ -655,7 +669,7 @@ struct BenchHandler: ConnectionHandler {
             guard hot.pointee.phase != .done else { return .continue }
             if openLoop {
                 // Room in the pipeline: messages that were due while it was full go now, late.
-                let count = bench.takeDue(index, at: t)
+                let count = bench.takeDue(index, at: t, byPacer: false)
                 if count > 0 { write(count, index: index, now: t, on: connection) }
             } else {
                 send(completed, index: index, at: t, now: t, on: connection)

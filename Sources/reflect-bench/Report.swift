@@ -69,8 +69,9 @@ struct Summary {
         out += ", max \(latencyText(latency.totalCount > 0 ? latency.max : 0)) (\(latency.totalCount) samples)\n"
         if s.openLoop {
             let what = s.scenario == .churn ? "cycles" : "messages"
-            out += "  schedule    \(counters.late) \(what) went out more than \(lateToleranceNs / 1_000_000) ms late, "
-            out += "\(counters.unsent) due were never sent (latency counts from when each was due)\n"
+            out += "  schedule    \(counters.late) \(what) went out more than \(lateToleranceNs / 1_000_000) ms late "
+            out += "(\(counters.lateGenerator) of them the generator's own lag), \(counters.unsent) due were never sent; "
+            out += "latency counts from when each was due\n"
         }
         out += "  over hold   \(counters.overHold) message\(counters.overHold == 1 ? "" : "s") took longer than \(s.holdMs) ms (--hold-ms)\n"
         out += "  errors      \(whole.errors) (\(whole.mismatches) mismatches, \(whole.connectFailures) connect failures, "
@@ -95,6 +96,7 @@ struct Summary {
             ("rate", number(s.rate ?? 0)),
             ("connect_rate", number(s.connectRate ?? 0)),
             ("late", String(counters.late)),
+            ("late_generator", String(counters.lateGenerator)),
             ("unsent", String(counters.unsent)),
             ("unix", s.address.isUnix ? "true" : "false"),
             ("hold_ms", String(s.holdMs)),

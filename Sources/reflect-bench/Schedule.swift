@@ -46,10 +46,10 @@ struct Schedule {
 }
 
 /// How late after its intended time a message may go out and still count as sent on time.
-/// Why 1 ms: the generator wakes on a timer whose slack (50 µs by default on Linux) and the
-/// loop's other work delay a send by tens of microseconds on a healthy run; a send held up by
-/// a full pipeline (the server has not answered) is late by far more. The delay is in the
-/// latency either way, since latency counts from the intended time.
+/// Why 1 ms: waking the generator thread (a timerfd, then the scheduler) and the loop's other
+/// work delay a send by tens of microseconds on a healthy run, more on a busy machine; a send
+/// held up by a full pipeline (the server has not answered) is late by a round trip or more.
+/// The delay is in the latency either way, since latency counts from the intended time.
 let lateToleranceNs: UInt64 = 1_000_000
 
 /// The shortest sleep of the pacer. Why 20 µs: a timer wake-up costs a few microseconds

@@ -48,6 +48,8 @@ final class ReflectBenchOpenLoopTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(open.number("latency_us", "p99"), 800_000, "\(open.json)")
         // The messages due while the one connection waited could not go out on time.
         XCTAssertGreaterThanOrEqual(open.number("late"), 500, "\(open.json)")
+        // Late because the server did not answer, not because the generator fell behind.
+        XCTAssertLessThan(open.number("late_generator"), open.number("late") / 4, "\(open.json)")
         // And the schedule held over the run: about 3,000 messages, stall or not.
         XCTAssertEqual(open.number("messages"), 3000, accuracy: 300, "\(open.json)")
     }
@@ -91,6 +93,7 @@ final class ReflectBenchOpenLoopTests: XCTestCase {
         XCTAssertEqual(run.result.status, 0, run.result.description)
         XCTAssertLessThanOrEqual(run.number("messages"), 2 * 2 / 0.05 + 4, "\(run.json)")
         XCTAssertGreaterThan(run.number("late"), run.number("messages") / 2, "\(run.json)")
+        XCTAssertLessThan(run.number("late_generator"), run.number("late") / 4, "\(run.json)")
         XCTAssertGreaterThan(run.number("unsent"), 200, "\(run.json)")
         // Timed from when they were due, the late ones wait longer and longer.
         XCTAssertGreaterThan(run.number("latency_us", "max"), 500_000, "\(run.json)")
