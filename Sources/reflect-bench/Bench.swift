@@ -52,13 +52,16 @@ struct Settings: Sendable {
     /// Whether messages (or churn cycles) go out on a schedule instead of when echoes return.
     var openLoop: Bool { rate != nil || connectRate != nil }
 
-    /// What thread `t` of `threads` does: its share of the connections and of the rates.
+    /// What thread `t` of `threads` does: its share of the connections, of the idle probes and
+    /// of the rates.
     func share(_ t: Int) -> Settings {
         var s = self
         let base = connections / threads, extra = connections % threads
         s.thread = t
         s.connections = base + (t < extra ? 1 : 0)
         s.firstConnection = t * base + min(t, extra)
+        // Idle probes are split like the connections (a thread may get none).
+        s.probes = probes / threads + (t < probes % threads ? 1 : 0)
         let part = Double(s.connections) / Double(connections)
         s.rate = rate.map { $0 * part }
         s.connectRate = connectRate.map { $0 * part }
