@@ -10,18 +10,72 @@
    and the closed loop on the same connections (depth 1) for what the server can do at most.
 3. The generator's threads: the closed loop at depth 16 with --threads 1 and 2, both on CPU 1
    (one core: this shows the merge costs nothing, not a speed-up).
+4. The generator's capacity against a bare C generator (baselines/c-load/loadgen.c: closed loop,
+   no checking, no timing), both on CPU 1 against the C epoll server on CPU 0, 100 connections at
+   depth 16 and 1, interleaved, REPEAT times each: msg/s and the generator's CPU time per message
+   (its user + system time, from getrusage of the children).
 
 Writes benchmarks/results/DATE-openloop.{md,json,svg} and DATE-openloop-{closed,open}.hgrm.
 
 Usage: benchmarks/openloop.sh [--duration S] [--stall S] [--rate R] [--rates 5000,10000,...] [--no-build]
 """
-import argparse, datetime, json, os, shlex, signal, subprocess, sys, threading, time
+import argparse, datetime, json, os, resource, shlex, signal, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (benchmarks/run.py: build, Server)
 from run import ROOT, SERVER_CPU, LOAD_CPU, log, rel  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
+BASELINES = os.path.join(ROOT, "benchmarks", "baselines")
+
+
+def build_c(src, out):
+    """cc -O2 `src` into `out` unless `out` is newer (as baselines/build.sh does)."""
+    if not os.path.exists(out) or os.path.getmtime(src) > os.path.getmtime(out):
+        subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-o", out, src], check=True)
+    return out
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def capacity(bench_bin, loadgen, repeat, duration):
+    """reflect-bench and the C generator, interleaved, against the C epoll server."""
+    server_bin = build_c(os.path.join(BASELINES, "c-epoll", "echo_epoll.c"), os.path.join(BASELINES, "c-epoll", "echo_epoll"))
+    rows, commands = [], []
+    server = run.Server("c-epoll", [server_bin])
+    try:
+        for depth in (16, 1):
+            samples = {"reflect-bench": [], "c-load": []}
+            for _ in range(repeat):
+                for name in ("reflect-bench", "c-load"):
+                    if name == "c-load":
+                        argv = ["taskset", "-c", LOAD_CPU, loadgen, str(server.port), "100", str(depth), "64", str(duration)]
+                    else:
+                        argv = ["taskset", "-c", LOAD_CPU, bench_bin, "pingpong", "--port", str(server.port), "--connections",
+                                "100", "--depth", str(depth), "--size", "64", "--warmup", "0", "--duration", str(duration),
+                                "--json", "--quiet"]
+                    before = children_cpu()
+                    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
+                    cpu = children_cpu() - before
+                    if name == "c-load":
+                        fields = out.split()
+                        messages, rate = int(fields[1]), float(fields[5])
+                    else:
+                        j = json.loads(out.strip().splitlines()[-1])
+                        # reflect-bench also ran its connect phase; its CPU is counted too (a few ms).
+                        messages, rate = j["messages"], j["msgs_per_s"]
+                    samples[name].append((rate, cpu / max(1, messages) * 1e6))
+                    commands.append(rel(" ".join(map(shlex.quote, argv))))
+            med = {k: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for k, v in samples.items()}
+            rows.append({"depth": depth, "reflect_bench_msgs_per_s": med["reflect-bench"][0],
+                         "c_load_msgs_per_s": med["c-load"][0], "reflect_bench_cpu_us_per_msg": med["reflect-bench"][1],
+                         "c_load_cpu_us_per_msg": med["c-load"][1], "samples": samples})
+    finally:
+        server.stop()
+    return rows, commands
 
 
 def bench(bench_bin, port, args, warmup, duration):
@@ -69,6 +123,7 @@ def main():
     p.add_argument("--stall", type=float, default=1.0, help="seconds the server is stopped (default 1)")
     p.add_argument("--rate", type=int, default=10000, help="open-loop rate of the stall run (default 10000)")
     p.add_argument("--rates", default="5000,10000,20000,40000,80000", help="open-loop rates of the load sweep")
+    p.add_argument("--repeat", type=int, default=3, help="capacity runs per generator and depth (default 3; median)")
     p.add_argument("--no-build", action="store_true")
     args = p.parse_args()
     args.servers = ["reflectd-off"]
@@ -123,7 +178,12 @@ def main():
             commands.append(rel(cmd))
     finally:
         server.stop()
-    result["sweep"], result["threads"], result["commands"] = sweep, threads, commands
+    # 4. capacity against the C generator
+    loadgen = build_c(os.path.join(BASELINES, "c-load", "loadgen.c"), os.path.join(BASELINES, "c-load", "loadgen"))
+    log("capacity: reflect-bench vs the C generator")
+    cap, cap_commands = capacity(bench_bin, loadgen, args.repeat, min(d, 4))
+    commands += cap_commands
+    result["sweep"], result["threads"], result["capacity"], result["commands"] = sweep, threads, cap, commands
 
     load_after = open("/proc/loadavg").read().split()[0]
     result["loadavg"] = [load_before, load_after]
@@ -175,6 +235,23 @@ def main():
     ]
     for r in threads:
         lines.append(f"| {r['threads']} | {r['msgs_per_s']:,.0f} | {us(r['p50'])} | {us(r['p99'])} | {r['errors']} |")
+    lines += [
+        "",
+        "## Generator capacity: reflect-bench vs a bare C generator",
+        "",
+        f"Against the C epoll server (CPU {SERVER_CPU}), each generator on CPU {LOAD_CPU}, 100 connections, "
+        f"64-byte messages, closed loop, {min(d, 4)} s, interleaved, median of {args.repeat}. "
+        "`baselines/c-load/loadgen.c` checks and times nothing; reflect-bench compares every echoed byte and "
+        "records every latency. CPU per message: the generator's user + system time / messages.",
+        "",
+        "| depth | reflect-bench msg/s | C msg/s | ratio | reflect-bench CPU/msg | C CPU/msg | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in cap:
+        lines.append(f"| {r['depth']} | {r['reflect_bench_msgs_per_s']:,.0f} | {r['c_load_msgs_per_s']:,.0f} | "
+                     f"{r['reflect_bench_msgs_per_s'] / r['c_load_msgs_per_s']:.2f}x | "
+                     f"{r['reflect_bench_cpu_us_per_msg']:.2f} µs | {r['c_load_cpu_us_per_msg']:.2f} µs | "
+                     f"{r['reflect_bench_cpu_us_per_msg'] / r['c_load_cpu_us_per_msg']:.2f}x |")
     lines += ["", "## Commands", "", "```"] + commands + ["```", ""]
     with open(os.path.join(RESULTS, f"{date}-openloop.md"), "w") as f:
         f.write("\n".join(lines))
