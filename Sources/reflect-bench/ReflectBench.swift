@@ -34,18 +34,22 @@ struct ReflectBench: ParsableCommand {
             when each message was due, not when it went out (wrk2): a server stall shows in every \
             message it delayed, not once per connection (coordinated omission). A connection \
             keeps at most --depth messages in flight; messages due while it is full go out when \
-            an echo makes room, and are counted as late (more than 1 ms after they were due). \
-            --connect-rate does the same for churn cycles, --connections of them at most at once.
+            an echo makes room, and are counted as late (more than 1 ms after they were due); \
+            late sends that had room but went out late because the generator itself woke or \
+            got the CPU late are counted apart: many of those mean the run measured the \
+            generator. --connect-rate does the same for churn cycles, --connections of them \
+            at most at once.
 
             --threads N runs N generator threads, each with its own reactor and an even share \
-            of the connections and rates; their counts and latency histograms are merged.
+            of the connections, idle probes and rates; their counts and latency histograms are \
+            merged.
 
             --histogram FILE writes the measured latencies in HdrHistogram's percentile format \
             (microseconds); `reflect-bench plot FILE... --output chart.svg` draws such files as \
             one chart (see `reflect-bench plot --help`).
 
             Every echoed byte is compared with what was sent. Latency is measured per message \
-            (churn: from the connect call to the echo). After --warmup seconds, --duration \
+            (churn: from the connect call to the echo; open loop: from when it was due). After --warmup seconds, --duration \
             seconds are measured. A progress line goes to stderr every second, and the summary \
             to stdout (one JSON object with --json). MB/s are 10^6 bytes of echo per second. \
             The exit status is 0 only if every byte matched, no connection failed or closed \
