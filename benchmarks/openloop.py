@@ -121,7 +121,7 @@ def main():
     p.add_argument("--duration", type=int, default=6, help="seconds measured per run (default 6)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--stall", type=float, default=1.0, help="seconds the server is stopped (default 1)")
-    p.add_argument("--rate", type=int, default=10000, help="open-loop rate of the stall run (default 10000)")
+    p.add_argument("--rate", type=int, default=2000, help="open-loop rate of the stall run (default 2000: far below what 10 connections at depth 1 carry, so what shows is the stall)")
     p.add_argument("--rates", default="5000,10000,20000,40000,80000", help="open-loop rates of the load sweep")
     p.add_argument("--repeat", type=int, default=3, help="capacity runs per generator and depth (default 3; median)")
     p.add_argument("--no-build", action="store_true")
