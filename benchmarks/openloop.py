@@ -212,7 +212,8 @@ def main():
     lines += [
         "",
         f"The closed loop waited through the stall with one message per connection: "
-        f"{c['over_100ms']} slow samples, and its p99 is a healthy server's. The open loop had "
+        f"{c['over_100ms']} echoes over 100 ms (one per connection is the stall; more are the machine), p99 "
+        f"{us(c['p99'])}. The open loop had "
         f"about {args.rate * args.stall:,.0f} messages due during the stall, each timed from when it was "
         f"due: {o['over_100ms']:,} echoes over 100 ms. Chart: `{date}-openloop.svg` (from "
         f"`{date}-openloop-closed.hgrm` and `{date}-openloop-open.hgrm`).",

@@ -73,6 +73,20 @@ final class ReflectBenchShapeTests: XCTestCase {
         XCTAssertEqual(run.number("latency_us", "samples"), run.number("messages"))
     }
 
+    func testOneProgressLineCoversEveryThread() throws {
+        let server = try Reflectd()
+        defer { server.stop() }
+        let result = try runTool("reflect-bench", ["pingpong", "--port", String(server.port), "--connections", "6",
+                                                   "--threads", "3", "--warmup", "1", "--duration", "2"], timeout: 30)
+        XCTAssertEqual(result.status, 0, result.description)
+        let lines = result.stderr.split(separator: "\n").filter { $0.contains("msg/s") }
+        // One line a second for the run, not one per thread: about 3 in 3 s.
+        XCTAssertGreaterThanOrEqual(lines.count, 2, result.stderr)
+        XCTAssertLessThanOrEqual(lines.count, 4, result.stderr)
+        // Each counts the connections of all three threads.
+        XCTAssertTrue(lines.contains { $0.contains("open 6 ") }, result.stderr)
+    }
+
     func testMoreThreadsThanConnectionsIsRefused() throws {
         let result = try runTool("reflect-bench", ["pingpong", "--connections", "2", "--threads", "3"])
         XCTAssertNotEqual(result.status, 0)
