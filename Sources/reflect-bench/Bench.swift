@@ -23,7 +23,7 @@ enum PayloadKind: String, CaseIterable {
 }
 
 /// How a run is set up (from the command line).
-struct Settings {
+struct Settings: Sendable {
     var payload = PayloadKind.binary
     /// Messages slower than this are counted (the server's exit-line hold time).
     var holdMs = 250
@@ -37,9 +37,39 @@ struct Settings {
     var duration: Double
     var probes: Int
     var quiet: Bool
+    /// Open loop (`--rate`, pingpong): messages per second in all, or nil for a closed loop.
+    var rate: Double? = nil
+    /// Open loop (`--connect-rate`, churn): connect-echo-close cycles begun per second in all.
+    var connectRate: Double? = nil
+    /// Generator threads, each with its own reactor and share of the connections (`--threads`).
+    var threads = 1
+    /// The message every message repeats (`--message`, `--payload-file`), or nil for a pattern.
+    var message: [UInt8]? = nil
+    /// Which thread these settings are for, and the run-wide number of its first connection.
+    var thread = 0
+    var firstConnection = 0
+
+    /// Whether messages (or churn cycles) go out on a schedule instead of when echoes return.
+    var openLoop: Bool { rate != nil || connectRate != nil }
+
+    /// What thread `t` of `threads` does: its share of the connections, of the idle probes and
+    /// of the rates.
+    func share(_ t: Int) -> Settings {
+        var s = self
+        let base = connections / threads, extra = connections % threads
+        s.thread = t
+        s.connections = base + (t < extra ? 1 : 0)
+        s.firstConnection = t * base + min(t, extra)
+        // Idle probes are split like the connections (a thread may get none).
+        s.probes = probes / threads + (t < probes % threads ? 1 : 0)
+        let part = Double(s.connections) / Double(connections)
+        s.rate = rate.map { $0 * part }
+        s.connectRate = connectRate.map { $0 * part }
+        return s
+    }
 }
 
-enum Phase: Int {
+enum Phase: Int, Sendable {
     /// Opening the connections.
     case connecting
     /// Running, nothing recorded yet.
@@ -51,7 +81,7 @@ enum Phase: Int {
 }
 
 /// Plain counters, written on the reactor's thread only.
-struct Counters {
+struct Counters: Sendable {
     /// Complete messages echoed (for churn: connect-echo-close cycles).
     var messages = 0
     /// Echoed bytes, all checked.
@@ -66,6 +96,14 @@ struct Counters {
     var overHold = 0
     /// Connections whose echo was outstanding at the end for longer than `Bench.stallNs`.
     var timeouts = 0
+    /// Open loop: messages (churn: cycles) sent more than `lateToleranceNs` after they were due.
+    var late = 0
+    /// Of those, the ones the generator itself made late: due with room to go, but its pacer
+    /// woke (or got the CPU) too late. Many of these mean the generator, not the server, could
+    /// not keep the schedule.
+    var lateGenerator = 0
+    /// Open loop: messages (churn: cycles) due by the end that never went out.
+    var unsent = 0
 
     var errors: Int { mismatches + connectFailures + unexpectedCloses + timeouts }
 }
@@ -85,6 +123,10 @@ struct Peer {
     /// When echo bytes last arrived (0: never), so that a long message still coming in is not
     /// mistaken for a stall.
     var lastEcho: UInt64 = 0
+    /// When the server last began to owe this connection an echo: the time of a write made with
+    /// nothing outstanding. (In an open loop a message's intended time can be long before it
+    /// went out, so silence is measured from this, not from the stamps.)
+    var waitingSince: UInt64 = 0
 }
 
 /// The mutable scalars of the hot path, behind a pointer so that using them costs no
@@ -97,6 +139,8 @@ struct Hot {
     var connecting = 0
     /// Connections made so far (each gets its own place in the payload).
     var made = 0
+    /// Open loop: when each message (churn: cycle) is due.
+    var schedule = Schedule(perSecond: 1)
 }
 
 /// The monotonic clock in nanoseconds.
@@ -107,7 +151,8 @@ func now() -> UInt64 {
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }
 
-/// One load-generator run: its reactor, connections, payload, counters and histograms.
+/// One generator thread of a run: its reactor, its share of the connections, its payload,
+/// counters and histograms. ``Run`` starts one per `--threads` and merges what they measured.
 final class Bench {
     /// Connects in progress at once while opening connections. Why 256: well below the
     /// server's accept backlog (SOMAXCONN 4096), so a burst of SYNs is never dropped, and enough
@@ -122,6 +167,7 @@ final class Bench {
     static let maxErrorMessages = 10
 
     let settings: Settings
+    let board: Board
     let payload: Payload
     let hot: UnsafeMutablePointer<Hot>
     let peers: UnsafeMutablePointer<Peer>
@@ -136,30 +182,34 @@ final class Bench {
     unowned(unsafe) var reactor: Reactor<BenchHandler>!
     var nextToConnect = 0
     var probeCursor = 0
-    var started: UInt64 = 0
     var measureStart: UInt64 = 0
     var measureEnd: UInt64 = 0
     var measured = Counters()
     var atMeasureStart = Counters()
-    var lastTick = Counters()
-    var lastTickTime: UInt64 = 0
-    var errorMessages = 0
     var interrupted = false
     var timedOut = false
     var maxOpen = 0
+    /// Open loop: messages (churn: cycles) of the schedule handed to connections so far.
+    var paced = 0
+    /// Open-loop churn: slots with no cycle going on.
+    var freeSlots: [Int] = []
 
-    init(settings: Settings) {
+    init(settings: Settings, board: Board) {
         self.settings = settings
+        self.board = board
         ring = max(1, settings.depth)
         // Any write or read (at most the 64 KiB read buffer) must fit in one contiguous piece.
         let pad = max(64 * 1024, ring * settings.size) + settings.size
         switch (settings.payload, settings.scenario) {
+        case _ where settings.message != nil: payload = Payload.repeating(settings.message!, pad: pad)
         case (.binary, _): payload = Payload.binary(size: settings.size, pad: pad)
         case (.text, .bulk): payload = Payload.stream(size: settings.size, pad: pad)
         case (.text, _): payload = Payload.lines(size: settings.size, pad: pad)
         }
         hot = .allocate(capacity: 1)
         hot.initialize(to: Hot())
+        hot.pointee.made = settings.firstConnection
+        if let rate = settings.rate ?? settings.connectRate { hot.pointee.schedule = Schedule(perSecond: rate) }
         peers = .allocate(capacity: settings.connections)
         peers.initialize(repeating: Peer(), count: settings.connections)
         sendTimes = .allocate(capacity: settings.connections * ring)
@@ -197,13 +247,13 @@ final class Bench {
         checkReady()
     }
 
-    /// Opens connection slot `index`.
-    func connect(_ index: Int) {
+    /// Opens connection slot `index`; a churn cycle's latency counts from `start` (by default now).
+    func connect(_ index: Int, start: UInt64? = nil) {
         let made = hot.pointee.made
         hot.pointee.made += 1
         let peer = peers + index
         peer.pointee = Peer(id: nil, open: false, start: payload.start(forConnection: made), sent: 0, received: 0,
-                            connectStart: now())
+                            connectStart: start ?? now())
         let source = settings.sources.isEmpty ? nil : settings.sources[made % settings.sources.count]
         do {
             peer.pointee.id = try reactor.connect(to: settings.address, from: source, state: Int32(index))
@@ -219,7 +269,9 @@ final class Bench {
     /// server does not make a busy loop.
     func retry(_ index: Int) {
         reactor.schedule(after: .milliseconds(10)) { [unowned self] in
-            if self.hot.pointee.phase != .done { self.connect(index) }
+            guard self.hot.pointee.phase != .done else { return }
+            // Open loop: the slot takes the next cycle that is due, if any.
+            if self.settings.openLoop { self.cycleDone(index) } else { self.connect(index) }
         }
     }
 
@@ -237,8 +289,6 @@ final class Bench {
     // MARK: phases
 
     func start() {
-        started = now()
-        lastTickTime = started
         reactor.schedule(after: .seconds(1), repeating: .seconds(1)) { [unowned self] in self.tick() }
         reactor.schedule(after: connectTimeout) { [unowned self] in
             guard self.hot.pointee.phase == .connecting else { return }
@@ -249,7 +299,11 @@ final class Bench {
         }
         if settings.scenario == .churn {
             nextToConnect = settings.connections
-            for index in 0..<settings.connections { connect(index) }
+            if settings.openLoop {
+                freeSlots = Array((0..<settings.connections).reversed())
+            } else {
+                for index in 0..<settings.connections { connect(index) }
+            }
             startWarmup()
         } else {
             connectMore()
@@ -258,6 +312,10 @@ final class Bench {
 
     func startWarmup() {
         hot.pointee.phase = .warmup
+        if settings.openLoop {
+            hot.pointee.schedule.start = now()
+            pace()
+        }
         if settings.scenario == .idle {
             reactor.schedule(after: .zero, repeating: .seconds(1)) { [unowned self] in self.probe() }
         }
@@ -284,6 +342,7 @@ final class Bench {
         if hot.pointee.phase == .measuring {
             measureEnd = now()
             countUnanswered(at: measureEnd)
+            if settings.openLoop { countUnsent(at: measureEnd) }
             total.pointee.add(interval.pointee)
             measured = hot.pointee.counters - atMeasureStart
         }
@@ -303,7 +362,7 @@ final class Bench {
             guard peer.open, peer.received < peer.sent else { continue }
             let sentAt = sendTimes[index * ring + (peer.received / size) % ring]
             if t &- sentAt > hold { hot.pointee.counters.overHold += 1 }
-            let silent = t &- max(sentAt, peer.lastEcho)
+            let silent = t &- max(peer.waitingSince, peer.lastEcho)
             if silent > Self.stallNs(holdMs: settings.holdMs) {
                 hot.pointee.counters.timeouts += 1
                 report("connection \(index) timed out: no echo for \(latencyText(silent)) (\(peer.received) of \(peer.sent) bytes echoed)")
@@ -315,34 +374,20 @@ final class Bench {
     /// hold, and at least 1 s (a loaded machine can delay a healthy echo by a few hundred ms).
     static func stallNs(holdMs: Int) -> UInt64 { UInt64(max(1000, 4 * holdMs)) * 1_000_000 }
 
-    /// The once-a-second progress line.
+    /// Once a second: the interval's latencies join the total, and the progress board hears
+    /// what this thread did (``Run`` prints the line).
     func tick() {
-        let t = now()
-        let c = hot.pointee.counters
-        let seconds = Double(t - lastTickTime) / 1e9
-        let delta = c - lastTick
-        let p99 = interval.pointee.totalCount > 0 ? interval.pointee.valueAtPercentile(99) : 0
+        board.publish(settings.thread, Board.Snapshot(
+            phase: hot.pointee.phase, counters: hot.pointee.counters, open: hot.pointee.open, interval: interval.pointee))
         if hot.pointee.phase == .measuring { total.pointee.add(interval.pointee) }
         interval.pointee.reset()
-        lastTick = c
-        lastTickTime = t
-        guard !settings.quiet else { return }
-        let phase: String
-        switch hot.pointee.phase {
-        case .connecting: phase = "connect"
-        case .warmup: phase = "warmup "
-        case .measuring: phase = "measure"
-        case .done: phase = "done   "
-        }
-        let elapsed = Int((Double(t - started) / 1e9).rounded())
-        var line = "reflect-bench: [\(pad(String(elapsed), 4))s] \(phase)"
-        line += "  msg/s \(pad(fixed(Double(delta.messages) / seconds, 0), 9))"
-        line += "  MB/s \(pad(fixed(Double(delta.bytes) / seconds / 1e6, 1), 7))"
-        line += "  p99 \(pad(latencyText(p99), 9))"
-        line += "  open \(hot.pointee.open)"
-        if settings.scenario == .churn { line += "  conn/s \(fixed(Double(delta.connects) / seconds, 0))" }
-        line += "  errors \(c.errors)\n"
-        writeAll(line, to: 2)
+    }
+
+    /// What this thread measured, for ``Run`` to merge.
+    var result: ThreadResult {
+        let seconds = measureEnd > measureStart ? Double(measureEnd - measureStart) / 1e9 : 0
+        return ThreadResult(seconds: seconds, measured: measured, whole: hot.pointee.counters, latency: total.pointee,
+                            maxOpen: maxOpen, interrupted: interrupted)
     }
 
     /// Idle: sends one message on each of the next `probes` open connections with nothing in flight.
@@ -357,19 +402,21 @@ final class Bench {
             looked += 1
             let peer = peers + index
             guard peer.pointee.open, peer.pointee.sent == peer.pointee.received, let id = peer.pointee.id else { continue }
-            sendTimes[index * ring] = now()
+            let t = now()
+            sendTimes[index * ring] = t
+            peer.pointee.waitingSince = t
             reactor.write(to: id, payload.piece(at: peer.pointee.start + peer.pointee.sent, count: settings.size))
             peer.pointee.sent += settings.size
             probed += 1
         }
     }
 
-    /// Prints an error on stderr, up to `maxErrorMessages` of them.
+    /// Prints an error on stderr, up to `maxErrorMessages` of them in the whole run.
     func report(_ message: String) {
-        errorMessages += 1
-        if errorMessages <= Self.maxErrorMessages {
+        let number = board.errorMessages.add(1, ordering: .relaxed).newValue
+        if number <= Self.maxErrorMessages {
             writeAll("reflect-bench: error: \(message)\n", to: 2)
-        } else if errorMessages == Self.maxErrorMessages + 1 {
+        } else if number == Self.maxErrorMessages + 1 {
             writeAll("reflect-bench: (further errors are only counted)\n", to: 2)
         }
     }
@@ -386,6 +433,25 @@ extension Counters {
         d.unexpectedCloses -= b.unexpectedCloses
         d.overHold -= b.overHold
         d.timeouts -= b.timeouts
+        d.late -= b.late
+        d.lateGenerator -= b.lateGenerator
+        d.unsent -= b.unsent
+        return d
+    }
+
+    static func + (a: Counters, b: Counters) -> Counters {
+        var d = a
+        d.messages += b.messages
+        d.bytes += b.bytes
+        d.connects += b.connects
+        d.mismatches += b.mismatches
+        d.connectFailures += b.connectFailures
+        d.unexpectedCloses += b.unexpectedCloses
+        d.overHold += b.overHold
+        d.timeouts += b.timeouts
+        d.late += b.late
+        d.lateGenerator += b.lateGenerator
+        d.unsent += b.unsent
         return d
     }
 }
@@ -408,6 +474,8 @@ struct BenchHandler: ConnectionHandler {
     let size: Int
     let ring: Int
     let holdNs: UInt64
+    /// Messages go out on a schedule (`--rate`), not when echoes return.
+    let openLoop: Bool
 
     init(bench: Bench) {
         self.bench = bench
@@ -420,6 +488,7 @@ struct BenchHandler: ConnectionHandler {
         size = bench.settings.size
         ring = bench.ring
         holdNs = UInt64(bench.settings.holdMs) * 1_000_000
+        openLoop = bench.settings.openLoop
     }
 
     func makeState() -> Int32 { -1 }
@@ -434,24 +503,37 @@ struct BenchHandler: ConnectionHandler {
         if hot.pointee.open > bench.maxOpen { bench.maxOpen = hot.pointee.open }
         switch scenario {
         case .pingpong, .bulk:
-            if hot.pointee.phase != .done { send(ring, index: index, at: now(), on: connection) }
+            // Open loop: the pacer sends, once every connection is open.
+            if hot.pointee.phase != .done && !openLoop {
+                let t = now()
+                send(ring, index: index, at: t, now: t, on: connection)
+            }
             bench.connectMore()
         case .idle:
             bench.connectMore()
         case .churn:
-            // Latency of a churn cycle: from the connect call to the echo.
-            if hot.pointee.phase != .done { send(1, index: index, at: peer.pointee.connectStart, on: connection) }
+            // Latency of a churn cycle: from the connect call (open loop: from when the cycle was
+            // due) to the echo.
+            if hot.pointee.phase != .done { send(1, index: index, at: peer.pointee.connectStart, now: now(), on: connection) }
         }
         return .continue
     }
 
     /// Sends the next `count` messages of a connection, stamped `time`.
     @inline(__always)
-    func send(_ count: Int, index: Int, at time: UInt64, on connection: borrowing Connection<BenchHandler>) {
+    func send(_ count: Int, index: Int, at time: UInt64, now t: UInt64, on connection: borrowing Connection<BenchHandler>) {
         let peer = peers + index
         let first = peer.pointee.sent / size
         let times = sendTimes + index * ring
         for k in first..<(first + count) { times[k % ring] = time }
+        write(count, index: index, now: t, on: connection)
+    }
+
+    /// Writes the next `count` messages of a connection (already stamped).
+    @inline(__always)
+    func write(_ count: Int, index: Int, now t: UInt64, on connection: borrowing Connection<BenchHandler>) {
+        let peer = peers + index
+        if peer.pointee.sent == peer.pointee.received { peer.pointee.waitingSince = t }
         var left = count * size
         while left > 0 {
             let piece = payload.piece(at: peer.pointee.start + peer.pointee.sent, count: left)
@@ -484,14 +566,22 @@ struct BenchHandler: ConnectionHandler {
         guard completed > 0 else { return .continue }
         let times = sendTimes + index * ring
         for k in before..<(before + completed) {
-            let latency = t &- times[k % ring]
+            let sentAt = times[k % ring]
+            let latency = t > sentAt ? t - sentAt : 0
             if !interval.pointee.record(latency) { interval.pointee.record(Bench.maxLatencyNs) }
             if latency > holdNs { hot.pointee.counters.overHold &+= 1 }
         }
         hot.pointee.counters.messages &+= completed
         switch scenario {
         case .pingpong, .bulk:
-            if hot.pointee.phase != .done { send(completed, index: index, at: t, on: connection) }
+            guard hot.pointee.phase != .done else { return .continue }
+            if openLoop {
+                // Room in the pipeline: messages that were due while it was full go now, late.
+                let count = bench.takeDue(index, at: t, byPacer: false)
+                if count > 0 { write(count, index: index, now: t, on: connection) }
+            } else {
+                send(completed, index: index, at: t, now: t, on: connection)
+            }
             return .continue
         case .idle:
             return .continue
@@ -520,7 +610,9 @@ struct BenchHandler: ConnectionHandler {
         if wasOpen { hot.pointee.open -= 1 } else { hot.pointee.connecting -= 1 }
         let phase = hot.pointee.phase
         if reason == Self.cycleDone {
-            if phase != .done { bench.connect(index) }
+            if phase != .done {
+                if openLoop { bench.cycleDone(index) } else { bench.connect(index) }
+            }
             return
         }
         if reason == .shutdown {

@@ -92,6 +92,18 @@ struct Payload {
         return Payload(bytes: bytes, period: period, pad: pad, messageSize: size, variants: 0)
     }
 
+    /// One given message (`--message`, `--payload-file`), sent over and over: the pattern is
+    /// the message itself. Every message is the same, so a server that swaps two messages goes
+    /// unseen; one that corrupts, drops or adds bytes does not.
+    static func repeating(_ message: [UInt8], pad: Int) -> Payload {
+        let period = message.count
+        let bytes = allocate(period: period, pad: pad)
+        for (i, b) in message.enumerated() { bytes[i] = b }
+        repeatHead(bytes, period: period, pad: pad)
+        // One variant: every connection starts at the start of the message.
+        return Payload(bytes: bytes, period: period, pad: pad, messageSize: period, variants: 1)
+    }
+
     /// The word no binary pattern contains, cyclically.
     static let exitWord: [UInt8] = Array("exit".utf8)
 

@@ -6,7 +6,7 @@ import ToolSupport
 extension Scenario: ExpressibleByArgument {}
 extension PayloadKind: ExpressibleByArgument {}
 
-/// reflect-bench: a load generator for echo servers, on one reactor (one thread, one core).
+/// reflect-bench: a load generator for echo servers, one reactor per thread (`--threads`).
 @main
 struct ReflectBench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -29,14 +29,44 @@ struct ReflectBench: ParsableCommand {
             slower than --hold-ms (reflectd's exit-line hold, 250 ms by default) are counted: a \
             message ending in `e`, `ex` or `exi` after a newline is held that long by reflectd.
 
+            Open loop: with --rate (pingpong) messages go out at that many per second in all, \
+            spread evenly over the connections, whatever the server does, and latency counts from \
+            when each message was due, not when it went out (wrk2): a server stall shows in every \
+            message it delayed, not once per connection (coordinated omission). A connection \
+            keeps at most --depth messages in flight; messages due while it is full go out when \
+            an echo makes room, and are counted as late (more than 1 ms after they were due); \
+            late sends that had room but went out late because the generator itself woke or \
+            got the CPU late are counted apart: many of those mean the run measured the \
+            generator. --connect-rate does the same for churn cycles, --connections of them \
+            at most at once.
+
+            --threads N runs N generator threads, each with its own reactor and an even share \
+            of the connections, idle probes and rates; their counts and latency histograms are \
+            merged.
+
+            --histogram FILE writes the measured latencies in HdrHistogram's percentile format \
+            (microseconds); `reflect-bench plot FILE... --output chart.svg` draws such files as \
+            one chart (see `reflect-bench plot --help`).
+
             Every echoed byte is compared with what was sent. Latency is measured per message \
-            (churn: from the connect call to the echo). After --warmup seconds, --duration \
+            (churn: from the connect call to the echo; open loop: from when it was due). After --warmup seconds, --duration \
             seconds are measured. A progress line goes to stderr every second, and the summary \
             to stdout (one JSON object with --json). MB/s are 10^6 bytes of echo per second. \
             The exit status is 0 only if every byte matched, no connection failed or closed \
             early, and messages were echoed.
             """,
         version: PackageVersion.string)
+
+    /// `reflect-bench plot …` draws histogram files (see ``Plot``); anything else is a load run.
+    /// Not an ArgumentParser subcommand, so that the load options stay on the top-level help.
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.first == "plot" {
+            Plot.main(Array(arguments.dropFirst()))
+        } else {
+            main(arguments)
+        }
+    }
 
     @Argument(help: "What to do (see above).")
     var scenario: Scenario
@@ -46,6 +76,28 @@ struct ReflectBench: ParsableCommand {
 
     @Option(parsing: .unconditional, help: "Server TCP port.")
     var port = 8887
+
+    @Option(help: ArgumentHelp("Connect to this Unix-domain socket instead of --host and --port.", valueName: "path"))
+    var unix: String?
+
+    @Option(parsing: .unconditional, help: "Generator threads, each with its own reactor (at most the connections).")
+    var threads = 1
+
+    @Option(parsing: .unconditional, help: "pingpong: open loop at this many messages per second in all.")
+    var rate: Double?
+
+    @Option(name: .customLong("connect-rate"), parsing: .unconditional,
+            help: "churn: open loop at this many connect-echo-close cycles per second in all.")
+    var connectRate: Double?
+
+    @Option(parsing: .unconditional, help: "Send this text (as UTF-8) as every message; its length is the message size.")
+    var message: String?
+
+    @Option(name: .customLong("payload-file"), help: ArgumentHelp("Send the bytes of this file as every message.", valueName: "file"))
+    var payloadFile: String?
+
+    @Option(help: ArgumentHelp("Write the measured latency distribution to this file (HdrHistogram percentile format, microseconds).", valueName: "file"))
+    var histogram: String?
 
     @Option(parsing: .unconditional, help: "Connections (churn: concurrent connect-echo-close slots).")
     var connections: Int?
@@ -92,7 +144,8 @@ struct ReflectBench: ParsableCommand {
 
     func validate() throws {
         try OptionChecks.rejectRepeated(["host", "port", "connections", "depth", "size", "payload", "hold-ms",
-                                         "warmup", "duration", "probes", "source-ips"])
+                                         "warmup", "duration", "probes", "source-ips", "unix", "threads", "rate",
+                                         "connect-rate", "message", "payload-file", "histogram"])
         try OptionChecks.range("port", port, 1...65535)
         if let connections, connections < 1 { throw ValidationError("--connections must be at least 1, got \(connections)") }
         if let depth { try OptionChecks.range("depth", depth, 1...4096) }
@@ -109,15 +162,46 @@ struct ReflectBench: ParsableCommand {
         }
         guard probes >= 1 else { throw ValidationError("--probes must be at least 1, got \(probes)") }
         try OptionChecks.range("source-ips", sourceIPs, 0...254)
+        try OptionChecks.range("threads", threads, 1...256)
+        if threads > (connections ?? defaults.connections) {
+            throw ValidationError("--threads \(threads) is more than the \(connections ?? defaults.connections) connections")
+        }
+        if let rate {
+            guard scenario == .pingpong else { throw ValidationError("--rate applies to pingpong only (churn: --connect-rate)") }
+            guard rate.isFinite, rate > 0, rate <= 100_000_000 else {
+                throw ValidationError("--rate must be more than 0 and at most 100000000 messages per second, got \(rate)")
+            }
+        }
+        if let connectRate {
+            guard scenario == .churn else { throw ValidationError("--connect-rate applies to churn only") }
+            guard connectRate.isFinite, connectRate > 0, connectRate <= 10_000_000 else {
+                throw ValidationError("--connect-rate must be more than 0 and at most 10000000 per second, got \(connectRate)")
+            }
+        }
+        if message != nil && payloadFile != nil { throw ValidationError("--message and --payload-file: give one of them") }
+        if (message != nil || payloadFile != nil) && size != nil {
+            throw ValidationError("--size is the length of --message or --payload-file; give one of them")
+        }
+        if message != nil || payloadFile != nil, scenario == .bulk {
+            throw ValidationError("--message and --payload-file apply to pingpong, idle and churn")
+        }
+        if let message, message.utf8.isEmpty || message.utf8.count > (16 << 20) {
+            throw ValidationError("--message must be 1 to \(16 << 20) bytes long")
+        }
+        if unix != nil && sourceIPs > 0 { throw ValidationError("--source-ips binds IPv4 addresses; it does not apply to --unix") }
     }
 
     func run() throws {
         Signals.ignoreSIGPIPE()
         let address: SocketAddress
         do {
-            address = try SocketAddress(host: host, port: port)
+            address = try unix.map { try SocketAddress(unixPath: $0) } ?? SocketAddress(host: host, port: port)
         } catch {
-            throw fail("invalid --host: \(error)")
+            throw fail(unix != nil ? "invalid --unix: \(error)" : "invalid --host: \(error)")
+        }
+        var messageBytes = message.map { Array($0.utf8) }
+        if let payloadFile {
+            messageBytes = try readMessage(payloadFile)
         }
         var sources: [SocketAddress] = []
         for n in stride(from: 1, through: sourceIPs, by: 1) {
@@ -129,36 +213,50 @@ struct ReflectBench: ParsableCommand {
         let d = defaults
         let settings = Settings(
             payload: payload, holdMs: holdMs, scenario: scenario, address: address, sources: sources,
-            connections: connections ?? d.connections, depth: depth ?? d.depth, size: size ?? d.size,
-            warmup: warmup, duration: duration, probes: probes, quiet: quiet)
+            connections: connections ?? d.connections, depth: depth ?? d.depth, size: messageBytes?.count ?? size ?? d.size,
+            warmup: warmup, duration: duration, probes: probes, quiet: quiet,
+            rate: rate, connectRate: connectRate, threads: threads, message: messageBytes)
         let fdLimit = raiseFileLimit()
-        // Our own fds (epoll, timer, wake-up, signal, stdio) need a few more.
-        guard settings.connections + 16 <= fdLimit else {
+        // Our own fds (epoll, timer, wake-up, signal, stdio: a few per thread) need some more.
+        guard settings.connections + 16 * threads <= fdLimit else {
             throw fail("\(settings.connections) connections need more fds than the limit of \(fdLimit) (ulimit -n)")
         }
 
-        let bench = Bench(settings: settings)
-        var configuration = ReactorConfiguration()
-        configuration.shutdownGrace = .seconds(1)
-        configuration.logger.logLevel = .error
-        // Never stop reading a connection because of its own unsent output: what the bench has
-        // not written yet is at most its messages in flight (depth × size), and pausing the read
-        // side while the server waits for us to read its echo is a deadlock (the server stops
-        // reading once its own output is stuck, so ours never drains).
-        configuration.highWatermark = max(configuration.highWatermark, settings.depth * settings.size + 1)
-        configuration.lowWatermark = configuration.highWatermark / 2
-        let reactor = try Reactor(handler: BenchHandler(bench: bench), configuration: configuration)
-        bench.reactor = reactor
-        try reactor.stop(onSignals: [SIGINT, SIGTERM])
-        bench.start()
-        reactor.run()
-
-        let seconds = bench.measureEnd > bench.measureStart ? Double(bench.measureEnd - bench.measureStart) / 1e9 : 0
-        let summary = Summary(
-            settings: settings, seconds: seconds, counters: bench.measured, whole: bench.hot.pointee.counters,
-            latency: bench.total.pointee, maxOpen: bench.maxOpen, interrupted: bench.interrupted)
+        let summary = Run.execute(settings)
         writeAll(json ? summary.json + "\n" : summary.text, to: 1)
-        if summary.failure != nil { throw ExitCode(bench.interrupted ? 130 : 1) }
+        if let histogram {
+            var text = ""
+            summary.latency.outputPercentileDistribution(to: &text, outputValueUnitScalingRatio: 1000)
+            guard writeFile(histogram, text) else { throw fail("cannot write --histogram \(histogram): errno \(errno)") }
+        }
+        if summary.failure != nil { throw ExitCode(summary.interrupted ? 130 : 1) }
+    }
+
+    /// The bytes of `--payload-file`, 1 byte to 16 MiB.
+    func readMessage(_ path: String) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw fail("cannot open --payload-file \(path): errno \(errno)") }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw fail("cannot read --payload-file \(path): errno \(errno)") }
+            if n == 0 { break }
+            bytes.append(contentsOf: chunk[..<n])
+            guard bytes.count <= 16 << 20 else { throw fail("--payload-file \(path) is larger than 16 MiB") }
+        }
+        guard !bytes.isEmpty else { throw fail("--payload-file \(path) is empty") }
+        return bytes
+    }
+
+    /// Writes `text` to a new file at `path` (replacing it); false on an error.
+    func writeFile(_ path: String, _ text: String) -> Bool {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return false }
+        writeAll(text, to: fd)
+        return close(fd) == 0
     }
 
     /// Raises the soft fd limit to the hard one and returns it.

@@ -13,6 +13,8 @@ struct Summary {
     let latency: Histogram<UInt64>
     let maxOpen: Int
     let interrupted: Bool
+    /// Threads that could not run, and why.
+    var threadFailures: [String] = []
 
     var messagesPerSecond: Double { seconds > 0 ? Double(counters.messages) / seconds : 0 }
     var megabytesPerSecond: Double { seconds > 0 ? Double(counters.bytes) / seconds / 1e6 : 0 }
@@ -21,6 +23,7 @@ struct Summary {
     /// Why a run failed, or nil for a good one.
     var failure: String? {
         if interrupted { return "interrupted" }
+        if let first = threadFailures.first { return first }
         if whole.errors > 0 { return "\(whole.errors) error\(whole.errors == 1 ? "" : "s")" }
         if seconds == 0 { return "nothing was measured" }
         // Idle probes a few connections per second; the others must get echoes all the time.
@@ -39,7 +42,10 @@ struct Summary {
         case .idle: out += ", \(s.probes) probes/s, \(s.size)-byte messages"
         case .churn: out += " at a time, \(s.size)-byte messages"
         }
-        out += ", \(s.payload.rawValue) payload"
+        out += s.message != nil ? ", a given \(s.size)-byte message" : ", \(s.payload.rawValue) payload"
+        if let rate = s.rate { out += ", open loop at \(fixed(rate, 0)) msg/s" }
+        if let rate = s.connectRate { out += ", open loop at \(fixed(rate, 0)) connections/s" }
+        if s.threads > 1 { out += ", \(s.threads) threads" }
         if !s.sources.isEmpty { out += ", from \(s.sources.count) source address\(s.sources.count == 1 ? "" : "es")" }
         out += "\n"
         if seconds > 0 {
@@ -61,6 +67,12 @@ struct Summary {
         out += ", p99 \(latencyText(percentile(99))), p99.9 \(latencyText(percentile(99.9)))"
         out += ", p99.99 \(latencyText(percentile(99.99)))"
         out += ", max \(latencyText(latency.totalCount > 0 ? latency.max : 0)) (\(latency.totalCount) samples)\n"
+        if s.openLoop {
+            let what = s.scenario == .churn ? "cycles" : "messages"
+            out += "  schedule    \(counters.late) \(what) went out more than \(lateToleranceNs / 1_000_000) ms late "
+            out += "(\(counters.lateGenerator) of them the generator's own lag), \(counters.unsent) due were never sent; "
+            out += "latency counts from when each was due\n"
+        }
         out += "  over hold   \(counters.overHold) message\(counters.overHold == 1 ? "" : "s") took longer than \(s.holdMs) ms (--hold-ms)\n"
         out += "  errors      \(whole.errors) (\(whole.mismatches) mismatches, \(whole.connectFailures) connect failures, "
         out += "\(whole.unexpectedCloses) unexpected closes, \(whole.timeouts) timeouts)\n"
@@ -78,7 +90,15 @@ struct Summary {
             ("connections", String(s.connections)),
             ("depth", String(s.depth)),
             ("size", String(s.size)),
-            ("payload", quote(s.payload.rawValue)),
+            ("payload", quote(s.message != nil ? "message" : s.payload.rawValue)),
+            ("threads", String(s.threads)),
+            ("open_loop", s.openLoop ? "true" : "false"),
+            ("rate", number(s.rate ?? 0)),
+            ("connect_rate", number(s.connectRate ?? 0)),
+            ("late", String(counters.late)),
+            ("late_generator", String(counters.lateGenerator)),
+            ("unsent", String(counters.unsent)),
+            ("unix", s.address.isUnix ? "true" : "false"),
             ("hold_ms", String(s.holdMs)),
             ("over_hold", String(counters.overHold)),
             ("source_ips", String(s.sources.count)),

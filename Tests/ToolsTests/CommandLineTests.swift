@@ -23,7 +23,8 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(version, "0.2.0")
 
         let changelog = try String(contentsOf: root.appendingPathComponent("CHANGELOG.md"), encoding: .utf8)
-        let firstHeading = changelog.split(separator: "\n").first { $0.hasPrefix("## ") }
+        // The newest released entry (an `## Unreleased` section may come first: changes not yet in a version).
+        let firstHeading = changelog.split(separator: "\n").first { $0.hasPrefix("## ") && $0 != "## Unreleased" }
         XCTAssertTrue(firstHeading?.hasPrefix("## \(version)") == true, "CHANGELOG's newest entry: \(firstHeading ?? "none")")
         let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
         XCTAssertTrue(readme.contains("Version: **\(version)**"), "README states another version")

@@ -96,9 +96,13 @@ extension TinyServer {
     /// closes when the client half-closes (EOF). `record` sees every byte it was sent, and
     /// `delay` (seconds) holds each read back before echoing it.
     /// `receiveBuffer` fixes SO_RCVBUF (and SO_SNDBUF) of each connection, with no autotuning.
+    /// `stall` holds each connection still once: it stops reading for `stall.seconds`, `stall.after`
+    /// seconds after it was accepted (a server pause: a GC, a page fault storm, a slow disk).
     static func plainEcho(record: Recorder? = nil, recordLimit: Int = Int.max, delay: Double = 0,
-                          receiveBuffer: Int? = nil) throws -> TinyServer {
+                          receiveBuffer: Int? = nil, stall: (after: Double, seconds: Double)? = nil) throws -> TinyServer {
         try TinyServer { fd in
+            let accepted = Date()
+            var stalled = false
             if var size = receiveBuffer.map(Int32.init) {
                 setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
                 setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
@@ -115,6 +119,10 @@ extension TinyServer {
                     recorded += keep
                 }
                 if delay > 0 { usleep(UInt32(delay * 1e6)) }
+                if let stall, !stalled, Date().timeIntervalSince(accepted) >= stall.after {
+                    stalled = true
+                    usleep(UInt32(stall.seconds * 1e6))
+                }
                 guard buffer.withUnsafeBytes({ TinyServer.sendAll(fd, UnsafeRawBufferPointer(rebasing: $0[..<n])) }) else { break }
             }
             close(fd)

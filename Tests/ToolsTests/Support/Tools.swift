@@ -111,9 +111,10 @@ final class Reflectd {
     let process = Process()
     let port: Int
 
-    init() throws {
+    /// `arguments` come after the address and log level (for example `--unix PATH`).
+    init(arguments: [String] = []) throws {
         process.executableURL = URL(fileURLWithPath: try Tools.path("reflectd"))
-        process.arguments = ["--host", "127.0.0.1", "--port", "0", "--log-level", "warning"]
+        process.arguments = ["--host", "127.0.0.1", "--port", "0", "--log-level", "warning"] + arguments
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.standardError
