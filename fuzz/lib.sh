@@ -4,6 +4,18 @@
 # Seeds come from CORPUS (committed, read-only here); inputs the fuzzer finds go to WORK, and a
 # crashing input to fuzz/out/crash-* (both ignored by git). Exits non-zero if the build fails or
 # the fuzzer finds a crash (the targets trap on any disagreement with their model).
+# fuzz_arguments "$@": the scripts' one optional argument, SECONDS; --help prints the calling
+# script's header comment (up to its `set -euo pipefail` line) and exits 0; anything else exits 2.
+fuzz_arguments() {
+    case "${1:-}" in
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
+    esac
+    case "$#:${1:-}" in
+        0:|1:[0-9]*) ;;
+        *) echo "$(basename "$0"): takes at most one argument, SECONDS (a whole number), not: $* (see --help)" >&2; exit 2 ;;
+    esac
+}
+
 fuzz_target() {
     local seconds=$1 name=$2 module=$3 max_len=$4 corpus=$5 work=$6
     shift 6
