@@ -22,7 +22,8 @@ final class MetricsRequest {
     init(holdsPlace: Bool) { self.holdsPlace = holdsPlace }
 }
 
-/// Serves `GET /metrics` in the Prometheus text format. Lives on the reactor that listens on the
+/// Serves `GET /metrics` in the Prometheus text format, and the health checks `GET /livez` and
+/// `GET /readyz` (``HealthCheck``). Lives on the reactor that listens on the
 /// metrics port and is used only from that reactor's thread.
 ///
 /// The endpoint is exempt from --max-connections (a full server must stay observable), so it has
@@ -51,6 +52,8 @@ final class MetricsEndpoint {
     var carried = ReactorStatistics()
     /// Log lines dropped because the log reader was too slow.
     var logLinesDropped: () -> Int = { 0 }
+    /// What `GET /readyz` answers: 503 once a stop signal arrived.
+    var readiness = Readiness()
 
     // The metrics connections' own traffic, subtracted so the counters describe echo clients.
     private var accepted = 0
@@ -124,6 +127,10 @@ final class MetricsEndpoint {
         // The request line, ended by LF or CRLF (RFC 9112 §2.2 lets a recipient accept a bare LF).
         var line = request.buffer[..<end].prefix { $0 != 10 }
         if line.last == 13 { line = line.dropLast() }
+        // Probes first, on the bytes as they are: nothing allocated before the answer.
+        if let (check, head) = HealthCheck.match(requestLine: line) {
+            return respond(check.response(ready: readiness.isReady, head: head), connection)
+        }
         let parts = line.split(separator: UInt8(ascii: " "))
         guard parts.count >= 2 else { return respond(400, "Bad Request", "bad request\n", connection) }
         let method = String(decoding: parts[0], as: UTF8.self)
@@ -131,8 +138,11 @@ final class MetricsEndpoint {
         guard method == "GET" || method == "HEAD" else {
             return respond(405, "Method Not Allowed", "only GET and HEAD\n", connection, extraHeaders: "Allow: GET, HEAD\r\n")
         }
+        if let check = HealthCheck(path: target) {
+            return respond(check.response(ready: readiness.isReady, head: method == "HEAD"), connection)
+        }
         guard target == "/metrics" || target.hasPrefix("/metrics?") else {
-            return respond(404, "Not Found", "not found; try /metrics\n", connection)
+            return respond(404, "Not Found", "not found; try /metrics, /livez or /readyz\n", connection)
         }
         return respond(200, "OK", render(), connection, headOnly: method == "HEAD")
     }
@@ -172,6 +182,13 @@ final class MetricsEndpoint {
         bytesOut += response.utf8.count
         var bytes = response
         bytes.withUTF8 { _ = connection.write(UnsafeRawBufferPointer($0)) }
+        return .close(CloseReason("http"))
+    }
+
+    /// A whole static response (the health checks'), written from the binary's read-only data.
+    private func respond<H>(_ response: StaticString, _ connection: borrowing Connection<H>) -> Action {
+        bytesOut += response.utf8CodeUnitCount
+        response.withUTF8Buffer { _ = connection.write(UnsafeRawBufferPointer($0)) }
         return .close(CloseReason("http"))
     }
 
