@@ -96,9 +96,13 @@ for i in $(seq "$clients"); do
     printf 'client %d after SIGUSR2\n' "$i" >"$work/second.$i"
     cat "$work/first.$i" "$work/second.$i" >"$work/expected.$i"
     # The second line goes out once the SIGUSR2 check is done (the file `go` appears); the input
-    # stays open until the stop, so the EOF the client sees is the server's.
-    { cat "$work/first.$i"; while [ ! -e "$work/go" ]; do sleep 0.05; done; cat "$work/second.$i"; sleep 30; } \
-        | timeout 40 socat -t 2 - "TCP:127.0.0.1:$port" >"$work/received.$i" 2>"$work/socat.$i" &
+    # stays open until the script ends, so a socat that ends saw the server's EOF. (Process
+    # substitution, not a pipe: `wait` on a pipeline's pid would wait for the feeder too.)
+    timeout 60 socat -t 0.2 - "TCP:127.0.0.1:$port" >"$work/received.$i" 2>"$work/socat.$i" < <(
+        cat "$work/first.$i"
+        while [ -d "$work" ] && [ ! -e "$work/go" ]; do sleep 0.05; done
+        cat "$work/second.$i" 2>/dev/null
+        while [ -d "$work" ]; do sleep 0.2; done) &
     echo $! >"$work/pid.$i"
 done
 for i in $(seq "$clients"); do
@@ -145,11 +149,21 @@ exit_code=$(podman inspect --format '{{.State.ExitCode}}' "$name")
 stop_seconds=$(elapsed "$began" "$stopped")
 lost=0
 for i in $(seq "$clients"); do
-    client_status=0
-    wait "$(cat "$work/pid.$i")" || client_status=$?
-    if [ "$client_status" -ne 0 ] || ! cmp -s "$work/expected.$i" "$work/received.$i"; then
+    # Each socat ends 0.2 s after the server's EOF (its input is still open): 2 s is plenty.
+    client=$(cat "$work/pid.$i")
+    for _ in $(seq 100); do kill -0 "$client" 2>/dev/null || break; sleep 0.02; done
+    if kill -0 "$client" 2>/dev/null; then
+        client_status="still connected 2 s after the exit (no EOF from the server)"
+        kill "$client" 2>/dev/null || true
+    else
+        code=0
+        wait "$client" || code=$?
+        client_status="socat status $code"
+        [ "$code" = 0 ] && client_status=""
+    fi
+    if [ -n "$client_status" ] || ! cmp -s "$work/expected.$i" "$work/received.$i"; then
         lost=$((lost + 1))
-        echo "client $i: socat status $client_status (124: no EOF from the server), received $(stat -c %s "$work/received.$i") of $(stat -c %s "$work/expected.$i") bytes: $(cat "$work/socat.$i")" >&2
+        echo "client $i: ${client_status:-EOF}, received $(stat -c %s "$work/received.$i") of $(stat -c %s "$work/expected.$i") bytes: $(cat "$work/socat.$i")" >&2
     fi
 done
 podman logs "$name" 2>&1 | grep -E 'received SIGTERM|--stop-delay over|stopped' || true
