@@ -3,7 +3,7 @@
 # from local files only: the static release binary of scripts/release.sh and the C
 # libraries `ldd` lists for it. Reports the image's size; fails if it is 25 MB or more.
 #
-#   scripts/image.sh                     # scripts/release.sh (incremental), then the image reflectd:latest
+#   scripts/image.sh                     # scripts/release.sh (incremental), then reflectd:VERSION and :latest
 #   scripts/image.sh --tag NAME:TAG      # another tag
 #   scripts/image.sh --no-build          # use .build-release/dist as it is (fails if it is missing)
 #   scripts/image.sh --help
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-tag=reflectd:latest
+tag=
 build=yes
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -65,8 +65,11 @@ printf 'root:x:0:\nreflectd:x:10001:\n' >"$context/rootfs/etc/group"
 cp deploy/Containerfile "$context/Containerfile"
 (cd "$context/rootfs" && find . -type f | sort | xargs ls -l | awk '{printf "  %10d  %s\n", $5, $9}')
 
-step "building $tag"
-podman --runtime /usr/sbin/runc build --quiet --pull=never --tag "$tag" --file "$context/Containerfile" "$context" >/dev/null
+# The version tag is what deploy/kubernetes pins (kustomization.yaml's newTag).
+tags=("$tag")
+[ -n "$tag" ] || { version=$("$context/rootfs/reflectd" --version); tags=("reflectd:$version" reflectd:latest); tag=reflectd:$version; }
+step "building ${tags[*]}"
+podman --runtime /usr/sbin/runc build --quiet --pull=never "${tags[@]/#/--tag=}" --file "$context/Containerfile" "$context" >/dev/null
 size=$(podman image inspect --format '{{.Size}}' "$tag")
 awk -v tag="$tag" -v size="$size" 'BEGIN { printf "image %s: %d bytes (%.1f MB)\n", tag, size, size / 1e6 }'
 if [ "$size" -ge "$limit_bytes" ]; then
