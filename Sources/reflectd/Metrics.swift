@@ -11,15 +11,38 @@ final class ReactorRegistry: Sendable {
 }
 
 /// One metrics connection. A class so that echo connections, which never have one, carry only a
-/// nil reference in their state.
+/// nil reference in their state. Reused: a closed connection's goes back to the endpoint's spares.
 final class MetricsRequest {
     var buffer: [UInt8] = []
-    /// The request deadline's timer, cancelled when the connection closes.
+    /// The request deadline's timer (bound to the connection), cancelled when the connection closes.
     var deadline: TimerID?
     /// False for a connection over the cap, closed at once: it never held a place.
     let holdsPlace: Bool
+    /// The connection's extra state in the handler (its `http` is this request), reused with it.
+    private(set) var extra: ConnectionExtra?
 
     init(holdsPlace: Bool) { self.holdsPlace = holdsPlace }
+
+    /// This request with the handler's state for a metrics connection from `peer`, made once.
+    func connectionExtra(peer: SocketAddress) -> ConnectionExtra {
+        if let extra { return extra }
+        // The peer is the first user's; a metrics connection's extra never reads it (its log
+        // lines use the connection's own peer).
+        let made = ConnectionExtra(peer: peer)
+        made.http = self
+        extra = made
+        return made
+    }
+
+    /// Ready for another connection: the buffer keeps its storage unless a large request grew it.
+    func reset() {
+        deadline = nil
+        if buffer.capacity > MetricsEndpoint.keptBuffer {
+            buffer = []
+        } else {
+            buffer.removeAll(keepingCapacity: true)
+        }
+    }
 }
 
 /// Serves `GET /metrics` in the Prometheus text format, and the health checks `GET /livez` and
@@ -39,6 +62,10 @@ final class MetricsEndpoint {
     /// Why 5 s: a scraper sends its whole request at once; a connection that has not in 5 s is a
     /// slow client or a slowloris, and it holds one of the 16 places meanwhile.
     static let requestDeadline: Duration = .seconds(5)
+    /// Why 1 KiB: a scrape's or a probe's request is a few hundred bytes, so a spare request keeps
+    /// a buffer that size for the next one (no allocation per probe); a bigger one (up to
+    /// ``maxRequest``) is freed, so the spares hold at most 16 × 1 KiB.
+    static let keptBuffer = 1024
 
     /// The metrics listener's address (the bound one, once listening).
     var address: SocketAddress
@@ -65,10 +92,16 @@ final class MetricsEndpoint {
     private var active = 0
     private var rejected = 0
     private var timedOut = 0
+    /// Requests of closed connections, for the next ones: with a probe every few seconds, a
+    /// connection then allocates nothing here. At most ``maxConnections``, reserved up front.
+    private var spare: [MetricsRequest] = []
+    /// The one request of every connection over the cap (reset at once, it holds no place).
+    private let overCap = MetricsRequest(holdsPlace: false)
 
     init(address: SocketAddress, registry: ReactorRegistry) {
         self.address = address
         self.registry = registry
+        spare.reserveCapacity(Self.maxConnections)
     }
 
     func serves(_ listener: SocketAddress?) -> Bool {
@@ -76,40 +109,48 @@ final class MetricsEndpoint {
         return listener.port == address.port && listener.host == address.host
     }
 
-    /// A metrics connection was accepted: give it a place and a deadline, or reset it when all
-    /// places are taken.
-    func opened<H>(_ connection: borrowing Connection<H>) -> MetricsRequest {
+    /// A metrics connection was accepted: give it a place and a deadline (a spare request when
+    /// there is one), or reset it when all places are taken. Returns the handler's state for it.
+    func opened<H>(_ connection: borrowing Connection<H>) -> ConnectionExtra {
         accepted += 1
         open += 1
-        let loop = connection.loop
-        let id = connection.id
         guard active < Self.maxConnections else {
             rejected += 1
-            loop.close(id, reason: .limit, discardingOutput: true)
-            return MetricsRequest(holdsPlace: false)
+            connection.loop.close(connection.id, reason: .limit, discardingOutput: true)
+            return overCap.connectionExtra(peer: connection.peer)
         }
         active += 1
-        let request = MetricsRequest(holdsPlace: true)
-        request.deadline = loop.schedule(after: Self.requestDeadline) { [unowned loop] in
-            loop.close(id, reason: .timeout, discardingOutput: true)
-        }
-        return request
+        let request = spare.popLast() ?? MetricsRequest(holdsPlace: true)
+        // Bound to the connection: no closure to allocate; ServerHandler.onTimer calls deadlinePassed.
+        request.deadline = connection.schedule(after: Self.requestDeadline)
+        return request.connectionExtra(peer: connection.peer)
+    }
+
+    /// A metrics connection's timer fired: its request deadline, so it is reset (reason `timeout`).
+    func deadlinePassed(_ timer: TimerID, request: MetricsRequest) -> Action {
+        guard timer == request.deadline else { return .continue }
+        request.deadline = nil
+        return .refuse(.timeout)
     }
 
     func closed<H>(_ reason: CloseReason, request: MetricsRequest, connection: borrowing Connection<H>) {
         open -= 1
         closed[reason.name, default: 0] += 1
         if let deadline = request.deadline {
-            connection.loop.cancel(deadline)
+            connection.cancel(deadline)
             request.deadline = nil
         }
         if request.holdsPlace {
             active -= 1
             if reason == .timeout { timedOut += 1 }
+            request.reset()
+            if spare.count < Self.maxConnections { spare.append(request) }
         }
     }
 
     func read<H>(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<H>, request: MetricsRequest) -> Action {
+        // Over the cap: already being reset; its bytes go nowhere (its request is shared).
+        guard request.holdsPlace else { return .continue }
         bytesIn += bytes.count
         request.buffer.append(contentsOf: bytes)
         // RFC 9112 §2.2: empty lines before the request line are ignored.
