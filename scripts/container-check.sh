@@ -12,6 +12,7 @@
 #      container exits 0 within the grace (1 s delay + 4 s), long before podman's SIGKILL.
 # Prints the image size and the time from `podman stop` to the exit. About 30 s after the build.
 #
+# Usage: scripts/container-check.sh [--no-build]
 #   scripts/container-check.sh               # builds the release binaries and the image first
 #   scripts/container-check.sh --no-build    # uses .build-release/dist as it is
 #   scripts/container-check.sh --help
@@ -24,7 +25,7 @@ image_arguments=()
 for argument in "$@"; do
     case "$argument" in
         --no-build) image_arguments+=(--no-build) ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
         *) echo "container-check.sh: unknown argument: $argument" >&2; exit 2 ;;
     esac
 done

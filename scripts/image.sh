@@ -3,6 +3,7 @@
 # from local files only: the static release binary of scripts/release.sh and the C
 # libraries `ldd` lists for it. Reports the image's size; fails if it is 25 MB or more.
 #
+# Usage: scripts/image.sh [--tag NAME:TAG] [--no-build]
 #   scripts/image.sh                     # scripts/release.sh (incremental), then reflectd:VERSION and :latest
 #   scripts/image.sh --tag NAME:TAG      # another tag
 #   scripts/image.sh --no-build          # use .build-release/dist as it is (fails if it is missing)
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
         --tag) [ $# -ge 2 ] || { echo "image.sh: --tag needs a value" >&2; exit 2; }; tag=$2; shift ;;
         --tag=*) tag=${1#--tag=} ;;
         --no-build) build=no ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
         *) echo "image.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift

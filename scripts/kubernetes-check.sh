@@ -5,6 +5,7 @@
 # `checkov.io/skipN` annotation that says why. Both tools come from PyPI into a virtual environment at
 # .build-validate/venv (created on first use; nothing is installed system-wide).
 #
+# Usage: scripts/kubernetes-check.sh [--kubernetes VERSION]
 #   scripts/kubernetes-check.sh                       # Kubernetes schema 1.37.0
 #   scripts/kubernetes-check.sh --kubernetes 1.33.0   # another schema version
 #   scripts/kubernetes-check.sh --help
@@ -18,7 +19,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --kubernetes) [ $# -ge 2 ] || { echo "kubernetes-check.sh: --kubernetes needs a version" >&2; exit 2; }; kubernetes_version=$2; shift ;;
         --kubernetes=*) kubernetes_version=${1#--kubernetes=} ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
         *) echo "kubernetes-check.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
