@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CI passes after `swift test`: every script's --help and unknown-argument refusal
 # (scripts/check-scripts.sh, a few seconds), documentation, HAProxy in front of two instances, the shipped
-# forms (static binaries without the toolchain, install.sh, the .deb: scripts/ship-check.sh), 60 s of
+# forms (static binaries without the toolchain, install.sh, the .deb: scripts/ship-check.sh), the
+# container image under podman and the Kubernetes manifests (about 1 minute after the release build), 60 s of
 # fuzzing (+ 30 s of the PROXY parser), a 60 s soak, the multi-host netns rig (about 30-60 s),
 # and the test suite under AddressSanitizer. Cheapest first, so a broken
 # build fails fast. Each step exits non-zero on failure. Run by .ci/run as root; it installs and
@@ -35,6 +36,16 @@ scripts/haproxy-check.sh
 
 step "shipping: static binaries with /opt/swift hidden, install.sh --destdir, .deb install and removal"
 scripts/ship-check.sh
+step "container image: podman run, echo, SIGUSR2 refused at PID 1, podman stop drains (scripts/container-check.sh)"
+# .ci/run installs podman and runc; this keeps the step runnable on its own too.
+if ! command -v podman >/dev/null 2>&1 || [ ! -x /usr/sbin/runc ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc >/dev/null
+fi
+timeout 290 scripts/container-check.sh  # about 1 minute with the release build done (ship-check.sh)
+
+step "Kubernetes manifests: kubernetes-validate and checkov, offline (scripts/kubernetes-check.sh)"
+timeout 290 scripts/kubernetes-check.sh
+
 step "upgrade without dropping connections (SIGUSR2 hand-over through the binary)"
 swift build --product reflectd >/dev/null
 scripts/upgrade-check.py .build/debug/reflectd

@@ -11,18 +11,42 @@ final class ReactorRegistry: Sendable {
 }
 
 /// One metrics connection. A class so that echo connections, which never have one, carry only a
-/// nil reference in their state.
+/// nil reference in their state. Reused: a closed connection's goes back to the endpoint's spares.
 final class MetricsRequest {
     var buffer: [UInt8] = []
-    /// The request deadline's timer, cancelled when the connection closes.
+    /// The request deadline's timer (bound to the connection), cancelled when the connection closes.
     var deadline: TimerID?
     /// False for a connection over the cap, closed at once: it never held a place.
     let holdsPlace: Bool
+    /// The connection's extra state in the handler (its `http` is this request), reused with it.
+    private(set) var extra: ConnectionExtra?
 
     init(holdsPlace: Bool) { self.holdsPlace = holdsPlace }
+
+    /// This request with the handler's state for a metrics connection from `peer`, made once.
+    func connectionExtra(peer: SocketAddress) -> ConnectionExtra {
+        if let extra { return extra }
+        // The peer is the first user's; a metrics connection's extra never reads it (its log
+        // lines use the connection's own peer).
+        let made = ConnectionExtra(peer: peer)
+        made.http = self
+        extra = made
+        return made
+    }
+
+    /// Ready for another connection: the buffer keeps its storage unless a large request grew it.
+    func reset() {
+        deadline = nil
+        if buffer.capacity > MetricsEndpoint.keptBuffer {
+            buffer = []
+        } else {
+            buffer.removeAll(keepingCapacity: true)
+        }
+    }
 }
 
-/// Serves `GET /metrics` in the Prometheus text format. Lives on the reactor that listens on the
+/// Serves `GET /metrics` in the Prometheus text format, and the health checks `GET /livez` and
+/// `GET /readyz` (``HealthCheck``). Lives on the reactor that listens on the
 /// metrics port and is used only from that reactor's thread.
 ///
 /// The endpoint is exempt from --max-connections (a full server must stay observable), so it has
@@ -38,6 +62,10 @@ final class MetricsEndpoint {
     /// Why 5 s: a scraper sends its whole request at once; a connection that has not in 5 s is a
     /// slow client or a slowloris, and it holds one of the 16 places meanwhile.
     static let requestDeadline: Duration = .seconds(5)
+    /// Why 1 KiB: a scrape's or a probe's request is a few hundred bytes, so a spare request keeps
+    /// a buffer that size for the next one (no allocation per probe); a bigger one (up to
+    /// ``maxRequest``) is freed, so the spares hold at most 16 × 1 KiB.
+    static let keptBuffer = 1024
 
     /// The metrics listener's address (the bound one, once listening).
     var address: SocketAddress
@@ -51,6 +79,8 @@ final class MetricsEndpoint {
     var carried = ReactorStatistics()
     /// Log lines dropped because the log reader was too slow.
     var logLinesDropped: () -> Int = { 0 }
+    /// What `GET /readyz` answers: 503 once a stop signal arrived.
+    var readiness = Readiness()
 
     // The metrics connections' own traffic, subtracted so the counters describe echo clients.
     private var accepted = 0
@@ -62,10 +92,16 @@ final class MetricsEndpoint {
     private var active = 0
     private var rejected = 0
     private var timedOut = 0
+    /// Requests of closed connections, for the next ones: with a probe every few seconds, a
+    /// connection then allocates nothing here. At most ``maxConnections``, reserved up front.
+    private var spare: [MetricsRequest] = []
+    /// The one request of every connection over the cap (reset at once, it holds no place).
+    private let overCap = MetricsRequest(holdsPlace: false)
 
     init(address: SocketAddress, registry: ReactorRegistry) {
         self.address = address
         self.registry = registry
+        spare.reserveCapacity(Self.maxConnections)
     }
 
     func serves(_ listener: SocketAddress?) -> Bool {
@@ -73,40 +109,48 @@ final class MetricsEndpoint {
         return listener.port == address.port && listener.host == address.host
     }
 
-    /// A metrics connection was accepted: give it a place and a deadline, or reset it when all
-    /// places are taken.
-    func opened<H>(_ connection: borrowing Connection<H>) -> MetricsRequest {
+    /// A metrics connection was accepted: give it a place and a deadline (a spare request when
+    /// there is one), or reset it when all places are taken. Returns the handler's state for it.
+    func opened<H>(_ connection: borrowing Connection<H>) -> ConnectionExtra {
         accepted += 1
         open += 1
-        let loop = connection.loop
-        let id = connection.id
         guard active < Self.maxConnections else {
             rejected += 1
-            loop.close(id, reason: .limit, discardingOutput: true)
-            return MetricsRequest(holdsPlace: false)
+            connection.loop.close(connection.id, reason: .limit, discardingOutput: true)
+            return overCap.connectionExtra(peer: connection.peer)
         }
         active += 1
-        let request = MetricsRequest(holdsPlace: true)
-        request.deadline = loop.schedule(after: Self.requestDeadline) { [unowned loop] in
-            loop.close(id, reason: .timeout, discardingOutput: true)
-        }
-        return request
+        let request = spare.popLast() ?? MetricsRequest(holdsPlace: true)
+        // Bound to the connection: no closure to allocate; ServerHandler.onTimer calls deadlinePassed.
+        request.deadline = connection.schedule(after: Self.requestDeadline)
+        return request.connectionExtra(peer: connection.peer)
+    }
+
+    /// A metrics connection's timer fired: its request deadline, so it is reset (reason `timeout`).
+    func deadlinePassed(_ timer: TimerID, request: MetricsRequest) -> Action {
+        guard timer == request.deadline else { return .continue }
+        request.deadline = nil
+        return .refuse(.timeout)
     }
 
     func closed<H>(_ reason: CloseReason, request: MetricsRequest, connection: borrowing Connection<H>) {
         open -= 1
         closed[reason.name, default: 0] += 1
         if let deadline = request.deadline {
-            connection.loop.cancel(deadline)
+            connection.cancel(deadline)
             request.deadline = nil
         }
         if request.holdsPlace {
             active -= 1
             if reason == .timeout { timedOut += 1 }
+            request.reset()
+            if spare.count < Self.maxConnections { spare.append(request) }
         }
     }
 
     func read<H>(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<H>, request: MetricsRequest) -> Action {
+        // Over the cap: already being reset; its bytes go nowhere (its request is shared).
+        guard request.holdsPlace else { return .continue }
         bytesIn += bytes.count
         request.buffer.append(contentsOf: bytes)
         // RFC 9112 §2.2: empty lines before the request line are ignored.
@@ -124,6 +168,10 @@ final class MetricsEndpoint {
         // The request line, ended by LF or CRLF (RFC 9112 §2.2 lets a recipient accept a bare LF).
         var line = request.buffer[..<end].prefix { $0 != 10 }
         if line.last == 13 { line = line.dropLast() }
+        // Probes first, on the bytes as they are: nothing allocated before the answer.
+        if let (check, head) = HealthCheck.match(requestLine: line) {
+            return respond(check.response(ready: readiness.isReady, head: head), connection)
+        }
         let parts = line.split(separator: UInt8(ascii: " "))
         guard parts.count >= 2 else { return respond(400, "Bad Request", "bad request\n", connection) }
         let method = String(decoding: parts[0], as: UTF8.self)
@@ -131,8 +179,11 @@ final class MetricsEndpoint {
         guard method == "GET" || method == "HEAD" else {
             return respond(405, "Method Not Allowed", "only GET and HEAD\n", connection, extraHeaders: "Allow: GET, HEAD\r\n")
         }
+        if let check = HealthCheck(path: target) {
+            return respond(check.response(ready: readiness.isReady, head: method == "HEAD"), connection)
+        }
         guard target == "/metrics" || target.hasPrefix("/metrics?") else {
-            return respond(404, "Not Found", "not found; try /metrics\n", connection)
+            return respond(404, "Not Found", "not found; try /metrics, /livez or /readyz\n", connection)
         }
         return respond(200, "OK", render(), connection, headOnly: method == "HEAD")
     }
@@ -172,6 +223,13 @@ final class MetricsEndpoint {
         bytesOut += response.utf8.count
         var bytes = response
         bytes.withUTF8 { _ = connection.write(UnsafeRawBufferPointer($0)) }
+        return .close(CloseReason("http"))
+    }
+
+    /// A whole static response (the health checks'), written from the binary's read-only data.
+    private func respond<H>(_ response: StaticString, _ connection: borrowing Connection<H>) -> Action {
+        bytesOut += response.utf8CodeUnitCount
+        response.withUTF8Buffer { _ = connection.write(UnsafeRawBufferPointer($0)) }
         return .close(CloseReason("http"))
     }
 

@@ -97,6 +97,9 @@ struct Reflectd: ParsableCommand {
             help: ArgumentHelp("How long an undecided line-start prefix of `exit` (`e`, `ex`, … `exit\\r`) is held back while no more input arrives, before it is echoed (0 to 60000; 0 echoes it at once).", valueName: "ms"))
     var exitHoldMs = 250
 
+    @Option(parsing: .unconditional, help: ArgumentHelp("After the first stop signal, keep serving (listeners open, echoes answered) for this many seconds while GET /readyz answers 503, so that a balancer or Kubernetes takes this server out of rotation before its listener closes; then stop gracefully (0 to 300; default 0: stop at once). A second stop signal stops at once.", valueName: "seconds"))
+    var stopDelay: Double = 0
+
     @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
@@ -136,6 +139,9 @@ struct Reflectd: ParsableCommand {
         guard (0...86_400).contains(sendTimeout) else {
             throw ValidationError("--send-timeout must be between 0 (off) and 86400 seconds, got \(sendTimeout)")
         }
+        guard (0...300).contains(stopDelay) else {
+            throw ValidationError("--stop-delay must be between 0 and 300 seconds, got \(stopDelay)")
+        }
         if let keepalive, !(1...32_767).contains(keepalive) {
             throw ValidationError("--keepalive must be between 1 and 32767 seconds, got \(keepalive)")
         }
@@ -143,6 +149,11 @@ struct Reflectd: ParsableCommand {
 
     /// How long the log may delay the exit, draining what is queued for a slow reader.
     static let logFlushTimeout: Duration = .seconds(1)
+
+    /// --stop-delay as a duration, nil for 0.
+    var stopDelayDuration: Duration? {
+        stopDelay > 0 ? .milliseconds(Int64((stopDelay * 1000).rounded())) : nil
+    }
 
     /// The exit-line flags as the echo's policy.
     var exitLinePolicy: ExitLinePolicy {

@@ -63,6 +63,7 @@ struct Server {
                                 logger: logger, policy: options.exitLinePolicy,
                                 carried: takeOver?.statistics ?? ReactorStatistics())
         let registry = ReactorRegistry()
+        let readiness = Readiness()
         var metrics: MetricsEndpoint?
         if let metricsPort = options.metricsPort {
             let address = try resolve(options.metricsHost ?? options.host, metricsPort,
@@ -70,6 +71,7 @@ struct Server {
             metrics = MetricsEndpoint(address: address, registry: registry)
             metrics?.logLinesDropped = { [logQueue] in logQueue?.droppedTotal ?? 0 }
             metrics?.carried = takeOver?.statistics ?? ReactorStatistics()
+            metrics?.readiness = readiness
         }
         let capacity = reportCapacity(fdLimit, reactors: count, listeners: listeners, metrics: metrics != nil)
 
@@ -142,18 +144,33 @@ struct Server {
             // upgrade to decide which process holds the connections (Upgrader.stopRequested).
             let stops = StopCount()
             let grace = configuration.shutdownGrace
+            let stopDelay = options.stopDelayDuration
             try main.onSignals(Server.stopSignals) { [unowned main, logger] signal in
                 let force = stops.next() > 1
+                // /readyz fails at the first stop signal, also when an upgrade defers the stop (Readiness).
+                readiness.stopRequested()
                 guard upgrader.stopRequested(signal, force: force) == .stopHere else { return }
+                let stopReactors = { [unowned main] in
+                    for other in others { force ? other.stopNow() : other.stop() }
+                    if force { main.handle.stopNow() } else { main.handle.stop() }
+                }
                 if force {
                     logger.notice("received \(Signals.name(signal)) again: stopping now, without waiting for slow peers")
+                } else if let stopDelay {
+                    // --stop-delay: keep serving (listeners open) while balancers see /readyz fail.
+                    logger.notice("received \(Signals.name(signal)): /readyz answers 503 now; still serving for \(stopDelay) (--stop-delay) so that balancers take this server out of rotation, then stopping gracefully (up to \(grace) for pending output; another stop signal stops at once)")
+                    main.schedule(after: stopDelay) {
+                        logger.notice("--stop-delay over: stopping gracefully (up to \(grace) for pending output)")
+                        stopReactors()
+                    }
+                    return
                 } else {
                     logger.notice("received \(Signals.name(signal)): stopping gracefully (up to \(grace) for pending output; another stop signal cuts it short)")
                 }
-                for other in others { force ? other.stopNow() : other.stop() }
-                if force { main.handle.stopNow() } else { main.handle.stop() }
+                stopReactors()
             }
             try main.onSignals(Server.noticeSignals) { [unowned main, logger, logQueue] signal in
+                if signal == SIGUSR2 && PidOne.isInit { logger.warning("\(PidOne.upgradeRefusal)"); return }
                 if signal == SIGUSR2 { upgrader.signalled(metrics: metrics); return }
                 Server.noticeSignal(signal, logger: logger) {
                     Server.snapshot(metrics?.echoTotals().total ?? Server.sum(registry, live: main.statistics),

@@ -38,9 +38,8 @@ struct ServerHandler: ConnectionHandler {
 
     func onOpen(_ connection: borrowing Connection<Self>, state: inout State) -> Action {
         if let metrics, metrics.serves(connection.acceptedOn) {
-            let extra = ConnectionExtra(peer: connection.peer)
-            extra.http = metrics.opened(connection)
-            state.extra = extra
+            // Reused from a closed metrics connection when one is spare (MetricsEndpoint.opened).
+            state.extra = metrics.opened(connection)
             logger.debug("metrics open \(connection.peer) (\(connection.id))")
             return .continue
         }
@@ -88,6 +87,7 @@ struct ServerHandler: ConnectionHandler {
     }
 
     func onTimer(_ timer: TimerID, connection: borrowing Connection<Self>, state: inout State) -> Action {
+        if let request = state.extra?.http { return metrics!.deadlinePassed(timer, request: request) }
         EchoProtocol.timerFired(timer, connection: connection, state: &state.echo)
         return .continue
     }
