@@ -43,14 +43,19 @@ struct Settings: Sendable {
     var connectRate: Double? = nil
     /// Generator threads, each with its own reactor and share of the connections (`--threads`).
     var threads = 1
-    /// The message every message repeats (`--message`, `--payload-file`), or nil for a pattern.
+    /// The given bytes (`--message`, `--payload-file`), sent cyclically, or nil for a pattern.
     var message: [UInt8]? = nil
+    /// The given bytes are a file's (`--payload-file`), cut every `size` bytes.
+    var fileStream = false
+    /// The run's name in `--json` (`--label`), for `reflect-bench plot`.
+    var label: String? = nil
     /// Which thread these settings are for, and the run-wide number of its first connection.
     var thread = 0
     var firstConnection = 0
 
     /// Whether messages (or churn cycles) go out on a schedule instead of when echoes return.
-    var openLoop: Bool { rate != nil || connectRate != nil }
+    /// (`--connect-rate` in the other scenarios paces only the opening of connections.)
+    var openLoop: Bool { rate != nil || (connectRate != nil && scenario == .churn) }
 
     /// What thread `t` of `threads` does: its share of the connections, of the idle probes and
     /// of the rates.
@@ -104,6 +109,8 @@ struct Counters: Sendable {
     var lateGenerator = 0
     /// Open loop: messages (churn: cycles) due by the end that never went out.
     var unsent = 0
+    /// Open loop: messages (churn: cycles) sent, on time or late: the achieved rate.
+    var sent = 0
 
     var errors: Int { mismatches + connectFailures + unexpectedCloses + timeouts }
 }
@@ -118,8 +125,10 @@ struct Peer {
     /// Bytes written, and echoed bytes received and checked.
     var sent = 0
     var received = 0
-    /// When the connect began (churn measures connect + echo).
+    /// When the connect began (churn measures connect + echo; open loop: when it was due).
     var connectStart: UInt64 = 0
+    /// When the connect call was made (open-loop churn: the service time counts from it).
+    var connectCall: UInt64 = 0
     /// When echo bytes last arrived (0: never), so that a long message still coming in is not
     /// mistaken for a stall.
     var lastEcho: UInt64 = 0
@@ -159,8 +168,12 @@ final class Bench {
     /// that thousands of idle connections open in well under a second.
     static let maxConnecting = 256
     /// Give up if the connections are not all open after this long: 10 s, or 1 s per 2,000
-    /// connections for very many (a loaded server accepts a few thousand per second at least).
-    var connectTimeout: Duration { .seconds(max(10, settings.connections / 2000)) }
+    /// connections for very many (a loaded server accepts a few thousand per second at least),
+    /// plus the time the ramp itself takes (`--connect-rate`).
+    var connectTimeout: Duration {
+        let ramp = settings.scenario == .churn ? 0 : settings.connectRate.map { Double(settings.connections) / $0 } ?? 0
+        return .seconds(max(10, settings.connections / 2000)) + .nanoseconds(Int64(ramp * 1e9))
+    }
     /// The largest latency the histograms hold (larger values are recorded as this).
     static let maxLatencyNs: UInt64 = 60_000_000_000
     /// Error messages printed in full; after that they are only counted.
@@ -171,8 +184,13 @@ final class Bench {
     let payload: Payload
     let hot: UnsafeMutablePointer<Hot>
     let peers: UnsafeMutablePointer<Peer>
-    /// Send time of each message in flight: `depth` entries per connection, by message number.
+    /// Send time of each message in flight: `depth` entries per connection, by message number
+    /// (open loop: when it was due).
     let sendTimes: UnsafeMutablePointer<UInt64>
+    /// Open loop: when each message in flight actually went out, for the service time.
+    let actualTimes: UnsafeMutablePointer<UInt64>
+    /// Open loop: service times (from the actual send) of the measured run.
+    let service: UnsafeMutablePointer<Histogram<UInt64>>
     /// Latencies since the last progress report, and the total of the measured run.
     let interval: UnsafeMutablePointer<Histogram<UInt64>>
     let total: UnsafeMutablePointer<Histogram<UInt64>>
@@ -193,6 +211,15 @@ final class Bench {
     var paced = 0
     /// Open-loop churn: slots with no cycle going on.
     var freeSlots: [Int] = []
+    /// `--connect-rate` (not churn): when each connection is due to be opened, and whether a
+    /// timer to open the next ones is set.
+    var connectSchedule = Schedule(perSecond: 1)
+    var rampTimerSet = false
+    /// When opening the connections began and ended (all open or failed; 0: not yet).
+    var openingStart: UInt64 = 0
+    var openingEnd: UInt64 = 0
+    /// Failed connects by reason, in words ("connection refused").
+    var connectFailureReasons: [String: Int] = [:]
 
     init(settings: Settings, board: Board) {
         self.settings = settings
@@ -201,7 +228,7 @@ final class Bench {
         // Any write or read (at most the 64 KiB read buffer) must fit in one contiguous piece.
         let pad = max(64 * 1024, ring * settings.size) + settings.size
         switch (settings.payload, settings.scenario) {
-        case _ where settings.message != nil: payload = Payload.repeating(settings.message!, pad: pad)
+        case _ where settings.message != nil: payload = Payload.given(settings.message!, size: settings.size, pad: pad)
         case (.binary, _): payload = Payload.binary(size: settings.size, pad: pad)
         case (.text, .bulk): payload = Payload.stream(size: settings.size, pad: pad)
         case (.text, _): payload = Payload.lines(size: settings.size, pad: pad)
@@ -209,11 +236,18 @@ final class Bench {
         hot = .allocate(capacity: 1)
         hot.initialize(to: Hot())
         hot.pointee.made = settings.firstConnection
-        if let rate = settings.rate ?? settings.connectRate { hot.pointee.schedule = Schedule(perSecond: rate) }
+        if let rate = settings.rate ?? (settings.scenario == .churn ? settings.connectRate : nil) {
+            hot.pointee.schedule = Schedule(perSecond: rate)
+        }
+        if let rate = settings.connectRate, settings.scenario != .churn { connectSchedule = Schedule(perSecond: rate) }
         peers = .allocate(capacity: settings.connections)
         peers.initialize(repeating: Peer(), count: settings.connections)
         sendTimes = .allocate(capacity: settings.connections * ring)
         sendTimes.initialize(repeating: 0, count: settings.connections * ring)
+        actualTimes = .allocate(capacity: settings.connections * ring)
+        actualTimes.initialize(repeating: 0, count: settings.connections * ring)
+        service = .allocate(capacity: 1)
+        service.initialize(to: Histogram<UInt64>(highestTrackableValue: Self.maxLatencyNs, numberOfSignificantValueDigits: .three))
         interval = .allocate(capacity: 1)
         interval.initialize(to: Histogram<UInt64>(highestTrackableValue: Self.maxLatencyNs, numberOfSignificantValueDigits: .three))
         total = .allocate(capacity: 1)
@@ -226,6 +260,9 @@ final class Bench {
         peers.deinitialize(count: settings.connections)
         peers.deallocate()
         sendTimes.deallocate()
+        actualTimes.deallocate()
+        service.deinitialize(count: 1)
+        service.deallocate()
         interval.deinitialize(count: 1)
         interval.deallocate()
         total.deinitialize(count: 1)
@@ -235,16 +272,35 @@ final class Bench {
 
     // MARK: connections
 
-    /// Starts connects until `maxConnecting` are in progress or every connection was started.
+    /// Starts connects until `maxConnecting` are in progress or every connection was started;
+    /// with `--connect-rate`, only those that are due (then a timer comes back for the rest).
     func connectMore() {
         guard settings.scenario != .churn else { return }
-        while hot.pointee.connecting < Self.maxConnecting && nextToConnect < settings.connections
+        var limit = settings.connections
+        let ramp = settings.connectRate != nil
+        if ramp { limit = min(limit, connectSchedule.due(at: now())) }
+        while hot.pointee.connecting < Self.maxConnecting && nextToConnect < limit
             && hot.pointee.phase != .done {
             let index = nextToConnect
             nextToConnect += 1
             connect(index)
         }
+        if ramp && !rampTimerSet && nextToConnect < settings.connections && hot.pointee.phase != .done {
+            rampTimerSet = true
+            let t = now(), next = connectSchedule.intended(nextToConnect)
+            let wait = max(pacingQuantumNs, next > t ? next - t : 0)
+            reactor.schedule(after: .nanoseconds(Int64(wait))) { [unowned self] in
+                self.rampTimerSet = false
+                self.connectMore()
+            }
+        }
         checkReady()
+    }
+
+    /// Counts a failed connect under its reason.
+    func connectFailed(_ reason: String) {
+        hot.pointee.counters.connectFailures += 1
+        connectFailureReasons[reason, default: 0] += 1
     }
 
     /// Opens connection slot `index`; a churn cycle's latency counts from `start` (by default now).
@@ -252,14 +308,15 @@ final class Bench {
         let made = hot.pointee.made
         hot.pointee.made += 1
         let peer = peers + index
+        let t = now()
         peer.pointee = Peer(id: nil, open: false, start: payload.start(forConnection: made), sent: 0, received: 0,
-                            connectStart: start ?? now())
+                            connectStart: start ?? t, connectCall: t)
         let source = settings.sources.isEmpty ? nil : settings.sources[made % settings.sources.count]
         do {
             peer.pointee.id = try reactor.connect(to: settings.address, from: source, state: Int32(index))
             hot.pointee.connecting += 1
         } catch {
-            hot.pointee.counters.connectFailures += 1
+            connectFailed(error.explanation)
             report("cannot connect to \(settings.address)\(source.map { " from \($0.host)" } ?? ""): \(error)")
             if settings.scenario == .churn { retry(index) }
         }
@@ -279,6 +336,7 @@ final class Bench {
     func checkReady() {
         guard hot.pointee.phase == .connecting, nextToConnect == settings.connections,
               hot.pointee.connecting == 0 else { return }
+        openingEnd = now()
         if hot.pointee.open == 0 && settings.scenario != .churn {
             finish()
             return
@@ -289,11 +347,14 @@ final class Bench {
     // MARK: phases
 
     func start() {
+        openingStart = now()
+        connectSchedule.start = openingStart
         reactor.schedule(after: .seconds(1), repeating: .seconds(1)) { [unowned self] in self.tick() }
         reactor.schedule(after: connectTimeout) { [unowned self] in
             guard self.hot.pointee.phase == .connecting else { return }
             self.timedOut = true
             self.hot.pointee.counters.connectFailures += self.hot.pointee.connecting
+            self.connectFailureReasons["no answer within \(self.connectTimeout)", default: 0] += self.hot.pointee.connecting
             self.report("timed out: \(self.hot.pointee.open) of \(self.settings.connections) connections open after \(self.connectTimeout)")
             self.finish()
         }
@@ -333,12 +394,14 @@ final class Bench {
         atMeasureStart = hot.pointee.counters
         interval.pointee.reset()
         total.pointee.reset()
+        service.pointee.reset()
         reactor.schedule(after: .nanoseconds(Int64(settings.duration * 1e9))) { [unowned self] in self.finish() }
     }
 
     /// Ends the run: takes the measurements, then stops the reactor (open connections close).
     func finish() {
         guard hot.pointee.phase != .done else { return }
+        if openingEnd == 0 { openingEnd = now() }
         if hot.pointee.phase == .measuring {
             measureEnd = now()
             countUnanswered(at: measureEnd)
@@ -387,7 +450,9 @@ final class Bench {
     var result: ThreadResult {
         let seconds = measureEnd > measureStart ? Double(measureEnd - measureStart) / 1e9 : 0
         return ThreadResult(seconds: seconds, measured: measured, whole: hot.pointee.counters, latency: total.pointee,
-                            maxOpen: maxOpen, interrupted: interrupted)
+                            service: service.pointee, maxOpen: maxOpen, interrupted: interrupted,
+                            openingSeconds: openingEnd > openingStart ? Double(openingEnd - openingStart) / 1e9 : 0,
+                            connectFailureReasons: connectFailureReasons)
     }
 
     /// Idle: sends one message on each of the next `probes` open connections with nothing in flight.
@@ -436,6 +501,7 @@ extension Counters {
         d.late -= b.late
         d.lateGenerator -= b.lateGenerator
         d.unsent -= b.unsent
+        d.sent -= b.sent
         return d
     }
 
@@ -452,6 +518,7 @@ extension Counters {
         d.late += b.late
         d.lateGenerator += b.lateGenerator
         d.unsent += b.unsent
+        d.sent += b.sent
         return d
     }
 }
@@ -469,7 +536,9 @@ struct BenchHandler: ConnectionHandler {
     let hot: UnsafeMutablePointer<Hot>
     let peers: UnsafeMutablePointer<Peer>
     let sendTimes: UnsafeMutablePointer<UInt64>
+    let actualTimes: UnsafeMutablePointer<UInt64>
     let interval: UnsafeMutablePointer<Histogram<UInt64>>
+    let service: UnsafeMutablePointer<Histogram<UInt64>>
     let scenario: Scenario
     let size: Int
     let ring: Int
@@ -483,7 +552,9 @@ struct BenchHandler: ConnectionHandler {
         hot = bench.hot
         peers = bench.peers
         sendTimes = bench.sendTimes
+        actualTimes = bench.actualTimes
         interval = bench.interval
+        service = bench.service
         scenario = bench.settings.scenario
         size = bench.settings.size
         ring = bench.ring
@@ -514,7 +585,10 @@ struct BenchHandler: ConnectionHandler {
         case .churn:
             // Latency of a churn cycle: from the connect call (open loop: from when the cycle was
             // due) to the echo.
-            if hot.pointee.phase != .done { send(1, index: index, at: peer.pointee.connectStart, now: now(), on: connection) }
+            if hot.pointee.phase != .done {
+                if openLoop { actualTimes[index * ring] = peer.pointee.connectCall }
+                send(1, index: index, at: peer.pointee.connectStart, now: now(), on: connection)
+            }
         }
         return .continue
     }
@@ -571,6 +645,14 @@ struct BenchHandler: ConnectionHandler {
             if !interval.pointee.record(latency) { interval.pointee.record(Bench.maxLatencyNs) }
             if latency > holdNs { hot.pointee.counters.overHold &+= 1 }
         }
+        if openLoop && hot.pointee.phase == .measuring {
+            // The service time: from when each message actually went out.
+            let actual = actualTimes + index * ring
+            for k in before..<(before + completed) {
+                let wentAt = actual[k % ring]
+                if !service.pointee.record(t > wentAt ? t - wentAt : 0) { service.pointee.record(Bench.maxLatencyNs) }
+            }
+        }
         hot.pointee.counters.messages &+= completed
         switch scenario {
         case .pingpong, .bulk:
@@ -625,7 +707,7 @@ struct BenchHandler: ConnectionHandler {
                 hot.pointee.counters.unexpectedCloses += 1
                 bench.report("connection \(index) closed by the server (\(reason.explanation)) after \(peer.pointee.received) of \(peer.pointee.sent) bytes echoed")
             } else {
-                hot.pointee.counters.connectFailures += 1
+                bench.connectFailed(reason.explanation)
                 bench.report("cannot connect to \(bench.settings.address): \(reason.explanation)")
             }
         }

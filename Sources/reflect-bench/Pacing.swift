@@ -40,10 +40,12 @@ extension Bench {
         let inFlight = sent - peer.pointee.received / size
         let count = min(Schedule.share(of: schedule.due(at: t), connection: index, of: n) - sent, ring - inFlight)
         guard count > 0 else { return 0 }
-        let times = sendTimes + index * ring
+        let times = sendTimes + index * ring, actual = actualTimes + index * ring
+        hot.pointee.counters.sent &+= count
         for k in sent..<(sent + count) {
             let intended = schedule.intended(message: k, connection: index, of: n)
             times[k % ring] = intended
+            actual[k % ring] = t
             if t > intended && t - intended > lateToleranceNs {
                 hot.pointee.counters.late &+= 1
                 if byPacer { hot.pointee.counters.lateGenerator &+= 1 }
@@ -71,6 +73,7 @@ extension Bench {
     func startCycle(_ slot: Int, at t: UInt64, byPacer: Bool) {
         let intended = hot.pointee.schedule.intended(paced)
         paced += 1
+        hot.pointee.counters.sent += 1
         if t > intended && t - intended > lateToleranceNs {
             hot.pointee.counters.late += 1
             if byPacer { hot.pointee.counters.lateGenerator += 1 }

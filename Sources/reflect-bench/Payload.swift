@@ -92,16 +92,21 @@ struct Payload {
         return Payload(bytes: bytes, period: period, pad: pad, messageSize: size, variants: 0)
     }
 
-    /// One given message (`--message`, `--payload-file`), sent over and over: the pattern is
-    /// the message itself. Every message is the same, so a server that swaps two messages goes
-    /// unseen; one that corrupts, drops or adds bytes does not.
-    static func repeating(_ message: [UInt8], pad: Int) -> Payload {
-        let period = message.count
+    /// Given bytes (`--message`, `--payload-file`) sent cyclically as every connection's stream,
+    /// cut into messages of `size` bytes: for `--message` the size is its length, so every
+    /// message is the message; for `--payload-file` it is `--size` (by default the file's
+    /// length), so message boundaries fall every `size` bytes of the repeating file, wherever
+    /// they land in it. The bytes are sent as they are: no `exit` is broken (see `binary`), so a
+    /// file holding an exit line makes reflectd close the connection unless it runs with
+    /// `--exit-line off`. When the size is the period, every message is the same, and a server
+    /// that swaps two messages goes unseen; one that corrupts, drops or adds bytes does not.
+    static func given(_ stream: [UInt8], size: Int, pad: Int) -> Payload {
+        let period = stream.count
         let bytes = allocate(period: period, pad: pad)
-        for (i, b) in message.enumerated() { bytes[i] = b }
+        for (i, b) in stream.enumerated() { bytes[i] = b }
         repeatHead(bytes, period: period, pad: pad)
-        // One variant: every connection starts at the start of the message.
-        return Payload(bytes: bytes, period: period, pad: pad, messageSize: period, variants: 1)
+        // One variant: every connection's stream starts at the first byte.
+        return Payload(bytes: bytes, period: period, pad: pad, messageSize: size, variants: 1)
     }
 
     /// The word no binary pattern contains, cyclically.

@@ -2,23 +2,26 @@ import ArgumentParser
 import ToolSupport
 import Glibc
 
-/// `reflect-bench plot`: draws latency-by-percentile curves of `--histogram` files in one SVG
+/// `reflect-bench plot`: draws latency-by-percentile curves of `--json` summaries and `--histogram` files in one SVG
 /// chart, the way HdrHistogram's plotter does (the x axis stretches the tail: 90 %, 99 %,
 /// 99.9 % … are equally far apart), with a logarithmic latency axis so that a run of tens of
 /// microseconds and one with a one-second stall are both readable.
 struct Plot: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reflect-bench plot",
-        abstract: "Draw the latency percentiles of --histogram files as one SVG chart.",
+        abstract: "Draw the latency percentiles of --json summaries or --histogram files as one SVG chart.",
         discussion: """
-            Each file is a curve, named after the file (or its --label, in order). Example:
-              reflect-bench pingpong --histogram closed.hgrm
-              reflect-bench pingpong --rate 20000 --histogram open.hgrm
-              reflect-bench plot closed.hgrm open.hgrm --output latency.svg
+            Each file is a line: a run's --json summary (its "percentiles") or a --histogram \
+            file (HdrHistogram's percentile format). A line is named by the --label given here \
+            (in the order of the files), else by the run's own label (reflect-bench --label, in \
+            --json), else by the file name. Example:
+              reflect-bench pingpong --label closed --json > closed.json
+              reflect-bench pingpong --rate 20000 --label "open 20k" --json > open.json
+              reflect-bench plot closed.json open.json -o latency.svg
             """,
         version: PackageVersion.string)
 
-    @Argument(help: ArgumentHelp("Histogram files written by --histogram.", valueName: "file"))
+    @Argument(help: ArgumentHelp("Summaries written by --json, or histogram files written by --histogram.", valueName: "file"))
     var files: [String]
 
     @Option(name: .shortAndLong, help: ArgumentHelp("Write the SVG here instead of stdout.", valueName: "file"))
@@ -39,9 +42,13 @@ struct Plot: ParsableCommand {
         var curves: [Chart.Curve] = []
         for (i, file) in files.enumerated() {
             guard let text = readText(file) else { throw fail("cannot read \(file): errno \(errno)") }
-            let points = Chart.parse(text)
-            guard !points.isEmpty else { throw fail("\(file) has no percentile rows (write it with reflect-bench --histogram)") }
-            let name = i < label.count ? label[i] : String(file.split(separator: "/").last ?? Substring(file))
+            let isJSON = text.drop(while: { $0.isWhitespace }).first == "{"
+            let points = isJSON ? SummaryFile.percentiles(text) : Chart.parse(text)
+            guard !points.isEmpty else {
+                throw fail("\(file) has no percentile rows (write it with reflect-bench --json or --histogram)")
+            }
+            let own = isJSON ? SummaryFile.label(text) : nil
+            let name = i < label.count ? label[i] : own ?? String(file.split(separator: "/").last ?? Substring(file))
             curves.append(Chart.Curve(name: name, points: points))
         }
         let svg = Chart(title: title, curves: curves).svg
@@ -175,5 +182,88 @@ struct Chart {
             }
         }
         return out
+    }
+}
+
+/// Reading back what `plot` needs from a `--json` summary: its "percentiles" ([percentile %,
+/// µs] pairs) and its "label". A small scanner, not a JSON parser: the summary is one object that
+/// reflect-bench wrote, and these two keys occur once at its top level.
+enum SummaryFile {
+    /// The points of "percentiles", or none.
+    static func percentiles(_ text: String) -> [Chart.Point] {
+        let bytes = Array(text.utf8)
+        guard var i = valueStart(of: "percentiles", in: bytes), i < bytes.count, bytes[i] == UInt8(ascii: "[") else { return [] }
+        var numbers: [Double] = []
+        var points: [Chart.Point] = []
+        var depth = 0
+        var token: [UInt8] = []
+        while i < bytes.count {
+            let c = bytes[i]
+            switch c {
+            case UInt8(ascii: "["): depth += 1
+            case UInt8(ascii: "]"), UInt8(ascii: ","):
+                if !token.isEmpty, let x = Double(String(decoding: token, as: UTF8.self)) { numbers.append(x) }
+                token.removeAll()
+                if c == UInt8(ascii: "]") {
+                    depth -= 1
+                    if depth == 1 && numbers.count == 2 {
+                        points.append(Chart.Point(micros: numbers[1], percentile: numbers[0] / 100))
+                    }
+                    if depth == 1 { numbers.removeAll() }
+                    if depth == 0 { return points.filter { $0.micros.isFinite && $0.percentile >= 0 && $0.percentile <= 1 } }
+                }
+            case UInt8(ascii: " "): break
+            default: token.append(c)
+            }
+            i += 1
+        }
+        return []
+    }
+
+    /// The string value of "label", or nil.
+    static func label(_ text: String) -> String? {
+        let bytes = Array(text.utf8)
+        guard var i = valueStart(of: "label", in: bytes), i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { return nil }
+        i += 1
+        var out: [UInt8] = []
+        while i < bytes.count {
+            let c = bytes[i]
+            if c == UInt8(ascii: "\"") { return String(decoding: out, as: UTF8.self) }
+            if c == UInt8(ascii: "\\"), i + 1 < bytes.count {
+                i += 1
+                switch bytes[i] {
+                case UInt8(ascii: "n"): out.append(10)
+                case UInt8(ascii: "t"): out.append(9)
+                case UInt8(ascii: "r"): out.append(13)
+                case UInt8(ascii: "u") where i + 4 < bytes.count:
+                    if let v = UInt32(String(decoding: bytes[(i + 1)...(i + 4)], as: UTF8.self), radix: 16),
+                       let scalar = Unicode.Scalar(v) {
+                        out.append(contentsOf: Array(String(Character(scalar)).utf8))
+                    }
+                    i += 4
+                default: out.append(bytes[i])  // \" \\ \/
+                }
+            } else {
+                out.append(c)
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    /// Where the value of `"key":` begins (after any spaces), or nil.
+    private static func valueStart(of key: String, in bytes: [UInt8]) -> Int? {
+        let needle = Array("\"\(key)\":".utf8)
+        guard bytes.count >= needle.count else { return nil }
+        var i = 0
+        while i + needle.count <= bytes.count {
+            if bytes[i] == needle[0] && Array(bytes[i..<(i + needle.count)]) == needle {
+                var j = i + needle.count
+                while j < bytes.count && bytes[j] == UInt8(ascii: " ") { j += 1 }
+                return j
+            }
+            i += 1
+        }
+        return nil
     }
 }

@@ -37,8 +37,24 @@ struct ReflectBench: ParsableCommand {
             an echo makes room, and are counted as late (more than 1 ms after they were due); \
             late sends that had room but went out late because the generator itself woke or \
             got the CPU late are counted apart: many of those mean the run measured the \
-            generator. --connect-rate does the same for churn cycles, --connections of them \
-            at most at once.
+            generator. The summary puts this latency beside the service time (from when each \
+            message actually went out) and reports the achieved rate: messages sent per measured \
+            second. Without --rate the loop is closed (each connection sends when an echo \
+            returns) and the summary says so.
+
+            --connect-rate R opens the connections at R per second in all (tcpkali's \
+            --connect-rate), whatever the scenario; the summary says how long opening took and \
+            how many connects failed, and why. For churn, where every cycle opens a connection, \
+            it is the open-loop rate of connect-echo-close cycles, --connections of them at most \
+            at once.
+
+            Given bytes: --message TEXT is every message (escapes \\n, \\r, \\t, \\\\ and \\xNN, so \
+            that NUL and any other byte can be sent; any other backslash is an error). \
+            --payload-file FILE is sent cyclically as each connection's stream, with a message \
+            boundary every --size bytes (by default the file's length). Both are sent exactly as \
+            given: a file holding an exit line (`exit` on a line of its own) makes reflectd \
+            close the connection, which fails the run; run reflectd with --exit-line off to \
+            benchmark such bytes.
 
             --threads N runs N generator threads, each with its own reactor and an even share \
             of the connections, idle probes and rates; their counts and latency histograms are \
@@ -49,7 +65,10 @@ struct ReflectBench: ParsableCommand {
             one chart (see `reflect-bench plot --help`).
 
             Every echoed byte is compared with what was sent. Latency is measured per message \
-            (churn: from the connect call to the echo; open loop: from when it was due). After --warmup seconds, --duration \
+            (churn: from the connect call to the echo; open loop: from when it was due). --json \
+            also holds the latency's percentile distribution ("percentiles": [percentile %, µs] \
+            pairs) and the CPU seconds of each generator thread ("thread_cpu_s", from \
+            /proc/self/task). After --warmup seconds, --duration \
             seconds are measured. A progress line goes to stderr every second, and the summary \
             to stdout (one JSON object with --json). MB/s are 10^6 bytes of echo per second. \
             The exit status is 0 only if every byte matched, no connection failed or closed \
@@ -80,21 +99,27 @@ struct ReflectBench: ParsableCommand {
     @Option(help: ArgumentHelp("Connect to this Unix-domain socket instead of --host and --port.", valueName: "path"))
     var unix: String?
 
-    @Option(parsing: .unconditional, help: "Generator threads, each with its own reactor (at most the connections).")
-    var threads = 1
+    @Option(parsing: .unconditional,
+            help: "Generator threads, each with its own reactor: a number (at most the connections) or auto (one per online CPU).")
+    var threads = ThreadCount(1)
 
     @Option(parsing: .unconditional, help: "pingpong: open loop at this many messages per second in all.")
     var rate: Double?
 
     @Option(name: .customLong("connect-rate"), parsing: .unconditional,
-            help: "churn: open loop at this many connect-echo-close cycles per second in all.")
+            help: "Open connections at this many per second in all (churn: begin this many connect-echo-close cycles per second).")
     var connectRate: Double?
 
-    @Option(parsing: .unconditional, help: "Send this text (as UTF-8) as every message; its length is the message size.")
+    @Option(parsing: .unconditional,
+            help: "Send this text as every message (escapes: \\n \\r \\t \\\\ \\xNN); its length in bytes is the message size.")
     var message: String?
 
-    @Option(name: .customLong("payload-file"), help: ArgumentHelp("Send the bytes of this file as every message.", valueName: "file"))
+    @Option(name: .customLong("payload-file"),
+            help: ArgumentHelp("Send the bytes of this file cyclically as a stream, a message every --size bytes (default: the file's length).", valueName: "file"))
     var payloadFile: String?
+
+    @Option(help: "A name for this run in --json (`label`), which `reflect-bench plot` uses for its line.")
+    var label: String?
 
     @Option(help: ArgumentHelp("Write the measured latency distribution to this file (HdrHistogram percentile format, microseconds).", valueName: "file"))
     var histogram: String?
@@ -145,7 +170,7 @@ struct ReflectBench: ParsableCommand {
     func validate() throws {
         try OptionChecks.rejectRepeated(["host", "port", "connections", "depth", "size", "payload", "hold-ms",
                                          "warmup", "duration", "probes", "source-ips", "unix", "threads", "rate",
-                                         "connect-rate", "message", "payload-file", "histogram"])
+                                         "connect-rate", "message", "payload-file", "histogram", "label"])
         try OptionChecks.range("port", port, 1...65535)
         if let connections, connections < 1 { throw ValidationError("--connections must be at least 1, got \(connections)") }
         if let depth { try OptionChecks.range("depth", depth, 1...4096) }
@@ -162,9 +187,9 @@ struct ReflectBench: ParsableCommand {
         }
         guard probes >= 1 else { throw ValidationError("--probes must be at least 1, got \(probes)") }
         try OptionChecks.range("source-ips", sourceIPs, 0...254)
-        try OptionChecks.range("threads", threads, 1...256)
-        if threads > (connections ?? defaults.connections) {
-            throw ValidationError("--threads \(threads) is more than the \(connections ?? defaults.connections) connections")
+        try OptionChecks.range("threads", threads.value, 1...256)
+        if !threads.auto && threads.value > (connections ?? defaults.connections) {
+            throw ValidationError("--threads \(threads.value) is more than the \(connections ?? defaults.connections) connections")
         }
         if let rate {
             guard scenario == .pingpong else { throw ValidationError("--rate applies to pingpong only (churn: --connect-rate)") }
@@ -173,20 +198,23 @@ struct ReflectBench: ParsableCommand {
             }
         }
         if let connectRate {
-            guard scenario == .churn else { throw ValidationError("--connect-rate applies to churn only") }
             guard connectRate.isFinite, connectRate > 0, connectRate <= 10_000_000 else {
                 throw ValidationError("--connect-rate must be more than 0 and at most 10000000 per second, got \(connectRate)")
             }
         }
         if message != nil && payloadFile != nil { throw ValidationError("--message and --payload-file: give one of them") }
-        if (message != nil || payloadFile != nil) && size != nil {
-            throw ValidationError("--size is the length of --message or --payload-file; give one of them")
+        if message != nil && size != nil {
+            throw ValidationError("--size is the length of --message; give one of them")
         }
         if message != nil || payloadFile != nil, scenario == .bulk {
             throw ValidationError("--message and --payload-file apply to pingpong, idle and churn")
         }
-        if let message, message.utf8.isEmpty || message.utf8.count > (16 << 20) {
-            throw ValidationError("--message must be 1 to \(16 << 20) bytes long")
+        if let message {
+            let bytes: [UInt8]
+            do { bytes = try Escapes.decode(message) } catch { throw ValidationError(error.description) }
+            if bytes.isEmpty || bytes.count > (16 << 20) {
+                throw ValidationError("--message must be 1 to \(16 << 20) bytes long")
+            }
         }
         if unix != nil && sourceIPs > 0 { throw ValidationError("--source-ips binds IPv4 addresses; it does not apply to --unix") }
     }
@@ -199,10 +227,12 @@ struct ReflectBench: ParsableCommand {
         } catch {
             throw fail(unix != nil ? "invalid --unix: \(error)" : "invalid --host: \(error)")
         }
-        var messageBytes = message.map { Array($0.utf8) }
+        var messageBytes = try message.map { try Escapes.decode($0) }
         if let payloadFile {
             messageBytes = try readMessage(payloadFile)
         }
+        // --threads auto: one per online CPU, but never more than the connections.
+        let threads = min(threads.value, connections ?? defaults.connections)
         var sources: [SocketAddress] = []
         for n in stride(from: 1, through: sourceIPs, by: 1) {
             sources.append(try! SocketAddress(host: "127.0.0.\(n)", port: 0))
@@ -213,9 +243,10 @@ struct ReflectBench: ParsableCommand {
         let d = defaults
         let settings = Settings(
             payload: payload, holdMs: holdMs, scenario: scenario, address: address, sources: sources,
-            connections: connections ?? d.connections, depth: depth ?? d.depth, size: messageBytes?.count ?? size ?? d.size,
+            connections: connections ?? d.connections, depth: depth ?? d.depth, size: size ?? messageBytes?.count ?? d.size,
             warmup: warmup, duration: duration, probes: probes, quiet: quiet,
-            rate: rate, connectRate: connectRate, threads: threads, message: messageBytes)
+            rate: rate, connectRate: connectRate, threads: threads, message: messageBytes,
+            fileStream: payloadFile != nil, label: label)
         let fdLimit = raiseFileLimit()
         // Our own fds (epoll, timer, wake-up, signal, stdio: a few per thread) need some more.
         guard settings.connections + 16 * threads <= fdLimit else {
@@ -274,4 +305,29 @@ struct ReflectBench: ParsableCommand {
         writeAll("reflect-bench: error: \(message)\n", to: 2)
         return ExitCode.failure
     }
+}
+
+/// `--threads N|auto`: a number, or `auto` for one per online CPU (then at most the connections).
+struct ThreadCount: ExpressibleByArgument {
+    let value: Int
+    let auto: Bool
+
+    init?(argument: String) {
+        if argument == "auto" {
+            value = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+            auto = true
+        } else if let n = Int(argument) {
+            value = n  // checked by validate(), for a message that says what is allowed
+            auto = false
+        } else {
+            return nil
+        }
+    }
+
+    init(_ value: Int) {
+        self.value = value
+        auto = false
+    }
+
+    var defaultValueDescription: String { String(value) }
 }

@@ -11,10 +11,20 @@ struct Summary {
     /// Counts of the whole run, warm-up included: its errors are the ones that decide the exit status.
     let whole: Counters
     let latency: Histogram<UInt64>
+    /// Open loop: service times (from the actual send; `latency` counts from the intended one).
+    let service: Histogram<UInt64>
     let maxOpen: Int
     let interrupted: Bool
     /// Threads that could not run, and why.
     var threadFailures: [String] = []
+    /// How long opening the connections took (the slowest thread's), and failed connects by reason.
+    var openingSeconds = 0.0
+    var connectFailureReasons: [String: Int] = [:]
+    /// CPU seconds of each generator thread (-1: unknown).
+    var threadCPUSeconds: [Double] = []
+
+    /// Open loop: messages (churn: cycles) sent per measured second, on time or late.
+    var achievedRate: Double { seconds > 0 ? Double(counters.sent) / seconds : 0 }
 
     var messagesPerSecond: Double { seconds > 0 ? Double(counters.messages) / seconds : 0 }
     var megabytesPerSecond: Double { seconds > 0 ? Double(counters.bytes) / seconds / 1e6 : 0 }
@@ -33,6 +43,22 @@ struct Summary {
 
     func percentile(_ p: Double) -> UInt64 { latency.totalCount > 0 ? latency.valueAtPercentile(p) : 0 }
 
+    /// The percentiles of a histogram in one line (p50 … max and the sample count).
+    static func percentileText(_ h: Histogram<UInt64>) -> String {
+        let at = { (p: Double) in latencyText(h.totalCount > 0 ? h.valueAtPercentile(p) : 0) }
+        return "p50 \(at(50)), p90 \(at(90)), p99 \(at(99)), p99.9 \(at(99.9)), p99.99 \(at(99.99))"
+            + ", max \(latencyText(h.totalCount > 0 ? h.max : 0)) (\(h.totalCount) samples)"
+    }
+
+    /// The percentile distribution as HdrHistogram writes it (`--histogram`), as
+    /// [percentile in %, latency in µs] pairs: what `reflect-bench plot` draws from `--json`.
+    var percentilePairs: [(Double, Double)] {
+        guard latency.totalCount > 0 else { return [] }
+        var text = ""
+        latency.outputPercentileDistribution(to: &text, outputValueUnitScalingRatio: 1000)
+        return Chart.parse(text).map { ($0.percentile * 100, $0.micros) }
+    }
+
     /// The human-readable summary.
     var text: String {
         let s = settings
@@ -44,7 +70,9 @@ struct Summary {
         }
         out += s.message != nil ? ", a given \(s.size)-byte message" : ", \(s.payload.rawValue) payload"
         if let rate = s.rate { out += ", open loop at \(fixed(rate, 0)) msg/s" }
-        if let rate = s.connectRate { out += ", open loop at \(fixed(rate, 0)) connections/s" }
+        if let rate = s.connectRate {
+            out += s.scenario == .churn ? ", open loop at \(fixed(rate, 0)) connections/s" : ", connections opened at \(fixed(rate, 0))/s"
+        }
         if s.threads > 1 { out += ", \(s.threads) threads" }
         if !s.sources.isEmpty { out += ", from \(s.sources.count) source address\(s.sources.count == 1 ? "" : "es")" }
         out += "\n"
@@ -63,10 +91,25 @@ struct Summary {
         case .pingpong, .bulk:
             break
         }
-        out += "  latency     p50 \(latencyText(percentile(50))), p90 \(latencyText(percentile(90)))"
-        out += ", p99 \(latencyText(percentile(99))), p99.9 \(latencyText(percentile(99.9)))"
-        out += ", p99.99 \(latencyText(percentile(99.99)))"
-        out += ", max \(latencyText(latency.totalCount > 0 ? latency.max : 0)) (\(latency.totalCount) samples)\n"
+        if s.scenario != .churn {
+            out += "  opening     \(whole.connects) connection\(whole.connects == 1 ? "" : "s") opened in \(fixed(openingSeconds, 2)) s"
+            if let r = s.connectRate { out += " (--connect-rate \(fixed(r, 0))/s)" }
+            out += ", \(whole.connectFailures) connect\(whole.connectFailures == 1 ? "" : "s") failed"
+            out += reasonsText + "\n"
+        } else if whole.connectFailures > 0 {
+            out += "  connects    \(whole.connectFailures) failed" + reasonsText + "\n"
+        }
+        if s.openLoop {
+            let what = s.scenario == .churn ? "cycles" : "messages"
+            out += "  loop        open: \(what) go out at \(fixed(s.rate ?? s.connectRate ?? 0, 0))/s whatever the server does; "
+            out += "achieved \(fixed(achievedRate, 1))/s (\(counters.sent) sent in the measured \(fixed(seconds, 2)) s)\n"
+            out += "  latency     from the intended send: \(Self.percentileText(latency))\n"
+            out += "  service     from the actual send:   \(Self.percentileText(service))\n"
+        } else {
+            out += "  loop        closed: each connection sends when an echo returns, so a server stall shows once per "
+            out += "connection (coordinated omission); --rate R for an open loop\n"
+            out += "  latency     \(Self.percentileText(latency))\n"
+        }
         if s.openLoop {
             let what = s.scenario == .churn ? "cycles" : "messages"
             out += "  schedule    \(counters.late) \(what) went out more than \(lateToleranceNs / 1_000_000) ms late "
@@ -74,16 +117,26 @@ struct Summary {
             out += "latency counts from when each was due\n"
         }
         out += "  over hold   \(counters.overHold) message\(counters.overHold == 1 ? "" : "s") took longer than \(s.holdMs) ms (--hold-ms)\n"
+        if threadCPUSeconds.count > 1 || threadCPUSeconds.contains(where: { $0 >= 0 }) {
+            out += "  thread CPU  " + threadCPUSeconds.map { $0 >= 0 ? fixed($0, 2) + " s" : "?" }.joined(separator: ", ") + "\n"
+        }
         out += "  errors      \(whole.errors) (\(whole.mismatches) mismatches, \(whole.connectFailures) connect failures, "
         out += "\(whole.unexpectedCloses) unexpected closes, \(whole.timeouts) timeouts)\n"
         out += "  result      \(failure.map { "FAILED: \($0)" } ?? "OK")\n"
         return out
     }
 
+    /// ": 3 connection refused, 1 …" for the failed connects, or "".
+    var reasonsText: String {
+        guard !connectFailureReasons.isEmpty else { return "" }
+        return ": " + connectFailureReasons.sorted { $0.value > $1.value }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+    }
+
     /// The summary as one JSON object on one line.
     var json: String {
         let s = settings
         var fields: [(String, String)] = [
+            ("label", quote(s.label ?? defaultLabel)),
             ("scenario", quote(s.scenario.rawValue)),
             ("host", quote(s.address.host)),
             ("port", String(s.address.port ?? 0)),
@@ -93,8 +146,12 @@ struct Summary {
             ("payload", quote(s.message != nil ? "message" : s.payload.rawValue)),
             ("threads", String(s.threads)),
             ("open_loop", s.openLoop ? "true" : "false"),
+            ("loop", quote(s.openLoop ? "open" : "closed")),
             ("rate", number(s.rate ?? 0)),
+            ("achieved_rate", number(s.openLoop ? achievedRate : messagesPerSecond)),
+            ("sent", String(counters.sent)),
             ("connect_rate", number(s.connectRate ?? 0)),
+            ("opening_s", number(openingSeconds)),
             ("late", String(counters.late)),
             ("late_generator", String(counters.lateGenerator)),
             ("unsent", String(counters.unsent)),
@@ -122,14 +179,37 @@ struct Summary {
             ("mean", number(latency.totalCount > 0 ? latency.mean / 1000 : 0)),
         ]
         fields.append(("latency_us", object(latencyFields)))
+        if s.openLoop {
+            let sp = { (p: Double) in us(service.totalCount > 0 ? service.valueAtPercentile(p) : 0) }
+            fields.append(("service_us", object([
+                ("samples", String(service.totalCount)),
+                ("p50", sp(50)), ("p90", sp(90)), ("p99", sp(99)), ("p99_9", sp(99.9)), ("p99_99", sp(99.99)),
+                ("max", us(service.totalCount > 0 ? service.max : 0)),
+                ("mean", number(service.totalCount > 0 ? service.mean / 1000 : 0)),
+            ])))
+        }
+        // HdrHistogram's percentile distribution of the latency: [percentile %, µs] pairs.
+        fields.append(("percentiles", "[" + percentilePairs.map { "[\(number($0.0)),\(number($0.1))]" }.joined(separator: ",") + "]"))
+        fields.append(("thread_cpu_s", "[" + threadCPUSeconds.map { number($0) }.joined(separator: ",") + "]"))
         fields.append(("errors", object([
             ("total", String(whole.errors)), ("mismatches", String(whole.mismatches)),
             ("connect_failures", String(whole.connectFailures)), ("unexpected_closes", String(whole.unexpectedCloses)),
             ("timeouts", String(whole.timeouts)),
+            ("connect_failure_reasons", object(connectFailureReasons.sorted { $0.key < $1.key }.map { ($0.key, String($0.value)) })),
         ])))
         fields.append(("interrupted", interrupted ? "true" : "false"))
         fields.append(("ok", failure == nil ? "true" : "false"))
         return object(fields)
+    }
+}
+
+extension Summary {
+    /// The label a run gets without --label: what it did, in a few words.
+    var defaultLabel: String {
+        let s = settings
+        var text = "\(s.scenario.rawValue) \(s.address)"
+        if let rate = s.rate { text += " at \(fixed(rate, 0))/s" } else { text += " closed loop" }
+        return text
     }
 }
 

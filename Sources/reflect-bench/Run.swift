@@ -11,8 +11,15 @@ struct ThreadResult: Sendable {
     var measured: Counters
     var whole: Counters
     var latency: Histogram<UInt64>
+    /// Open loop: service times, from the actual send.
+    var service: Histogram<UInt64>
     var maxOpen: Int
     var interrupted: Bool
+    /// How long opening its connections took, and its failed connects by reason.
+    var openingSeconds = 0.0
+    var connectFailureReasons: [String: Int] = [:]
+    /// CPU seconds the thread used (user + system, from /proc/self/task), or nil if unknown.
+    var cpuSeconds: Double? = nil
     /// Why the thread could not run at all, or nil.
     var failure: String? = nil
 }
@@ -96,13 +103,18 @@ enum Run {
         for thread in threads { pthread_join(thread, nil) }
 
         let results = board.results.withLock { $0.compactMap { $0 } }
-        var latency = emptyHistogram()
+        var latency = emptyHistogram(), service = emptyHistogram()
+        var opening = 0.0, reasons: [String: Int] = [:], cpu: [Double] = []
         var measured = Counters(), whole = Counters()
         var seconds = 0.0, measuring = 0, maxOpen = 0
         var interrupted = signalled
         var failures: [String] = []
         for r in results {
             latency.add(r.latency)
+            service.add(r.service)
+            opening = max(opening, r.openingSeconds)
+            reasons.merge(r.connectFailureReasons, uniquingKeysWith: +)
+            cpu.append(r.cpuSeconds ?? -1)
             measured = measured + r.measured
             whole = whole + r.whole
             if r.seconds > 0 { seconds += r.seconds; measuring += 1 }
@@ -113,8 +125,9 @@ enum Run {
         // Every thread measures its own window of --duration seconds; they begin within a few
         // milliseconds of each other, so the rates are the merged counts over the mean window.
         return Summary(settings: settings, seconds: measuring > 0 ? seconds / Double(measuring) : 0,
-                       counters: measured, whole: whole, latency: latency, maxOpen: maxOpen,
-                       interrupted: interrupted, threadFailures: failures)
+                       counters: measured, whole: whole, latency: latency, service: service, maxOpen: maxOpen,
+                       interrupted: interrupted, threadFailures: failures, openingSeconds: opening,
+                       connectFailureReasons: reasons, threadCPUSeconds: cpu)
     }
 
     /// One generator thread: its reactor, until its run ends.
@@ -145,7 +158,8 @@ enum Run {
         }
         bench.start()
         reactor.run()
-        let result = bench.result
+        var result = bench.result
+        result.cpuSeconds = ThreadCPU.seconds()
         board.results.withLock { $0[settings.thread] = result }
     }
 
@@ -154,8 +168,8 @@ enum Run {
     }
 
     static func failed(_ why: String) -> ThreadResult {
-        ThreadResult(seconds: 0, measured: Counters(), whole: Counters(), latency: emptyHistogram(), maxOpen: 0,
-                     interrupted: false, failure: why)
+        ThreadResult(seconds: 0, measured: Counters(), whole: Counters(), latency: emptyHistogram(), service: emptyHistogram(),
+                     maxOpen: 0, interrupted: false, failure: why)
     }
 
     /// The once-a-second progress line on stderr, from the threads' latest snapshots. Returns

@@ -128,11 +128,99 @@ final class ReflectBenchOpenLoopTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(run.number("latency_us", "p50"), 600_000, "\(run.json)")
     }
 
+    /// tcpkali's --connect-rate: connections open at that rate in any scenario, and the summary
+    /// says how long opening took. 1,000 at 500/s: the last is due at 1.998 s.
+    func testConnectRateRampsTheOpeningOfConnections() throws {
+        let server = try Reflectd()
+        defer { server.stop() }
+        let run = try runBench(["pingpong", "--connections", "1000", "--connect-rate", "500", "--duration", "1"],
+                               port: server.port, timeout: 60)
+        XCTAssertEqual(run.result.status, 0, run.result.description)
+        XCTAssertTrue(run.ok, "\(run.json)")
+        XCTAssertEqual(run.number("connects_total"), 1000)
+        XCTAssertEqual(run.number("opening_s"), 2.0, accuracy: 0.4, "about 2 s at 500/s: \(run.json)")
+        XCTAssertGreaterThanOrEqual(run.number("opening_s"), 1.6, "\(run.json)")
+        XCTAssertLessThanOrEqual(run.number("opening_s"), 3.5, "\(run.json)")
+        // A closed loop still: --connect-rate paces the opening, not the messages.
+        XCTAssertEqual(run.json["loop"] as? String, "closed")
+        XCTAssertEqual(run.number("errors", "connect_failures"), 0)
+
+        // Without a ramp the same connections open far faster: the rate is what took the time.
+        let fast = try runBench(["idle", "--connections", "1000", "--duration", "1"], port: server.port, timeout: 60)
+        XCTAssertTrue(fast.ok, "\(fast.json)")
+        XCTAssertLessThan(fast.number("opening_s"), 1.0, "\(fast.json)")
+    }
+
+    func testConnectRateAppliesToIdleAndBulkToo() throws {
+        let server = try Reflectd()
+        defer { server.stop() }
+        for scenario in ["idle", "bulk"] {
+            let run = try runBench([scenario, "--connections", "20", "--connect-rate", "40", "--duration", "1"], port: server.port)
+            XCTAssertEqual(run.result.status, 0, run.result.description)
+            // 20 at 40/s: the last is due at 0.475 s.
+            XCTAssertEqual(run.number("opening_s"), 0.5, accuracy: 0.3, "\(scenario): \(run.json)")
+        }
+    }
+
+    /// Failed connects are counted by reason, in words.
+    func testFailedConnectsAreCountedByReason() throws {
+        // A port nothing listens on: bind one, read its number, close it.
+        let closed = try TinyServer { fd in close(fd) }
+        let port = closed.port
+        closed.stop()
+        let run = try runBench(["pingpong", "--connections", "3", "--connect-rate", "100"], port: port)
+        XCTAssertEqual(run.result.status, 1, run.result.description)
+        XCTAssertEqual(run.number("errors", "connect_failures"), 3, "\(run.json)")
+        let reasons = (run.json["errors"] as? [String: Any])?["connect_failure_reasons"] as? [String: Any]
+        XCTAssertEqual((reasons?["connection refused"] as? NSNumber)?.intValue, 3, "\(run.json)")
+        let text = try runTool("reflect-bench", ["pingpong", "--port", String(port), "--connections", "3", "--warmup", "0",
+                                                 "--duration", "1", "--quiet"])
+        XCTAssertTrue(text.stdout.contains("3 connects failed: 3 connection refused"), text.stdout)
+    }
+
+    /// --rate 5000 for 3 s against reflectd: the achieved rate (messages sent per measured
+    /// second) is within 1 %. The generator's own lag is counted; if it says the generator was
+    /// starved (this machine is shared), the run is tried once more.
+    func testRateIsAchievedWithinOnePercent() throws {
+        let server = try Reflectd()
+        defer { server.stop() }
+        var run = try runBench(["pingpong", "--connections", "10", "--rate", "5000", "--duration", "3"], port: server.port)
+        if run.number("late_generator") > 150 || abs(run.number("achieved_rate") - 5000) > 50 {
+            // More than 1 % of the sends were late by the generator's own fault: a starved run.
+            run = try runBench(["pingpong", "--connections", "10", "--rate", "5000", "--duration", "3"], port: server.port)
+        }
+        XCTAssertEqual(run.result.status, 0, run.result.description)
+        XCTAssertTrue(run.ok, "\(run.json)")
+        XCTAssertEqual(run.json["loop"] as? String, "open")
+        XCTAssertEqual(run.number("achieved_rate"), 5000, accuracy: 50, "\(run.json)")
+        XCTAssertEqual(run.number("sent") / run.number("duration_s"), run.number("achieved_rate"), accuracy: 1)
+        // The service time is reported beside the latency, and is never longer.
+        XCTAssertEqual(run.number("service_us", "samples"), run.number("latency_us", "samples"), accuracy: 20)
+        XCTAssertLessThanOrEqual(run.number("service_us", "p50"), run.number("latency_us", "p50"), "\(run.json)")
+    }
+
+    func testSummarySaysWhetherTheLoopIsOpenOrClosed() throws {
+        let server = try Reflectd()
+        defer { server.stop() }
+        let closed = try runTool("reflect-bench", ["pingpong", "--port", String(server.port), "--connections", "2",
+                                                   "--warmup", "0", "--duration", "1", "--quiet"])
+        XCTAssertEqual(closed.status, 0, closed.description)
+        XCTAssertTrue(closed.stdout.contains("loop        closed"), closed.stdout)
+        XCTAssertFalse(closed.stdout.contains("service"), closed.stdout)
+        let open = try runTool("reflect-bench", ["pingpong", "--port", String(server.port), "--connections", "2", "--rate", "500",
+                                                 "--warmup", "0", "--duration", "1", "--quiet"])
+        XCTAssertEqual(open.status, 0, open.description)
+        XCTAssertTrue(open.stdout.contains("loop        open"), open.stdout)
+        XCTAssertTrue(open.stdout.contains("achieved"), open.stdout)
+        XCTAssertTrue(open.stdout.contains("latency     from the intended send: p50"), open.stdout)
+        XCTAssertTrue(open.stdout.contains("service     from the actual send:   p50"), open.stdout)
+    }
+
     func testRateOptionsAreCheckedAgainstTheScenario() throws {
         let cases: [([String], String)] = [
             (["bulk", "--rate", "100"], "--rate applies to pingpong only"),
             (["pingpong", "--rate", "0"], "--rate must be more than 0"),
-            (["pingpong", "--connect-rate", "10"], "--connect-rate applies to churn only"),
+            (["pingpong", "--connect-rate", "0"], "--connect-rate must be more than 0"),
             (["churn", "--connect-rate", "-1"], "--connect-rate must be more than 0"),
         ]
         for (arguments, message) in cases {

@@ -3,6 +3,9 @@
 // (`--histogram`). Each through a real server on loopback.
 
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import Glibc
 import XCTest
 
@@ -85,6 +88,39 @@ final class ReflectBenchShapeTests: XCTestCase {
         XCTAssertLessThanOrEqual(lines.count, 4, result.stderr)
         // Each counts the connections of all three threads.
         XCTAssertTrue(lines.contains { $0.contains("open 6 ") }, result.stderr)
+    }
+
+    /// Per-thread CPU time, as the kernel accounts it in /proc/self/task/*/stat and as the tool
+    /// reports it in --json: both generator threads worked, and their counts add up.
+    func testTwoThreadsBothDoWorkByTheirCPUTime() throws {
+        let server = try Reflectd()
+        defer { server.stop() }
+        let run = try runBench(["pingpong", "--connections", "8", "--threads", "2", "--duration", "2"], port: server.port)
+        XCTAssertEqual(run.result.status, 0, run.result.description)
+        XCTAssertTrue(run.ok, "\(run.json)")
+        let cpu = (run.json["thread_cpu_s"] as? [NSNumber])?.map(\.doubleValue) ?? []
+        XCTAssertEqual(cpu.count, 2, "\(run.json)")
+        // Each thread drove 4 connections flat out for 2 s: tens of ms of CPU at least, even on a
+        // busy machine (the kernel counts in 10 ms ticks), and neither did all the work.
+        let low = cpu.min() ?? 0, high = cpu.max() ?? 0
+        XCTAssertGreaterThanOrEqual(low, 0.05, "\(cpu)")
+        XCTAssertGreaterThanOrEqual(low, high * 0.2, "both threads work: \(cpu)")
+        XCTAssertEqual(run.number("latency_us", "samples"), run.number("messages"))
+    }
+
+    func testThreadsAutoIsTheOnlineCPUsAtMostTheConnections() throws {
+        let server = try Reflectd()
+        defer { server.stop() }
+        let cpus = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let run = try runBench(["pingpong", "--connections", "64", "--threads", "auto"], port: server.port)
+        XCTAssertTrue(run.ok, "\(run.json)")
+        XCTAssertEqual(run.number("threads"), Double(min(cpus, 64)))
+        XCTAssertEqual((run.json["thread_cpu_s"] as? [Any])?.count, min(cpus, 64))
+        let one = try runBench(["pingpong", "--connections", "1", "--threads", "auto"], port: server.port)
+        XCTAssertTrue(one.ok, "\(one.json)")
+        XCTAssertEqual(one.number("threads"), 1)
+        let bad = try runTool("reflect-bench", ["pingpong", "--threads", "many"])
+        XCTAssertNotEqual(bad.status, 0)
     }
 
     func testMoreThreadsThanConnectionsIsRefused() throws {
@@ -258,11 +294,54 @@ final class ReflectBenchShapeTests: XCTestCase {
         XCTAssertEqual(a.map(\.x), a.map(\.x).sorted(), "percentiles run left to right")
     }
 
+    /// `plot` reads --json summaries (their "percentiles") as well as histogram files: a
+    /// well-formed SVG with one line per input, each with its label.
+    func testPlotOfJSONSummariesIsWellFormedSVGWithOneLinePerRun() throws {
+        let server = try Reflectd()
+        defer { server.stop() }
+        var inputs: [String] = []
+        for (name, extra) in [("closed", [String]()), ("open", ["--rate", "2000"])] {
+            let run = try runBench(["pingpong", "--connections", "4", "--label", "reflectd \(name)"] + extra, port: server.port)
+            XCTAssertTrue(run.ok, "\(run.json)")
+            let pairs = run.json["percentiles"] as? [[NSNumber]] ?? []
+            XCTAssertGreaterThan(pairs.count, 10, "\(run.json)")
+            XCTAssertEqual(pairs.last?.first?.doubleValue, 100)
+            XCTAssertEqual(pairs.last?.last?.doubleValue ?? 0, run.number("latency_us", "max"), accuracy: run.number("latency_us", "max") * 0.01)
+            let url = scratch.appendingPathComponent("\(name).json")
+            try run.result.stdout.write(to: url, atomically: true, encoding: .utf8)
+            inputs.append(url.path)
+        }
+        inputs.append(try histogramFile("third.hgrm", [(20, 0), (30, 0.5), (40, 0.9), (80, 0.99), (100, 1)]))
+        let svgPath = scratch.appendingPathComponent("runs.svg")
+        let result = try runTool("reflect-bench", ["plot"] + inputs + ["-o", svgPath.path])
+        XCTAssertEqual(result.status, 0, result.description)
+
+        let lines = SVGLines()
+        let parser = try XCTUnwrap(XMLParser(contentsOf: svgPath))
+        parser.delegate = lines
+        XCTAssertTrue(parser.parse(), "not well-formed: \(String(describing: parser.parserError))")
+        XCTAssertEqual(lines.root, "svg")
+        XCTAssertEqual(lines.names, ["reflectd closed", "reflectd open", "third.hgrm"])
+    }
+
     func testPlotOfAFileWithoutPercentilesFailsAndNamesIt() throws {
         let url = scratch.appendingPathComponent("empty.hgrm")
         try "not a histogram\n".write(to: url, atomically: true, encoding: .utf8)
         let result = try runTool("reflect-bench", ["plot", url.path])
         XCTAssertEqual(result.status, 1, result.description)
         XCTAssertTrue(result.stderr.contains("empty.hgrm has no percentile rows"), result.description)
+    }
+}
+
+/// Collects the root element and the names of the curves of an SVG, through Foundation's XMLParser
+/// (which also fails on anything that is not well-formed XML).
+private final class SVGLines: NSObject, XMLParserDelegate {
+    var names: [String] = []
+    var root: String?
+
+    func parser(_ parser: XMLParser, didStartElement element: String, namespaceURI: String?,
+                qualifiedName: String?, attributes: [String: String] = [:]) {
+        if root == nil { root = element }
+        if element == "polyline", attributes["class"] == "curve" { names.append(attributes["data-name"] ?? "") }
     }
 }
