@@ -127,4 +127,21 @@ static inline void *cepoll_mmap_anonymous(size_t length) {
     return p == MAP_FAILED ? NULL : p;
 }
 
+/* Datagrams. struct mmsghdr, recvmmsg and sendmmsg are GNU extensions that glibc declares only
+ * under _GNU_SOURCE (which this header must not define, see the top), so the struct is declared
+ * here with the kernel's layout (include/linux/socket.h) and the calls go through syscall(2),
+ * which also skips glibc's cancellation-point wrapper like the read/send shims above. */
+struct cepoll_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+};
+static inline int cepoll_sys_recvmmsg(int fd, struct cepoll_mmsghdr *vec, unsigned int count, int flags) {
+    return (int)syscall(SYS_recvmmsg, fd, vec, count, flags, (void *)0);
+}
+static inline int cepoll_sys_sendmmsg(int fd, struct cepoll_mmsghdr *vec, unsigned int count, int flags) {
+    return (int)syscall(SYS_sendmmsg, fd, vec, count, flags);
+}
+static const int CEPOLL_SOCK_DGRAM = SOCK_DGRAM;
+static const int CEPOLL_MSG_TRUNC = MSG_TRUNC;
+
 #endif
