@@ -97,6 +97,18 @@ struct Reflectd: ParsableCommand {
             help: ArgumentHelp("How long an undecided line-start prefix of `exit` (`e`, `ex`, … `exit\\r`) is held back while no more input arrives, before it is echoed (0 to 60000; 0 echoes it at once).", valueName: "ms"))
     var exitHoldMs = 250
 
+    @Flag(help: "Also serve the echo over UDP (RFC 862's other half), on --host and --port (or --udp-port): every datagram from 0 to 65,507 bytes goes back to its source unchanged; there is no exit line over UDP. Off by default: sources on service ports, broadcast and multicast sources and reflectd's own port are never answered, and each source's rate is limited (see --udp-rate), but a UDP echo on a public address is still a reflector to think about.")
+    var udp = false
+
+    @Option(parsing: .unconditional, help: ArgumentHelp("UDP port, if not --port (0 picks a free one); implies --udp.", valueName: "port"))
+    var udpPort: Int?
+
+    @Option(parsing: .unconditional, help: ArgumentHelp("Source ports whose datagrams are never answered, as ports and ranges (`7,19,1-1023`), or `none`; replaces the default `0-1023,2049` (OpenBSD inetd's rule: service ports and NFS).", valueName: "list"))
+    var udpRefusePorts: String?
+
+    @Option(parsing: .unconditional, help: ArgumentHelp("Datagrams per second answered per source (an IPv4 address or an IPv6 /64, per reactor), with a burst of as many; more are dropped and counted. 0: no limit.", valueName: "n"))
+    var udpRate = DatagramService.defaultRate
+
     @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
