@@ -1,0 +1,271 @@
+// reflectd --udp as a user runs it: the built binary, real UDP sockets on loopback, real
+// clients (socat, nc, ncat) when installed, and the safety rules against reflection.
+
+import TestSupport
+import Foundation
+import Glibc
+import XCTest
+
+final class UDPEchoTests: ServerTestCase {
+    /// Starts reflectd with `arguments` and returns it with its UDP port (from the
+    /// `listening on udp HOST:PORT` line) and every `listening on` line in order.
+    private func startUDP(_ arguments: [String], host: String = "127.0.0.1") throws -> (server: ServerProcess, udpPort: Int, lines: [String]) {
+        let server = track(try ServerProcess.reflectd(["--host", host, "--port", "0", "--log-level", "warning"] + arguments))
+        _ = try server.process.waitForListening(count: 2)
+        let lines = server.stdout.lines.filter { $0.hasPrefix("listening on ") }
+        guard let udp = lines.first(where: { $0.hasPrefix("listening on udp ") }),
+              let port = Int(udp.split(separator: ":").last ?? "") else {
+            throw OpsFailure("no `listening on udp` line: \(lines)")
+        }
+        return (server, port, lines)
+    }
+
+    private func metrics(_ server: ServerProcess) throws -> Int {
+        try server.process.waitForMetricsPort()
+    }
+
+    /// Binds a client to a privileged port, or skips when this user may not.
+    private func client(port: Int, host: String = "127.0.0.1") throws -> TestDatagramSocket {
+        do {
+            return try TestDatagramSocket(host: host, port: port)
+        } catch let failure as SocketFailure where failure.code == EACCES {
+            throw XCTSkip("binding UDP port \(port) needs root")
+        }
+    }
+
+    // MARK: enabling
+
+    func testUDPIsOffByDefault() throws {
+        let server = track(try ServerProcess.reflectd(["--host", "127.0.0.1", "--port", "0", "--log-level", "warning"]))
+        let (_, port) = try server.waitForListening()
+        let client = try TestDatagramSocket()
+        try client.send([1, 2, 3], to: "127.0.0.1", port: port)
+        XCTAssertNil(client.receive(timeout: 0.3), "reflectd answered UDP without --udp")
+        usleep(100_000)
+        XCTAssertFalse(server.stdout.text.contains("udp"), "no UDP line without --udp: \(server.stdout.text)")
+    }
+
+    func testListeningOnUDPFollowsTheTCPLineAndTakesTheKernelsPort() throws {
+        let (_, udpPort, lines) = try startUDP(["--udp"])
+        XCTAssertEqual(lines.count, 2)
+        XCTAssertEqual(lines.last, "listening on udp 127.0.0.1:\(udpPort)")
+        XCTAssertEqual(lines.first, "listening on 127.0.0.1:\(udpPort)", "with --port 0, UDP takes the port the kernel chose for TCP")
+    }
+
+    func testUDPPortApartFromTCP() throws {
+        // A port free a moment ago (the probe socket closes at once).
+        let chosen = try TestDatagramSocket().port
+        let (_, udpPort, lines) = try startUDP(["--udp-port", String(chosen)])
+        XCTAssertEqual(udpPort, chosen, "\(lines)")
+        XCTAssertNotEqual(lines.first, "listening on 127.0.0.1:\(chosen)")
+    }
+
+    func testUDPPortInUseIsAnErrorNamingIt() throws {
+        let taken = try TestDatagramSocket()
+        let server = track(try ServerProcess.reflectd(["--host", "127.0.0.1", "--port", "0", "--udp-port", String(taken.port)]))
+        XCTAssertNotNil(server.waitForExit(timeout: 10))
+        XCTAssertTrue(server.stderr.text.contains("UDP echo socket"), server.stderr.text)
+        XCTAssertTrue(server.stderr.text.contains("EADDRINUSE"), server.stderr.text)
+    }
+
+    // MARK: echo
+
+    func testEverySizeWithEveryByteValueComesBackUnchanged() throws {
+        let (_, port, _) = try startUDP(["--udp"])
+        let client = try TestDatagramSocket(receiveBuffer: 1 << 20)
+        for size in [0, 1, 1472, 8192, 65_507] {
+            let payload = everyByteValue(count: size, start: size / 7)
+            try client.send(payload, to: "127.0.0.1", port: port)
+            let reply = try XCTUnwrap(client.receive(timeout: 2), "no echo of \(size) bytes")
+            XCTAssertTrue(reply.bytes == payload, "the \(size)-byte echo differs")
+            XCTAssertEqual(reply.port, port)
+        }
+    }
+
+    func testIPv6LoopbackAndDualStack() throws {
+        let (_, port6, _) = try startUDP(["--udp"], host: "::1")
+        let v6 = try TestDatagramSocket(host: "::1")
+        let payload = everyByteValue(count: 1472)
+        try v6.send(payload, to: "::1", port: port6)
+        XCTAssertEqual(v6.receive()?.bytes, payload)
+
+        let (_, port, _) = try startUDP(["--udp"], host: "::")
+        let v4 = try TestDatagramSocket(host: "127.0.0.1")
+        try v4.send([4, 4], to: "127.0.0.1", port: port)
+        XCTAssertEqual(v4.receive()?.bytes, [4, 4], "a dual-stack socket answers IPv4 clients")
+        try v6.send([6, 6], to: "::1", port: port)
+        XCTAssertEqual(v6.receive()?.bytes, [6, 6])
+    }
+
+    func testThereIsNoExitLineOverUDP() throws {
+        let (_, port, _) = try startUDP(["--udp"])
+        let client = try TestDatagramSocket()
+        for text in ["exit\n", "exit\r\n", "exit"] {
+            try client.send(Array(text.utf8), to: "127.0.0.1", port: port)
+            XCTAssertEqual(client.receive()?.bytes, Array(text.utf8))
+        }
+        try client.send([9], to: "127.0.0.1", port: port)
+        XCTAssertEqual(client.receive()?.bytes, [9], "the echo goes on after `exit`")
+    }
+
+    func testTwoReactorsEachServeUDP() throws {
+        let (server, port, lines) = try startUDP(["--udp", "--reactors", "2", "--metrics-port", "0"])
+        XCTAssertEqual(lines.filter { $0.contains("udp") }.count, 1, "one line for the address both reactors bind: \(lines)")
+        let clients = try (0..<32).map { _ in try TestDatagramSocket() }
+        for (i, client) in clients.enumerated() { try client.send([UInt8(i)], to: "127.0.0.1", port: port) }
+        for (i, client) in clients.enumerated() { XCTAssertEqual(client.receive()?.bytes, [UInt8(i)]) }
+        let (scraped, unmet) = try OpsMetrics.scrape(port: try metrics(server), until: [
+            "reflectd_udp_datagrams_received_total": 32, "reflectd_udp_datagrams_sent_total": 32,
+            "reflectd_udp_bytes_received_total": 32, "reflectd_udp_bytes_sent_total": 32,
+        ])
+        XCTAssertEqual(unmet, [], scraped.description)
+        // Both sockets share the port (SO_REUSEPORT): /proc/net/udp lists two.
+        let bound = (readProcFile("/proc/net/udp") ?? "").split(separator: "\n")
+            .filter { $0.contains(String(format: ":%04X ", port)) }.count
+        XCTAssertEqual(bound, 2)
+    }
+
+    // MARK: safety
+
+    func testServicePortsAreRefusedAndPort1024IsAnswered() throws {
+        let (server, port, _) = try startUDP(["--udp", "--metrics-port", "0"])
+        for refused in [7, 19, 1023, 2049] {
+            let client = try client(port: refused)
+            try client.send([1], to: "127.0.0.1", port: port)
+            XCTAssertNil(client.receive(timeout: 0.3), "a datagram from port \(refused) was answered")
+        }
+        let answered = try client(port: 1024)
+        try answered.send([2], to: "127.0.0.1", port: port)
+        XCTAssertEqual(answered.receive()?.bytes, [2], "port 1024 is not a service port")
+        let (scraped, unmet) = try OpsMetrics.scrape(port: try metrics(server), until: [
+            "reflectd_udp_datagrams_dropped_total{reason=\"refused_port\"}": 4, "reflectd_udp_datagrams_sent_total": 1,
+        ])
+        XCTAssertEqual(unmet, [], scraped.description)
+    }
+
+    func testRefusePortsReplacesTheDefault() throws {
+        let (_, port, _) = try startUDP(["--udp", "--udp-refuse-ports", "7,40000-40001"])
+        let refused = try TestDatagramSocket(port: 40_001)
+        try refused.send([1], to: "127.0.0.1", port: port)
+        XCTAssertNil(refused.receive(timeout: 0.3), "port 40001 is in the list")
+        let open = try client(port: 1023)
+        try open.send([2], to: "127.0.0.1", port: port)
+        XCTAssertEqual(open.receive()?.bytes, [2], "the list replaces the default: 1023 is answered now")
+        let seven = try client(port: 7)
+        try seven.send([3], to: "127.0.0.1", port: port)
+        XCTAssertNil(seven.receive(timeout: 0.3))
+    }
+
+    func testABadRefusePortsListIsRefused() throws {
+        let server = track(try ServerProcess.reflectd(["--port", "0", "--udp", "--udp-refuse-ports", "7,70000"]))
+        XCTAssertNotNil(server.waitForExit(timeout: 10))
+        XCTAssertTrue(server.stderr.text.contains("'70000' is not a port"), server.stderr.text)
+    }
+
+    func testItsOwnPortIsRefusedAsASource() throws {
+        let (server, port, _) = try startUDP(["--udp", "--metrics-port", "0"])
+        // reflectd is bound to 127.0.0.1:PORT; a forger on 127.0.0.2 uses the same port number.
+        let forger = try TestDatagramSocket(host: "127.0.0.2", port: port)
+        try forger.send([1], to: "127.0.0.1", port: port)
+        XCTAssertNil(forger.receive(timeout: 0.3), "a datagram from the echo's own port was answered: an echo loop")
+        let (scraped, unmet) = try OpsMetrics.scrape(port: try metrics(server), until: [
+            "reflectd_udp_datagrams_dropped_total{reason=\"refused_port\"}": 1,
+        ])
+        XCTAssertEqual(unmet, [], scraped.description)
+    }
+
+    func testASourceOverItsRateLosesExactlyTheExcessAndOthersAreUnaffected() throws {
+        let rate = 50
+        let (server, port, _) = try startUDP(["--udp", "--udp-rate", String(rate), "--metrics-port", "0"])
+        let flooder = try TestDatagramSocket(receiveBuffer: 1 << 20)
+        let start = monotonicSeconds()
+        for i in 0..<(3 * rate) { try flooder.send([UInt8(truncatingIfNeeded: i)], to: "127.0.0.1", port: port) }
+        let sendSeconds = monotonicSeconds() - start
+        let answered = flooder.receiveAll(quiet: 0.3).count
+        // The burst, plus what refilled while sending (rate × seconds), rounded up.
+        let refill = Int((Double(rate) * sendSeconds).rounded(.up))
+        XCTAssertGreaterThanOrEqual(answered, rate)
+        XCTAssertLessThanOrEqual(answered, rate + refill, "sent for \(sendSeconds) s")
+        // Another source (another address: the limit is per address) is unaffected.
+        let other = try TestDatagramSocket(host: "127.0.0.3")
+        for i in 0..<10 { try other.send([UInt8(i)], to: "127.0.0.1", port: port) }
+        XCTAssertEqual(other.receiveAll(quiet: 0.3).count, 10)
+        let (scraped, unmet) = try OpsMetrics.scrape(port: try metrics(server), until: [
+            "reflectd_udp_datagrams_dropped_total{reason=\"rate_limited\"}": 3 * rate - answered,
+            "reflectd_udp_datagrams_sent_total": answered + 10,
+        ])
+        XCTAssertEqual(unmet, [], scraped.description)
+    }
+
+    func testTheRateTableStaysBoundedUnderManyDistinctSources() throws {
+        let (server, port, _) = try startUDP(["--udp", "--udp-rate", "5", "--metrics-port", "0"])
+        let rssBefore = residentKiB(server.pid)
+        // 20,000 distinct sources (127.1.x.y), more than twice the table's 8,192 entries: each
+        // gets its first datagram answered; the table evicts, it does not grow.
+        // One at a time, each waiting for its echo, so the socket buffer never overflows.
+        var sent = 0
+        var unanswered = 0
+        for x in 0..<80 {
+            for y in 1...250 {
+                let source = try TestDatagramSocket(host: "127.1.\(x).\(y)")
+                try source.send([UInt8(y)], to: "127.0.0.1", port: port)
+                if source.receive(timeout: 1)?.bytes != [UInt8(y)] { unanswered += 1 }
+                sent += 1
+            }
+        }
+        XCTAssertEqual(unanswered, 0, "a new source always has its burst")
+        let (scraped, unmet) = try OpsMetrics.scrape(port: try metrics(server), until: [
+            "reflectd_udp_datagrams_received_total": sent,
+        ], timeout: 10)
+        XCTAssertEqual(unmet, [], scraped.description)
+        XCTAssertEqual(scraped["reflectd_udp_datagrams_dropped_total{reason=\"rate_limited\"}"], 0, "a new source always has its burst")
+        let rssAfter = residentKiB(server.pid)
+        // The table is allocated at startup (192 KiB); a table growing per source would add
+        // at least 20,000 × 24 B = 469 KiB.
+        XCTAssertLessThan(rssAfter - rssBefore, 400, "resident memory grew from \(rssBefore) to \(rssAfter) KiB")
+    }
+
+    private func residentKiB(_ pid: pid_t) -> Int {
+        let status = readProcFile("/proc/\(pid)/status") ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+    }
+
+    // MARK: real clients
+
+    private func tool(_ name: String) throws -> String {
+        for directory in ["/usr/bin", "/bin", "/usr/local/bin"] where access("\(directory)/\(name)", X_OK) == 0 {
+            return "\(directory)/\(name)"
+        }
+        throw XCTSkip("\(name) is not installed")
+    }
+
+    /// Runs `shell` with a deadline and returns its stdout.
+    private func run(_ shell: String, timeout: Double = 5) throws -> String {
+        let process = track(try OpsProcess.spawn("/bin/sh", ["-c", shell]))
+        guard process.waitForExit(timeout: timeout) != nil else {
+            throw OpsFailure("`\(shell)` did not finish in \(timeout) s")
+        }
+        process.stdout.waitForEOF(timeout: 2)
+        return process.stdout.text
+    }
+
+    func testSocatGetsItsDatagramBack() throws {
+        let socat = try tool("socat")
+        let (_, port, _) = try startUDP(["--udp"])
+        XCTAssertEqual(try run("printf 'hello over udp\\n' | \(socat) -t 1 - UDP:127.0.0.1:\(port)"), "hello over udp\n")
+    }
+
+    func testNetcatGetsItsDatagramBack() throws {
+        let nc = try tool("nc")
+        let (_, port, _) = try startUDP(["--udp"])
+        XCTAssertEqual(try run("printf 'netcat\\n' | \(nc) -u -w 1 127.0.0.1 \(port)"), "netcat\n")
+    }
+
+    func testNcatGetsItsDatagramBack() throws {
+        let ncat = try tool("ncat")
+        let (_, port, _) = try startUDP(["--udp"])
+        // ncat -u quits when its stdin ends, reply or not: keep stdin open for a second.
+        XCTAssertEqual(try run("(printf 'ncat\\n'; sleep 1) | \(ncat) -u 127.0.0.1 \(port)"), "ncat\n")
+    }
+}
