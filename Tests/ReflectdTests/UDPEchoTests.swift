@@ -269,3 +269,23 @@ final class UDPEchoTests: ServerTestCase {
         XCTAssertEqual(try run("(printf 'ncat\\n'; sleep 1) | \(ncat) -u 127.0.0.1 \(port)"), "ncat\n")
     }
 }
+
+extension UDPEchoTests {
+    func testSocketActivationServesAnInheritedUDPSocket() throws {
+        let listener = try OpsListener(host: "127.0.0.1")
+        let datagram = try TestDatagramSocket()
+        // LISTEN_PID must be reflectd's pid: the shell exports its own pid, then execs reflectd.
+        let server = track(try OpsProcess.reflectd(
+            shellPrologue: "export LISTEN_PID=$$",
+            ["--reactors", "2", "--log-level", "warning"],
+            environment: ["LISTEN_FDS": "2"], inheritedListeners: [listener.fd, datagram.fd]))
+        let lines = try server.waitForListening(count: 2)
+        XCTAssertEqual(lines, ["127.0.0.1:\(listener.port)", "udp 127.0.0.1:\(datagram.port)"])
+        listener.close()
+        let client = try TestDatagramSocket()
+        for i in 0..<20 {
+            try client.send([UInt8(i)], to: "127.0.0.1", port: datagram.port)
+            XCTAssertEqual(client.receive()?.bytes, [UInt8(i)], "datagram \(i)")
+        }
+    }
+}
