@@ -23,6 +23,16 @@ struct DatagramSockets {
     var area: DatagramArea?
 }
 
+/// A datagram socket taken out of a reactor by ``Reactor/detachDatagramSocketsForHandOver()``.
+public struct HandedOverDatagramSocket {
+    /// The socket, owned by the caller (still bound: datagrams wait in its receive buffer).
+    public var fd: CInt
+    /// Its local address.
+    public var address: SocketAddress
+    /// The handler that served it, to give it back with ``Reactor/adoptDatagram(fd:handler:)``.
+    public var handler: any DatagramHandler
+}
+
 /// Creating datagram sockets.
 enum DatagramSocketFactory {
     /// socket(SOCK_DGRAM) → (SO_REUSEPORT) → IPV6_V6ONLY off for `::` → bind, non-blocking and
@@ -189,6 +199,20 @@ extension Reactor {
                 next += 1
             }
         }
+    }
+
+    /// Takes every datagram socket out of the loop without closing it, for a hand-over to
+    /// another process: datagrams that arrive from now on wait in the socket's receive buffer
+    /// for whoever polls it next. Call it on the reactor's thread, outside any callback. Give a
+    /// socket back with ``adoptDatagram(fd:handler:)``.
+    public func detachDatagramSocketsForHandOver() -> [HandedOverDatagramSocket] {
+        let taken = datagrams.sockets.map { socket in
+            _ = sys.epollCtl(epfd, EPOLL_CTL_DEL, socket.fd, events: 0, data: 0)
+            slots.release(socket.slot)
+            return HandedOverDatagramSocket(fd: socket.fd, address: socket.address, handler: socket.handler)
+        }
+        datagrams.sockets.removeAll()
+        return taken
     }
 
     /// Closes every datagram socket (the reactor is stopping).

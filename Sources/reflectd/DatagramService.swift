@@ -122,8 +122,16 @@ extension Server {
                 }
             }
             return served
-        case .handedOver:
-            return []
+        case .handedOver(let takeOver, let count):
+            var attached: [SocketAddress] = []
+            for fd in takeOver.datagramSockets(reactor: index, of: count) {
+                do {
+                    attached.append(try reactor.adoptDatagram(fd: fd, handler: service.handler(ownPort: SocketActivation.localPort(fd))))
+                } catch {
+                    throw ListenFailure(message: "cannot use the handed-over UDP socket fd \(fd): \(error)")
+                }
+            }
+            return attached
         }
     }
 }
