@@ -75,34 +75,57 @@ for mode in sat rate; do
     done
 done
 
-# Heap allocations per datagram: valgrind's heap summary of two runs echoing 2,000 and 4,000
-# datagrams; the difference is what the datagrams cost (start-up and shutdown cancel out).
-allocs=""
+# Counts that repeat exactly on a noisy machine, from two runs echoing 2,000 and 4,000 64-byte
+# datagrams one at a time (so one datagram per wakeup, the worst case for batching); the
+# difference is what the datagrams cost (start-up and shutdown cancel out):
+#   - heap allocations per datagram (valgrind's heap summary), reflectd;
+#   - user-space instructions per datagram (callgrind), each server.
+counts=""
 if command -v valgrind >/dev/null && command -v python3 >/dev/null; then
     # valgrind 3.19 cannot read the DWARF 5 of Swift binaries: keep the symbols, drop the debug info.
     strip --strip-debug -o "$work/reflectd" "$reflectd"
-    heap() {
-        valgrind --tool=memcheck --log-file="$work/vg.$1" "$work/reflectd" --host 127.0.0.1 --port 0 --udp --udp-rate 0 \
-            --log-level warning >"$work/vgout.$1" 2>&1 &
+    # run_counted TOOL N COMMAND...: runs COMMAND under valgrind TOOL, echoes N datagrams through it.
+    run_counted() {
+        local tool=$1 n=$2; shift 2
+        local extra=()
+        [ "$tool" = callgrind ] && extra=(--callgrind-out-file="$work/cg.out")
+        valgrind --tool="$tool" "${extra[@]}" --log-file="$work/vg.log" "$@" >"$work/vgout" 2>&1 &
         server_pid=$!
         local port=""
-        for _ in $(seq 100); do
-            port=$(awk '/listening on udp/ { sub(/.*:/, "", $NF); print $NF; exit }' "$work/vgout.$1")
+        for _ in $(seq 150); do
+            port=$(awk '/listening on udp/ { sub(/.*:/, "", $NF); print $NF; exit }' "$work/vgout")
             [ -n "$port" ] && break
             sleep 0.2
         done
         python3 -c '
 import socket, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
 for i in range(n):
     s.sendto(bytes(64), ("127.0.0.1", port)); s.recvfrom(100)
-' "$port" "$1"
+' "$port" "$n"
         kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
-        sed -n 's/.*total heap usage: \([0-9,]*\) allocs.*/\1/p' "$work/vg.$1" | tr -d ,
+        if [ "$tool" = callgrind ]; then
+            sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/vg.log"
+        else
+            sed -n 's/.*total heap usage: \([0-9,]*\) allocs.*/\1/p' "$work/vg.log" | tr -d ,
+        fi
     }
-    a2=$(heap 2000); a4=$(heap 4000)
-    allocs="Heap allocations (valgrind): $a2 for 2,000 echoed datagrams, $a4 for 4,000: $(awk -v a="$a2" -v b="$a4" 'BEGIN { printf "%.4f", (b - a) / 2000 }') per datagram."
+    per() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 2000 }'; }
+    rd=("$work/reflectd" --host 127.0.0.1 --port 0 --udp --log-level warning)
+    a2=$(run_counted memcheck 2000 "${rd[@]}" --udp-rate 0); a4=$(run_counted memcheck 4000 "${rd[@]}" --udp-rate 0)
+    counts="Heap allocations (valgrind), reflectd: $a2 for 2,000 echoed datagrams, $a4 for 4,000: $(awk -v a="$a2" -v b="$a4" 'BEGIN { printf "%.4f", (b - a) / 2000 }') per datagram."$'\n\n'
+    counts+="User-space instructions per datagram (callgrind, one datagram per wakeup):"$'\n\n'"| server | instructions / datagram |"$'\n'"|---|---|"$'\n'
+    for s in naive mmsg reflectd reflectd-limiter; do
+        case $s in
+            naive) cmd=(benchmarks/baselines/c-udp/udp_naive 0) ;;
+            mmsg) cmd=(benchmarks/baselines/c-udp/udp_mmsg 0) ;;
+            reflectd) cmd=("${rd[@]}" --udp-rate 0) ;;
+            reflectd-limiter) cmd=("${rd[@]}" --udp-rate 10000000) ;;
+        esac
+        i2=$(run_counted callgrind 2000 "${cmd[@]}"); i4=$(run_counted callgrind 4000 "${cmd[@]}")
+        counts+="| $s | $(per "$i2" "$i4") |"$'\n'
+    done
 fi
 
 date=$(date -u +%Y-%m-%d)
@@ -125,6 +148,6 @@ out="benchmarks/results/$date-udp.md"
                 printf "| %s | %d | %.2f | %.3f | %.2f | %.2f | %d / %d |\n", s, n[s], n[s] / n["naive"], c[s], c[s] / c["naive"], c[s] / c["mmsg"], r[s], t[s] } }' "$work/results"
         echo
     done
-    [ -n "$allocs" ] && echo "$allocs"
+    [ -n "$counts" ] && printf '%s' "$counts"
 } >"$out"
 cat "$out"

@@ -38,7 +38,8 @@ struct Reflectd: ParsableCommand {
             pending echoes are delivered, clients see EOF, and it exits 0; a second one stops it at \
             once. SIGUSR1 logs a line of statistics; SIGHUP and SIGALRM are ignored with a notice; \
             SIGUSR2 upgrades: the binary at the startup path takes over every connection. Under systemd socket activation (LISTEN_PID/LISTEN_FDS) it serves the \
-            inherited sockets instead of binding.
+            inherited sockets instead of binding. With --udp it also echoes UDP datagrams and prints \
+            `listening on udp HOST:PORT` after the TCP lines.
             """,
         version: PackageVersion.string)
 
