@@ -23,6 +23,9 @@ final class DatagramArea {
     @usableFromInline let receiveVectors: UnsafeMutablePointer<iovec>
     @usableFromInline let send: UnsafeMutablePointer<cepoll_mmsghdr>
     @usableFromInline let sendVectors: UnsafeMutablePointer<iovec>
+    /// Per slot, room for the SO_RXQ_OVFL control message (the kernel's drop count).
+    @usableFromInline let control: UnsafeMutableRawPointer
+    @usableFromInline let controlSize: Int
     /// For each datagram of the batch, the index of its reply in `send`, or -1.
     @usableFromInline let replyOf: UnsafeMutablePointer<Int32>
     /// Replies queued for the batch being handled.
@@ -48,11 +51,15 @@ final class DatagramArea {
         sendVectors.initialize(repeating: iovec(), count: capacity)
         replyOf = .allocate(capacity: capacity)
         replyOf.initialize(repeating: -1, count: capacity)
+        controlSize = (CEPOLL_RXQ_OVFL_SPACE + 7) & ~7
+        control = .allocate(byteCount: capacity * controlSize, alignment: 8)
+        control.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * controlSize)
         for i in 0..<capacity {
             receiveVectors[i] = iovec(iov_base: raw + i * slotSize, iov_len: slotSize)
             receive[i].msg_hdr.msg_iov = receiveVectors + i
             receive[i].msg_hdr.msg_iovlen = 1
             receive[i].msg_hdr.msg_name = UnsafeMutableRawPointer(sources + i)
+            receive[i].msg_hdr.msg_control = control + i * controlSize
             send[i].msg_hdr.msg_iov = sendVectors + i
             send[i].msg_hdr.msg_iovlen = 1
         }
@@ -66,6 +73,7 @@ final class DatagramArea {
         send.deallocate()
         sendVectors.deallocate()
         replyOf.deallocate()
+        control.deallocate()
     }
 
     /// Readies the headers for a recvmmsg: the kernel overwrites each name length and flags.
@@ -74,8 +82,18 @@ final class DatagramArea {
         let nameLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
         for i in 0..<capacity {
             receive[i].msg_hdr.msg_namelen = nameLength
+            receive[i].msg_hdr.msg_controllen = controlSize
             receive[i].msg_hdr.msg_flags = 0
         }
+    }
+
+    /// The socket's cumulative count of datagrams the kernel dropped for a full receive queue,
+    /// as the last datagram of a batch of `count` carried it (SO_RXQ_OVFL); nil when it carried
+    /// none (the kernel attaches it only once the count is above zero).
+    @inlinable
+    func kernelDrops(_ count: Int) -> UInt32? {
+        var value: UInt32 = 0
+        return withUnsafeMutablePointer(to: &receive[count - 1].msg_hdr) { cepoll_rxq_ovfl($0, &value) } != 0 ? value : nil
     }
 
     /// Forgets the replies of the last batch.

@@ -40,6 +40,9 @@ public enum DatagramDrop: Int, Sendable, CaseIterable, CustomStringConvertible {
     /// The datagram was larger than the receive area's slot and arrived cut (never with the
     /// default ``Budget`` of 65,535 bytes).
     case truncated
+    /// The kernel dropped it before the reactor saw it: the socket's receive queue was full
+    /// (SO_RXQ_OVFL; counted when the next datagram arrives).
+    case receiveQueueFull
 
     /// A short lowercase name for logs and metrics labels (`refused_port`, `rate_limited`…).
     public var description: String {
@@ -50,6 +53,7 @@ public enum DatagramDrop: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .sendBufferFull: return "send_buffer_full"
         case .sendFailed: return "send_failed"
         case .truncated: return "truncated"
+        case .receiveQueueFull: return "receive_queue_full"
         }
     }
 }
@@ -57,7 +61,7 @@ public enum DatagramDrop: Int, Sendable, CaseIterable, CustomStringConvertible {
 /// Dropped datagrams, one counter per ``DatagramDrop``: a fixed array, so counting a drop
 /// hashes nothing and allocates nothing.
 public struct DatagramDropCounts: Sendable, Equatable {
-    @usableFromInline var counts: (Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0)
+    @usableFromInline var counts: (Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0)
 
     /// Zero drops.
     public init() {}
@@ -72,6 +76,7 @@ public struct DatagramDropCounts: Sendable, Equatable {
             case .sendBufferFull: return counts.3
             case .sendFailed: return counts.4
             case .truncated: return counts.5
+            case .receiveQueueFull: return counts.6
             }
         }
         set {
@@ -82,6 +87,7 @@ public struct DatagramDropCounts: Sendable, Equatable {
             case .sendBufferFull: counts.3 = newValue
             case .sendFailed: counts.4 = newValue
             case .truncated: counts.5 = newValue
+            case .receiveQueueFull: counts.6 = newValue
             }
         }
     }

@@ -13,6 +13,8 @@ struct DatagramSocket {
     let slot: Int32
     let address: SocketAddress
     let handler: any DatagramHandler
+    /// The kernel's drop count (SO_RXQ_OVFL) as last seen, to count only what is new.
+    var kernelDrops: UInt32 = 0
 }
 
 /// A reactor's datagram sockets and the receive area they share (made with the first socket,
@@ -120,16 +122,21 @@ extension Reactor {
     public var datagramDescriptors: [CInt] { datagrams.sockets.map(\.fd) }
 
     private func addDatagramSocket(_ fd: CInt, address: SocketAddress, handler: any DatagramHandler) throws(SyscallError) {
+        // Best effort: without it (an old kernel) only the kernel's own drops go uncounted.
+        try? Syscalls.setOption(fd, SOL_SOCKET, CEPOLL_SO_RXQ_OVFL, 1, "setsockopt(SO_RXQ_OVFL)")
         let slot = try register(special: fd, kind: .datagram)
         if datagrams.area == nil { datagrams.area = DatagramArea() }
-        datagrams.sockets.append(DatagramSocket(fd: fd, slot: slot, address: address, handler: handler))
+        // Drops from before (an adopted or handed-over socket) were not this reactor's.
+        datagrams.sockets.append(DatagramSocket(fd: fd, slot: slot, address: address, handler: handler,
+                                                kernelDrops: Syscalls.socketDrops(fd)))
     }
 
     /// A datagram socket is readable (or has a pending error): up to `datagramBatchesPerEvent`
     /// batches, each received, handed to the handler and answered.
     @usableFromInline
     func datagramReady(_ slot: Int32, _ mask: UInt32) {
-        guard let socket = datagrams.sockets.first(where: { $0.slot == slot }), let area = datagrams.area else { return }
+        guard let index = datagrams.sockets.firstIndex(where: { $0.slot == slot }), let area = datagrams.area else { return }
+        let socket = datagrams.sockets[index]
         let fd = socket.fd
         if mask & CEPOLL_ERR != 0, Syscalls.clearSocketError(fd) != nil {
             // An ICMP error queued on the socket (IP_RECVERR is off, so rarely): it concerns an
@@ -150,6 +157,10 @@ extension Reactor {
                         counters.pointee.datagramDrops[.truncated] &+= 1
                         truncated = true
                     }
+                }
+                if let dropped = area.kernelDrops(n), dropped != datagrams.sockets[index].kernelDrops {
+                    counters.pointee.datagramDrops[.receiveQueueFull] &+= Int(dropped &- datagrams.sockets[index].kernelDrops)
+                    datagrams.sockets[index].kernelDrops = dropped
                 }
                 socket.handler.onDatagrams(DatagramBatch(area: area, count: n, counters: counters))
                 sendReplies(fd, area, skippingTruncated: truncated)

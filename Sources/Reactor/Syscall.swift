@@ -467,6 +467,12 @@ struct Syscalls {
         try check(Glibc.socket(family, CEPOLL_SOCK_STREAM | CEPOLL_SOCK_NONBLOCK | CEPOLL_SOCK_CLOEXEC, 0), "socket")
     }
 
+    /// The datagrams the kernel dropped so far on `fd` for a full receive queue (SO_MEMINFO), or 0.
+    static func socketDrops(_ fd: CInt) -> UInt32 {
+        var value: UInt32 = 0
+        return cepoll_socket_drops(fd, &value) == 0 ? value : 0
+    }
+
     static func datagramSocket(family: CInt) throws(SyscallError) -> CInt {
         try check(Glibc.socket(family, CEPOLL_SOCK_DGRAM | CEPOLL_SOCK_NONBLOCK | CEPOLL_SOCK_CLOEXEC, 0), "socket")
     }

@@ -217,3 +217,24 @@ final class DatagramTests: XCTestCase {
         XCTAssertNoThrow(try TestDatagramSocket(port: port))
     }
 }
+
+extension DatagramTests {
+    func testDatagramsTheKernelDropsForAFullReceiveQueueAreCounted() throws {
+        let server = start(try DatagramServer())
+        let client = try TestDatagramSocket()
+        // Hold the reactor's thread while far more arrives than the socket's receive buffer
+        // (net.core.rmem_default, about 208 KiB: a few hundred small datagrams) holds.
+        let hold = DispatchSemaphore(value: 0)
+        _ = server.handle.execute { (_: ReactorContext<FaultEchoHandler>) in _ = hold.wait(timeout: .now() + 5) }
+        let sent = 5_000
+        for i in 0..<sent { try client.send([UInt8(truncatingIfNeeded: i)], to: "127.0.0.1", port: server.udpPort) }
+        hold.signal()
+        // One more, after the reactor drained the queue, carries the kernel's final count.
+        usleep(200_000)
+        try client.send([0], to: "127.0.0.1", port: server.udpPort)
+        let statistics = server.statistics { $0.datagramsIn + $0.datagramDrops[.receiveQueueFull] >= sent + 1 }
+        XCTAssertGreaterThan(statistics.datagramDrops[.receiveQueueFull], 0, "the burst should overflow the queue")
+        XCTAssertEqual(statistics.datagramsIn + statistics.datagramDrops[.receiveQueueFull], sent + 1,
+                       "every datagram sent is either received or counted as dropped")
+    }
+}
