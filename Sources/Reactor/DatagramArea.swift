@@ -28,8 +28,11 @@ final class DatagramArea {
     @usableFromInline let controlSize: Int
     /// For each datagram of the batch, the index of its reply in `send`, or -1.
     @usableFromInline let replyOf: UnsafeMutablePointer<Int32>
-    /// Replies queued for the batch being handled.
-    @usableFromInline var replies = 0
+    /// Replies queued for the batch being handled. (Unchecked: one thread, and a checked class
+    /// property costs an exclusivity check per reply.)
+    @exclusivity(unchecked) @usableFromInline var replies = 0
+    /// Headers the last recvmmsg filled, so only those are readied again.
+    @exclusivity(unchecked) @usableFromInline var filled = 0
     let mappedBytes: Int
 
     init(capacity: Int = Budget.datagramsPerBatch, slotSize: Int = Budget.maxDatagramSize) {
@@ -60,6 +63,8 @@ final class DatagramArea {
             receive[i].msg_hdr.msg_iovlen = 1
             receive[i].msg_hdr.msg_name = UnsafeMutableRawPointer(sources + i)
             receive[i].msg_hdr.msg_control = control + i * controlSize
+            receive[i].msg_hdr.msg_controllen = controlSize
+            receive[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
             send[i].msg_hdr.msg_iov = sendVectors + i
             send[i].msg_hdr.msg_iovlen = 1
         }
@@ -76,15 +81,17 @@ final class DatagramArea {
         control.deallocate()
     }
 
-    /// Readies the headers for a recvmmsg: the kernel overwrites each name length and flags.
+    /// Readies the headers for a recvmmsg: the kernel overwrote the name length, control length
+    /// and flags of those the last call filled (the others are as `init` or this left them).
     @inlinable
     func prepareReceive() {
         let nameLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        for i in 0..<capacity {
+        for i in 0..<filled {
             receive[i].msg_hdr.msg_namelen = nameLength
             receive[i].msg_hdr.msg_controllen = controlSize
             receive[i].msg_hdr.msg_flags = 0
         }
+        filled = 0
     }
 
     /// The socket's cumulative count of datagrams the kernel dropped for a full receive queue,
@@ -96,9 +103,10 @@ final class DatagramArea {
         return withUnsafeMutablePointer(to: &receive[count - 1].msg_hdr) { cepoll_rxq_ovfl($0, &value) } != 0 ? value : nil
     }
 
-    /// Forgets the replies of the last batch.
+    /// Forgets the replies of the last batch; `count` headers were just filled.
     @inlinable
     func startBatch(_ count: Int) {
+        filled = count
         replies = 0
         for i in 0..<count { replyOf[i] = -1 }
     }
