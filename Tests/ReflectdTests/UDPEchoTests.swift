@@ -360,3 +360,18 @@ extension UDPEchoTests {
         }
     }
 }
+
+extension UDPEchoTests {
+    /// scripts/udp-check.py: sizes 0 to 65,507 with every byte value, from Python, over IPv4 and ::1.
+    func testPythonClientGetsEverySizeBackOverIPv4AndIPv6() throws {
+        let python = try tool("python3")
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("scripts/udp-check.py").path
+        for host in ["127.0.0.1", "::1"] {
+            let (_, port, _) = try startUDP(["--udp"], host: host)
+            let output = try run("\(python) \(script) \(host) \(port) && echo ALL-OK", timeout: 20)
+            XCTAssertTrue(output.hasSuffix("ALL-OK\n"), "\(host): \(output)")
+            XCTAssertTrue(output.contains("65507: ok (65507 bytes"), output)
+        }
+    }
+}
