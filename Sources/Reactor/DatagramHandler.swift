@@ -38,7 +38,7 @@ public enum DatagramDrop: Int, Sendable, CaseIterable, CustomStringConvertible {
     /// The kernel refused the reply (EPERM from a firewall, ENETUNREACH, EMSGSIZE…).
     case sendFailed
     /// The datagram was larger than the receive area's slot and arrived cut (never with the
-    /// default ``Budget`` of 65,535 bytes).
+    /// default slot of 65,535 bytes).
     case truncated
     /// The kernel dropped it before the reactor saw it: the socket's receive queue was full
     /// (SO_RXQ_OVFL; counted when the next datagram arrives).
@@ -163,7 +163,7 @@ public struct DatagramBatch {
         self.counters = counters
     }
 
-    /// The most datagrams one batch can hold (a ``Budget``: 32).
+    /// The most datagrams one batch can hold: 32 (the reactor's `datagramsPerBatch` budget).
     public static var capacity: Int { Budget.datagramsPerBatch }
 
     /// The payload of datagram `i` (0 to 65,535 bytes), in the reactor's receive area.
