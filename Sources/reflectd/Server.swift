@@ -318,7 +318,7 @@ struct Server {
             logger.info("socket activation: serving \(inherited.count) inherited socket(s)")
             // --host still places the metrics listener when --metrics-host is not given.
             let hostForMetrics = options.metricsPort != nil && options.metricsHost == nil
-            let ignored = ["--host", "--port", "--unix"].filter(Reflectd.given).filter { $0 != "--host" || !hostForMetrics }
+            let ignored = ["--host", "--port", "--unix", "--udp", "--udp-port"].filter(Reflectd.given).filter { $0 != "--host" || !hostForMetrics }
             if !ignored.isEmpty {
                 logger.warning("socket activation: \(ignored.joined(separator: ", ")) ignored; reflectd serves only the \(inherited.count) socket(s) it was given")
             }

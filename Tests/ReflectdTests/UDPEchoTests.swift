@@ -282,7 +282,7 @@ extension UDPEchoTests {
         // LISTEN_PID must be reflectd's pid: the shell exports its own pid, then execs reflectd.
         let server = track(try OpsProcess.reflectd(
             shellPrologue: "export LISTEN_PID=$$",
-            ["--reactors", "2", "--log-level", "warning"],
+            ["--reactors", "2", "--log-level", "warning", "--udp"],
             environment: ["LISTEN_FDS": "2"], inheritedListeners: [listener.fd, datagram.fd]))
         let lines = try server.waitForListening(count: 2)
         XCTAssertEqual(lines, ["127.0.0.1:\(listener.port)", "udp 127.0.0.1:\(datagram.port)"])
@@ -292,6 +292,8 @@ extension UDPEchoTests {
             try client.send([UInt8(i)], to: "127.0.0.1", port: datagram.port)
             XCTAssertEqual(client.receive()?.bytes, [UInt8(i)], "datagram \(i)")
         }
+        // --udp binds nothing of its own under socket activation, and says so.
+        XCTAssertTrue(Ops.waitUntil(timeout: 2) { server.stderr.text.contains("--udp ignored") }, server.stderr.text)
     }
 }
 
