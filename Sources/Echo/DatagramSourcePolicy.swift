@@ -10,8 +10,9 @@ import Reactor
 ///   another echo listening on the same port) would bounce between them forever.
 /// - Sources that cannot be the sender of a datagram: 0.0.0.0/8, multicast (224.0.0.0/4,
 ///   ff00::/8), the limited broadcast 255.255.255.255, `::`, and those as IPv4-mapped IPv6.
-///   Linux already drops most of them at the IP layer as martians (ip_route_input_slow); the
-///   check is for what reaches the socket anyway (a raw-socket forgery on loopback, another OS).
+///   Linux drops them as martians when they come from another host (ip_route_input_slow), but a
+///   raw-socket forgery on the host itself reaches the socket over loopback (measured in
+///   UDPEchoTests), so this check is what refuses them.
 public struct DatagramSourcePolicy: Sendable {
     /// Refused source ports.
     public let refusedPorts: RefusedPorts

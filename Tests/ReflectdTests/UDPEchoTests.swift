@@ -377,3 +377,52 @@ extension UDPEchoTests {
         }
     }
 }
+
+extension UDPEchoTests {
+    /// Linux drops datagrams from another host whose source is multicast, 0/8 or the broadcast
+    /// address as martians (ip_route_input_slow), but a datagram forged on this host goes over
+    /// loopback without that check and reaches the socket: measured here with a raw socket
+    /// (root). reflectd's own check is what refuses them.
+    func testForgedImpossibleSourcesReachTheSocketOverLoopbackAndAreRefused() throws {
+        let raw = socket(AF_INET, CInt(SOCK_RAW.rawValue), CInt(IPPROTO_RAW))
+        guard raw >= 0 else { throw XCTSkip("a raw socket needs root (errno \(errno))") }
+        defer { close(raw) }
+        let (server, port, _) = try startUDP(["--udp", "--metrics-port", "0"])
+        let metricsPort = try metrics(server)
+        func forge(from source: String) throws {
+            var packet = [UInt8](repeating: 0, count: 28 + 4)
+            packet[0] = 0x45                       // IPv4, 20-byte header
+            packet[2] = 0; packet[3] = UInt8(packet.count)
+            packet[8] = 64                         // TTL
+            packet[9] = UInt8(IPPROTO_UDP)
+            var from = in_addr(), to = in_addr()
+            inet_pton(AF_INET, source, &from)
+            inet_pton(AF_INET, "127.0.0.1", &to)
+            withUnsafeBytes(of: from.s_addr) { for k in 0..<4 { packet[12 + k] = $0[k] } }
+            withUnsafeBytes(of: to.s_addr) { for k in 0..<4 { packet[16 + k] = $0[k] } }
+            packet[20] = 0x9C; packet[21] = 0x40   // source port 40000
+            packet[22] = UInt8(port >> 8); packet[23] = UInt8(port & 0xFF)
+            packet[25] = 12                        // UDP length; checksum 0: none (IPv4 allows it)
+            packet[28...] = [0x66, 0x6F, 0x72, 0x67]  // "forg"
+            var target = try TestDatagramSocket.address("127.0.0.1", port)
+            let n = packet.withUnsafeBytes { bytes in
+                withUnsafePointer(to: &target) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        sendto(raw, bytes.baseAddress, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                    }
+                }
+            }
+            guard n == packet.count else { throw OpsFailure("raw sendto from \(source): errno \(errno)") }
+        }
+        try forge(from: "127.0.0.9")  // a unicast forgery: it reaches the socket
+        let (first, unmet) = try OpsMetrics.scrape(port: metricsPort, until: ["reflectd_udp_datagrams_received_total": 1])
+        XCTAssertEqual(unmet, [], first.description)
+        for source in ["224.0.0.1", "239.1.2.3", "0.0.0.5", "255.255.255.255"] { try forge(from: source) }
+        let (after, unmetAfter) = try OpsMetrics.scrape(port: metricsPort, until: [
+            "reflectd_udp_datagrams_received_total": 5,
+            "reflectd_udp_datagrams_dropped_total{reason=\"refused_address\"}": 4,
+            "reflectd_udp_datagrams_sent_total": 1,
+        ])
+        XCTAssertEqual(unmetAfter, [], "each forged impossible source reaches the socket and is refused: \(after)")
+    }
+}
