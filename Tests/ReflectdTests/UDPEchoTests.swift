@@ -426,3 +426,80 @@ extension UDPEchoTests {
         XCTAssertEqual(unmetAfter, [], "each forged impossible source reaches the socket and is refused: \(after)")
     }
 }
+
+/// Sends UDP datagrams with any IPv4 source through a raw socket (root only).
+final class RawUDPForger {
+    let fd: CInt
+    private var packet = [UInt8](repeating: 0, count: 28 + 4)
+    private var target: sockaddr_storage
+
+    init(toPort port: Int) throws {
+        fd = socket(AF_INET, CInt(SOCK_RAW.rawValue), CInt(IPPROTO_RAW))
+        guard fd >= 0 else { throw XCTSkip("a raw socket needs root (errno \(errno))") }
+        target = try TestDatagramSocket.address("127.0.0.1", port)
+        packet[0] = 0x45
+        packet[3] = UInt8(packet.count)
+        packet[8] = 64
+        packet[9] = UInt8(IPPROTO_UDP)
+        packet[16] = 127; packet[19] = 1
+        packet[22] = UInt8(port >> 8); packet[23] = UInt8(port & 0xFF)
+        packet[25] = 12
+    }
+
+    deinit { close(fd) }
+
+    /// One datagram from `source` (IPv4, host byte order) and `sourcePort`.
+    func send(from source: UInt32, sourcePort: UInt16 = 40_000) -> Bool {
+        packet[12] = UInt8(source >> 24); packet[13] = UInt8((source >> 16) & 0xFF)
+        packet[14] = UInt8((source >> 8) & 0xFF); packet[15] = UInt8(source & 0xFF)
+        packet[20] = UInt8(sourcePort >> 8); packet[21] = UInt8(sourcePort & 0xFF)
+        let fd = self.fd
+        let count = packet.count
+        return packet.withUnsafeBytes { bytes in
+            withUnsafePointer(to: &target) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd, bytes.baseAddress, count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == count
+                }
+            }
+        }
+    }
+}
+
+extension UDPEchoTests {
+    /// A million distinct forged sources (127.0.0.0/8 addresses through a raw socket): every
+    /// datagram is received or counted as dropped by the kernel, none is rate limited (each
+    /// source is new), and resident memory does not grow with the sources.
+    func testAMillionForgedSourcesLeaveTheRateTableBounded() throws {
+        let (server, port, _) = try startUDP(["--udp", "--udp-rate", "5", "--metrics-port", "0"])
+        let forger = try RawUDPForger(toPort: port)
+        let metricsPort = try metrics(server)
+        let rssBefore = residentKiB(server.pid)
+        let count = 1_000_000
+        for i in 0..<count {
+            // 127.1.0.0 on: distinct addresses, never the server's own 127.0.0.1.
+            guard forger.send(from: 0x7F01_0000 &+ UInt32(i)) else { throw OpsFailure("raw sendto failed: errno \(errno)") }
+            if i % 2_000 == 1_999 { usleep(2_000) }  // pace a little; what overflows is counted
+        }
+        var seen = 0
+        let deadline = monotonicSeconds() + 60
+        while monotonicSeconds() < deadline {
+            let m = try OpsMetrics.scrape(port: metricsPort)
+            seen = (m["reflectd_udp_datagrams_received_total"] ?? 0)
+                + (m["reflectd_udp_datagrams_dropped_total{reason=\"receive_queue_full\"}"] ?? 0)
+            if seen >= count { break }
+            // The kernel reports its drops with the next datagram: one more, from a new source.
+            _ = forger.send(from: 0x7F20_0000)
+            usleep(200_000)
+        }
+        let m = try OpsMetrics.scrape(port: metricsPort)
+        let received = m["reflectd_udp_datagrams_received_total"] ?? 0
+        let kernelDropped = m["reflectd_udp_datagrams_dropped_total{reason=\"receive_queue_full\"}"] ?? 0
+        print("a million forged sources: \(received) received, \(kernelDropped) dropped by the kernel (counted)")
+        XCTAssertGreaterThanOrEqual(received + kernelDropped, count, m.description)
+        XCTAssertGreaterThan(received, count / 10, "the echo should take most of them")
+        XCTAssertEqual(m["reflectd_udp_datagrams_dropped_total{reason=\"rate_limited\"}"], 0, "each source is new: it has its burst")
+        let rssAfter = residentKiB(server.pid)
+        // The table is fixed at 192 KiB; one that grew per source would add at least 24 MB.
+        XCTAssertLessThan(rssAfter - rssBefore, 2_048, "resident memory grew from \(rssBefore) to \(rssAfter) KiB")
+    }
+}
