@@ -212,6 +212,31 @@ extension Reactor {
         }
     }
 
+    /// Sends one datagram to `address` from this reactor's datagram socket number `socket` (in
+    /// bind order), now: for a client, or a server that speaks first. Like a reply, it never
+    /// waits and is never queued: when the send buffer is full it is dropped and counted.
+    ///
+    /// - Returns: true when the kernel took it; false when it was dropped (counted as
+    ///   ``DatagramDrop/sendBufferFull`` or ``DatagramDrop/sendFailed``) or there is no such socket.
+    @discardableResult
+    public func sendDatagram(_ bytes: UnsafeRawBufferPointer, to address: SocketAddress, from socket: Int = 0) -> Bool {
+        guard datagrams.sockets.indices.contains(socket) else { return false }
+        let fd = datagrams.sockets[socket].fd
+        let result = address.withSockAddr { sa, length in sys.sendDatagram(fd, bytes, to: sa, length) }
+        switch result {
+        case .messages:
+            counters.pointee.datagramsOut &+= 1
+            counters.pointee.datagramBytesOut &+= bytes.count
+            return true
+        case .wouldBlock:
+            counters.pointee.datagramDrops[.sendBufferFull] &+= 1
+            return false
+        case .failed:
+            counters.pointee.datagramDrops[.sendFailed] &+= 1
+            return false
+        }
+    }
+
     /// Takes every datagram socket out of the loop without closing it, for a hand-over to
     /// another process: datagrams that arrive from now on wait in the socket's receive buffer
     /// for whoever polls it next. Call it on the reactor's thread, outside any callback. Give a
@@ -233,5 +258,14 @@ extension Reactor {
             slots.release(socket.slot)
         }
         datagrams.sockets.removeAll()
+    }
+}
+
+extension ReactorContext {
+    /// Sends one datagram from the reactor's datagram socket number `socket` (see
+    /// ``Reactor/sendDatagram(_:to:from:)``).
+    @discardableResult
+    public func sendDatagram(_ bytes: UnsafeRawBufferPointer, to address: SocketAddress, from socket: Int = 0) -> Bool {
+        reactor._withUnsafeGuaranteedRef { $0.sendDatagram(bytes, to: address, from: socket) }
     }
 }

@@ -314,6 +314,31 @@ struct Syscalls {
         }
     }
 
+    /// sendto(2) of one datagram to `address`, without blocking (consulting the interposer as
+    /// `.sendmmsg`: both are the datagram send path).
+    @usableFromInline @inline(never)
+    func sendDatagram(_ fd: CInt, _ bytes: UnsafeRawBufferPointer, to address: UnsafePointer<sockaddr>, _ length: socklen_t) -> BatchResult {
+        while true {
+            switch consult(.sendmmsg, fd) {
+            case .proceed, .limit: break
+            case .fail(let e):
+                if e == .interrupted { continue }
+                if e == .resourceTemporarilyUnavailable { return .wouldBlock }
+                return .failed(e)
+            }
+            let n = Glibc.sendto(fd, bytes.baseAddress, bytes.count, CEPOLL_MSG_DONTWAIT | CEPOLL_MSG_NOSIGNAL, address, length)
+            if n >= 0 { return .messages(1) }
+            let e = cepoll_errno()
+            switch e {
+            case EINTR: continue
+            case EAGAIN, ENOBUFS: return .wouldBlock
+            default:
+                precondition(!isProgrammerError(e), "sendto(\(fd)) failed with errno \(e): a reactor bug")
+                return .failed(Errno(rawValue: e))
+            }
+        }
+    }
+
     /// Reads and clears a socket's pending error (SO_ERROR): after EPOLLERR on a datagram socket,
     /// which level triggering would otherwise report forever.
     @usableFromInline

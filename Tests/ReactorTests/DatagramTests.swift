@@ -238,3 +238,44 @@ extension DatagramTests {
                        "every datagram sent is either received or counted as dropped")
     }
 }
+
+extension DatagramTests {
+    func testAClientReactorSendsFirstAndItsHandlerGetsTheReply() throws {
+        let server = start(try DatagramServer())
+        let client = start(try DatagramServer { reactor, probe in
+            try reactor.bindDatagram(on: try SocketAddress(host: "127.0.0.1", port: 0), handler: ProbeDatagramEcho(probe: probe, dropPorts: [server.udpPort]))
+        })
+        let target = try SocketAddress(host: "127.0.0.1", port: server.udpPort)
+        let sent = Locked(false)
+        _ = client.handle.execute { (context: ReactorContext<FaultEchoHandler>) in
+            let ok = [UInt8]("ping".utf8).withUnsafeBytes { context.sendDatagram($0, to: target) }
+            sent.withLock { $0 = ok }
+        }
+        // The server echoes; the client's handler sees the reply (and drops it: no ping-pong).
+        XCTAssertTrue(eventually(timeout: 5) { client.probe.snapshot.datagrams == 1 })
+        XCTAssertTrue(sent.withLock { $0 })
+        XCTAssertEqual(server.probe.snapshot.datagrams, 1)
+        let statistics = client.statistics { $0.datagramsOut == 1 && $0.datagramDrops[.refusedPort] == 1 }
+        XCTAssertEqual(statistics.datagramsOut, 1)
+        XCTAssertEqual(statistics.datagramBytesOut, 4)
+    }
+
+    func testASendFromAFullBufferIsDroppedAndCounted() throws {
+        let interposer = FaultInterposer()
+        let client = start(try DatagramServer(interposer: interposer))
+        interposer.plan(.sendmmsg, .fail(.resourceTemporarilyUnavailable, times: 1))
+        let target = try SocketAddress(host: "127.0.0.1", port: 9)
+        let results = Locked<[Bool]>([])
+        _ = client.handle.execute { (context: ReactorContext<FaultEchoHandler>) in
+            for _ in 0..<2 {
+                let ok = [UInt8](repeating: 1, count: 8).withUnsafeBytes { context.sendDatagram($0, to: target) }
+                results.withLock { $0.append(ok) }
+            }
+        }
+        XCTAssertTrue(eventually(timeout: 5) { results.withLock { $0.count } == 2 })
+        XCTAssertEqual(results.withLock { $0 }, [false, true])
+        let statistics = client.statistics { $0.datagramDrops[.sendBufferFull] == 1 }
+        XCTAssertEqual(statistics.datagramDrops[.sendBufferFull], 1)
+        XCTAssertEqual(statistics.datagramsOut, 1)
+    }
+}
