@@ -127,4 +127,43 @@ static inline void *cepoll_mmap_anonymous(size_t length) {
     return p == MAP_FAILED ? NULL : p;
 }
 
+/* Datagrams. struct mmsghdr, recvmmsg and sendmmsg are GNU extensions that glibc declares only
+ * under _GNU_SOURCE (which this header must not define, see the top), so the struct is declared
+ * here with the kernel's layout (include/linux/socket.h) and the calls go through syscall(2),
+ * which also skips glibc's cancellation-point wrapper like the read/send shims above. */
+struct cepoll_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+};
+static inline int cepoll_sys_recvmmsg(int fd, struct cepoll_mmsghdr *vec, unsigned int count, int flags) {
+    return (int)syscall(SYS_recvmmsg, fd, vec, count, flags, (void *)0);
+}
+static inline int cepoll_sys_sendmmsg(int fd, struct cepoll_mmsghdr *vec, unsigned int count, int flags) {
+    return (int)syscall(SYS_sendmmsg, fd, vec, count, flags);
+}
+/* SO_RXQ_OVFL: the kernel attaches to each datagram the socket's count of datagrams it dropped
+ * because the receive queue was full (sk_drops, cumulative, u32). The CMSG macros do not import. */
+static const int CEPOLL_SO_RXQ_OVFL = SO_RXQ_OVFL;
+static const size_t CEPOLL_RXQ_OVFL_SPACE = CMSG_SPACE(sizeof(uint32_t));
+static inline int cepoll_rxq_ovfl(struct msghdr *m, uint32_t *out) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+            memcpy(out, CMSG_DATA(c), sizeof *out);
+            return 1;
+        }
+    }
+    return 0;
+}
+/* The same count read directly: SO_MEMINFO's array (linux/sock_diag.h: SK_MEMINFO_DROPS is the
+ * ninth of SK_MEMINFO_VARS u32s). For a socket that was in use before it was adopted. */
+static inline int cepoll_socket_drops(int fd, uint32_t *out) {
+    uint32_t info[9];
+    socklen_t length = sizeof info;
+    if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, info, &length) != 0 || length < sizeof info) return -1;
+    *out = info[8];
+    return 0;
+}
+static const int CEPOLL_SOCK_DGRAM = SOCK_DGRAM;
+static const int CEPOLL_MSG_TRUNC = MSG_TRUNC;
+
 #endif

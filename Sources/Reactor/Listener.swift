@@ -255,5 +255,6 @@ extension Reactor {
             }
         }
         listeners.removeAll()
+        closeDatagramSockets()
     }
 }

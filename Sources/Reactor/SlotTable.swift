@@ -12,7 +12,7 @@ import Glibc
 /// What an entry of the reactor's table is.
 @usableFromInline
 enum SlotKind: UInt8 {
-    case free = 0, connection, listener, timer, wakeup, signal
+    case free = 0, connection, listener, timer, wakeup, signal, datagram
 }
 
 /// One entry of a reactor's table.

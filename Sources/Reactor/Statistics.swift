@@ -25,6 +25,20 @@ public struct ReactorStatistics: Sendable, Equatable {
     public var loopIterations = 0
     /// Events dropped because their connection had been closed earlier in the same batch.
     public var staleEvents = 0
+    /// Datagrams received on datagram sockets.
+    public var datagramsIn = 0
+    /// Payload bytes of the datagrams received.
+    public var datagramBytesIn = 0
+    /// Datagrams sent (taken by the kernel).
+    public var datagramsOut = 0
+    /// Payload bytes of the datagrams sent.
+    public var datagramBytesOut = 0
+    /// Datagrams dropped, by ``DatagramDrop``.
+    public var datagramDrops = DatagramDropCounts()
+    /// Errors a datagram socket reported instead of a datagram (a queued ICMP error, ENOMEM).
+    public var datagramReceiveErrors = 0
+    /// recvmmsg calls on datagram sockets (datagramsIn / this is the mean batch).
+    public var datagramBatches = 0
 
     /// Creates zeroed counters.
     public init() {}
@@ -42,6 +56,13 @@ public struct ReactorStatistics: Sendable, Equatable {
         sum.acceptPauses += b.acceptPauses
         sum.loopIterations += b.loopIterations
         sum.staleEvents += b.staleEvents
+        sum.datagramsIn += b.datagramsIn
+        sum.datagramBytesIn += b.datagramBytesIn
+        sum.datagramsOut += b.datagramsOut
+        sum.datagramBytesOut += b.datagramBytesOut
+        sum.datagramDrops = sum.datagramDrops + b.datagramDrops
+        sum.datagramBatches += b.datagramBatches
+        sum.datagramReceiveErrors += b.datagramReceiveErrors
         return sum
     }
 }

@@ -81,6 +81,19 @@ enum AcceptResult {
 @usableFromInline
 enum SyscallName: Sendable, Equatable {
     case accept4, read, write, close, epollCtl, epollWait, shutdown
+    /// The datagram calls; an interposer's `.limit(n)` cuts the batch to n messages.
+    case recvmmsg, sendmmsg
+}
+
+/// The result of one recvmmsg or sendmmsg call.
+@usableFromInline
+enum BatchResult: Equatable {
+    /// This many messages moved (always > 0).
+    case messages(Int)
+    /// EAGAIN: the receive queue is empty, or the send buffer is full.
+    case wouldBlock
+    /// Any other error, for the message at the head of the batch.
+    case failed(Errno)
 }
 
 /// What an interposer wants done with one call.
@@ -243,6 +256,97 @@ struct Syscalls {
         }
     }
 
+    /// recvmmsg(2) of up to `count` datagrams, without blocking. The caller resets each header's
+    /// `msg_namelen` (the kernel overwrites it). Errors other than EAGAIN are returned: on an
+    /// unconnected UDP socket they are a pending ICMP error (ECONNREFUSED…) or ENOMEM, which say
+    /// nothing about the next datagram.
+    @usableFromInline @inline(never)
+    func receiveBatch(_ fd: CInt, _ headers: UnsafeMutablePointer<cepoll_mmsghdr>, count: Int) -> BatchResult {
+        while true {
+            var n = count
+            switch consult(.recvmmsg, fd) {
+            case .proceed: break
+            case .limit(let m): n = min(n, max(m, 1))
+            case .fail(let e):
+                if e == .interrupted { continue }
+                if e == .resourceTemporarilyUnavailable { return .wouldBlock }
+                return .failed(e)
+            }
+            let got = cepoll_sys_recvmmsg(fd, headers, CUnsignedInt(n), CEPOLL_MSG_DONTWAIT)
+            if got > 0 { return .messages(Int(got)) }
+            if got == 0 { return .wouldBlock }
+            let e = cepoll_errno()
+            switch e {
+            case EINTR: continue
+            case EAGAIN: return .wouldBlock
+            default:
+                precondition(!isProgrammerError(e) && e != EINVAL, "recvmmsg(\(fd)) failed with errno \(e): a reactor bug")
+                return .failed(Errno(rawValue: e))
+            }
+        }
+    }
+
+    /// sendmmsg(2) of up to `count` datagrams, without blocking. It returns how many the kernel
+    /// took; when that is fewer than `count`, the next call reports why the next one failed.
+    @usableFromInline @inline(never)
+    func sendBatch(_ fd: CInt, _ headers: UnsafeMutablePointer<cepoll_mmsghdr>, count: Int) -> BatchResult {
+        while true {
+            var n = count
+            switch consult(.sendmmsg, fd) {
+            case .proceed: break
+            case .limit(let m): n = min(n, max(m, 1))
+            case .fail(let e):
+                if e == .interrupted { continue }
+                if e == .resourceTemporarilyUnavailable { return .wouldBlock }
+                return .failed(e)
+            }
+            let sent = cepoll_sys_sendmmsg(fd, headers, CUnsignedInt(n), CEPOLL_MSG_DONTWAIT | CEPOLL_MSG_NOSIGNAL)
+            if sent > 0 { return .messages(Int(sent)) }
+            if sent == 0 { return .wouldBlock }
+            let e = cepoll_errno()
+            switch e {
+            case EINTR: continue
+            case EAGAIN, ENOBUFS: return .wouldBlock  // ENOBUFS: the device queue is full; UDP drops too
+            default:
+                precondition(!isProgrammerError(e), "sendmmsg(\(fd)) failed with errno \(e): a reactor bug")
+                return .failed(Errno(rawValue: e))
+            }
+        }
+    }
+
+    /// sendto(2) of one datagram to `address`, without blocking (consulting the interposer as
+    /// `.sendmmsg`: both are the datagram send path).
+    @usableFromInline @inline(never)
+    func sendDatagram(_ fd: CInt, _ bytes: UnsafeRawBufferPointer, to address: UnsafePointer<sockaddr>, _ length: socklen_t) -> BatchResult {
+        while true {
+            switch consult(.sendmmsg, fd) {
+            case .proceed, .limit: break
+            case .fail(let e):
+                if e == .interrupted { continue }
+                if e == .resourceTemporarilyUnavailable { return .wouldBlock }
+                return .failed(e)
+            }
+            let n = Glibc.sendto(fd, bytes.baseAddress, bytes.count, CEPOLL_MSG_DONTWAIT | CEPOLL_MSG_NOSIGNAL, address, length)
+            if n >= 0 { return .messages(1) }
+            let e = cepoll_errno()
+            switch e {
+            case EINTR: continue
+            case EAGAIN, ENOBUFS: return .wouldBlock
+            default:
+                precondition(!isProgrammerError(e), "sendto(\(fd)) failed with errno \(e): a reactor bug")
+                return .failed(Errno(rawValue: e))
+            }
+        }
+    }
+
+    /// Reads and clears a socket's pending error (SO_ERROR): after EPOLLERR on a datagram socket,
+    /// which level triggering would otherwise report forever.
+    @usableFromInline
+    static func clearSocketError(_ fd: CInt) -> Errno? {
+        let v = getOption(fd, SOL_SOCKET, SO_ERROR)
+        return v == 0 ? nil : Errno(rawValue: v)
+    }
+
     /// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC. ECONNABORTED (the peer gave up while queued) and
     /// EINTR are retried: neither says anything about the listener.
     @usableFromInline @inline(never)
@@ -386,6 +490,16 @@ struct Syscalls {
 
     static func socket(family: CInt) throws(SyscallError) -> CInt {
         try check(Glibc.socket(family, CEPOLL_SOCK_STREAM | CEPOLL_SOCK_NONBLOCK | CEPOLL_SOCK_CLOEXEC, 0), "socket")
+    }
+
+    /// The datagrams the kernel dropped so far on `fd` for a full receive queue (SO_MEMINFO), or 0.
+    static func socketDrops(_ fd: CInt) -> UInt32 {
+        var value: UInt32 = 0
+        return cepoll_socket_drops(fd, &value) == 0 ? value : 0
+    }
+
+    static func datagramSocket(family: CInt) throws(SyscallError) -> CInt {
+        try check(Glibc.socket(family, CEPOLL_SOCK_DGRAM | CEPOLL_SOCK_NONBLOCK | CEPOLL_SOCK_CLOEXEC, 0), "socket")
     }
 
     static func setOption(_ fd: CInt, _ level: CInt, _ name: CInt, _ value: CInt, _ call: String) throws(SyscallError) {

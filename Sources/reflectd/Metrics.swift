@@ -284,6 +284,12 @@ final class MetricsEndpoint {
         let errors = Set(["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]).union(total.acceptErrors.keys).sorted()
         metric("accept_errors_total", "counter", "Failed accept calls, by error.", errors.map { ("{error=\"\($0)\"}", total.acceptErrors[$0] ?? 0) })
         metric("accept_pauses_total", "counter", "Times accepting paused for back-off after running out of fds or memory.", [("", total.acceptPauses)])
+        metric("udp_datagrams_received_total", "counter", "Datagrams received by the UDP echo (--udp).", [("", total.datagramsIn)])
+        metric("udp_datagrams_sent_total", "counter", "Datagrams echoed (taken by the kernel).", [("", total.datagramsOut)])
+        metric("udp_bytes_received_total", "counter", "Payload bytes of the datagrams received.", [("", total.datagramBytesIn)])
+        metric("udp_bytes_sent_total", "counter", "Payload bytes of the datagrams echoed.", [("", total.datagramBytesOut)])
+        metric("udp_datagrams_dropped_total", "counter", "Datagrams not echoed, by reason.",
+               DatagramDrop.allCases.map { ("{reason=\"\($0)\"}", total.datagramDrops[$0]) })
         metric("reactor_loop_iterations_total", "counter", "Event-loop iterations, per reactor.",
                perReactor.enumerated().map { ("{reactor=\"\($0.offset)\"}", $0.element.loopIterations) })
         metric("reactor_connections_accepted_total", "counter", "Connections accepted, per reactor (metrics scrapes included).",

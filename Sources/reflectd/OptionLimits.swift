@@ -18,7 +18,7 @@ enum OptionLimits {
     static let singleValue = ["host", "port", "unix", "backlog", "reactors", "max-connections", "idle-timeout",
                               "keepalive", "metrics-port", "log-level", "exit-line", "exit-hold-ms",
                               "unix-mode", "send-timeout", "max-connections-per-client",
-                              "proxy-protocol-from", "metrics-host"]
+                              "proxy-protocol-from", "metrics-host", "udp-port", "udp-rate", "udp-refuse-ports"]
 }
 
 extension Reflectd {
@@ -31,6 +31,7 @@ extension Reflectd {
             throw ValidationError("--reactors must be between 1 and \(allowed.upperBound) (4 × \(OptionLimits.onlineCPUs) online CPUs) or `auto`, got \(reactors.value)")
         }
         try OptionChecks.range("backlog", backlog, OptionLimits.backlog)
+        try validateDatagrams()
         if let metricsPort, metricsPort != 0, metricsPort == port {
             throw ValidationError("--metrics-port \(metricsPort) is also the echo --port: reflectd's echo and metrics listeners need two different ports")
         }
@@ -39,10 +40,11 @@ extension Reflectd {
 
 /// Which of reflectd's listeners an error is about, so that the message can name it.
 enum ListenerKind: Equatable {
-    case echo, metrics, unix
+    case echo, metrics, unix, udp
 
     var words: String {
         switch self {
+        case .udp: return "the UDP echo socket, --udp-port or --port"
         case .echo: return "the echo listener, --host/--port"
         case .metrics: return "the metrics listener, --metrics-port"
         case .unix: return "the Unix-socket listener, --unix"

@@ -38,7 +38,8 @@ struct Reflectd: ParsableCommand {
             pending echoes are delivered, clients see EOF, and it exits 0; a second one stops it at \
             once. SIGUSR1 logs a line of statistics; SIGHUP and SIGALRM are ignored with a notice; \
             SIGUSR2 upgrades: the binary at the startup path takes over every connection. Under systemd socket activation (LISTEN_PID/LISTEN_FDS) it serves the \
-            inherited sockets instead of binding.
+            inherited sockets instead of binding. With --udp it also echoes UDP datagrams and prints \
+            `listening on udp HOST:PORT` after the TCP lines.
             """,
         version: PackageVersion.string)
 
@@ -99,6 +100,18 @@ struct Reflectd: ParsableCommand {
 
     @Option(parsing: .unconditional, help: ArgumentHelp("After the first stop signal, keep serving (listeners open, echoes answered) for this many seconds while GET /readyz answers 503, so that a balancer or Kubernetes takes this server out of rotation before its listener closes; then stop gracefully (0 to 300; default 0: stop at once). A second stop signal stops at once.", valueName: "seconds"))
     var stopDelay: Double = 0
+
+    @Flag(help: "Also serve the echo over UDP (RFC 862's other half), on --host and --port (or --udp-port): every datagram from 0 to 65,507 bytes goes back to its source unchanged; there is no exit line over UDP. Off by default: sources on service ports, broadcast and multicast sources and reflectd's own port are never answered, and each source's rate is limited (see --udp-rate), but a UDP echo on a public address is still a reflector to think about.")
+    var udp = false
+
+    @Option(parsing: .unconditional, help: ArgumentHelp("UDP port, if not --port (0 picks a free one); implies --udp.", valueName: "port"))
+    var udpPort: Int?
+
+    @Option(parsing: .unconditional, help: ArgumentHelp("Source ports whose datagrams are never answered, as ports and ranges (`7,19,1-1023`), or `none`; replaces the default `0-1023,2049` (OpenBSD inetd's rule: service ports and NFS).", valueName: "list"))
+    var udpRefusePorts: String?
+
+    @Option(parsing: .unconditional, help: ArgumentHelp("Datagrams per second answered per source (an IPv4 address or an IPv6 /64, per reactor), with a burst of as many; more are dropped and counted. 0: no limit.", valueName: "n"))
+    var udpRate = DatagramService.defaultRate
 
     @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info

@@ -89,6 +89,14 @@ struct Server {
                                           proxyProtocol: proxyProtocol, proxyFrom: proxyFrom, clientLimit: clientLimit), configuration)
         registry.add(main.handle)
         var announced = try listen(main, listeners, index: 0)
+        let datagrams = DatagramService(options: options)
+        let udp = try datagramAddress(listeners, tcp: announced, reactors: count)
+        let announcedUDP: [SocketAddress]
+        do {
+            announcedUDP = try Server.serveDatagrams(main, listeners, index: 0, service: datagrams, address: udp, shared: count > 1)
+        } catch {
+            throw StartupFailure(message: error.message)
+        }
         if let metrics {
             let bound = try takeOver?.metricsListener(on: main) ?? bind(main, metrics.address)
             metrics.address = bound
@@ -111,6 +119,7 @@ struct Server {
                                                                      clientLimit: clientLimit),
                                               configuration: configuration)
                     _ = try Server.listenOn(reactor, listeners, index: index, shared: true, backlog: backlog)
+                    _ = try Server.serveDatagrams(reactor, listeners, index: index, service: datagrams, address: udp, shared: true)
                     if let takeOver {
                         installedByOthers.add(takeOver.install(on: reactor, index: index, of: count, policy: exitLine, logger: logger))
                     }
@@ -185,6 +194,7 @@ struct Server {
         if announced.isEmpty { announced = main.listeningAddresses }
         warnIfProxyTrustsAnyone(announced, metrics: metrics?.address)
         for address in announced { Output.write("listening on \(address)\n", to: 1) }
+        for address in announcedUDP { Output.write(DatagramService.announcement(address), to: 1) }
         if let metrics { Output.write("metrics on http://\(metrics.address)/metrics\n", to: 1) }
         if let takeOver {
             installed += installedByOthers.value
@@ -226,7 +236,8 @@ struct Server {
         let closed = reasons.isEmpty ? "none" : reasons.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         return "statistics: open=\(total.open) accepted=\(total.accepted) rejected=\(total.rejectedByLimit) "
             + "closed: \(closed); bytes_in=\(total.bytesIn) bytes_out=\(total.bytesOut) "
-            + "accept_pauses=\(total.acceptPauses) log_lines_dropped=\(logLinesDropped) reactors=\(reactors)"
+            + "accept_pauses=\(total.acceptPauses) log_lines_dropped=\(logLinesDropped) reactors=\(reactors); "
+            + DatagramService.snapshot(total)
     }
 
     // MARK: file descriptors
@@ -268,7 +279,7 @@ struct Server {
     /// --max-connections asks for more. Returns that room.
     @discardableResult
     private func reportCapacity(_ limit: FileLimit.Raise, reactors: Int, listeners: Listeners, metrics: Bool) -> Int {
-        let reserved = Server.reservedDescriptors(reactors: reactors, listeners: listeners, metrics: metrics)
+        let reserved = Server.reservedDescriptors(reactors: reactors, listeners: listeners, metrics: metrics, udp: options.udpEnabled)
         let capacity = max(0, limit.after - reserved)
         let raised = limit.after > limit.before ? " (soft limit raised from \(limit.before) to the hard limit)" : ""
         logger.notice("fd limit \(limit.after)\(raised): room for \(capacity) connections (\(reserved) descriptors kept for stdio, reactors, listeners, signals\(metrics ? " and \(MetricsEndpoint.maxConnections + 1) for metrics" : ""))")
@@ -282,10 +293,10 @@ struct Server {
     /// reactor an epoll fd, an eventfd and a timerfd; the listeners (each reactor has its own
     /// TCP listener or copy of every inherited socket; reactor 0 the Unix one); the signalfd; and
     /// the metrics listener with its connections.
-    static func reservedDescriptors(reactors: Int, listeners: Listeners, metrics: Bool) -> Int {
+    static func reservedDescriptors(reactors: Int, listeners: Listeners, metrics: Bool, udp: Bool = false) -> Int {
         var reserved = 3 + 3 * reactors + 1
         switch listeners {
-        case .bind(_, let unix): reserved += reactors + (unix == nil ? 0 : 1)
+        case .bind(_, let unix): reserved += reactors + (unix == nil ? 0 : 1) + (udp ? reactors : 0)
         case .inherited(let fds): reserved += reactors * fds.count
         case .handedOver(let takeOver, _): reserved += takeOver.listeners.count
         }
@@ -324,7 +335,7 @@ struct Server {
             logger.info("socket activation: serving \(inherited.count) inherited socket(s)")
             // --host still places the metrics listener when --metrics-host is not given.
             let hostForMetrics = options.metricsPort != nil && options.metricsHost == nil
-            let ignored = ["--host", "--port", "--unix"].filter(Reflectd.given).filter { $0 != "--host" || !hostForMetrics }
+            let ignored = ["--host", "--port", "--unix", "--udp", "--udp-port"].filter(Reflectd.given).filter { $0 != "--host" || !hostForMetrics }
             if !ignored.isEmpty {
                 logger.warning("socket activation: \(ignored.joined(separator: ", ")) ignored; reflectd serves only the \(inherited.count) socket(s) it was given")
             }
@@ -394,7 +405,7 @@ struct Server {
             return bound
         case .inherited(let fds):
             var bound: [SocketAddress] = []
-            for fd in fds {
+            for fd in fds where !SocketActivation.isDatagram(fd) {
                 // Every reactor polls the same inherited socket; accept4 on a non-blocking socket
                 // simply returns EAGAIN to the reactors that lose the race.
                 let own = index == 0 ? fd : fcntl(fd, F_DUPFD_CLOEXEC, 0)

@@ -56,8 +56,14 @@ enum SocketActivation {
         }
         var type: CInt = 0, listening: CInt = 0
         var length = socklen_t(MemoryLayout<CInt>.size)
-        guard getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0, type == CInt(SOCK_STREAM.rawValue) else {
-            throw Failure(message: "\(what) is not a stream (TCP or Unix stream) socket")
+        guard getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0,
+              type == CInt(SOCK_STREAM.rawValue) || type == CInt(SOCK_DGRAM.rawValue) else {
+            throw Failure(message: "\(what) is not a stream (TCP or Unix stream) or datagram (UDP) socket")
+        }
+        if type == CInt(SOCK_DGRAM.rawValue) {
+            // ListenDatagram=: a bound UDP socket, served by the UDP echo (DatagramService.swift).
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            return
         }
         length = socklen_t(MemoryLayout<CInt>.size)
         guard getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) == 0, listening != 0 else {
@@ -65,6 +71,26 @@ enum SocketActivation {
         }
         // Fds of the service manager must not leak into anything this process might start.
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+    }
+
+    /// Whether an inherited fd is a datagram socket (ListenDatagram=) rather than a listener.
+    static func isDatagram(_ fd: CInt) -> Bool {
+        var type: CInt = 0
+        var length = socklen_t(MemoryLayout<CInt>.size)
+        return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 && type == CInt(SOCK_DGRAM.rawValue)
+    }
+
+    /// The local port of a socket, or nil.
+    static func localPort(_ fd: CInt) -> Int? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard rc == 0 else { return nil }
+        let family = CInt(storage.ss_family)
+        guard family == AF_INET || family == AF_INET6 else { return nil }
+        return withUnsafeBytes(of: &storage) { Int(UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self))) }
     }
 
     /// A second fd for the same socket, for another reactor.

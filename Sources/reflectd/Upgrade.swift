@@ -53,6 +53,8 @@ extension Server {
 /// on failure).
 private struct Detached: @unchecked Sendable {
     var listeners: [HandedOverListener] = []
+    /// UDP sockets travel like listeners (flag 8 on the wire).
+    var datagrams: [HandedOverDatagramSocket] = []
     var connections: [HandedOverConnection<ServerHandler.State>] = []
     var statistics = ReactorStatistics()
 }
@@ -249,6 +251,7 @@ final class Upgrader: @unchecked Sendable {
             for port in reactors {
                 let d = try port.run { reactor -> Detached in
                     Detached(listeners: reactor.detachListenersForHandOver(),
+                             datagrams: reactor.detachDatagramSocketsForHandOver(),
                              connections: reactor.detachForHandOver { $0.extra.map { $0.http == nil && $0.pending == nil } ?? true },
                              statistics: reactor.statistics)
                 }
@@ -257,7 +260,7 @@ final class Upgrader: @unchecked Sendable {
             let detachedAt = ContinuousClock.now
 
             // 3. listeners, then connections in batches with their pending output.
-            var listeners = HandOverWriter(.listeners, count: detached.reduce(0) { $0 + $1.listeners.count })
+            var listeners = HandOverWriter(.listeners, count: detached.reduce(0) { $0 + $1.listeners.count + $1.datagrams.count })
             var listenerFDs: [CInt] = []
             for (index, d) in detached.enumerated() {
                 for l in d.listeners {
@@ -265,6 +268,12 @@ final class Upgrader: @unchecked Sendable {
                     listeners.u8((l.limited ? 1 : 0) | (l.ownsUnixPath ? 2 : 0) | (l.limited ? 0 : 4))
                     listeners.blob16(l.address.sockaddrBytes)
                     listenerFDs.append(l.fd)
+                }
+                for socket in d.datagrams {
+                    listeners.u16(UInt16(index))
+                    listeners.u8(HandOverFormat.datagramFlag)
+                    listeners.blob16(socket.address.sockaddrBytes)
+                    listenerFDs.append(socket.fd)
                 }
             }
             try channel.send(listeners.bytes, fds: listenerFDs)
@@ -315,6 +324,7 @@ final class Upgrader: @unchecked Sendable {
             for d in detached {
                 for c in d.connections { Glibc.close(c.fd) }
                 for l in d.listeners { Glibc.close(l.fd) }
+                for socket in d.datagrams { Glibc.close(socket.fd) }
             }
             let ms = (ContinuousClock.now - started) / .milliseconds(1)
             let stall = (ContinuousClock.now - detachedAt) / .milliseconds(1)
@@ -352,6 +362,12 @@ final class Upgrader: @unchecked Sendable {
                                 Glibc.close(l.fd)
                             }
                         }
+                        for socket in d.datagrams {
+                            do { try reactor.adoptDatagram(fd: socket.fd, handler: socket.handler) } catch {
+                                logger.error("upgrade: cannot take back the UDP socket on \(socket.address): \(error)")
+                                Glibc.close(socket.fd)
+                            }
+                        }
                         var count = 0
                         // The per-client places were never given back here: take nothing again.
                         let resume = Upgrader.resume(policy, takingPlacesIn: nil)
@@ -369,6 +385,7 @@ final class Upgrader: @unchecked Sendable {
                     logger.error("upgrade: \(error): closing its \(d.connections.count) connections")
                     for c in d.connections { Glibc.close(c.fd) }
                     for l in d.listeners { Glibc.close(l.fd) }
+                    for socket in d.datagrams { Glibc.close(socket.fd) }
                 }
             }
             let taken = detached.isEmpty ? "" : " (\(restored) connections taken back)"

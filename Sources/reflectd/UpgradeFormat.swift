@@ -13,7 +13,8 @@ import SystemPackage
 /// - `hello` (both ways, old first): body = pid (u32). Versions must be equal, or the side that
 ///   sees the mismatch sends `refuse` and both give up (the old one keeps serving).
 /// - `listeners`: count = N records and N fds; record = reactor (u16), flags (u8: 1 limited,
-///   2 owns its Unix socket file, 4 metrics), address length (u16), sockaddr bytes.
+///   2 owns its Unix socket file, 4 metrics, 8 a UDP socket of the echo), address length (u16),
+///   sockaddr bytes.
 /// - `connections`: count = N records and N fds (at most 253, SCM_MAX_FD); record = reactor
 ///   (u16), flags (u16, ``ConnectionFlags``), idle seconds (u32), the exit-line detector (3 bytes:
 ///   at line start, held, released), pending output length (u32), close reason (name u8-length
@@ -28,6 +29,8 @@ import SystemPackage
 ///   closes its copies and exits 0.
 /// - `refuse` (either way): body = the reason, UTF-8.
 enum HandOverFormat {
+    /// The listener flag of a UDP socket (see `listeners` above).
+    static let datagramFlag: UInt8 = 8
     static let magic: [UInt8] = Array("RFLU".utf8)
     /// Version 1: the first format. Bump it whenever a record changes.
     static let version: UInt16 = 1
@@ -302,9 +305,20 @@ struct HandOverListenerRecord: Sendable {
     var reactor: Int
     var listener: HandedOverListener
     var metrics: Bool
+    /// A UDP socket (`--udp`, or inherited), served with ``Reactor/adoptDatagram(fd:handler:)``.
+    var datagram = false
 }
 
 extension ReactorStatistics {
+    /// Datagrams and bytes in and out, then the drops in ``DatagramDrop`` order.
+    var datagramCounters: [Int] {
+        get { [datagramsIn, datagramsOut, datagramBytesIn, datagramBytesOut] + DatagramDrop.allCases.map { datagramDrops[$0] } }
+        set {
+            (datagramsIn, datagramsOut, datagramBytesIn, datagramBytesOut) = (newValue[0], newValue[1], newValue[2], newValue[3])
+            for (k, reason) in DatagramDrop.allCases.enumerated() { datagramDrops[reason] = newValue[4 + k] }
+        }
+    }
+
     /// The counters that continue across an upgrade (not `open`, which the connections carry).
     func encode(into w: inout HandOverWriter) {
         for v in [accepted, rejectedByLimit, bytesIn, bytesOut, acceptPauses] { w.u64(UInt64(max(0, v))) }
@@ -315,6 +329,8 @@ extension ReactorStatistics {
                 w.u64(UInt64(max(0, value)))
             }
         }
+        // The datagram counters, last: a process from before them stops reading here.
+        for v in datagramCounters { w.u64(UInt64(max(0, v))) }
     }
 
     static func decode(_ r: inout HandOverReader) throws(HandOverError) -> ReactorStatistics {
@@ -331,6 +347,12 @@ extension ReactorStatistics {
                 table[name] = Int(try r.u64())
             }
             if k == 0 { s.closed = table } else { s.acceptErrors = table }
+        }
+        // A process from before the datagram counters sends none.
+        if !r.remaining.isEmpty {
+            var values: [Int] = []
+            for _ in 0..<(4 + DatagramDrop.allCases.count) { values.append(Int(try r.u64())) }
+            s.datagramCounters = values
         }
         return s
     }

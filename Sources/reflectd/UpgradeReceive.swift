@@ -24,7 +24,12 @@ final class TakeOver: @unchecked Sendable {
     /// The listeners and connections for reactor `index` of `count`: what the old reactor of the
     /// same index had, modulo the new count (so all are served if `--reactors auto` changed).
     func listeners(reactor index: Int, of count: Int) -> [HandOverListenerRecord] {
-        listeners.filter { $0.reactor % count == index }
+        listeners.filter { $0.reactor % count == index && !$0.datagram }
+    }
+
+    /// The UDP sockets for reactor `index` of `count` (same rule as the listeners).
+    func datagramSockets(reactor index: Int, of count: Int) -> [CInt] {
+        listeners.filter { $0.reactor % count == index && $0.datagram }.map(\.listener.fd)
     }
 
     func connections(reactor index: Int, of count: Int) -> [HandOverRecord] {
@@ -104,7 +109,7 @@ final class TakeOver: @unchecked Sendable {
                         listeners.append(HandOverListenerRecord(
                             reactor: reactor,
                             listener: HandedOverListener(fd: fd, address: address, limited: flags & 1 != 0, ownsUnixPath: flags & 2 != 0),
-                            metrics: flags & 4 != 0))
+                            metrics: flags & 4 != 0, datagram: flags & HandOverFormat.datagramFlag != 0))
                     }
                 case .connections:
                     guard fds.count == r.count else { throw HandOverError("connections: \(r.count) records but \(fds.count) fds") }
@@ -128,7 +133,7 @@ final class TakeOver: @unchecked Sendable {
                     throw HandOverError("unexpected \(r.type) message")
                 }
             }
-            guard listeners.contains(where: { !$0.metrics }) else {
+            guard listeners.contains(where: { !$0.metrics && !$0.datagram }) else {
                 throw HandOverError("the old process handed over no echo listener")
             }
             guard expectedEnd == connections.count else {

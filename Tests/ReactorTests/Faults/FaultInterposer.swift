@@ -193,6 +193,11 @@ final class FaultInterposer: SyscallInterposer, @unchecked Sendable {
                 return roll < 20 ? .fail(.interrupted) : .proceed  // close is never retried; the fd is freed anyway
             case .epollCtl, .shutdown:
                 return .proceed  // neither reports a transient error
+            case .recvmmsg, .sendmmsg:
+                if roll < 15 { return .fail(.interrupted) }
+                if roll < 30 { return .fail(.resourceTemporarilyUnavailable) }
+                if roll < 60 { return .limit(1 + Int(s.random.next() % UInt64(max(1, maxLimit)))) }
+                return .proceed
             }
         }
     }
