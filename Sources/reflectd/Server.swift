@@ -206,6 +206,10 @@ struct Server {
         logger.info("reflectd started", metadata: ["reactors": "\(count)", "pid": "\(getpid())"])
         main.run()
         upgrader.waitForUpgrade()
+        if let child = upgrader.successor {
+            // The connections are the new process's: a stop signal that comes now is for it.
+            StopForwarding.install(forwardingTo: child, signals: Server.stopSignals)
+        }
         for thread in threads { pthread_join(thread, nil) }
         let total = registry.all.map(\.latestStatistics).reduce(ReactorStatistics(), +)
         logger.info("stopped", metadata: ["accepted": "\(total.accepted)"])

@@ -157,6 +157,14 @@ final class Upgrader: @unchecked Sendable {
         }
     }
 
+    /// The process that took every connection over, once an upgrade committed; nil before.
+    var successor: pid_t? {
+        phase.withLock { phase in
+            if case .committed(let child) = phase { return child }
+            return nil
+        }
+    }
+
     /// What a stop signal does, decided on reactor 0's thread.
     enum StopDecision: Equatable {
         /// No upgrade is involved: stop this process (gracefully, or at once with `force`).
