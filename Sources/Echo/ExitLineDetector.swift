@@ -14,7 +14,7 @@ import Glibc
 /// Everything else is data, byte for byte: NUL, 0xFF and lone CR included.
 public struct ExitLineDetector: Sendable, Equatable {
     /// The next byte starts a line.
-    var atLineStart = true
+    @usableFromInline var atLineStart = true
     /// Bytes of `exit\r` matched so far by a candidate that began in an earlier segment.
     @usableFromInline var held: UInt8 = 0
     /// How many of the `held` bytes were already released as data (``releaseHeld()``).
@@ -36,6 +36,7 @@ public struct ExitLineDetector: Sendable, Equatable {
         /// already released by ``ExitLineDetector/releaseHeld()``.
         public var releaseFrom: Int
 
+        @inlinable
         public init(release: Int, echo: Int, exit: Bool, releaseFrom: Int = 0) {
             self.release = release
             self.echo = echo
@@ -44,6 +45,7 @@ public struct ExitLineDetector: Sendable, Equatable {
         }
 
         /// The bytes of ``ExitLineDetector/candidate`` to write first.
+        @inlinable
         public var released: Range<Int> { releaseFrom..<(releaseFrom + release) }
     }
 
@@ -79,6 +81,20 @@ public struct ExitLineDetector: Sendable, Equatable {
         case 4: return byte == newline ? nil : (byte == carriageReturn ? 5 : -1)
         default: return byte == newline ? nil : -1
         }
+    }
+
+    /// The common case of ``scan(_:)``, small enough to inline into the echo: nothing is held
+    /// back and no line in the segment starts with `e`, so the whole segment is data. Returns
+    /// true then (with the state advanced, as `scan` would); false, with nothing changed, when
+    /// the segment needs ``scan(_:)``.
+    @inlinable @inline(__always)
+    public mutating func passesWhole(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let n = bytes.count
+        guard held == 0, n > 0, let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return false }
+        if atLineStart && base[0] == UInt8(ascii: "e") { return false }
+        if LineStartScan.newlineBeforeE(base, n, from: 0) != nil { return false }
+        atLineStart = base[n - 1] == UInt8(ascii: "\n")
+        return true
     }
 
     /// Scans one segment and says what to write. Bytes after an exit line are not looked at.

@@ -25,6 +25,22 @@ struct EchoModel {
     /// Feeds one segment, as one read would. Segments after the exit line are discarded unseen.
     mutating func feed(_ segment: [UInt8]) {
         guard !exited else { return }
+        // EchoProtocol first asks passesWhole (the inlined common case) and scans only when it
+        // says no: the model does the same, and checks that the fast answer is what scan says.
+        let before = detector
+        var scanned = detector
+        let full = segment.withUnsafeBytes { scanned.scan($0) }
+        if segment.withUnsafeBytes({ detector.passesWhole($0) }) {
+            if full != ExitLineDetector.Verdict(release: 0, echo: segment.count, exit: false) || scanned != detector {
+                contractViolations.append("passesWhole said the whole segment is data, scan said \(full) for \(segment)")
+            }
+            output += segment
+            return
+        }
+        if before != detector {
+            // passesWhole said no: it must not have changed anything.
+            contractViolations.append("passesWhole changed the state although it said no, for \(segment)")
+        }
         let verdict = segment.withUnsafeBytes { detector.scan($0) }
         if verdict.release < 0 || verdict.release > Self.candidate.count {
             contractViolations.append("release \(verdict.release) out of 0...\(Self.candidate.count) for \(segment)")
