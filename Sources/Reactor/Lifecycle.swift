@@ -240,7 +240,7 @@ extension Reactor {
         let slot = slots[Int(i)]
         guard !slot.pointee.life.marks.contains(.dirty) else { return }
         slot.pointee.life.marks.insert(.dirty)
-        dirty.append(i)
+        dirty.pointee.append(i)
     }
 
     /// Settles every dirty connection, including those that settling itself makes dirty (a
@@ -249,7 +249,7 @@ extension Reactor {
     /// Out of line: an echoed message leaves nothing dirty, and the loop only checks the list.
     @usableFromInline @inline(never)
     func settleDirty() {
-        while let i = dirty.popLast() {
+        while let i = dirty.pointee.popLast() {
             let slot = slots[Int(i)]
             slot.pointee.life.marks.remove(.dirty)
             if slot.pointee.kind == .connection { settle(i) }

@@ -44,7 +44,9 @@ public final class Reactor<Handler: ConnectionHandler> {
     var listeners: [Listener] = []
     /// Connections whose state changed since they were last settled (each once: see
     /// ``Marks/dirty``). Drained by `settleDirty`, never inside a handler callback.
-    @usableFromInline var dirty: [Int32] = []
+    /// Behind a pointer, like `hot`: the loop checks it after every event, and a class property
+    /// would cost a dynamic exclusivity check there.
+    @usableFromInline let dirty: UnsafeMutablePointer<[Int32]>
     /// The reason of each connection being closed (the first one given), by slot, from the
     /// close request until the slot is freed.
     @usableFromInline var closeReasons: [Int32: CloseReason] = [:]
@@ -70,6 +72,9 @@ public final class Reactor<Handler: ConnectionHandler> {
     struct HotState {
         /// The idle wheel's tick, stamped on connections at each read and write.
         @usableFromInline var tick: UInt32 = 0
+        /// `runState` is `.stopping`: what the loop checks each turn (a class property would cost
+        /// a dynamic exclusivity check there, 76 instructions per turn by callgrind).
+        @usableFromInline var stopping = false
     }
 
     /// Creates a reactor: an epoll instance, its wake-up eventfd, its read buffer and its
@@ -92,6 +97,8 @@ public final class Reactor<Handler: ConnectionHandler> {
         readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: configuration.readBufferSize, alignment: 64)
         hot = .allocate(capacity: 1)
         hot.initialize(to: HotState())
+        dirty = .allocate(capacity: 1)
+        dirty.initialize(to: [])
         counters = .allocate(capacity: 1)
         counters.initialize(to: ReactorStatistics())
         eventCapacity = Budget.initialEvents
@@ -123,6 +130,8 @@ public final class Reactor<Handler: ConnectionHandler> {
         slots.unmap()
         readBuffer.deallocate()
         hot.deallocate()
+        dirty.deinitialize(count: 1)
+        dirty.deallocate()
         counters.deinitialize(count: 1)
         counters.deallocate()
         events.deallocate()
@@ -173,13 +182,20 @@ public final class Reactor<Handler: ConnectionHandler> {
     @inlinable
     public func run() {
         startRunning()
+        // Locals, not the class properties, each turn: no exclusivity check per turn.
+        var events = self.events
+        var capacity = eventCapacity
         while true {
-            if case .stopping = runState, counters.pointee.open == 0 { break }
+            if _slowPath(hot.pointee.stopping), counters.pointee.open == 0 { break }
             // No timeout: every deadline is on the timerfd.
-            let n = sys.epollWait(epfd, events, capacity: eventCapacity, timeoutMs: -1)
+            let n = sys.epollWait(epfd, events, capacity: capacity, timeoutMs: -1)
             counters.pointee.loopIterations &+= 1
             for i in 0..<n { dispatch(events + i) }
-            if n == eventCapacity && eventCapacity < Budget.maxEvents { growEvents() }
+            if _slowPath(n == capacity) && capacity < Budget.maxEvents {
+                growEvents()
+                events = self.events
+                capacity = eventCapacity
+            }
         }
         finishRunning()
     }
@@ -209,7 +225,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     }
 
     /// One event: look up its slot, drop it if stale, dispatch it, then settle what it changed.
-    @inlinable
+    @inlinable @inline(__always)
     func dispatch(_ event: UnsafePointer<epoll_event>) {
         let id = ConnectionID(epollData: cepoll_event_data(event))
         let mask = cepoll_event_mask(event)
@@ -229,11 +245,11 @@ public final class Reactor<Handler: ConnectionHandler> {
         }
         // The one point where connections are settled after an event (timers and closures from
         // other threads settle after each of theirs, too).
-        if !dirty.isEmpty { settleDirty() }
+        if !dirty.pointee.isEmpty { settleDirty() }
     }
 
     /// Error → writable → readable → end of input, for one connection.
-    @inlinable
+    @inlinable @inline(__always)
     func connectionReady(_ i: Int32, _ mask: UInt32) {
         let slot = slots[Int(i)]
         if mask & CEPOLL_ERR != 0 {
@@ -319,8 +335,36 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// The write path of ``Connection/write(_:)-(UnsafeRawBufferPointer)``: straight to the socket when nothing is
     /// pending; what the kernel does not take is copied to the connection's output buffer.
     /// Whatever changes the connection's epoll interest marks it dirty here, so callers need not.
-    @inlinable
+    @inlinable @inline(__always)
     func write(slot i: Int32, _ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
+        let slot = slots[Int(i)]
+        // The common case, inlined into the handler: open, nothing queued, and the kernel takes
+        // every byte. Anything else (a short write, a queue, a failure) goes out of line.
+        if _fastPath(slot.pointee.life.phase == .open && slot.pointee.output == nil && !bytes.isEmpty) {
+            slot.pointee.lastActive = hot.pointee.tick
+            let result = sys.write(slot.pointee.fd, bytes)
+            if case .bytes(let n) = result, _fastPath(n == bytes.count) {
+                counters.pointee.bytesOut &+= n
+                return .sent
+            }
+            return wrote(slot: i, bytes, result)
+        }
+        return writeQueuing(slot: i, bytes)
+    }
+
+    /// The rest of a direct write that the kernel did not take whole: count what it took, queue
+    /// the remainder (or report the connection closed after a failure).
+    @inlinable @inline(never)
+    func wrote(slot i: Int32, _ bytes: UnsafeRawBufferPointer, _ result: IOResult) -> WriteOutcome {
+        guard let n = taken(result, i) else { return .closed }
+        let out = pool.take()
+        out.append(UnsafeRawBufferPointer(rebasing: bytes[n...]))
+        return queue(out, i)
+    }
+
+    /// ``write(slot:_:)`` for every case: behind queued bytes, while connecting, closed, empty.
+    @inlinable @inline(never)
+    func writeQueuing(slot i: Int32, _ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
         let slot = slots[Int(i)]
         guard slot.pointee.life.acceptsWrites else { return .closed }
         if bytes.isEmpty { return .sent }
@@ -542,6 +586,7 @@ public final class Reactor<Handler: ConnectionHandler> {
         case .stopping, .finished: return
         }
         runState = .stopping
+        hot.pointee.stopping = true
         _ = addTimer(after: configuration.shutdownGrace.nanoseconds, interval: nil, .shutdownDeadline)
         closeListeners()
         for i in 0..<slots.used where slots[Int(i)].pointee.kind == .connection {
