@@ -4,6 +4,9 @@
 # function the difference of its inclusive cost (`callgrind_annotate --inclusive=yes`) divided by
 # the 20,000 extra messages, so start-up and shutdown cancel out (the method of micro.sh).
 # Usage: benchmarks/callgrind-breakdown.sh [REFLECTD-ARGS...]   (prints markdown to stdout)
+# WORKLOAD=churn measures a connect / one 64-byte echo / close cycle instead (churn.py, 10 and
+# 510 sequential connections), per connection. SERVER=path runs another server (the C baseline:
+# SERVER=benchmarks/baselines/c-epoll/echo_epoll) with no reflectd arguments.
 # Needs a release build (swift build -c release) and valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,11 +14,20 @@ export PATH="/opt/swift/usr/bin:$PATH"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # REFLECTD=path picks another build (e.g. a baseline), else this checkout's release build.
-strip --strip-debug -o "$work/reflectd" "${REFLECTD:-$(swift build -c release --show-bin-path)/reflectd}"
-conns=10; small=1; large=2001
+if [ -n "${SERVER:-}" ]; then
+    server=("$SERVER")
+else
+    strip --strip-debug -o "$work/reflectd" "${REFLECTD:-$(swift build -c release --show-bin-path)/reflectd}"
+    server=("$work/reflectd" --log-level warning "$@")
+fi
+if [ "${WORKLOAD:-pingpong}" = churn ]; then
+    conns=1; small=10; large=510; unit="connection (connect, one 64-byte echo, close)"
+else
+    conns=10; small=1; large=2001; unit="echoed 64-byte message"
+fi
 for rounds in $small $large; do
     valgrind --tool=callgrind --callgrind-out-file="$work/$rounds.cg" --log-file="$work/$rounds.vg" \
-        "$work/reflectd" --log-level warning "$@" --port 0 >"$work/$rounds.out" 2>&1 &
+        "${server[@]}" --port 0 >"$work/$rounds.out" 2>&1 &
     pid=$!
     port=""
     for _ in $(seq 100); do
@@ -24,14 +36,18 @@ for rounds in $small $large; do
         sleep 0.2
     done
     [ -n "$port" ] || { echo "server did not start" >&2; exit 1; }
-    python3 benchmarks/tools/pingpong.py "$port" $conns $rounds 64 >/dev/null
+    if [ "${WORKLOAD:-pingpong}" = churn ]; then
+        python3 benchmarks/tools/churn.py "$port" $rounds >/dev/null
+    else
+        python3 benchmarks/tools/pingpong.py "$port" $conns $rounds 64 >/dev/null
+    fi
     kill -TERM "$pid"; wait "$pid" || true
     callgrind_annotate --inclusive=yes --threshold=100 "$work/$rounds.cg" >"$work/$rounds.txt" 2>/dev/null
     callgrind_annotate --threshold=100 "$work/$rounds.cg" >"$work/$rounds.self.txt" 2>/dev/null
 done
-python3 - "$work" $small $large $(( conns * (large - small) )) <<'PY'
+python3 - "$work" $small $large $(( conns * (large - small) )) "$unit" <<'PY'
 import re, subprocess, sys
-work, small, large, msgs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+work, small, large, msgs, unit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 def load(path):
     costs, total = {}, 0
     for line in open(path):
@@ -56,8 +72,8 @@ def table(kind, title):
     rows = sorted(((l[n] - s.get(n, 0)) / msgs, n) for n in l)
     rows.reverse()
     print(f"\n## {title}\n")
-    print(f"PROGRAM TOTALS per message: {(tl - ts) / msgs:.1f} instructions ({msgs} messages)\n")
-    print("| Ir per message | function |")
+    print(f"PROGRAM TOTALS per {unit}: {(tl - ts) / msgs:.1f} instructions ({msgs} more in the large run)\n")
+    print("| Ir per unit | function |")
     print("|---:|---|")
     for v, n in rows:
         if v < 0.5:

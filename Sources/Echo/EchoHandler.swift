@@ -58,20 +58,20 @@ public enum EchoProtocol {
             connection.write(bytes)
             return .continue
         }
-        if _fastPath(state.detector.passesWhole(bytes)) {
+        guard let clear = state.detector.skim(bytes) else {
             // All of it is echoed and nothing is held: a hold timer has nothing left to release.
             connection.write(bytes)
             if _slowPath(state.holdTimer != nil) { cancelHold(connection: connection, state: &state) }
             return .continue
         }
-        return readScanned(bytes, connection: connection, state: &state, policy: policy)
+        return readScanned(bytes, clearUpTo: clear, connection: connection, state: &state, policy: policy)
     }
 
     /// ``read(_:connection:state:policy:)`` for a segment that may hold or end an exit line.
     @inlinable @inline(never)
-    static func readScanned<H>(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<H>,
+    static func readScanned<H>(_ bytes: UnsafeRawBufferPointer, clearUpTo clear: Int, connection: borrowing Connection<H>,
                                state: inout EchoState, policy: ExitLinePolicy) -> Action {
-        let verdict = state.detector.scan(bytes)
+        let verdict = state.detector.scan(bytes, clearUpTo: clear)
         if verdict.release > 0 { writeCandidate(verdict.released, to: connection) }
         if verdict.echo > 0 { connection.write(UnsafeRawBufferPointer(rebasing: bytes[..<verdict.echo])) }
         if verdict.exit { return .close(exitReason) }
