@@ -68,6 +68,7 @@ public struct Connection<Handler: ConnectionHandler>: ~Copyable {
     }
 
     /// The peer's address (for a Unix-domain connection, usually unnamed).
+    @inlinable
     public var peer: SocketAddress {
         reactor._withUnsafeGuaranteedRef { $0.slots[Int(id.index)].pointee.peer }
     }
