@@ -295,11 +295,12 @@ struct Syscalls {
                 return .failed(e)
             }
             var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            // The raw call (result or -errno): glibc's accept4 is a cancellation point.
             let client = address.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                cepoll_accept4(fd, $0, &length, CEPOLL_SOCK_NONBLOCK | CEPOLL_SOCK_CLOEXEC)
+                cepoll_raw_accept4(fd, $0, &length, CEPOLL_SOCK_NONBLOCK | CEPOLL_SOCK_CLOEXEC)
             }
-            if client >= 0 { return .accepted(client) }
-            let e = cepoll_errno()
+            if client >= 0 { return .accepted(CInt(truncatingIfNeeded: client)) }
+            let e = CInt(truncatingIfNeeded: -client)
             switch e {
             case EINTR, ECONNABORTED: continue
             case EAGAIN: return .wouldBlock
