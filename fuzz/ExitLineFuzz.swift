@@ -70,7 +70,19 @@ public func exitLineFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         let n = min(cuts[turn % cuts.count], stream.count - at)
         turn += 1
         let segment = stream[at..<(at + n)]
-        let verdict = segment.withUnsafeBytes { detector.scan($0) }
+        // As EchoProtocol.read does it: skim (the inlined common case), and scan from where the
+        // skim found a line starting with `e`; checked against a plain scan of the segment.
+        var plain = detector
+        let full = segment.withUnsafeBytes { plain.scan($0) }
+        let verdict: ExitLineDetector.Verdict
+        if let clear = segment.withUnsafeBytes({ detector.skim($0) }) {
+            verdict = segment.withUnsafeBytes { detector.scan($0, clearUpTo: clear) }
+        } else {
+            verdict = ExitLineDetector.Verdict(release: 0, echo: n, exit: false)
+        }
+        guard verdict == full, detector == plain else {
+            fail("skim then scan gave \(verdict), a plain scan \(full), for segment \(show(segment)) of \(show(stream))")
+        }
         guard verdict.release >= 0, verdict.releaseFrom >= 0, verdict.releaseFrom + verdict.release <= exitCR.count,
               verdict.echo >= 0, verdict.echo <= n else {
             fail("impossible verdict \(verdict) for segment \(show(segment)) of \(show(stream)), cuts \(cuts)")

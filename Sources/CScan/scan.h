@@ -27,6 +27,20 @@ static inline ptrdiff_t cscan_newline_before_e_avx2(const uint8_t *base, ptrdiff
     const __m256i newlines = _mm256_set1_epi8('\n');
     const __m256i es = _mm256_set1_epi8('e');
     ptrdiff_t q = from;
+    // 33 to 65 bytes (a typical message): two vectors, the first at `from`, the second ending at
+    // the last byte, cover every position; one test answers "none" for the whole segment
+    // (about 15 instructions where the loops below take 40 for 64 bytes, callgrind). A hit
+    // goes on below to find the first position.
+    if (n - from >= 33 && n - from <= 65) {
+        __m256i lo = _mm256_and_si256(
+            _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(base + from)), newlines),
+            _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(base + from + 1)), es));
+        __m256i hi = _mm256_and_si256(
+            _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(base + n - 33)), newlines),
+            _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(base + n - 32)), es));
+        __m256i both = _mm256_or_si256(lo, hi);
+        if (_mm256_testz_si256(both, both)) return -1;
+    }
     // 64 positions per step: each needs its byte and the next, so 65 bytes must be there.
     while (q + 65 <= n) {
         __m256i lo = _mm256_and_si256(

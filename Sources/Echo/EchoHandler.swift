@@ -48,24 +48,45 @@ public enum EchoProtocol {
     public static let exitReason = CloseReason("exit")
 
     /// Echoes `bytes`, holding back a possible exit line until it is known or the hold ends.
-    @inlinable
+    ///
+    /// Inlined into the handler: the common case (nothing held back, no line in the segment starts
+    /// with `e`) is one vector scan and one write; the rest is specialised but out of line.
+    @inlinable @inline(__always)
     public static func read<H>(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<H>,
                                state: inout EchoState, policy: ExitLinePolicy) -> Action {
         guard policy.enabled else {
             connection.write(bytes)
             return .continue
         }
-        let verdict = state.detector.scan(bytes)
+        guard let clear = state.detector.skim(bytes) else {
+            // All of it is echoed and nothing is held: a hold timer has nothing left to release.
+            connection.write(bytes)
+            if _slowPath(state.holdTimer != nil) { cancelHold(connection: connection, state: &state) }
+            return .continue
+        }
+        return readScanned(bytes, clearUpTo: clear, connection: connection, state: &state, policy: policy)
+    }
+
+    /// ``read(_:connection:state:policy:)`` for a segment that may hold or end an exit line.
+    @inlinable @inline(never)
+    static func readScanned<H>(_ bytes: UnsafeRawBufferPointer, clearUpTo clear: Int, connection: borrowing Connection<H>,
+                               state: inout EchoState, policy: ExitLinePolicy) -> Action {
+        let verdict = state.detector.scan(bytes, clearUpTo: clear)
         if verdict.release > 0 { writeCandidate(verdict.released, to: connection) }
         if verdict.echo > 0 { connection.write(UnsafeRawBufferPointer(rebasing: bytes[..<verdict.echo])) }
         if verdict.exit { return .close(exitReason) }
         if _slowPath(state.detector.unreleased > 0) {
             hold(connection: connection, state: &state, policy: policy)
         } else if _slowPath(state.holdTimer != nil) {
-            connection.cancel(state.holdTimer!)
-            state.holdTimer = nil
+            cancelHold(connection: connection, state: &state)
         }
         return .continue
+    }
+
+    @inlinable @inline(never)
+    static func cancelHold<H>(connection: borrowing Connection<H>, state: inout EchoState) {
+        if let timer = state.holdTimer { connection.cancel(timer) }
+        state.holdTimer = nil
     }
 
     /// A read ended with bytes held back: (re)start the hold, or release them now for a zero hold.

@@ -14,7 +14,7 @@ import Glibc
 /// Everything else is data, byte for byte: NUL, 0xFF and lone CR included.
 public struct ExitLineDetector: Sendable, Equatable {
     /// The next byte starts a line.
-    var atLineStart = true
+    @usableFromInline var atLineStart = true
     /// Bytes of `exit\r` matched so far by a candidate that began in an earlier segment.
     @usableFromInline var held: UInt8 = 0
     /// How many of the `held` bytes were already released as data (``releaseHeld()``).
@@ -36,6 +36,7 @@ public struct ExitLineDetector: Sendable, Equatable {
         /// already released by ``ExitLineDetector/releaseHeld()``.
         public var releaseFrom: Int
 
+        @inlinable
         public init(release: Int, echo: Int, exit: Bool, releaseFrom: Int = 0) {
             self.release = release
             self.echo = echo
@@ -44,6 +45,7 @@ public struct ExitLineDetector: Sendable, Equatable {
         }
 
         /// The bytes of ``ExitLineDetector/candidate`` to write first.
+        @inlinable
         public var released: Range<Int> { releaseFrom..<(releaseFrom + release) }
     }
 
@@ -54,7 +56,7 @@ public struct ExitLineDetector: Sendable, Equatable {
 
     /// Gives up waiting for the rest of the line: the held bytes not yet released become data
     /// now. Returns the range of ``candidate`` to write (empty if nothing was held). The line is
-    /// still tracked: ``scan(_:)`` reports exit if it completes as an exit line.
+    /// still tracked: ``scan(_:clearUpTo:)`` reports exit if it completes as an exit line.
     public mutating func releaseHeld() -> Range<Int> {
         let range = Int(released)..<Int(held)
         released = held
@@ -81,11 +83,28 @@ public struct ExitLineDetector: Sendable, Equatable {
         }
     }
 
+    /// The common case of ``scan(_:clearUpTo:)``, small enough to inline into the echo: nothing is held
+    /// back and no line in the segment starts with `e`, so the whole segment is data. Returns nil
+    /// then (with the state advanced, as `scan` would). Otherwise it changes nothing and returns
+    /// how far the segment is known to hold no line that starts with `e`: pass that to
+    /// ``scan(_:clearUpTo:)`` so that it does not search those bytes again (on a binary bulk
+    /// stream most 64 KiB segments hold a `\ne` somewhere: 1 in 65,536 positions).
+    @inlinable @inline(__always)
+    public mutating func skim(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        let n = bytes.count
+        guard held == 0, n > 0, let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return 0 }
+        if atLineStart && base[0] == UInt8(ascii: "e") { return 0 }
+        if let q = LineStartScan.newlineBeforeE(base, n, from: 0) { return q }
+        atLineStart = base[n - 1] == UInt8(ascii: "\n")
+        return nil
+    }
+
     /// Scans one segment and says what to write. Bytes after an exit line are not looked at.
     ///
     /// The common case is one vector pass over the segment: only a line that starts with `e` is
-    /// looked at more closely.
-    public mutating func scan(_ bytes: UnsafeRawBufferPointer) -> Verdict {
+    /// looked at more closely. `clearUpTo` is what ``skim(_:)`` returned: no line starts with `e`
+    /// inside the segment before that index (it is ignored while a candidate is held).
+    public mutating func scan(_ bytes: UnsafeRawBufferPointer, clearUpTo clear: Int = 0) -> Verdict {
         let n = bytes.count
         guard n > 0, let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else {
             return Verdict(release: 0, echo: 0, exit: false)
@@ -115,7 +134,7 @@ public struct ExitLineDetector: Sendable, Equatable {
             released = 0
             return finishScan(base, n, from: i, lineStart: -1, release: release, releaseFrom: releaseFrom)
         }
-        return finishScan(base, n, from: 0, lineStart: atLineStart ? 0 : -1, release: 0, releaseFrom: 0)
+        return finishScan(base, n, from: 0, lineStart: atLineStart ? 0 : -1, release: 0, releaseFrom: 0, clear: clear)
     }
 
     /// Finishes a segment from `from`: checks the line that starts at `lineStart` (if any), then
@@ -123,11 +142,11 @@ public struct ExitLineDetector: Sendable, Equatable {
     /// lines one by one.
     @inline(__always)
     private mutating func finishScan(_ base: UnsafePointer<UInt8>, _ n: Int, from: Int, lineStart: Int,
-                                     release: Int, releaseFrom: Int) -> Verdict {
+                                     release: Int, releaseFrom: Int, clear: Int = 0) -> Verdict {
         if lineStart >= 0 && lineStart < n && base[lineStart] == UInt8(ascii: "e") {
             if let verdict = candidate(base, n, at: lineStart, release: release, releaseFrom: releaseFrom) { return verdict }
         }
-        var p = from
+        var p = max(from, clear)
         while let q = Self.newlineBeforeE(base, n, from: p) {
             if let verdict = candidate(base, n, at: q + 1, release: release, releaseFrom: releaseFrom) { return verdict }
             p = q + 1

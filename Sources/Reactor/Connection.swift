@@ -68,13 +68,14 @@ public struct Connection<Handler: ConnectionHandler>: ~Copyable {
     }
 
     /// The peer's address (for a Unix-domain connection, usually unnamed).
+    @inlinable
     public var peer: SocketAddress {
         reactor._withUnsafeGuaranteedRef { $0.slots[Int(id.index)].pointee.peer }
     }
 
     /// Sends `bytes`, or queues what the kernel did not take. The bytes may be reused as soon
     /// as this returns. Writing to a closing connection drops the bytes.
-    @inlinable @discardableResult
+    @inlinable @inline(__always) @discardableResult
     public func write(_ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
         reactor._withUnsafeGuaranteedRef { $0.write(slot: id.index, bytes) }
     }

@@ -122,7 +122,7 @@ extension Reactor {
     /// ``ReactorHandle/execute(_:)``, for instance).
     public func detachForHandOver(where include: (Handler.ConnectionState) -> Bool) -> [HandedOverConnection<Handler.ConnectionState>] {
         // What callbacks asked for so far is done first: each connection leaves in a settled state.
-        if !dirty.isEmpty { settleDirty() }
+        if !dirty.pointee.isEmpty { settleDirty() }
         var taken: [HandedOverConnection<Handler.ConnectionState>] = []
         for i in 0..<slots.used where slots[Int(i)].pointee.kind == .connection {
             let slot = slots[Int(i)]

@@ -1,7 +1,10 @@
 // The only file in Reactor that reads errno.
 //
-// Every wrapper is `@inline(never)` so that no ARC traffic or allocation can run between
-// the call and the read of errno (SwiftNIO's System.swift does the same, for the same reason).
+// Every wrapper that reads errno is `@inline(never)` so that no ARC traffic or allocation can run
+// between the call and the read of errno (SwiftNIO's System.swift does the same, for the same
+// reason). The three hot-path calls (read, send, epoll_wait) read no errno: they are made raw
+// (`cepoll_raw_*` return the result or -errno), so their fast paths are inlined into the loop and
+// everything but success goes out of line.
 // EINTR is retried here. EAGAIN becomes `.wouldBlock`. EBADF and EFAULT are programmer errors
 // and stop the process. Every other errno comes back typed, with the name of the call.
 
@@ -137,22 +140,41 @@ struct Syscalls {
 
     // MARK: data path
 
-    @usableFromInline @inline(never)
+    /// read(2) into `buffer`. Inlined: one raw system call and a compare when bytes came; end of
+    /// input, errors, EINTR and a test's interposer go out of line.
+    @inlinable @inline(__always)
     func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
+        guard _fastPath(interposer == nil) else { return read(fd, into: buffer, first: nil) }
+        let n = cepoll_raw_read(fd, buffer.baseAddress, buffer.count)
+        if _fastPath(n > 0) { return .bytes(n) }
+        return read(fd, into: buffer, first: n)
+    }
+
+    /// The rest of ``read(_:into:)``: `first` is the raw result of the call already made (nil
+    /// when none was, because an interposer must be consulted first).
+    @usableFromInline @inline(never)
+    func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer, first: Int?) -> IOResult {
+        var made = first
         while true {
-            var length = buffer.count
-            switch consult(.read, fd) {
-            case .proceed: break
-            case .limit(let n): length = min(length, max(n, 1))
-            case .fail(let e):
-                if e == .interrupted { continue }
-                if e == .resourceTemporarilyUnavailable { return .wouldBlock }
-                return .failed(e)
+            let n: Int
+            if let r = made {
+                n = r
+                made = nil
+            } else {
+                var length = buffer.count
+                switch consult(.read, fd) {
+                case .proceed: break
+                case .limit(let n): length = min(length, max(n, 1))
+                case .fail(let e):
+                    if e == .interrupted { continue }
+                    if e == .resourceTemporarilyUnavailable { return .wouldBlock }
+                    return .failed(e)
+                }
+                n = cepoll_raw_read(fd, buffer.baseAddress, length)
             }
-            let n = cepoll_sys_read(fd, buffer.baseAddress, length)
             if n > 0 { return .bytes(n) }
             if n == 0 { return .eof }
-            let e = cepoll_errno()
+            let e = CInt(truncatingIfNeeded: -n)
             switch e {
             case EINTR: continue
             case EAGAIN: return .wouldBlock
@@ -163,22 +185,40 @@ struct Syscalls {
         }
     }
 
-    /// Writes with MSG_NOSIGNAL, so a peer that vanished gives EPIPE, never SIGPIPE.
-    @usableFromInline @inline(never)
+    /// Writes with MSG_NOSIGNAL, so a peer that vanished gives EPIPE, never SIGPIPE. Inlined like
+    /// ``read(_:into:)``: one raw system call and a compare when the kernel took bytes.
+    @inlinable @inline(__always)
     func write(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) -> IOResult {
+        guard _fastPath(interposer == nil) else { return write(fd, bytes, first: nil) }
+        let n = cepoll_raw_send(fd, bytes.baseAddress, bytes.count, CEPOLL_MSG_NOSIGNAL)
+        if _fastPath(n >= 0) { return .bytes(n) }
+        return write(fd, bytes, first: n)
+    }
+
+    /// The rest of ``write(_:_:)``: `first` is the raw result of the send already made (nil when
+    /// none was, because an interposer must be consulted first).
+    @usableFromInline @inline(never)
+    func write(_ fd: CInt, _ bytes: UnsafeRawBufferPointer, first: Int?) -> IOResult {
+        var made = first
         while true {
             var length = bytes.count
-            switch consult(.write, fd) {
-            case .proceed: break
-            case .limit(let n): length = min(length, max(n, 1))
-            case .fail(let e):
-                if e == .interrupted { continue }
-                if e == .resourceTemporarilyUnavailable { return .wouldBlock }
-                return .failed(e)
+            let n: Int
+            if let r = made {
+                n = r
+                made = nil
+            } else {
+                switch consult(.write, fd) {
+                case .proceed: break
+                case .limit(let n): length = min(length, max(n, 1))
+                case .fail(let e):
+                    if e == .interrupted { continue }
+                    if e == .resourceTemporarilyUnavailable { return .wouldBlock }
+                    return .failed(e)
+                }
+                n = cepoll_raw_send(fd, bytes.baseAddress, length, CEPOLL_MSG_NOSIGNAL)
             }
-            let n = cepoll_sys_send(fd, bytes.baseAddress, length, CEPOLL_MSG_NOSIGNAL)
             if n >= 0 { return .bytes(n) }
-            let e = cepoll_errno()
+            let e = CInt(truncatingIfNeeded: -n)
             switch e {
             case EINTR: continue
             case EAGAIN: return .wouldBlock
@@ -190,7 +230,6 @@ struct Syscalls {
         }
     }
 
-    /// One gathered write of `count` buffers (`total` bytes): sendmsg with MSG_NOSIGNAL, or
     /// writev(2) for pipes and ttys. The interposer's `.write` answers apply to it too (a limit
     /// cuts the total length), so fault tests cover both write paths.
     @usableFromInline @inline(never)
@@ -360,11 +399,12 @@ struct Syscalls {
                 return .failed(e)
             }
             var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            // The raw call (result or -errno): glibc's accept4 is a cancellation point.
             let client = address.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                cepoll_accept4(fd, $0, &length, CEPOLL_SOCK_NONBLOCK | CEPOLL_SOCK_CLOEXEC)
+                cepoll_raw_accept4(fd, $0, &length, CEPOLL_SOCK_NONBLOCK | CEPOLL_SOCK_CLOEXEC)
             }
-            if client >= 0 { return .accepted(client) }
-            let e = cepoll_errno()
+            if client >= 0 { return .accepted(CInt(truncatingIfNeeded: client)) }
+            let e = CInt(truncatingIfNeeded: -client)
             switch e {
             case EINTR, ECONNABORTED: continue
             case EAGAIN: return .wouldBlock
@@ -417,18 +457,28 @@ struct Syscalls {
         return nil
     }
 
-    /// Returns the number of ready events (0 on timeout or EINTR).
-    @usableFromInline @inline(never)
+    /// Returns the number of ready events (0 on timeout or EINTR). Inlined like ``read(_:into:)``.
+    @inlinable @inline(__always)
     func epollWait(_ epfd: CInt, _ events: UnsafeMutablePointer<epoll_event>, capacity: Int, timeoutMs: CInt) -> Int {
+        guard _fastPath(interposer == nil) else { return epollWaitInterposed(epfd, events, capacity: capacity, timeoutMs: timeoutMs) }
+        let n = cepoll_raw_epoll_wait(epfd, events, CInt(capacity), timeoutMs)
+        if _fastPath(n >= 0) { return n }
+        return epollWaitFailed(n)
+    }
+
+    @usableFromInline @inline(never)
+    func epollWaitFailed(_ n: Int) -> Int {
+        precondition(n == -Int(EINTR), "epoll_wait failed with errno \(-n): a reactor bug")
+        return 0
+    }
+
+    @usableFromInline @inline(never)
+    func epollWaitInterposed(_ epfd: CInt, _ events: UnsafeMutablePointer<epoll_event>, capacity: Int, timeoutMs: CInt) -> Int {
         if case .fail = consult(.epollWait, epfd) { return 0 }
-        let n = cepoll_sys_epoll_wait(epfd, events, CInt(capacity), timeoutMs)
-        if n < 0 {
-            let e = cepoll_errno()
-            precondition(e == EINTR, "epoll_wait failed with errno \(e): a reactor bug")
-            return 0
-        }
-        guard let interposer else { return Int(n) }
-        return interposer.rewriteEvents(events, count: Int(n), capacity: capacity)
+        let n = cepoll_raw_epoll_wait(epfd, events, CInt(capacity), timeoutMs)
+        if n < 0 { return epollWaitFailed(n) }
+        guard let interposer else { return n }
+        return interposer.rewriteEvents(events, count: n, capacity: capacity)
     }
 
     // MARK: setup calls (not on the hot path): these throw

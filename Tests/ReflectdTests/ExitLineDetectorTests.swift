@@ -25,7 +25,27 @@ struct EchoModel {
     /// Feeds one segment, as one read would. Segments after the exit line are discarded unseen.
     mutating func feed(_ segment: [UInt8]) {
         guard !exited else { return }
-        let verdict = segment.withUnsafeBytes { detector.scan($0) }
+        // EchoProtocol first skims (the inlined common case) and scans only when that finds a
+        // line that may start with `e`, from where it found it: the model does the same, and
+        // checks both answers against a plain scan of the whole segment.
+        let before = detector
+        var scanned = detector
+        let full = segment.withUnsafeBytes { scanned.scan($0) }
+        let clear = segment.withUnsafeBytes { detector.skim($0) }
+        guard let clear else {
+            if full != ExitLineDetector.Verdict(release: 0, echo: segment.count, exit: false) || scanned != detector {
+                contractViolations.append("skim said the whole segment is data, scan said \(full) for \(segment)")
+            }
+            output += segment
+            return
+        }
+        if before != detector {
+            contractViolations.append("skim changed the state although it found a line start, for \(segment)")
+        }
+        let verdict = segment.withUnsafeBytes { detector.scan($0, clearUpTo: clear) }
+        if verdict != full || detector != scanned {
+            contractViolations.append("scan from \(clear) said \(verdict), from 0 \(full), for \(segment)")
+        }
         if verdict.release < 0 || verdict.release > Self.candidate.count {
             contractViolations.append("release \(verdict.release) out of 0...\(Self.candidate.count) for \(segment)")
         }
