@@ -25,7 +25,7 @@ run_asan=1
 run_tsan=0
 asan_filter=""
 tsan_filter=${TSAN_FILTER:-"^(ReactorTests|ReflectdTests)\."}
-asan_skip=${ASAN_SKIP:-"testSlowReceiverIsDroppedWhileOthersReceiveEverything|testNeverReadingPipelinerIsBoundedByBackpressure"}
+asan_skip=${ASAN_SKIP:-"testSlowReceiverIsDroppedWhileOthersReceiveEverything|testNeverReadingPipelinerIsBoundedByBackpressure|testMaxmemoryClientsClosesClientsWithTheLargestOutputAndBoundsTheServer|testMaxmemoryClientsCountsUnfinishedRequests"}
 leak_filter=${LEAK_FILTER:-"^ReactorTests\.|ExitLinePropertyTests"}
 while [ $# -gt 0 ]; do
     case "$1" in

@@ -763,7 +763,7 @@ def stop_race(binary, tries=10):
                 _, how = recv_until_eof(client, timeout=5)
                 client.close()
                 log = server.stderr().decode(errors="replace")
-                if "forwarding the SIGTERM" in log or "forwarded the signal" in log:
+                if "forwarding the SIGTERM" in log or "forwarded the signal" in log or "stop signal(s) that reached this process after the hand-over" in log:
                     outcome = "new process stopped"
                 elif "stopping gracefully, as the SIGTERM" in log or "stopping now, as the" in log:
                     outcome = "upgrade failed, old stopped"

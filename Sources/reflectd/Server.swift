@@ -209,6 +209,10 @@ struct Server {
         if let child = upgrader.successor {
             // The connections are the new process's: a stop signal that comes now is for it.
             StopForwarding.install(forwardingTo: child, signals: Server.stopSignals)
+            StopForwarding.linger()
+            if StopForwarding.forwarded > 0 {
+                logger.notice("upgrade: forwarded \(StopForwarding.forwarded) stop signal(s) that reached this process after the hand-over to pid \(child)")
+            }
         }
         for thread in threads { pthread_join(thread, nil) }
         let total = registry.all.map(\.latestStatistics).reduce(ReactorStatistics(), +)
