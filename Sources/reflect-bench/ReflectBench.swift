@@ -31,7 +31,8 @@ struct ReflectBench: ParsableCommand {
             payload (--payload, or --message / --payload-file cut into --size - 8 byte bodies), \
             and each echo is checked byte-exact against the datagram with its number. A datagram \
             not back within 4 x --hold-ms (at least 1 s) is lost: counted, not an error (UDP may \
-            drop), unless --max-loss PERCENT is exceeded. A duplicate, a wrong length or byte, or \
+            drop), unless --max-loss PERCENT is exceeded; in pingpong it holds its place among the \
+            --depth in flight until then, as it would for a client with that timeout. A duplicate, a wrong length or byte, or \
             an echo from another port is an error. After --duration the run waits up to that \
             timeout for the datagrams still in flight, so that sent = echoed + lost. reflectd \
             limits each source's rate (--udp-rate, 1000/s by default): run it with --udp-rate 0 \
