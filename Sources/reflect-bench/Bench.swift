@@ -127,6 +127,8 @@ struct Counters: Sendable {
     var duplicates = 0
     /// UDP: echoes that arrived after their datagram was counted as lost (not an error).
     var lateEchoes = 0
+    /// UDP: echoes the generator's own sockets dropped for a full receive queue (whole run).
+    var ownReceiveDrops = 0
 
     var errors: Int { mismatches + connectFailures + unexpectedCloses + timeouts + duplicates }
 }
@@ -521,6 +523,7 @@ extension Counters {
         d.lost -= b.lost
         d.duplicates -= b.duplicates
         d.lateEchoes -= b.lateEchoes
+        d.ownReceiveDrops -= b.ownReceiveDrops
         return d
     }
 
@@ -541,6 +544,7 @@ extension Counters {
         d.lost += b.lost
         d.duplicates += b.duplicates
         d.lateEchoes += b.lateEchoes
+        d.ownReceiveDrops += b.ownReceiveDrops
         return d
     }
 }

@@ -151,6 +151,10 @@ final class DatagramBench {
     /// Why 50 ms: a small share of the 1 s minimum timeout, and cheap (it only looks at each
     /// socket's oldest datagrams).
     static let sweepNs: UInt64 = 50_000_000
+    /// Flood: datagrams sent per pacer wake-up at most. Why 256: eight receive batches' worth
+    /// (`DatagramBatch.capacity`), so a generator that falls behind still reads its echoes
+    /// instead of only sending.
+    static let paceBudget = 256
 
     // MARK: phases
 
@@ -308,7 +312,10 @@ final class DatagramBench {
         let schedule = hot.pointee.schedule
         let due = schedule.due(at: t)
         let n = settings.connections
-        while paced < due {
+        // At most `paceBudget` sends per wake-up, so that echoes are read between them when the
+        // generator cannot keep up (what is left goes out at once, late, and counts as such).
+        let end = min(due, paced + Self.paceBudget)
+        while paced < end {
             let intended = schedule.intended(paced)
             if !send(paced % n, intended: intended, at: t) {
                 hot.pointee.counters.unsent &+= 1
@@ -319,6 +326,10 @@ final class DatagramBench {
                 if hot.pointee.phase == .measuring { measured.late &+= 1; measured.lateGenerator &+= 1 }
             }
             paced += 1
+        }
+        if paced < due {
+            reactor.schedule(after: .zero) { [unowned self] in self.pace() }
+            return
         }
         let next = schedule.intended(due)
         let wait = max(pacingQuantumNs, next > t ? next - t : 0)
@@ -356,6 +367,17 @@ final class DatagramBench {
             // Its slot has been reused: it was lost long ago (or echoed, and this is a duplicate
             // too old to tell).
             hot.pointee.counters.lateEchoes &+= 1
+            return
+        }
+        if slot.pointee.state == .outstanding && t > slot.pointee.actual && t - slot.pointee.actual > timeoutNs {
+            // Back after the loss timeout, before the sweep came round (a busy generator): lost,
+            // as the rule says, whatever the order of the timers.
+            slot.pointee.state = .lost
+            flow.pointee.outstanding -= 1
+            hot.pointee.counters.lost &+= 1
+            hot.pointee.counters.lateEchoes &+= 1
+            if slot.pointee.measured { measured.lost &+= 1; measured.lateEchoes &+= 1 }
+            advance(c)
             return
         }
         switch slot.pointee.state {
@@ -462,6 +484,10 @@ extension Run {
         bench.start()
         reactor.run()
         if bench.hot.pointee.phase != .done { bench.interrupted = true }
+        // Echoes the generator's own sockets had no room for (SO_RXQ_OVFL): loss that is ours,
+        // not the server's.
+        let drops = reactor.statistics.datagramDrops
+        bench.hot.pointee.counters.ownReceiveDrops = drops[.receiveQueueFull]
         var result = bench.result
         result.cpuSeconds = ThreadCPU.seconds()
         board.results.withLock { $0[settings.thread] = result }

@@ -100,6 +100,10 @@ struct Summary {
             if counters.unsent > 0 { out += "  send buffer \(counters.unsent) sends dropped by a full socket send buffer (tried again)\n" }
         }
         out += "  late echoes \(counters.lateEchoes) arrived after being counted lost\n"
+        if whole.ownReceiveDrops > 0 {
+            out += "  own drops   \(whole.ownReceiveDrops) echoes dropped by the generator's own full receive queues "
+            out += "(in the whole run): part of the loss is the generator's, not the server's\n"
+        }
         if threadCPUSeconds.count > 1 || threadCPUSeconds.contains(where: { $0 >= 0 }) {
             out += "  thread CPU  " + threadCPUSeconds.map { $0 >= 0 ? fixed($0, 2) + " s" : "?" }.joined(separator: ", ") + "\n"
         }
@@ -229,7 +233,7 @@ struct Summary {
                 ("loss_percent", number(lossPercent)), ("late_echoes", String(counters.lateEchoes)),
                 ("duplicates", String(whole.duplicates)), ("unsent", String(counters.unsent)),
                 ("sent_per_s", number(achievedRate)), ("echoed_per_s", number(messagesPerSecond)),
-                ("loss_timeout_ms", String(Bench.stallNs(holdMs: s.holdMs) / 1_000_000)),
+                ("own_receive_drops", String(whole.ownReceiveDrops)), ("loss_timeout_ms", String(Bench.stallNs(holdMs: s.holdMs) / 1_000_000)),
                 ("max_loss_percent", s.maxLossPercent.map { number($0) } ?? "null"),
             ])))
         }
