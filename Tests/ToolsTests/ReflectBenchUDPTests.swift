@@ -62,6 +62,18 @@ final class ReflectBenchUDPTests: XCTestCase {
         assertCountsAddUp(run)
     }
 
+    func testTwoThreadsShareTheSocketsAndTheRate() throws {
+        let server = try Reflectd(arguments: ["--udp", "--udp-rate", "0"])
+        defer { server.stop() }
+        let run = try runBench(["flood", "--threads", "2", "--connections", "6", "--rate", "2000", "--duration", "2"], port: server.port)
+        XCTAssertEqual(run.result.status, 0, run.result.description)
+        XCTAssertEqual(run.number("connects_total"), 6, "\(run.json)")
+        XCTAssertEqual((run.json["thread_cpu_s"] as? [Any])?.count, 2, "\(run.json)")
+        XCTAssertEqual(run.number("datagrams", "sent"), 4000, accuracy: 400, "\(run.json)")
+        XCTAssertEqual(run.number("datagrams", "lost"), 0, "\(run.json)")
+        assertCountsAddUp(run)
+    }
+
     /// reflectd's own per-source limit (--udp-rate, 1,000/s by default) drops the excess of a
     /// flood from one socket: reflect-bench sees it as loss, and the run still passes.
     func testFloodOverReflectdsRateLimitIsCountedAsLoss() throws {
