@@ -12,6 +12,8 @@ enum Scenario: String, CaseIterable {
     case idle
     /// Connect, one echo, close, again, in `connections` concurrent slots.
     case churn
+    /// UDP only: datagrams go out at `--rate` in all, whatever comes back; loss and latency.
+    case flood
 }
 
 /// What the messages are made of (`--payload`).
@@ -49,6 +51,10 @@ struct Settings: Sendable {
     var fileStream = false
     /// The run's name in `--json` (`--label`), for `reflect-bench plot`.
     var label: String? = nil
+    /// UDP datagrams instead of TCP connections (`--udp`; flood is always UDP).
+    var udp = false
+    /// Fail the run if more than this percentage of the measured datagrams was lost (`--max-loss`).
+    var maxLossPercent: Double? = nil
     /// Which thread these settings are for, and the run-wide number of its first connection.
     var thread = 0
     var firstConnection = 0
@@ -56,6 +62,9 @@ struct Settings: Sendable {
     /// Whether messages (or churn cycles) go out on a schedule instead of when echoes return.
     /// (`--connect-rate` in the other scenarios paces only the opening of connections.)
     var openLoop: Bool { rate != nil || (connectRate != nil && scenario == .churn) }
+
+    /// What the summary calls one unit of traffic.
+    var unit: String { udp ? "datagrams" : scenario == .churn ? "cycles" : "messages" }
 
     /// What thread `t` of `threads` does: its share of the connections, of the idle probes and
     /// of the rates.
@@ -110,9 +119,18 @@ struct Counters: Sendable {
     /// Open loop: messages (churn: cycles) due by the end that never went out.
     var unsent = 0
     /// Open loop: messages (churn: cycles) sent, on time or late: the achieved rate.
+    /// UDP: every datagram sent.
     var sent = 0
+    /// UDP: datagrams not echoed within the loss timeout (not an error: UDP may drop).
+    var lost = 0
+    /// UDP: datagrams echoed more than once (an error).
+    var duplicates = 0
+    /// UDP: echoes that arrived after their datagram was counted as lost (not an error).
+    var lateEchoes = 0
+    /// UDP: echoes the generator's own sockets dropped for a full receive queue (whole run).
+    var ownReceiveDrops = 0
 
-    var errors: Int { mismatches + connectFailures + unexpectedCloses + timeouts }
+    var errors: Int { mismatches + connectFailures + unexpectedCloses + timeouts + duplicates }
 }
 
 /// What is known about one connection slot, kept outside the reactor so that timers (idle
@@ -502,6 +520,10 @@ extension Counters {
         d.lateGenerator -= b.lateGenerator
         d.unsent -= b.unsent
         d.sent -= b.sent
+        d.lost -= b.lost
+        d.duplicates -= b.duplicates
+        d.lateEchoes -= b.lateEchoes
+        d.ownReceiveDrops -= b.ownReceiveDrops
         return d
     }
 
@@ -519,6 +541,10 @@ extension Counters {
         d.lateGenerator += b.lateGenerator
         d.unsent += b.unsent
         d.sent += b.sent
+        d.lost += b.lost
+        d.duplicates += b.duplicates
+        d.lateEchoes += b.lateEchoes
+        d.ownReceiveDrops += b.ownReceiveDrops
         return d
     }
 }
@@ -573,7 +599,7 @@ struct BenchHandler: ConnectionHandler {
         hot.pointee.counters.connects += 1
         if hot.pointee.open > bench.maxOpen { bench.maxOpen = hot.pointee.open }
         switch scenario {
-        case .pingpong, .bulk:
+        case .pingpong, .bulk, .flood:
             // Open loop: the pacer sends, once every connection is open.
             if hot.pointee.phase != .done && !openLoop {
                 let t = now()
@@ -655,7 +681,7 @@ struct BenchHandler: ConnectionHandler {
         }
         hot.pointee.counters.messages &+= completed
         switch scenario {
-        case .pingpong, .bulk:
+        case .pingpong, .bulk, .flood:
             guard hot.pointee.phase != .done else { return .continue }
             if openLoop {
                 // Room in the pipeline: messages that were due while it was full go now, late.
@@ -715,7 +741,7 @@ struct BenchHandler: ConnectionHandler {
         switch scenario {
         case .churn:
             bench.retry(index)
-        case .pingpong, .bulk, .idle:
+        case .pingpong, .bulk, .idle, .flood:
             if wasOpen {
                 if hot.pointee.open + hot.pointee.connecting == 0 && bench.nextToConnect == bench.settings.connections {
                     bench.finish()

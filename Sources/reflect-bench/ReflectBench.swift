@@ -22,6 +22,21 @@ struct ReflectBench: ParsableCommand {
                         (defaults: 1000 connections, 10 probes/s, 64 bytes)
               churn     connect, one echo, close, again, in --connections concurrent slots
                         (defaults: 16 slots, 64 bytes)
+              flood     UDP: datagrams go out at --rate per second in all, whatever comes back;
+                        loss and latency (defaults: 16 sockets, 64 bytes; --rate required)
+
+            UDP (--udp; flood is always UDP): each connection is a UDP socket on an ephemeral \
+            port. pingpong keeps --depth datagrams in flight per socket. Every datagram is --size \
+            bytes (9 to 65507): an 8-byte sequence number (little-endian, per socket), then the \
+            payload (--payload, or --message / --payload-file cut into --size - 8 byte bodies), \
+            and each echo is checked byte-exact against the datagram with its number. A datagram \
+            not back within 4 x --hold-ms (at least 1 s) is lost: counted, not an error (UDP may \
+            drop), unless --max-loss PERCENT is exceeded; in pingpong it holds its place among the \
+            --depth in flight until then, as it would for a client with that timeout. A duplicate, a wrong length or byte, or \
+            an echo from another port is an error. After --duration the run waits up to that \
+            timeout for the datagrams still in flight, so that sent = echoed + lost. reflectd \
+            limits each source's rate (--udp-rate, 1000/s by default): run it with --udp-rate 0 \
+            to measure throughput.
 
             Payloads (--payload): binary (the default) uses every byte value, NUL, \\n, \\r and e \
             included, but never the four bytes `exit`, so no exit line ever occurs and any echo \
@@ -93,8 +108,15 @@ struct ReflectBench: ParsableCommand {
     @Option(help: "Server address: an IPv4 or IPv6 literal, or a host name.")
     var host = "127.0.0.1"
 
-    @Option(parsing: .unconditional, help: "Server TCP port.")
+    @Option(parsing: .unconditional, help: "Server TCP (--udp: UDP) port.")
     var port = 8887
+
+    @Flag(help: "Send UDP datagrams (pingpong, flood) instead of using TCP connections.")
+    var udp = false
+
+    @Option(name: .customLong("max-loss"), parsing: .unconditional,
+            help: ArgumentHelp("UDP: fail the run if more than this percentage of the datagrams was lost.", valueName: "percent"))
+    var maxLoss: Double?
 
     @Option(help: ArgumentHelp("Connect to this Unix-domain socket instead of --host and --port.", valueName: "path"))
     var unix: String?
@@ -103,7 +125,7 @@ struct ReflectBench: ParsableCommand {
             help: "Generator threads, each with its own reactor: a number (at most the connections) or auto (one per online CPU).")
     var threads = ThreadCount(1)
 
-    @Option(parsing: .unconditional, help: "pingpong: open loop at this many messages per second in all.")
+    @Option(parsing: .unconditional, help: "pingpong: open loop at this many messages per second in all; flood: datagrams per second.")
     var rate: Double?
 
     @Option(name: .customLong("connect-rate"), parsing: .unconditional,
@@ -164,20 +186,22 @@ struct ReflectBench: ParsableCommand {
         case .bulk: return (4, 4, 65536)
         case .idle: return (1000, 1, 64)
         case .churn: return (16, 1, 64)
+        case .flood: return (16, 1, 64)
         }
     }
 
     func validate() throws {
         try OptionChecks.rejectRepeated(["host", "port", "connections", "depth", "size", "payload", "hold-ms",
                                          "warmup", "duration", "probes", "source-ips", "unix", "threads", "rate",
-                                         "connect-rate", "message", "payload-file", "histogram", "label"])
+                                         "connect-rate", "message", "payload-file", "histogram", "label", "max-loss"])
+        try validateUDP()
         try OptionChecks.range("port", port, 1...65535)
         if let connections, connections < 1 { throw ValidationError("--connections must be at least 1, got \(connections)") }
         if let depth { try OptionChecks.range("depth", depth, 1...4096) }
         if depth != nil && (scenario == .idle || scenario == .churn) {
             throw ValidationError("--depth applies to pingpong and bulk only")
         }
-        if let size { try OptionChecks.range("size", size, 1...(16 << 20), unit: " bytes") }
+        if let size, !isUDP { try OptionChecks.range("size", size, 1...(16 << 20), unit: " bytes") }
         try OptionChecks.range("hold-ms", holdMs, 0...60_000)
         guard warmup.isFinite, warmup >= 0, warmup <= 3600 else {
             throw ValidationError("--warmup must be between 0 and 3600 seconds, got \(warmup)")
@@ -192,7 +216,9 @@ struct ReflectBench: ParsableCommand {
             throw ValidationError("--threads \(threads.value) is more than the \(connections ?? defaults.connections) connections")
         }
         if let rate {
-            guard scenario == .pingpong else { throw ValidationError("--rate applies to pingpong only (churn: --connect-rate)") }
+            guard scenario == .pingpong || scenario == .flood else {
+                throw ValidationError("--rate applies to pingpong and flood only (churn: --connect-rate)")
+            }
             guard rate.isFinite, rate > 0, rate <= 100_000_000 else {
                 throw ValidationError("--rate must be more than 0 and at most 100000000 messages per second, got \(rate)")
             }
@@ -219,6 +245,38 @@ struct ReflectBench: ParsableCommand {
         if unix != nil && sourceIPs > 0 { throw ValidationError("--source-ips binds IPv4 addresses; it does not apply to --unix") }
     }
 
+    /// Whether the run sends datagrams: `--udp`, or the flood scenario.
+    var isUDP: Bool { udp || scenario == .flood }
+
+    /// The checks of `--udp` and flood.
+    func validateUDP() throws {
+        if let maxLoss {
+            guard isUDP else { throw ValidationError("--max-loss applies to --udp only") }
+            guard maxLoss.isFinite, maxLoss >= 0, maxLoss <= 100 else {
+                throw ValidationError("--max-loss must be a percentage from 0 to 100, got \(maxLoss)")
+            }
+        }
+        guard isUDP else { return }
+        if scenario == .flood && rate == nil { throw ValidationError("flood needs --rate: datagrams per second in all") }
+        if scenario == .pingpong && rate != nil {
+            throw ValidationError("--rate with --udp: use the flood scenario (pingpong --udp is a closed loop)")
+        }
+        if scenario == .bulk || scenario == .idle || scenario == .churn {
+            throw ValidationError("--udp applies to pingpong and flood only")
+        }
+        if scenario == .flood && depth != nil { throw ValidationError("--depth applies to pingpong, not flood") }
+        if unix != nil { throw ValidationError("--unix and --udp: give one of them") }
+        if connectRate != nil { throw ValidationError("--connect-rate applies to TCP connections, not --udp") }
+        if let size {
+            guard size >= datagramHeader + 1 && size <= 65507 else {
+                throw ValidationError("--size must be \(datagramHeader + 1) to 65507 bytes with --udp (each datagram starts with an \(datagramHeader)-byte sequence number, and a UDP payload is at most 65507 bytes), got \(size)")
+            }
+        }
+        if let message, let bytes = try? Escapes.decode(message), bytes.count + datagramHeader > 65507 {
+            throw ValidationError("--message is \(bytes.count) bytes: with --udp it must be at most \(65507 - datagramHeader) (the 8-byte sequence number comes first)")
+        }
+    }
+
     func run() throws {
         Signals.ignoreSIGPIPE()
         let address: SocketAddress
@@ -228,6 +286,7 @@ struct ReflectBench: ParsableCommand {
             throw fail(unix != nil ? "invalid --unix: \(error)" : "invalid --host: \(error)")
         }
         var messageBytes = try message.map { try Escapes.decode($0) }
+        if udp && scenario != .pingpong && scenario != .flood { throw fail("--udp applies to pingpong and flood only") }
         if let payloadFile {
             messageBytes = try readMessage(payloadFile)
         }
@@ -241,12 +300,23 @@ struct ReflectBench: ParsableCommand {
             throw fail("--source-ips binds IPv4 loopback addresses; --host must be IPv4")
         }
         let d = defaults
-        let settings = Settings(
+        // UDP: a given message is the body after the sequence number; a file is cut into bodies
+        // of --size - 8 bytes (by default the whole file, up to the largest datagram).
+        var udpSize = size ?? d.size
+        if isUDP, let messageBytes {
+            udpSize = size ?? min(65507, messageBytes.count + datagramHeader)
+        }
+        var settings = Settings(
             payload: payload, holdMs: holdMs, scenario: scenario, address: address, sources: sources,
             connections: connections ?? d.connections, depth: depth ?? d.depth, size: size ?? messageBytes?.count ?? d.size,
             warmup: warmup, duration: duration, probes: probes, quiet: quiet,
             rate: rate, connectRate: connectRate, threads: threads, message: messageBytes,
             fileStream: payloadFile != nil, label: label)
+        if isUDP {
+            settings.udp = true
+            settings.size = udpSize
+            settings.maxLossPercent = maxLoss
+        }
         let fdLimit = raiseFileLimit()
         // Our own fds (epoll, timer, wake-up, signal, stdio: a few per thread) need some more.
         guard settings.connections + 16 * threads <= fdLimit else {

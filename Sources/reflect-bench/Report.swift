@@ -29,6 +29,8 @@ struct Summary {
     var messagesPerSecond: Double { seconds > 0 ? Double(counters.messages) / seconds : 0 }
     var megabytesPerSecond: Double { seconds > 0 ? Double(counters.bytes) / seconds / 1e6 : 0 }
     var connectsPerSecond: Double { seconds > 0 ? Double(counters.connects) / seconds : 0 }
+    /// UDP: the share of the measured datagrams that never came back, in percent.
+    var lossPercent: Double { counters.sent > 0 ? Double(counters.lost) * 100 / Double(counters.sent) : 0 }
 
     /// Why a run failed, or nil for a good one.
     var failure: String? {
@@ -38,6 +40,9 @@ struct Summary {
         if seconds == 0 { return "nothing was measured" }
         // Idle probes a few connections per second; the others must get echoes all the time.
         if counters.messages == 0 && settings.scenario != .idle { return "no message was echoed" }
+        if let limit = settings.maxLossPercent, lossPercent > limit {
+            return "\(fixed(lossPercent, 2)) % of the datagrams were lost, more than --max-loss \(fixed(limit, 2)) %"
+        }
         return nil
     }
 
@@ -60,11 +65,62 @@ struct Summary {
     }
 
     /// The human-readable summary.
-    var text: String {
+    var text: String { settings.udp ? datagramText : streamText }
+
+    /// The summary of a UDP run.
+    var datagramText: String {
+        let s = settings
+        var out = "reflect-bench \(s.scenario.rawValue) over UDP against \(s.address): \(s.connections) socket\(s.connections == 1 ? "" : "s")"
+        if s.scenario == .pingpong { out += ", depth \(s.depth)" }
+        out += ", \(s.size)-byte datagrams (an 8-byte sequence number, then "
+        out += s.message != nil ? "the given bytes)" : "\(s.payload.rawValue) payload)"
+        if let rate = s.rate { out += ", open loop at \(fixed(rate, 0)) datagrams/s" }
+        if s.threads > 1 { out += ", \(s.threads) threads" }
+        if !s.sources.isEmpty { out += ", from \(s.sources.count) source address\(s.sources.count == 1 ? "" : "es")" }
+        out += "\n"
+        if seconds > 0 {
+            out += "  measured    \(fixed(seconds, 2)) s after \(fixed(s.warmup, 1)) s of warm-up\n"
+        } else {
+            out += "  measured    nothing: the run ended before the measurement began\n"
+        }
+        out += "  datagrams   \(counters.sent) sent (\(fixed(achievedRate, 0))/s), \(counters.messages) echoed (\(fixed(messagesPerSecond, 0))/s), "
+        out += "\(counters.lost) lost (\(fixed(lossPercent, 3)) %: not back within \(latencyText(Bench.stallNs(holdMs: s.holdMs))))\n"
+        out += "  throughput  \(fixed(megabytesPerSecond, 2)) MB/s echoed (\(counters.bytes) bytes)\n"
+        out += "  sockets     \(whole.connects) bound, \(whole.connectFailures) failed" + reasonsText + "\n"
+        if s.openLoop {
+            out += "  loop        open: datagrams go out at \(fixed(s.rate ?? 0, 0))/s whatever comes back; "
+            out += "achieved \(fixed(achievedRate, 1))/s\n"
+            out += "  latency     from the intended send: \(Self.percentileText(latency))\n"
+            out += "  service     from the actual send:   \(Self.percentileText(service))\n"
+            out += "  schedule    \(counters.late) datagrams went out more than \(lateToleranceNs / 1_000_000) ms late, "
+            out += "\(counters.unsent) due were never sent (a full send buffer or ring)\n"
+        } else {
+            out += "  loop        closed: each socket sends when an echo returns or a datagram is counted lost\n"
+            out += "  latency     \(Self.percentileText(latency))\n"
+            if counters.unsent > 0 { out += "  send buffer \(counters.unsent) sends dropped by a full socket send buffer (tried again)\n" }
+        }
+        out += "  late echoes \(counters.lateEchoes) arrived after being counted lost\n"
+        if whole.ownReceiveDrops > 0 {
+            out += "  own drops   \(whole.ownReceiveDrops) echoes dropped by the generator's own full receive queues "
+            out += "(in the whole run): part of the loss is the generator's, not the server's\n"
+        }
+        if threadCPUSeconds.count > 1 || threadCPUSeconds.contains(where: { $0 >= 0 }) {
+            out += "  thread CPU  " + threadCPUSeconds.map { $0 >= 0 ? fixed($0, 2) + " s" : "?" }.joined(separator: ", ") + "\n"
+        }
+        out += "  errors      \(whole.errors) (\(whole.mismatches) mismatches, \(whole.duplicates) duplicates, "
+        out += "\(whole.connectFailures) bind failures); loss is not an error"
+        out += s.maxLossPercent.map { " unless over --max-loss \(fixed($0, 2)) %" } ?? ""
+        out += "\n"
+        out += "  result      \(failure.map { "FAILED: \($0)" } ?? "OK")\n"
+        return out
+    }
+
+    /// The summary of a TCP or Unix-socket run.
+    var streamText: String {
         let s = settings
         var out = "reflect-bench \(s.scenario.rawValue) against \(s.address): \(s.connections) connection\(s.connections == 1 ? "" : "s")"
         switch s.scenario {
-        case .pingpong, .bulk: out += ", depth \(s.depth), \(s.size)-byte messages"
+        case .pingpong, .bulk, .flood: out += ", depth \(s.depth), \(s.size)-byte messages"
         case .idle: out += ", \(s.probes) probes/s, \(s.size)-byte messages"
         case .churn: out += " at a time, \(s.size)-byte messages"
         }
@@ -88,7 +144,7 @@ struct Summary {
             out += "  connections \(counters.connects) opened (\(fixed(connectsPerSecond, 0))/s), at most \(maxOpen) open at once\n"
         case .idle:
             out += "  connections \(whole.connects) opened, at most \(maxOpen) open at once\n"
-        case .pingpong, .bulk:
+        case .pingpong, .bulk, .flood:
             break
         }
         if s.scenario != .churn {
@@ -148,7 +204,7 @@ struct Summary {
             ("open_loop", s.openLoop ? "true" : "false"),
             ("loop", quote(s.openLoop ? "open" : "closed")),
             ("rate", number(s.rate ?? 0)),
-            ("achieved_rate", number(s.openLoop ? achievedRate : messagesPerSecond)),
+            ("achieved_rate", number(s.openLoop || s.udp ? achievedRate : messagesPerSecond)),
             ("sent", String(counters.sent)),
             ("connect_rate", number(s.connectRate ?? 0)),
             ("opening_s", number(openingSeconds)),
@@ -169,7 +225,18 @@ struct Summary {
             ("connects_per_s", number(connectsPerSecond)),
             ("connects_total", String(whole.connects)),
             ("max_open", String(maxOpen)),
+            ("udp", s.udp ? "true" : "false"),
         ]
+        if s.udp {
+            fields.append(("datagrams", object([
+                ("sent", String(counters.sent)), ("echoed", String(counters.messages)), ("lost", String(counters.lost)),
+                ("loss_percent", number(lossPercent)), ("late_echoes", String(counters.lateEchoes)),
+                ("duplicates", String(whole.duplicates)), ("unsent", String(counters.unsent)),
+                ("sent_per_s", number(achievedRate)), ("echoed_per_s", number(messagesPerSecond)),
+                ("own_receive_drops", String(whole.ownReceiveDrops)), ("loss_timeout_ms", String(Bench.stallNs(holdMs: s.holdMs) / 1_000_000)),
+                ("max_loss_percent", s.maxLossPercent.map { number($0) } ?? "null"),
+            ])))
+        }
         if s.scenario == .idle { fields.append(("probes_per_s", String(s.probes))) }
         let us = { (ns: UInt64) in number(Double(ns) / 1000) }
         let latencyFields = [
@@ -194,7 +261,7 @@ struct Summary {
         fields.append(("errors", object([
             ("total", String(whole.errors)), ("mismatches", String(whole.mismatches)),
             ("connect_failures", String(whole.connectFailures)), ("unexpected_closes", String(whole.unexpectedCloses)),
-            ("timeouts", String(whole.timeouts)),
+            ("timeouts", String(whole.timeouts)), ("duplicates", String(whole.duplicates)),
             ("connect_failure_reasons", object(connectFailureReasons.sorted { $0.key < $1.key }.map { ($0.key, String($0.value)) })),
         ])))
         fields.append(("interrupted", interrupted ? "true" : "false"))
@@ -207,7 +274,7 @@ extension Summary {
     /// The label a run gets without --label: what it did, in a few words.
     var defaultLabel: String {
         let s = settings
-        var text = "\(s.scenario.rawValue) \(s.address)"
+        var text = "\(s.scenario.rawValue)\(s.udp ? " udp" : "") \(s.address)"
         if let rate = s.rate { text += " at \(fixed(rate, 0))/s" } else { text += " closed loop" }
         return text
     }

@@ -69,7 +69,10 @@ enum Run {
         var threads: [pthread_t] = []
         for t in 0..<n {
             let share = settings.share(t)
-            guard let thread = ReactorThread.spawn({ runThread(share, board: board) }) else {
+            let udp = settings.udp
+            guard let thread = ReactorThread.spawn({
+                if udp { runDatagramThread(share, board: board) } else { runThread(share, board: board) }
+            }) else {
                 board.results.withLock { $0[t] = failed("cannot start thread \(t + 1) of \(n)") }
                 _ = board.finished.add(1, ordering: .acquiringAndReleasing)
                 continue
@@ -202,6 +205,7 @@ enum Run {
         line += "  open \(open)"
         if settings.scenario == .churn { line += "  conn/s \(fixed(Double(delta.connects) / seconds, 0))" }
         if delta.late > 0 { line += "  late \(delta.late)" }
+        if settings.udp { line += "  lost \(delta.lost)" }
         line += "  errors \(c.errors)\n"
         writeAll(line, to: 2)
         return c

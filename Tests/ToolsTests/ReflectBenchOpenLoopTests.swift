@@ -218,7 +218,7 @@ final class ReflectBenchOpenLoopTests: XCTestCase {
 
     func testRateOptionsAreCheckedAgainstTheScenario() throws {
         let cases: [([String], String)] = [
-            (["bulk", "--rate", "100"], "--rate applies to pingpong only"),
+            (["bulk", "--rate", "100"], "--rate applies to pingpong and flood only"),
             (["pingpong", "--rate", "0"], "--rate must be more than 0"),
             (["pingpong", "--connect-rate", "0"], "--connect-rate must be more than 0"),
             (["churn", "--connect-rate", "-1"], "--connect-rate must be more than 0"),
