@@ -3,12 +3,32 @@
 # same depth-1 ping-pong with 1 and 2001 rounds per connection (10 connections), and for each
 # function the difference of its inclusive cost (`callgrind_annotate --inclusive=yes`) divided by
 # the 20,000 extra messages, so start-up and shutdown cancel out (the method of micro.sh).
-# Usage: benchmarks/callgrind-breakdown.sh [REFLECTD-ARGS...]   (prints markdown to stdout)
+# Usage: benchmarks/callgrind-breakdown.sh [REFLECTD-OPTION VALUE...]   (prints markdown to stdout;
+#        the options passed on to reflectd: --exit-line, --exit-hold-ms, --max-connections-per-client,
+#        --reactors, --idle-timeout, --send-timeout)
 # WORKLOAD=churn measures a connect / one 64-byte echo / close cycle instead (churn.py, 10 and
 # 510 sequential connections), per connection. SERVER=path runs another server (the C baseline:
 # SERVER=benchmarks/baselines/c-epoll/echo_epoll) with no reflectd arguments.
 # Needs a release build (swift build -c release) and valgrind.
 set -euo pipefail
+# The reflectd options it passes on, each with its value; anything else is refused.
+passed=(--exit-line --exit-hold-ms --max-connections-per-client --reactors --idle-timeout --send-timeout)
+arguments=("$@")
+for ((k = 0; k < ${#arguments[@]}; k++)); do
+    argument=${arguments[k]}
+    case "$argument" in
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
+    esac
+    if [[ " ${passed[*]} " == *" ${argument%%=*} "* ]]; then
+        if [[ "$argument" != *=* ]]; then
+            k=$((k + 1))
+            [ "$k" -lt ${#arguments[@]} ] || { echo "callgrind-breakdown.sh: $argument needs a value (see --help)" >&2; exit 2; }
+        fi
+        continue
+    fi
+    echo "callgrind-breakdown.sh: unknown argument: $argument (it passes on only ${passed[*]}; see --help)" >&2
+    exit 2
+done
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
 work=$(mktemp -d)

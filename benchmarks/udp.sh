@@ -7,14 +7,24 @@
 # Reports datagrams per second and server CPU per datagram (utime + stime from /proc/PID/stat,
 # 10 ms ticks, over the whole run), and both as ratios to the naive loop. reflectd runs twice:
 # with --udp-rate 0 (no limiter) and with a limit it never reaches (the limiter's cost).
-# Writes benchmarks/results/DATE-udp.md. Usage: benchmarks/udp.sh [--no-build] [SECONDS] [RATE]
+# Writes benchmarks/results/DATE-udp.md.
+# Usage: benchmarks/udp.sh [--no-build] [SECONDS] [RATE]     (defaults: 5 s, 50000 datagrams/s)
 set -euo pipefail
+build=1
+positional=()
+for argument in "$@"; do
+    case "$argument" in
+        -h|--help) sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d; s/^# \{0,1\}//; p}' "$0"; exit 0 ;;
+        --no-build) build=0 ;;
+        [0-9]*) positional+=("$argument") ;;
+        *) echo "udp.sh: unknown argument: $argument (see --help)" >&2; exit 2 ;;
+    esac
+done
+[ ${#positional[@]} -le 2 ] || { echo "udp.sh: at most SECONDS and RATE (see --help)" >&2; exit 2; }
+seconds=${positional[0]:-5}
+rate=${positional[1]:-50000}
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
-build=1
-if [ "${1:-}" = "--no-build" ]; then build=0; shift; fi
-seconds=${1:-5}
-rate=${2:-50000}
 if [ "$build" = 1 ]; then
     swift build -c release --product reflectd >&2
 fi

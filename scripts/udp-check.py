@@ -7,12 +7,18 @@
 Prints one line per size and exits 0 when every echo came back unchanged from the server's
 address and port, 1 otherwise. Each reply is awaited at most 2 s.
 """
+import argparse
 import socket
 import sys
 
 
 def main() -> int:
-    host, port = sys.argv[1], int(sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("host", help="the echo server's address (IPv4 or IPv6 literal)")
+    parser.add_argument("port", type=int, help="its UDP port")
+    options = parser.parse_args()
+    host, port = options.host, options.port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
