@@ -1,12 +1,16 @@
 /* UDP load for benchmarks/udp.sh: SOCKETS client sockets on 127.0.0.1, each connect()ed to the
  * server, SIZE-byte datagrams.
  *
- *   udp_load PORT SECONDS SOCKETS INFLIGHT SIZE [RATE]
+ *   udp_load PORT SECONDS SOCKETS INFLIGHT SIZE [RATE [SEGMENTS]]
  *
  * RATE 0 (saturation): each socket keeps INFLIGHT datagrams outstanding, sending one for each
  * reply (closed loop); a socket that got no reply for 20 ms refills its window, so a lost
  * datagram does not stall it. RATE > 0: RATE datagrams per second in all, paced every
  * millisecond round-robin over the sockets, whatever comes back (open loop).
+ * SEGMENTS > 1 (saturation only; INFLIGHT a multiple of it): GSO, each send is one sendmsg with a
+ * UDP_SEGMENT cmsg carrying SEGMENTS datagrams of SIZE bytes, and a socket sends its next batch
+ * when SEGMENTS replies came back (each reply is received as its own datagram; counts are
+ * datagrams, not sendmsg calls).
  * Prints one line: sent=N received=M seconds=S
  */
 #include <arpa/inet.h>
@@ -17,9 +21,37 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+
+static int segments = 1, size_ = 0;
+static char payload[65536];
+
+/* One send: a datagram, or with SEGMENTS > 1 a GSO batch of SEGMENTS datagrams. Returns the
+ * number of datagrams sent. */
+static long send_one(int fd) {
+    if (segments <= 1) return send(fd, payload, size_, 0) == size_ ? 1 : 0;
+    unsigned short seg = (unsigned short)size_;
+    char control[CMSG_SPACE(sizeof seg)];
+    struct iovec iov = {.iov_base = payload, .iov_len = (size_t)size_ * segments};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof seg);
+    memcpy(CMSG_DATA(c), &seg, sizeof seg);
+    return sendmsg(fd, &m, 0) == (ssize_t)iov.iov_len ? segments : 0;
+}
 
 static double now(void) {
     struct timespec ts;
@@ -28,13 +60,20 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 6) { fprintf(stderr, "usage: udp_load PORT SECONDS SOCKETS INFLIGHT SIZE [RATE]\n"); return 2; }
+    if (argc < 6) { fprintf(stderr, "usage: udp_load PORT SECONDS SOCKETS INFLIGHT SIZE [RATE [SEGMENTS]]\n"); return 2; }
     int port = atoi(argv[1]), sockets = atoi(argv[3]), inflight = atoi(argv[4]), size = atoi(argv[5]);
     double seconds = atof(argv[2]);
     long rate = argc > 6 ? atol(argv[6]) : 0;
+    segments = argc > 7 ? atoi(argv[7]) : 1;
+    size_ = size;
+    if (segments > 1 && (rate != 0 || inflight % segments != 0 || (long)size * segments > 65000)) {
+        fprintf(stderr, "udp_load: SEGMENTS needs RATE 0, INFLIGHT a multiple of SEGMENTS, SIZE x SEGMENTS under 65,000\n");
+        return 2;
+    }
     int *fds = calloc(sockets, sizeof *fds);
+    long *pending = calloc(sockets, sizeof *pending);
     double *last = calloc(sockets, sizeof *last);
-    char payload[65536], buffer[65536];
+    char buffer[65536];
     memset(payload, 'u', sizeof payload);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int ep = epoll_create1(0);
@@ -50,7 +89,7 @@ int main(int argc, char **argv) {
     double start = now(), end = start + seconds;
     if (rate == 0)
         for (int i = 0; i < sockets; i++) {
-            for (int k = 0; k < inflight; k++) if (send(fds[i], payload, size, 0) == size) sent++;
+            for (int k = 0; k < inflight; k += segments) sent += send_one(fds[i]);
             last[i] = start;
         }
     double next_tick = start;
@@ -67,19 +106,20 @@ int main(int argc, char **argv) {
                 if (got < 0) break;
                 received++;
                 last[i] = t;
-                if (rate == 0 && send(fds[i], payload, size, 0) == size) sent++;
+                if (rate == 0 && ++pending[i] >= segments) { sent += send_one(fds[i]); pending[i] = 0; }
             }
         }
         if (rate == 0) {
             for (int i = 0; i < sockets; i++)
                 if (t - last[i] > 0.02) {
-                    for (int k = 0; k < inflight; k++) if (send(fds[i], payload, size, 0) == size) sent++;
+                    for (int k = 0; k < inflight; k += segments) sent += send_one(fds[i]);
+                    pending[i] = 0;
                     last[i] = t;
                 }
         } else {
             while (next_tick <= t) { due += rate / 1000; next_tick += 0.001; }
             while (due > 0) {
-                if (send(fds[rr], payload, size, 0) == size) sent++;
+                sent += send_one(fds[rr]);
                 rr = (rr + 1) % sockets;
                 due--;
             }
