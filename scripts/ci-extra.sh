@@ -6,7 +6,7 @@
 # fuzzing (+ 30 s of the PROXY parser), a 60 s soak, the multi-host netns rig (about 30-60 s),
 # and the test suite under AddressSanitizer. Cheapest first, so a broken
 # build fails fast. Each step exits non-zero on failure. Run by .ci/run as root; it installs and
-# removes packages (ship-check's .deb) and takes about 15 minutes.
+# removes packages (ship-check's .deb) and takes about 20 minutes.
 #
 # Usage: scripts/ci-extra.sh          (no arguments; --help prints this)
 set -euo pipefail
