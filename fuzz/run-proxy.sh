@@ -8,7 +8,7 @@
 # Exits non-zero if the build fails or the fuzzer finds a crash (a self-disagreement traps).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-fuzz_arguments "$@"
+fuzz_arguments "$@"   # --help prints the header above; at most one argument, SECONDS (fuzz/lib.sh)
 cd "$(dirname "$0")/.."
 
 fuzz_target "${1:-30}" proxy-fuzz ProxyFuzz 512 fuzz/corpus-proxy fuzz/corpus-work-proxy \
