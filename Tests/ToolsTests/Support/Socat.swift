@@ -4,36 +4,32 @@ import Foundation
 import Glibc
 import XCTest
 
-/// `socat TCP-LISTEN:PORT,reuseaddr,fork EXEC:/bin/cat` on 127.0.0.1 and a free port; skipped
-/// (XCTSkip) only where socat is not installed (.ci/run installs it).
-final class SocatEcho {
+/// A socat child process: found on the usual paths (XCTSkip where socat is not installed; .ci/run
+/// installs it), started with `arguments`, ready once `ready()` holds (within 5 s), and stopped
+/// with SIGTERM, then SIGKILL. One runner for the TCP and the UDP echoes.
+final class SocatProcess {
     let process = Process()
-    let port: Int
 
-    init() throws {
+    init(_ arguments: [String], what: String, ready: () -> Bool) throws {
         guard let socat = ["/usr/bin/socat", "/bin/socat", "/usr/local/bin/socat"].first(where: {
             FileManager.default.isExecutableFile(atPath: $0)
         }) else { throw XCTSkip("socat is not installed") }
-        // A free port: bind port 0, read it, close (socat binds it a moment later).
-        let probe = try TinyServer { fd in close(fd) }
-        port = probe.port
-        probe.stop()
         process.executableURL = URL(fileURLWithPath: socat)
-        process.arguments = ["TCP-LISTEN:\(port),bind=127.0.0.1,reuseaddr,fork", "EXEC:/bin/cat"]
+        process.arguments = arguments
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
-        // Ready when a connect succeeds (within 5 s).
         let deadline = Date().addingTimeInterval(5)
         while Date() < deadline {
-            if Self.canConnect(port) { return }
+            if ready() { return }
             usleep(20_000)
         }
         stop()
-        throw TestError("socat did not listen on 127.0.0.1:\(port) within 5 s")
+        throw TestError("socat did not \(what) within 5 s")
     }
 
-    static func canConnect(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    /// Whether `call` (connect or bind) on a new socket of `type` to 127.0.0.1:`port` returns 0.
+    static func loopback(_ port: Int, type: Int32, _ call: (CInt, UnsafePointer<sockaddr>, socklen_t) -> CInt) -> Bool {
+        let fd = socket(AF_INET, type, 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         var address = sockaddr_in()
@@ -41,9 +37,7 @@ final class SocatEcho {
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         address.sin_port = UInt16(port).bigEndian
         return withUnsafePointer(to: &address) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-            }
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { call(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
     }
 
@@ -55,4 +49,24 @@ final class SocatEcho {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
     }
+}
+
+/// `socat TCP-LISTEN:PORT,reuseaddr,fork EXEC:/bin/cat` on 127.0.0.1 and a free port.
+final class SocatEcho {
+    let port: Int
+    private let socat: SocatProcess
+
+    init() throws {
+        // A free port: bind port 0, read it, close (socat binds it a moment later).
+        let probe = try TinyServer { fd in close(fd) }
+        let port = probe.port
+        probe.stop()
+        self.port = port
+        socat = try SocatProcess(["TCP-LISTEN:\(port),bind=127.0.0.1,reuseaddr,fork", "EXEC:/bin/cat"],
+                                 what: "listen on 127.0.0.1:\(port)") {
+            SocatProcess.loopback(port, type: Int32(SOCK_STREAM.rawValue)) { Glibc.connect($0, $1, $2) }
+        }
+    }
+
+    func stop() { socat.stop() }
 }

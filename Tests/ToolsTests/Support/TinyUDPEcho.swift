@@ -95,53 +95,21 @@ final class TinyUDPEcho: @unchecked Sendable {
 /// `socat UDP-RECVFROM:PORT,bind=127.0.0.1,fork EXEC:/bin/cat`: a child process per datagram,
 /// slow but a real third-party UDP echo. Skipped (XCTSkip) only where socat is not installed.
 final class SocatUDPEcho {
-    let process = Process()
     let port: Int
+    private let socat: SocatProcess
 
     init() throws {
-        guard let socat = ["/usr/bin/socat", "/bin/socat", "/usr/local/bin/socat"].first(where: {
-            FileManager.default.isExecutableFile(atPath: $0)
-        }) else { throw XCTSkip("socat is not installed") }
         // A free port: bind port 0, read it, close (socat binds it a moment later).
         let probe = try TinyUDPEcho()
-        port = probe.port
+        let port = probe.port
         probe.stop()
-        process.executableURL = URL(fileURLWithPath: socat)
-        process.arguments = ["UDP-RECVFROM:\(port),bind=127.0.0.1,fork", "EXEC:/bin/cat"]
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
-        // socat binds within a moment; a UDP bind has nothing to connect to, so wait until the
-        // port is taken.
-        let deadline = Date().addingTimeInterval(5)
-        while Date() < deadline {
-            if Self.taken(port) { return }
-            usleep(20_000)
-        }
-        stop()
-        throw TestError("socat did not bind udp 127.0.0.1:\(port) within 5 s")
-    }
-
-    static func taken(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        return withUnsafePointer(to: &address) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) != 0
-            }
+        self.port = port
+        // A UDP bind has nothing to connect to: ready once the port is taken.
+        socat = try SocatProcess(["UDP-RECVFROM:\(port),bind=127.0.0.1,fork", "EXEC:/bin/cat"],
+                                 what: "bind udp 127.0.0.1:\(port)") {
+            !SocatProcess.loopback(port, type: Int32(SOCK_DGRAM.rawValue)) { bind($0, $1, $2) }
         }
     }
 
-    func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = Date().addingTimeInterval(5)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-    }
+    func stop() { socat.stop() }
 }
