@@ -79,4 +79,30 @@ class ServerTestCase: XCTestCase {
                            file: StaticString = #filePath, line: UInt = #line) -> String {
         assertFailsAtOnce(server.process, within: timeout, file: file, line: line)
     }
+
+    /// Waits up to `timeout` for a log line containing `text`; fails the test if none comes.
+    func waitForLog(_ server: OpsProcess, _ text: String, timeout: Double = 3,
+                    file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertTrue(Ops.waitUntil(timeout: timeout) { server.stderr.text.contains(text) },
+                      "no log line with \(text.debugDescription) within \(timeout) s; stderr:\n\(server.stderr.text.suffix(2000))",
+                      file: file, line: line)
+    }
+
+    /// A thread that sends `bytes` to `client` and never reads, until the server stops taking them.
+    func flood(_ client: OpsClient, bytes: Int) -> Thread {
+        let fd = client.fd
+        let thread = Thread {
+            let chunk = [UInt8](repeating: 0xA5, count: 64 * 1024)
+            var sent = 0
+            let deadline = Ops.now() + 20
+            while sent < bytes && Ops.now() < deadline {
+                let n = chunk.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0x4000 /* MSG_NOSIGNAL */) }
+                if n > 0 { sent += n; continue }
+                guard n < 0, errno == EAGAIN || errno == EINTR else { return }  // reset or closed: done
+                _ = OpsSockets.wait(fd, Int16(POLLOUT), until: min(deadline, Ops.now() + 0.2))
+            }
+        }
+        thread.start()
+        return thread
+    }
 }
