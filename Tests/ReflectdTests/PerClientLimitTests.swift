@@ -8,7 +8,7 @@ import Foundation
 import Glibc
 import XCTest
 
-final class RefusalTests: ServerTestCase {
+final class PerClientLimitTests: ServerTestCase {
 
     private func start(_ arguments: [String], prologue: String? = nil) throws -> (OpsProcess, Int) {
         let server = try prologue.map { try OpsProcess.reflectd(shellPrologue: $0, arguments) } ?? OpsProcess.reflectd(arguments)

@@ -1,0 +1,76 @@
+// --idle-timeout: an idle connection is closed while one that keeps sending stays open.
+//
+// Through the built `reflectd` on loopback: every socket operation and wait has a deadline, and
+// tearDown (ServerTestCase) kills whatever a test left running.
+
+import Foundation
+import Glibc
+import XCTest
+
+final class IdleTimeoutTests: ServerTestCase {
+
+    private func start(_ arguments: [String]) throws -> OpsProcess {
+        let server = try OpsProcess.reflectd(arguments)
+        track(server)
+        return server
+    }
+
+    /// Scrapes until the expected samples appear (or `timeout`); a failed scrape fails the test here.
+    @discardableResult
+    private func assertMetrics(port: Int, _ expected: [String: Int], timeout: Double = 3.5,
+                               file: StaticString = #filePath, line: UInt = #line) -> OpsMetrics? {
+        do {
+            let (metrics, unmet) = try OpsMetrics.scrape(port: port, until: expected, timeout: timeout)
+            XCTAssertEqual(unmet, [], "metrics after \(timeout) s:\n\(metrics.text)", file: file, line: line)
+            return metrics
+        } catch {
+            XCTFail("scraping http://127.0.0.1:\(port)/metrics failed: \(error)", file: file, line: line)
+            return nil
+        }
+    }
+
+    func testIdleConnectionIsClosedWhileOneSendingEvery200msStaysOpen() throws {
+        let server = try start(["--host", "127.0.0.1", "--port", "0", "--idle-timeout", "1", "--metrics-port", "0"])
+        let port = try server.waitForTCPPort()
+        let metricsPort = try server.waitForMetricsPort()
+
+        let active = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let silent = try OpsClient.connect(host: "127.0.0.1", port: port)      // never sends
+        let quietened = try OpsClient.connect(host: "127.0.0.1", port: port)   // one echo, then silence
+        try active.expectEcho("tick 0\n")
+        try quietened.expectEcho("one message, then nothing\n")
+        let began = Ops.now()
+
+        var closedAt: [String: Double] = [:]
+        var tick = 1
+        while Ops.now() - began < 4.0 {
+            try active.expectEcho("tick \(tick)\n", timeout: 1)
+            tick += 1
+            for (name, client) in [("silent", silent), ("quietened", quietened)] where closedAt[name] == nil {
+                let (end, bytes) = client.waitForEnd(timeout: 0)
+                XCTAssertEqual(bytes, 0)
+                if end != .stillOpen {
+                    XCTAssertTrue(end == .eof || end == .reset, "\(name) ended with \(end)")
+                    closedAt[name] = Ops.now() - began
+                }
+            }
+            let next = began + Double(tick - 1) * 0.2
+            if next > Ops.now() { usleep(useconds_t((next - Ops.now()) * 1e6)) }
+        }
+        XCTAssertGreaterThanOrEqual(tick, 15, "the active client should have sent about every 200 ms")
+        for name in ["silent", "quietened"] {
+            guard let at = closedAt[name] else {
+                XCTFail("the \(name) idle connection was still open after 4 s with --idle-timeout 1")
+                continue
+            }
+            XCTAssertLessThanOrEqual(at, 3.0, "\(name) closed after \(at) s")
+            XCTAssertGreaterThanOrEqual(at, 0.9, "\(name) closed after only \(at) s: before the timeout")
+        }
+        XCTAssertTrue(active.looksOpen, "the active connection must not be touched")
+        try active.expectEcho("still here after 4 s\n")
+        assertMetrics(port: metricsPort, [
+            "reflectd_connections_closed_total{reason=\"timeout\"}": 2,
+            "reflectd_connections_open": 1,
+        ])
+    }
+}

@@ -1,0 +1,110 @@
+// Socket options: TCP_NODELAY and keepalive on accepted connections (read from the server's
+// own socket with pidfd_getfd), and the echo listener's backlog.
+//
+// Through the built `reflectd` on loopback: every socket operation and wait has a deadline, and
+// tearDown (ServerTestCase) kills whatever a test left running.
+
+import Foundation
+import Glibc
+import XCTest
+import TestSupport
+import Synchronization
+
+final class SocketOptionsTests: ServerTestCase {
+
+    private func start(_ arguments: [String]) throws -> OpsProcess {
+        let server = try OpsProcess.reflectd(arguments)
+        track(server)
+        return server
+    }
+
+    /// The server's own socket for `client`, copied into this process with pidfd_getfd.
+    private func serverSide(of client: OpsClient, in server: OpsProcess) throws -> CInt {
+        if let reason = OpsServerSocket.unavailableReason(pid: server.pid) {
+            throw XCTSkip("cannot look at the server's sockets: \(reason)")
+        }
+        let port = try XCTUnwrap(client.localPort)
+        let found: CInt?
+        do {
+            found = try OpsServerSocket.socket(ofProcess: server.pid, peerPort: port, candidates: server.socketFDs())
+        } catch let refused as OpsServerSocket.NotPermitted {
+            throw XCTSkip("cannot look at the server's sockets: \(refused)")
+        }
+        guard let fd = found else {
+            throw OpsFailure("no socket in reflectd (pid \(server.pid)) has peer port \(port)")
+        }
+        return fd
+    }
+
+    /// Starts reflectd with `arguments` and remembers it for tearDown.
+    private func launch(_ arguments: [String]) throws -> ServerProcess {
+        let server = try ServerProcess.reflectd(arguments)
+        track(server)
+        return server
+    }
+
+    private func roundTrip(_ client: TestSocket, _ message: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        try client.send(message)
+        XCTAssertEqual(try client.receiveString(exactly: message.utf8.count), message, file: file, line: line)
+    }
+
+    func testTCPNoDelayIsSetOnAcceptedConnectionsByDefault() throws {
+        let server = try start(["--host", "127.0.0.1", "--port", "0"])
+        let client = try OpsClient.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
+        try client.expectEcho("nodelay?\n")
+        let fd = try serverSide(of: client, in: server)
+        defer { Glibc.close(fd) }
+        XCTAssertNotEqual(OpsSockets.intOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY), 0, "TCP_NODELAY should be on by default")
+        XCTAssertEqual(OpsSockets.intOption(fd, SOL_SOCKET, SO_KEEPALIVE), 0, "keepalive should be off without --keepalive")
+    }
+
+    func testNoTCPNoDelayLeavesNagleOn() throws {
+        let server = try start(["--host", "127.0.0.1", "--port", "0", "--no-tcp-nodelay"])
+        let client = try OpsClient.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
+        try client.expectEcho("nagle\n")
+        let fd = try serverSide(of: client, in: server)
+        defer { Glibc.close(fd) }
+        XCTAssertEqual(OpsSockets.intOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY), 0)
+    }
+
+    func testKeepaliveFlagEnablesProbesAfterTheGivenIdleTime() throws {
+        let server = try start(["--host", "127.0.0.1", "--port", "0", "--keepalive", "7"])
+        let client = try OpsClient.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
+        try client.expectEcho("keepalive\n")
+        let fd = try serverSide(of: client, in: server)
+        defer { Glibc.close(fd) }
+        XCTAssertNotEqual(OpsSockets.intOption(fd, SOL_SOCKET, SO_KEEPALIVE), 0)
+        XCTAssertEqual(OpsSockets.intOption(fd, CInt(IPPROTO_TCP), TCP_KEEPIDLE), 7)
+        XCTAssertNotEqual(OpsSockets.intOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY), 0)
+    }
+
+    func testBacklogFlagSetsTheEchoListenersQueueLength() throws {
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: "/usr/bin/ss"), "needs ss (iproute2)")
+        let server = try start(["--host", "127.0.0.1", "--port", "0", "--backlog", "7"])
+        let port = try server.waitForTCPPort()
+        // For a listening socket, ss shows the backlog in the Send-Q column.
+        let ss = try OpsProcess.spawn("/usr/bin/ss", ["-Hltn", "sport = :\(port)"])
+        XCTAssertEqual(ss.waitForExit(timeout: 5), .exited(0))
+        ss.stdout.waitForEOF(timeout: 2)
+        let fields = ss.stdout.lines.first?.split(separator: " ", omittingEmptySubsequences: true) ?? []
+        XCTAssertEqual(fields.count >= 3 ? Int(fields[2]) : nil, 7, "ss says: \(ss.stdout.text)")
+    }
+
+    func testBacklogOptionLimitsTheAcceptQueue() throws {
+        let backlogged = try launch(["--host", "127.0.0.1", "--port", "0", "--backlog", "2"])
+        let (_, smallPort) = try backlogged.waitForListening()
+        // A stopped server accepts nothing: Linux completes at most backlog + 1 handshakes for it
+        // and drops further SYNs, so later connects do not complete.
+        backlogged.send(signal: SIGSTOP)
+        defer { backlogged.send(signal: SIGCONT) }
+        var completed: [TestSocket] = []
+        for _ in 0..<8 {
+            guard let client = try? TestSocket.connect(port: smallPort, timeout: 0.3) else { break }
+            completed.append(client)
+        }
+        XCTAssertLessThanOrEqual(completed.count, 3, "--backlog 2 let \(completed.count) connections queue: the option is ignored")
+        backlogged.send(signal: SIGCONT)
+        // Once it runs again the queued ones are served.
+        for (i, client) in completed.enumerated() { try roundTrip(client, "queued \(i)\n") }
+    }
+}

@@ -1,0 +1,110 @@
+// Starting reflectd: the startup line names the real port, a port in use or out of range and an
+// unknown option fail at once with a message, and a restart on the same port works while
+// TIME_WAIT sockets remain.
+//
+// Through the built `reflectd` on loopback: every socket operation and wait has a deadline, and
+// tearDown (ServerTestCase) kills whatever a test left running.
+
+import TestSupport
+import Foundation
+import Glibc
+import Synchronization
+import XCTest
+
+final class StartupTests: ServerTestCase {
+
+    /// Starts reflectd with `arguments` and remembers it for tearDown.
+    private func launch(_ arguments: [String]) throws -> ServerProcess {
+        let server = try ServerProcess.reflectd(arguments)
+        track(server)
+        return server
+    }
+
+    /// Starts reflectd on 127.0.0.1 and an ephemeral port; returns it and the port it announced.
+    private func startServer(port: Int = 0) throws -> (ServerProcess, Int) {
+        let server = try launch(["--host", "127.0.0.1", "--port", String(port)])
+        let (_, bound) = try server.waitForListening()
+        return (server, bound)
+    }
+
+    private func roundTrip(_ client: TestSocket, _ message: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        try client.send(message)
+        XCTAssertEqual(try client.receiveString(exactly: message.utf8.count), message, file: file, line: line)
+    }
+
+    func testStartupLineNamesTheRealPort() throws {
+        let server = try launch(["--port", "0"])
+        let (line, port) = try server.waitForListening()
+        XCTAssertTrue(line.contains("listening on 0.0.0.0:\(port)"), "startup line: \(line.debugDescription)")
+        XCTAssertTrue((1...65535).contains(port), "port \(port) is not a real port")
+        // It really listens there.
+        let client = try TestSocket.connect(port: port)
+        try roundTrip(client, "ping\n")
+        client.close()
+        server.send(signal: SIGTERM)
+        assertExitsCleanly(server, within: 5)
+    }
+
+    func testPortInUseExitsAtOnceWithAMessage() throws {
+        let occupier = try TestListener()
+        let server = try launch(["--host", "127.0.0.1", "--port", String(occupier.port)])
+        let stderr = assertFailsAtOnce(server)
+        XCTAssertTrue(stderr.lowercased().contains("address already in use"), "stderr: \(stderr)")
+    }
+
+    func testPortInUseOnTheDefaultHostExitsAtOnce() throws {
+        // Another process listening on 127.0.0.1:P also makes 0.0.0.0:P unusable.
+        let occupier = try TestListener()
+        let server = try launch(["--port", String(occupier.port)])
+        let stderr = assertFailsAtOnce(server)
+        XCTAssertTrue(stderr.lowercased().contains("address already in use"), "stderr: \(stderr)")
+    }
+
+    func testPortOutOfRangeIsRejected() throws {
+        let stderr = assertFailsAtOnce(try launch(["--port", "70000"]))
+        XCTAssertTrue(stderr.contains("70000"), "the message should name the bad value; stderr: \(stderr)")
+        XCTAssertTrue(stderr.contains("port"), "the message should name the option; stderr: \(stderr)")
+    }
+
+    func testNonNumericPortIsRejected() throws {
+        let stderr = assertFailsAtOnce(try launch(["--port", "abc"]))
+        XCTAssertTrue(stderr.contains("abc"), "the message should name the bad value; stderr: \(stderr)")
+        XCTAssertTrue(stderr.contains("port"), "the message should name the option; stderr: \(stderr)")
+    }
+
+    func testUnknownOptionIsRejected() throws {
+        let stderr = assertFailsAtOnce(try launch(["--bogus"]))
+        XCTAssertTrue(stderr.contains("bogus"), "the message should name the unknown option; stderr: \(stderr)")
+    }
+
+    func testRestartOnTheSamePortWhileTimeWaitSocketsExist() throws {
+        let (first, port) = try startServer()
+        // Connections the server closes first leave server-side sockets in TIME_WAIT: two via the
+        // exit line, one via the stop.
+        for i in 0..<2 {
+            let client = try TestSocket.connect(port: port)
+            try roundTrip(client, "hello \(i)\n")
+            try client.send("exit\n")
+            XCTAssertEqual(client.receiveUntilEnd(timeout: 5).end, .eof)
+            client.close()
+        }
+        let lingering = try TestSocket.connect(port: port)
+        try roundTrip(lingering, "still here\n")
+        first.send(signal: SIGTERM)
+        XCTAssertEqual(lingering.receiveUntilEnd(timeout: 5).end, .eof)
+        lingering.close()
+        assertExitsCleanly(first, within: 5)
+        XCTAssertTrue(eventually(timeout: 3) { timeWaitSockets(localPort: port) > 0 },
+                      "no TIME_WAIT socket on port \(port); the test would prove nothing")
+
+        let second = try launch(["--host", "127.0.0.1", "--port", String(port)])
+        let (_, rebound) = try second.waitForListening(timeout: 10)
+        XCTAssertEqual(rebound, port)
+        XCTAssertGreaterThan(timeWaitSockets(localPort: port), 0)
+        let client = try TestSocket.connect(port: port)
+        try roundTrip(client, "after restart\n")
+        client.close()
+        second.send(signal: SIGTERM)
+        assertExitsCleanly(second, within: 5)
+    }
+}
