@@ -12,9 +12,9 @@ import XCTest
 final class ConnectionLogTests: ServerTestCase {
 
     /// Starts reflectd on 127.0.0.1 and an ephemeral port; returns it and the port it announced.
-    private func startServer(port: Int = 0) throws -> (ServerProcess, Int) {
+    private func startServer(port: Int = 0) throws -> (TestProcess, Int) {
         let server = try launch(["--host", "127.0.0.1", "--port", String(port)])
-        let (_, bound) = try server.waitForListening()
+        let (_, bound) = try server.waitForListeningLine()
         return (server, bound)
     }
 
@@ -48,8 +48,8 @@ final class ConnectionLogTests: ServerTestCase {
     }
 
     /// Starts reflectd with `arguments` and remembers it for tearDown.
-    private func launch(_ arguments: [String]) throws -> ServerProcess {
-        let server = try ServerProcess.reflectd(arguments)
+    private func launch(_ arguments: [String]) throws -> TestProcess {
+        let server = try TestProcess.reflectd(arguments)
         track(server)
         return server
     }

@@ -13,8 +13,8 @@ import Synchronization
 final class FileLimitTests: ServerTestCase {
 
     /// Starts reflectd with `arguments` and remembers it for tearDown.
-    private func launch(_ arguments: [String]) throws -> ServerProcess {
-        let server = try ServerProcess.reflectd(arguments)
+    private func launch(_ arguments: [String]) throws -> TestProcess {
+        let server = try TestProcess.reflectd(arguments)
         track(server)
         return server
     }
@@ -67,12 +67,12 @@ final class FileLimitTests: ServerTestCase {
     }
 
     func testSoftFdLimitOf1024IsRaisedSoThreeThousandClientsAllEcho() throws {
-        let hard = Ops.hardFileLimit
+        let hard = FileLimit.hard
         try XCTSkipUnless(hard >= 4_000, "needs a hard fd limit of at least 4,000, have \(hard)")
         try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit"), "needs prlimit (util-linux)")
         // The clients' 3,000 fds are this process's: raise its own soft limit.
-        XCTAssertGreaterThanOrEqual(Ops.raiseFileLimit(), 3_500)
-        let server = track(try OpsProcess.spawn("/usr/bin/prlimit", ["--nofile=1024:\(hard)", try Ops.reflectdPath(),
+        XCTAssertGreaterThanOrEqual(FileLimit.raise(), 3_500)
+        let server = track(try TestProcess.spawn("/usr/bin/prlimit", ["--nofile=1024:\(hard)", try TestProcess.binaryPath("reflectd"),
                                                                      "--host", "127.0.0.1", "--port", "0", "--log-level", "notice"]))
         let port = try server.waitForTCPPort()
         waitForLog(server, "fd limit \(hard) (soft limit raised from 1024 to the hard limit): room for ")
@@ -81,10 +81,10 @@ final class FileLimitTests: ServerTestCase {
         XCTAssertEqual(openFiles.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).first.flatMap { Int($0) }, hard,
                        "the soft limit should be the hard limit: \(openFiles)")
 
-        let clients = try OpsCrowd.connect(count: 3_000, host: "127.0.0.1", port: port, batch: 500, timeout: 30)
+        let clients = try ClientCrowd.connect(count: 3_000, host: "127.0.0.1", port: port, batch: 500, timeout: 30)
         for group in stride(from: 0, to: clients.count, by: 1_000) {
             let batch = Array(clients[group..<group + 1_000])
-            let bad = try OpsCrowd.echoAtOnce(batch, timeout: 15) { Array("client \(group + $0) of 3000\n".utf8) }
+            let bad = try ClientCrowd.echoAtOnce(batch, timeout: 15) { Array("client \(group + $0) of 3000\n".utf8) }
             XCTAssertEqual(bad, [], "clients \(group)..<\(group + 1_000) without their echo (the ones past 1,024 fds wait in the backlog if the limit was not raised)")
         }
         clients.forEach { $0.close() }
@@ -94,7 +94,7 @@ final class FileLimitTests: ServerTestCase {
 
     func testMaxConnectionsBeyondTheFdLimitIsAWarningAtStartup() throws {
         try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit"), "needs prlimit (util-linux)")
-        let server = track(try OpsProcess.spawn("/usr/bin/prlimit", ["--nofile=256:256", try Ops.reflectdPath(),
+        let server = track(try TestProcess.spawn("/usr/bin/prlimit", ["--nofile=256:256", try TestProcess.binaryPath("reflectd"),
                                                                      "--host", "127.0.0.1", "--port", "0", "--max-connections", "1000"]))
         _ = try server.waitForTCPPort()
         waitForLog(server, "fd limit 256: room for ")
@@ -102,14 +102,14 @@ final class FileLimitTests: ServerTestCase {
     }
 
     func testRunningOutOfFileDescriptorsDoesNotSpinAndRecovers() throws {
-        let path = try ServerProcess.reflectdPath()
+        let path = try TestProcess.binaryPath("reflectd")
         let launchedAt = monotonicSeconds()
         // One client address takes every fd here: without `off`, the default per-client limit
         // (90 % of the room) would refuse the rest at once instead of leaving them in the backlog,
         // which is what this test is about (RefusalTests covers the default).
-        let server = try ServerProcess.launch("/bin/sh", ["-c", "ulimit -n 32; exec '\(path)' --host 127.0.0.1 --port 0 --max-connections-per-client off"])
+        let server = try TestProcess.spawn("/bin/sh", ["-c", "ulimit -n 32; exec '\(path)' --host 127.0.0.1 --port 0 --max-connections-per-client off"])
         track(server)
-        let (_, port) = try server.waitForListening()
+        let (_, port) = try server.waitForListeningLine()
 
         let count = 40
         var clients: [TestSocket] = []

@@ -3,14 +3,15 @@
 // Through the built `reflectd` on loopback: every socket operation and wait has a deadline, and
 // tearDown (ServerTestCase) kills whatever a test left running.
 
+import TestSupport
 import Foundation
 import Glibc
 import XCTest
 
 final class IdleTimeoutTests: ServerTestCase {
 
-    private func start(_ arguments: [String]) throws -> OpsProcess {
-        let server = try OpsProcess.reflectd(arguments)
+    private func start(_ arguments: [String]) throws -> TestProcess {
+        let server = try TestProcess.reflectd(arguments)
         track(server)
         return server
     }
@@ -18,9 +19,9 @@ final class IdleTimeoutTests: ServerTestCase {
     /// Scrapes until the expected samples appear (or `timeout`); a failed scrape fails the test here.
     @discardableResult
     private func assertMetrics(port: Int, _ expected: [String: Int], timeout: Double = 3.5,
-                               file: StaticString = #filePath, line: UInt = #line) -> OpsMetrics? {
+                               file: StaticString = #filePath, line: UInt = #line) -> MetricsScrape? {
         do {
-            let (metrics, unmet) = try OpsMetrics.scrape(port: port, until: expected, timeout: timeout)
+            let (metrics, unmet) = try MetricsScrape.scrape(port: port, until: expected, timeout: timeout)
             XCTAssertEqual(unmet, [], "metrics after \(timeout) s:\n\(metrics.text)", file: file, line: line)
             return metrics
         } catch {
@@ -34,28 +35,28 @@ final class IdleTimeoutTests: ServerTestCase {
         let port = try server.waitForTCPPort()
         let metricsPort = try server.waitForMetricsPort()
 
-        let active = try OpsClient.connect(host: "127.0.0.1", port: port)
-        let silent = try OpsClient.connect(host: "127.0.0.1", port: port)      // never sends
-        let quietened = try OpsClient.connect(host: "127.0.0.1", port: port)   // one echo, then silence
+        let active = try TestSocket.connect(host: "127.0.0.1", port: port)
+        let silent = try TestSocket.connect(host: "127.0.0.1", port: port)      // never sends
+        let quietened = try TestSocket.connect(host: "127.0.0.1", port: port)   // one echo, then silence
         try active.expectEcho("tick 0\n")
         try quietened.expectEcho("one message, then nothing\n")
-        let began = Ops.now()
+        let began = monotonicSeconds()
 
         var closedAt: [String: Double] = [:]
         var tick = 1
-        while Ops.now() - began < 4.0 {
+        while monotonicSeconds() - began < 4.0 {
             try active.expectEcho("tick \(tick)\n", timeout: 1)
             tick += 1
             for (name, client) in [("silent", silent), ("quietened", quietened)] where closedAt[name] == nil {
                 let (end, bytes) = client.waitForEnd(timeout: 0)
                 XCTAssertEqual(bytes, 0)
-                if end != .stillOpen {
+                if end != .timeout {
                     XCTAssertTrue(end == .eof || end == .reset, "\(name) ended with \(end)")
-                    closedAt[name] = Ops.now() - began
+                    closedAt[name] = monotonicSeconds() - began
                 }
             }
             let next = began + Double(tick - 1) * 0.2
-            if next > Ops.now() { usleep(useconds_t((next - Ops.now()) * 1e6)) }
+            if next > monotonicSeconds() { usleep(useconds_t((next - monotonicSeconds()) * 1e6)) }
         }
         XCTAssertGreaterThanOrEqual(tick, 15, "the active client should have sent about every 200 ms")
         for name in ["silent", "quietened"] {

@@ -4,14 +4,15 @@
 // Through the built `reflectd` on loopback: every socket operation and wait has a deadline, and
 // tearDown (ServerTestCase) kills whatever a test left running.
 
+import TestSupport
 import Foundation
 import Glibc
 import XCTest
 
 final class MaxConnectionsTests: ServerTestCase {
 
-    private func start(_ arguments: [String]) throws -> OpsProcess {
-        let server = try OpsProcess.reflectd(arguments)
+    private func start(_ arguments: [String]) throws -> TestProcess {
+        let server = try TestProcess.reflectd(arguments)
         track(server)
         return server
     }
@@ -19,9 +20,9 @@ final class MaxConnectionsTests: ServerTestCase {
     /// Scrapes until the expected samples appear (or `timeout`); a failed scrape fails the test here.
     @discardableResult
     private func assertMetrics(port: Int, _ expected: [String: Int], timeout: Double = 3.5,
-                               file: StaticString = #filePath, line: UInt = #line) -> OpsMetrics? {
+                               file: StaticString = #filePath, line: UInt = #line) -> MetricsScrape? {
         do {
-            let (metrics, unmet) = try OpsMetrics.scrape(port: port, until: expected, timeout: timeout)
+            let (metrics, unmet) = try MetricsScrape.scrape(port: port, until: expected, timeout: timeout)
             XCTAssertEqual(unmet, [], "metrics after \(timeout) s:\n\(metrics.text)", file: file, line: line)
             return metrics
         } catch {
@@ -34,17 +35,17 @@ final class MaxConnectionsTests: ServerTestCase {
         // Two reactors: the limit is for the whole process, whichever reactor accepts.
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--reactors", "2", "--max-connections", "10"])
         let port = try server.waitForTCPPort()
-        var clients: [OpsClient] = []
+        var clients: [TestSocket] = []
         for i in 0..<10 {
-            let client = try OpsClient.connect(host: "127.0.0.1", port: port)
+            let client = try TestSocket.connect(host: "127.0.0.1", port: port)
             try client.expectEcho("first ten: \(i)\n")
             clients.append(client)
         }
 
-        let eleventh = try OpsClient.connect(host: "127.0.0.1", port: port)
-        let began = Ops.now()
+        let eleventh = try TestSocket.connect(host: "127.0.0.1", port: port)
+        let began = monotonicSeconds()
         let (end, bytes) = eleventh.waitForEnd(timeout: 1)
-        let elapsed = Ops.now() - began
+        let elapsed = monotonicSeconds() - began
         XCTAssertTrue(end == .eof || end == .reset, "the 11th connection should see EOF or reset within 1 s, saw \(end)")
         XCTAssertEqual(bytes, 0, "the 11th connection should get no data")
         XCTAssertLessThan(elapsed, 1.0)
@@ -53,14 +54,14 @@ final class MaxConnectionsTests: ServerTestCase {
         for (i, client) in clients.enumerated() {
             try client.expectEcho("still echoing: \(i)\n")
         }
-        XCTAssertTrue(Ops.waitUntil(timeout: 2) { server.stderr.text.contains("reason limit") },
+        XCTAssertTrue(eventually(timeout: 2) { server.stderr.text.contains("reason limit") },
                       "the refusal should be logged at info with reason limit; stderr:\n\(server.stderr.text.suffix(1500))")
 
         // A place frees when a connection closes (the server may need a moment to see the EOF).
         clients[0].close()
-        var replacement: OpsClient?
-        let admitted = Ops.waitUntil(timeout: 2, interval: 0.05) {
-            guard let client = try? OpsClient.connect(host: "127.0.0.1", port: port),
+        var replacement: TestSocket?
+        let admitted = eventually(timeout: 2, interval: 0.05) {
+            guard let client = try? TestSocket.connect(host: "127.0.0.1", port: port),
                   (try? client.expectEcho("replacement\n", timeout: 0.5)) != nil else { return false }
             replacement = client
             return true
@@ -75,8 +76,8 @@ final class MaxConnectionsTests: ServerTestCase {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--max-connections", "2", "--metrics-port", "0"])
         let port = try server.waitForTCPPort()
         let metricsPort = try server.waitForMetricsPort()
-        let a = try OpsClient.connect(host: "127.0.0.1", port: port)
-        let b = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let a = try TestSocket.connect(host: "127.0.0.1", port: port)
+        let b = try TestSocket.connect(host: "127.0.0.1", port: port)
         try a.expectEcho("a\n")
         try b.expectEcho("b\n")
         assertMetrics(port: metricsPort, [
@@ -86,7 +87,7 @@ final class MaxConnectionsTests: ServerTestCase {
             "reflectd_connections_closed_total{reason=\"limit\"}": 0,
         ], timeout: 0.5)
 
-        let refused = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let refused = try TestSocket.connect(host: "127.0.0.1", port: port)
         let (end, _) = refused.waitForEnd(timeout: 1)
         XCTAssertTrue(end == .eof || end == .reset, "the third connection should be refused, saw \(end)")
         assertMetrics(port: metricsPort, [

@@ -5,26 +5,27 @@
 // Through the built `reflectd` on loopback: every socket operation and wait has a deadline, and
 // tearDown (ServerTestCase) kills whatever a test left running.
 
+import TestSupport
 import Foundation
 import Glibc
 import XCTest
 
 final class MetricsTests: ServerTestCase {
 
-    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> OpsProcess {
-        let server = try OpsProcess.spawn(try Ops.reflectdPath(), arguments, stderrPaused: stderrPaused)
+    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> TestProcess {
+        let server = try TestProcess.reflectd(arguments, stderr: stderrPaused ? .paused : .collected)
         track(server)
         return server
     }
 
     /// Sends `request` raw and returns the whole response (the server closes after it).
     private func raw(_ request: String, port: Int) throws -> String {
-        let client = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let client = try TestSocket.connect(host: "127.0.0.1", port: port)
         try client.send(request)
         var response: [UInt8] = []
-        let deadline = Ops.now() + 3
-        while Ops.now() < deadline {
-            guard let byte = try? client.receive(exactly: 1, timeout: max(0.05, deadline - Ops.now())) else { break }
+        let deadline = monotonicSeconds() + 3
+        while monotonicSeconds() < deadline {
+            guard let byte = try? client.receive(exactly: 1, timeout: max(0.05, deadline - monotonicSeconds())) else { break }
             response += byte
         }
         return String(decoding: response, as: UTF8.self)
@@ -33,9 +34,9 @@ final class MetricsTests: ServerTestCase {
     /// Scrapes until the expected samples appear (or `timeout`); a failed scrape fails the test here.
     @discardableResult
     private func assertMetrics(port: Int, _ expected: [String: Int], timeout: Double = 3.5,
-                               file: StaticString = #filePath, line: UInt = #line) -> OpsMetrics? {
+                               file: StaticString = #filePath, line: UInt = #line) -> MetricsScrape? {
         do {
-            let (metrics, unmet) = try OpsMetrics.scrape(port: port, until: expected, timeout: timeout)
+            let (metrics, unmet) = try MetricsScrape.scrape(port: port, until: expected, timeout: timeout)
             XCTAssertEqual(unmet, [], "metrics after \(timeout) s:\n\(metrics.text)", file: file, line: line)
             return metrics
         } catch {
@@ -48,44 +49,44 @@ final class MetricsTests: ServerTestCase {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--max-connections", "100", "--metrics-port", "0"])
         let port = try server.waitForTCPPort()
         let metricsPort = try server.waitForMetricsPort()
-        let echoClient = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let echoClient = try TestSocket.connect(host: "127.0.0.1", port: port)
         try echoClient.expectEcho("before the flood\n")
         let baseFDs = server.openFDCount()
 
         // 200 metrics connections, each with half a request.
-        let began = Ops.now()
-        var holders: [OpsClient] = []
+        let began = monotonicSeconds()
+        var holders: [TestSocket] = []
         for _ in 0..<200 {
-            let slow = try OpsClient.connect(host: "127.0.0.1", port: metricsPort)
+            let slow = try TestSocket.connect(host: "127.0.0.1", port: metricsPort)
             try slow.send("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             holders.append(slow)
         }
         // Those over the cap are reset at once; the server holds at most the cap.
-        XCTAssertTrue(Ops.waitUntil(timeout: 3) { server.openFDCount() <= baseFDs + 16 },
+        XCTAssertTrue(eventually(timeout: 3) { server.openFDCount() <= baseFDs + 16 },
                       "reflectd holds \(server.openFDCount() - baseFDs) extra fds for 200 half requests (cap 16)")
         var ended = Set<Int>()
-        let settle = Ops.now() + 3
+        let settle = monotonicSeconds() + 3
         repeat {
-            for (i, slow) in holders.enumerated() where !ended.contains(i) && slow.waitForEnd(timeout: 0).0 != .stillOpen {
+            for (i, slow) in holders.enumerated() where !ended.contains(i) && slow.waitForEnd(timeout: 0).0 != .timeout {
                 ended.insert(i)
             }
             if ended.count < 200 - 16 { usleep(20_000) }
-        } while ended.count < 200 - 16 && Ops.now() < settle
+        } while ended.count < 200 - 16 && monotonicSeconds() < settle
         XCTAssertEqual(ended.count, 200 - 16, "all but 16 half-open metrics connections should be closed at once")
 
         // Echo is untouched, new echo clients too.
         try echoClient.expectEcho("during the flood\n", timeout: 1)
-        for i in 0..<10 { try OpsClient.connect(host: "127.0.0.1", port: port).expectEcho("new client \(i)\n", timeout: 1) }
+        for i in 0..<10 { try TestSocket.connect(host: "127.0.0.1", port: port).expectEcho("new client \(i)\n", timeout: 1) }
 
         // The 16 held ones are closed at their 5 s request deadline; then scrapes work again.
         let held = holders.filter { $0.looksOpen }
         XCTAssertLessThanOrEqual(held.count, 16)
         for slow in held {
-            let (end, _) = slow.waitForEnd(timeout: max(0.1, began + 8 - Ops.now()))
-            XCTAssertNotEqual(end, .stillOpen, "a half request was still open \(Ops.now() - began) s after it began (deadline 5 s)")
+            let (end, _) = slow.waitForEnd(timeout: max(0.1, began + 8 - monotonicSeconds()))
+            XCTAssertNotEqual(end, .timeout, "a half request was still open \(monotonicSeconds() - began) s after it began (deadline 5 s)")
         }
-        XCTAssertGreaterThanOrEqual(Ops.now() - began, 4.5, "held requests closed before their 5 s deadline")
-        let (metrics, unmet) = try OpsMetrics.scrape(port: metricsPort, until: [
+        XCTAssertGreaterThanOrEqual(monotonicSeconds() - began, 4.5, "held requests closed before their 5 s deadline")
+        let (metrics, unmet) = try MetricsScrape.scrape(port: metricsPort, until: [
             "reflectd_metrics_connections_rejected_total": 200 - 16,
             "reflectd_metrics_requests_timed_out_total": 16,
             "reflectd_connections_open": 1,  // metrics connections are not echo connections
@@ -97,10 +98,10 @@ final class MetricsTests: ServerTestCase {
     func testMetricsAddressIsPrintedOnStdoutAtEveryLogLevel() throws {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--log-level", "critical"])
         _ = try server.waitForTCPPort()
-        XCTAssertTrue(Ops.waitUntil(timeout: 3) { server.stdout.lines.contains { $0.hasPrefix("metrics on http://127.0.0.1:") && $0.hasSuffix("/metrics") } },
+        XCTAssertTrue(eventually(timeout: 3) { server.stdout.lines.contains { $0.hasPrefix("metrics on http://127.0.0.1:") && $0.hasSuffix("/metrics") } },
                       "stdout: \(server.stdout.text)")
         let port = try server.waitForMetricsPort()
-        XCTAssertEqual(try OpsHTTP.get(port: port, path: "/metrics").status, 200)
+        XCTAssertEqual(try MetricsHTTP.get(port: port, path: "/metrics").status, 200)
         XCTAssertEqual(server.stderr.text, "", "nothing is logged at critical")
     }
 
@@ -126,7 +127,7 @@ final class MetricsTests: ServerTestCase {
 
         // A real client: curl through reflectd as its "proxy" sends the absolute form.
         if FileManager.default.isExecutableFile(atPath: "/usr/bin/curl") {
-            let curl = try OpsProcess.spawn("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", "http://127.0.0.1:\(port)",
+            let curl = try TestProcess.spawn("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", "http://127.0.0.1:\(port)",
                                                               "http://127.0.0.1:\(port)/metrics"])
             XCTAssertEqual(curl.waitForExit(timeout: 5), .exited(0))
             curl.stdout.waitForEOF(timeout: 2)
@@ -139,7 +140,7 @@ final class MetricsTests: ServerTestCase {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--backlog", "300"])
         _ = try server.waitForTCPPort()
         let port = try server.waitForMetricsPort()
-        let ss = try OpsProcess.spawn("/usr/bin/ss", ["-Hltn", "sport = :\(port)"])
+        let ss = try TestProcess.spawn("/usr/bin/ss", ["-Hltn", "sport = :\(port)"])
         XCTAssertEqual(ss.waitForExit(timeout: 5), .exited(0))
         ss.stdout.waitForEOF(timeout: 2)
         let fields = ss.stdout.lines.first?.split(separator: " ", omittingEmptySubsequences: true) ?? []
@@ -152,14 +153,14 @@ final class MetricsTests: ServerTestCase {
         let metricsPort = try server.waitForMetricsPort()
         var received = 0, sent = 0
 
-        func echo(_ client: OpsClient, _ text: String) throws {
+        func echo(_ client: TestSocket, _ text: String) throws {
             try client.expectEcho(text)
             received += text.utf8.count
             sent += text.utf8.count
         }
         // Two close by EOF after two messages each.
         for i in 0..<2 {
-            let client = try OpsClient.connect(host: "127.0.0.1", port: port)
+            let client = try TestSocket.connect(host: "127.0.0.1", port: port)
             try echo(client, "eof client \(i)\n")
             try echo(client, "second message\n")
             client.shutdownWrite()
@@ -168,7 +169,7 @@ final class MetricsTests: ServerTestCase {
         }
         // Two send the exit line (read, not echoed).
         for i in 0..<2 {
-            let client = try OpsClient.connect(host: "127.0.0.1", port: port)
+            let client = try TestSocket.connect(host: "127.0.0.1", port: port)
             try echo(client, "exit client \(i)\n")
             try client.send("exit\n")
             received += 5
@@ -177,12 +178,12 @@ final class MetricsTests: ServerTestCase {
         }
         // Two reset.
         for i in 0..<2 {
-            let client = try OpsClient.connect(host: "127.0.0.1", port: port)
+            let client = try TestSocket.connect(host: "127.0.0.1", port: port)
             try echo(client, "reset client \(i)\n")
             client.closeWithReset()
         }
         // One stays open.
-        let open = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let open = try TestSocket.connect(host: "127.0.0.1", port: port)
         try echo(open, "still open\n")
 
         let scraped = assertMetrics(port: metricsPort, [
@@ -215,19 +216,19 @@ final class MetricsTests: ServerTestCase {
         _ = try server.waitForTCPPort()
         let metricsPort = try server.waitForMetricsPort()
 
-        let ok = try OpsHTTP.get(port: metricsPort, path: "/metrics")
+        let ok = try MetricsHTTP.get(port: metricsPort, path: "/metrics")
         XCTAssertEqual(ok.status, 200)
         XCTAssertTrue(ok.headers["content-type"]?.hasPrefix("text/plain") ?? false, "\(ok.headers)")
-        XCTAssertNoThrow(try OpsMetrics(text: ok.body))
+        XCTAssertNoThrow(try MetricsScrape(text: ok.body))
         for path in ["/", "/metricsx", "/other", "/metrics/extra"] {
-            XCTAssertEqual(try OpsHTTP.get(port: metricsPort, path: path).status, 404, "GET \(path)")
+            XCTAssertEqual(try MetricsHTTP.get(port: metricsPort, path: path).status, 404, "GET \(path)")
         }
-        XCTAssertEqual(try OpsHTTP.get(port: metricsPort, path: "/metrics", method: "POST").status, 405)
+        XCTAssertEqual(try MetricsHTTP.get(port: metricsPort, path: "/metrics", method: "POST").status, 405)
 
-        let viaURLSession = try OpsHTTP.getWithURLSession("http://127.0.0.1:\(metricsPort)/metrics")
+        let viaURLSession = try MetricsHTTP.getWithURLSession("http://127.0.0.1:\(metricsPort)/metrics")
         XCTAssertEqual(viaURLSession.status, 200)
         XCTAssertTrue(viaURLSession.body.contains("reflectd_connections_open 0"), viaURLSession.body)
-        XCTAssertEqual(try OpsHTTP.getWithURLSession("http://127.0.0.1:\(metricsPort)/nope").status, 404)
+        XCTAssertEqual(try MetricsHTTP.getWithURLSession("http://127.0.0.1:\(metricsPort)/nope").status, 404)
         server.send(signal: SIGTERM)
         assertExitsCleanly(server, within: 6)
     }

@@ -4,23 +4,24 @@
 // every connection the fd limit leaves room for. Through the built binary on loopback, with
 // clients on 127.0.0.1 and 127.0.0.2 as two addresses.
 
+import TestSupport
 import Foundation
 import Glibc
 import XCTest
 
 final class PerClientLimitTests: ServerTestCase {
 
-    private func start(_ arguments: [String], prologue: String? = nil) throws -> (OpsProcess, Int) {
-        let server = try prologue.map { try OpsProcess.reflectd(shellPrologue: $0, arguments) } ?? OpsProcess.reflectd(arguments)
+    private func start(_ arguments: [String], prologue: String? = nil) throws -> (TestProcess, Int) {
+        let server = try prologue.map { try TestProcess.reflectd(shellPrologue: $0, arguments) } ?? TestProcess.reflectd(arguments)
         track(server)
         return (server, try server.waitForTCPPort())
     }
 
     /// The SIGUSR1 statistics line's `closed:` counts, by reason.
-    private func closedCounts(_ server: OpsProcess, file: StaticString = #filePath, line: UInt = #line) -> [String: Int] {
+    private func closedCounts(_ server: TestProcess, file: StaticString = #filePath, line: UInt = #line) -> [String: Int] {
         let before = server.stderr.lines.filter { $0.contains("received SIGUSR1: statistics:") }.count
         server.send(signal: SIGUSR1)
-        _ = Ops.waitUntil(timeout: 3) {
+        _ = eventually(timeout: 3) {
             server.stderr.lines.filter { $0.contains("received SIGUSR1: statistics:") }.count > before
         }
         guard let text = server.stderr.lines.last(where: { $0.contains("received SIGUSR1: statistics:") }),
@@ -38,11 +39,11 @@ final class PerClientLimitTests: ServerTestCase {
     }
 
     /// Every refused connection ends at once (EOF or reset within `timeout`), without an echo.
-    private func assertRefusedAtOnce(_ clients: [OpsClient], timeout: Double = 1,
+    private func assertRefusedAtOnce(_ clients: [TestSocket], timeout: Double = 1,
                                      file: StaticString = #filePath, line: UInt = #line) {
         for (k, client) in clients.enumerated() {
             let (end, bytes) = client.waitForEnd(timeout: timeout)
-            XCTAssertNotEqual(end, .stillOpen, "refused connection \(k) still open after \(timeout) s", file: file, line: line)
+            XCTAssertNotEqual(end, .timeout, "refused connection \(k) still open after \(timeout) s", file: file, line: line)
             XCTAssertEqual(bytes, 0, "refused connection \(k) got bytes", file: file, line: line)
         }
     }
@@ -55,16 +56,16 @@ final class PerClientLimitTests: ServerTestCase {
     func testRefusedByThePerClientLimitHoldNoPlace() throws {
         let (server, port) = try start(["--host", "127.0.0.1", "--port", "0", "--max-connections", "8",
                                         "--max-connections-per-client", "2"])
-        let admitted = try (0..<2).map { _ in try OpsClient.connect(host: "127.0.0.1", port: port, from: "127.0.0.1") }
+        let admitted = try (0..<2).map { _ in try TestSocket.connect(host: "127.0.0.1", port: port, from: "127.0.0.1") }
         for (k, client) in admitted.enumerated() { try client.expectEcho("admitted \(k)\n") }
-        let refused = try (0..<6).map { _ in try OpsClient.connect(host: "127.0.0.1", port: port, from: "127.0.0.1") }
+        let refused = try (0..<6).map { _ in try TestSocket.connect(host: "127.0.0.1", port: port, from: "127.0.0.1") }
         assertRefusedAtOnce(refused)
 
         // Another address gets in at once, while the refused sockets are still open on our side.
-        let began = Ops.now()
-        let other = try OpsClient.connect(host: "127.0.0.1", port: port, from: "127.0.0.2")
+        let began = monotonicSeconds()
+        let other = try TestSocket.connect(host: "127.0.0.1", port: port, from: "127.0.0.2")
         try other.expectEcho("another address\n", timeout: 1)
-        XCTAssertLessThan(Ops.now() - began, 0.5)
+        XCTAssertLessThan(monotonicSeconds() - began, 0.5)
         XCTAssertEqual(closedCounts(server)["limit"], 6)
         XCTAssertTrue(server.stderr.text.contains("connection from 127.0.0.1:"), "the refusal names the real peer")
         for client in admitted { try client.expectEcho("still here\n") }
@@ -75,15 +76,15 @@ final class PerClientLimitTests: ServerTestCase {
     /// either: 8 bad headers, never closed by the client, leave every place to a good client.
     func testRefusedProxyHeadersHoldNoPlace() throws {
         let (server, port) = try start(["--host", "127.0.0.1", "--port", "0", "--max-connections", "8", "--proxy-protocol"])
-        var bad: [OpsClient] = []
+        var bad: [TestSocket] = []
         for k in 0..<8 {
-            let client = try OpsClient.connect(host: "127.0.0.1", port: port)
+            let client = try TestSocket.connect(host: "127.0.0.1", port: port)
             try client.send(Array("GET / HTTP/1.0 \(k)\r\n\r\n".utf8))
             bad.append(client)
         }
         assertRefusedAtOnce(bad)
         // The 12-byte v2 signature and nothing more: pending, not refused yet, but a 3 s deadline.
-        let good = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let good = try TestSocket.connect(host: "127.0.0.1", port: port)
         let payload: [UInt8] = (0..<512).map { UInt8(truncatingIfNeeded: $0 &* 37) }
         try good.send(ProxyHeaders.v2IPv4(source: [192, 0, 2, 9], sourcePort: 4000, destination: [10, 0, 0, 1],
                                           destinationPort: 8887) + payload)
@@ -96,14 +97,14 @@ final class PerClientLimitTests: ServerTestCase {
     /// leaves room for 8 new ones at once.
     func testLingeringConnectionsCountAgainstNoLimit() throws {
         let (_, port) = try start(["--host", "127.0.0.1", "--port", "0", "--max-connections", "8"])
-        var leaving: [OpsClient] = []
+        var leaving: [TestSocket] = []
         for _ in 0..<8 {
-            let client = try OpsClient.connect(host: "127.0.0.1", port: port)
+            let client = try TestSocket.connect(host: "127.0.0.1", port: port)
             try client.send("exit\n")
             leaving.append(client)
         }
         for client in leaving { XCTAssertEqual(client.waitForEnd(timeout: 2).0, .eof) }
-        let next = try (0..<8).map { _ in try OpsClient.connect(host: "127.0.0.1", port: port) }
+        let next = try (0..<8).map { _ in try TestSocket.connect(host: "127.0.0.1", port: port) }
         for (k, client) in next.enumerated() { try client.expectEcho("next \(k)\n", timeout: 1) }
         _ = leaving
     }
@@ -114,11 +115,11 @@ final class PerClientLimitTests: ServerTestCase {
     /// keeps them; another address still gets its echo (0.2.0: every fd went to the first).
     func testOneAddressCannotTakeEveryConnectionByDefault() throws {
         let (server, port) = try start(["--host", "127.0.0.1", "--port", "0"], prologue: "ulimit -n 1000")
-        let hog = try OpsCrowd.connect(count: 1_100, host: "127.0.0.1", port: port, timeout: 30)
-        XCTAssertTrue(Ops.waitUntil(timeout: 5) {
+        let hog = try ClientCrowd.connect(count: 1_100, host: "127.0.0.1", port: port, timeout: 30)
+        XCTAssertTrue(eventually(timeout: 5) {
             server.stderr.text.components(separatedBy: "reason limit").count - 1 >= 100
         }, "not every connection over the default limit was refused; stderr:\n\(server.stderr.text.suffix(1500))")
-        let other = try OpsClient.connect(host: "127.0.0.1", port: port, from: "127.0.0.2")
+        let other = try TestSocket.connect(host: "127.0.0.1", port: port, from: "127.0.0.2")
         try other.expectEcho("room for another address\n", timeout: 2)
         let line = server.stderr.lines.first { $0.contains("connections per client address") } ?? ""
         XCTAssertTrue(line.contains("--max-connections-per-client auto"), "the default is logged at startup: \(line)")
@@ -132,7 +133,7 @@ final class PerClientLimitTests: ServerTestCase {
         _ = port
         XCTAssertFalse(server.stderr.text.contains("connections per client address"))
         for bad in ["0", "-3", "many", "auto5"] {
-            let failing = try OpsProcess.reflectd(["--port", "0", "--max-connections-per-client", bad])
+            let failing = try TestProcess.reflectd(["--port", "0", "--max-connections-per-client", bad])
             track(failing)
             let text = assertFailsAtOnce(failing)
             XCTAssertTrue(text.contains("--max-connections-per-client"), text)

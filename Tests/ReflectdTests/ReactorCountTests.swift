@@ -4,14 +4,15 @@
 // Through the built `reflectd` on loopback: every socket operation and wait has a deadline, and
 // tearDown (ServerTestCase) kills whatever a test left running.
 
+import TestSupport
 import Foundation
 import Glibc
 import XCTest
 
 final class ReactorCountTests: ServerTestCase {
 
-    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> OpsProcess {
-        let server = try OpsProcess.spawn(try Ops.reflectdPath(), arguments, stderrPaused: stderrPaused)
+    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> TestProcess {
+        let server = try TestProcess.reflectd(arguments, stderr: stderrPaused ? .paused : .collected)
         track(server)
         return server
     }
@@ -29,9 +30,9 @@ final class ReactorCountTests: ServerTestCase {
         let port = try server.waitForTCPPort()
         let metricsPort = try server.waitForMetricsPort()
 
-        let clients = try OpsCrowd.connect(count: 200, host: "127.0.0.1", port: port)
+        let clients = try ClientCrowd.connect(count: 200, host: "127.0.0.1", port: port)
         for round in 0..<3 {
-            let bad = try OpsCrowd.echoAtOnce(clients) { i in
+            let bad = try ClientCrowd.echoAtOnce(clients) { i in
                 Array("round \(round) client \(i) \(String(repeating: "x", count: (i * 7) % 90))\n".utf8)
             }
             XCTAssertEqual(bad, [], "round \(round): clients whose echo was wrong or missing")
@@ -39,9 +40,9 @@ final class ReactorCountTests: ServerTestCase {
 
         // Reactor 0 serves the scrapes, and its per-reactor count includes them (the current one too).
         var scrapes = 0
-        var last: OpsMetrics?
-        let bothAccepted = try Ops.waitUntil(timeout: 3.5, interval: 0.1) {
-            let metrics = try OpsMetrics.scrape(port: metricsPort)
+        var last: MetricsScrape?
+        let bothAccepted = try eventually(timeout: 3.5, interval: 0.1) {
+            let metrics = try MetricsScrape.scrape(port: metricsPort)
             scrapes += 1
             last = metrics
             let zero = (metrics["reflectd_reactor_connections_accepted_total{reactor=\"0\"}"] ?? 0) - scrapes
@@ -57,11 +58,11 @@ final class ReactorCountTests: ServerTestCase {
         let lastWords = clients.indices.map { Array("last words of \($0)\n".utf8) }
         for (i, client) in clients.enumerated() { try client.send(lastWords[i]) }
         server.send(signal: SIGTERM)
-        let deadline = Ops.now() + 5
+        let deadline = monotonicSeconds() + 5
         for (i, client) in clients.enumerated() {
-            let echo = try client.receive(exactly: lastWords[i].count, timeout: max(0.1, deadline - Ops.now()))
+            let echo = try client.receive(exactly: lastWords[i].count, timeout: max(0.1, deadline - monotonicSeconds()))
             XCTAssertEqual(echo, lastWords[i], "client \(i) after SIGTERM")
-            let (end, extra) = client.waitForEnd(timeout: max(0.1, deadline - Ops.now()))
+            let (end, extra) = client.waitForEnd(timeout: max(0.1, deadline - monotonicSeconds()))
             XCTAssertEqual(end, .eof, "client \(i) should see EOF after SIGTERM")
             XCTAssertEqual(extra, 0)
             client.close()
@@ -76,7 +77,7 @@ final class ReactorCountTests: ServerTestCase {
         let second = try start(["--host", "127.0.0.1", "--port", String(port), "--reactors", "2"])
         let stderr = assertFailsAtOnce(second)
         XCTAssertTrue(stderr.contains("address already in use"), stderr)
-        try OpsClient.connect(host: "127.0.0.1", port: port).expectEcho("the first server still serves\n")
+        try TestSocket.connect(host: "127.0.0.1", port: port).expectEcho("the first server still serves\n")
     }
 
     func testZeroReactorsIsRejectedWithAClearError() throws {
@@ -90,9 +91,9 @@ final class ReactorCountTests: ServerTestCase {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--reactors", "auto", "--metrics-port", "0"])
         let port = try server.waitForTCPPort()
         let metricsPort = try server.waitForMetricsPort()
-        try OpsClient.connect(host: "127.0.0.1", port: port).expectEcho("auto\n")
+        try TestSocket.connect(host: "127.0.0.1", port: port).expectEcho("auto\n")
         let cpus = sysconf(Int32(_SC_NPROCESSORS_ONLN))
-        let metrics = try OpsMetrics.scrape(port: metricsPort)
+        let metrics = try MetricsScrape.scrape(port: metricsPort)
         XCTAssertEqual(metrics["reflectd_reactors"], cpus)
         server.send(signal: SIGTERM)
         assertExitsCleanly(server, within: 6)

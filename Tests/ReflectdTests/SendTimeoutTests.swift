@@ -4,21 +4,22 @@
 // Through the built `reflectd` on loopback: every socket operation and wait has a deadline, and
 // tearDown (ServerTestCase) kills whatever a test left running.
 
+import TestSupport
 import Foundation
 import Glibc
 import XCTest
 
 final class SendTimeoutTests: ServerTestCase {
 
-    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> OpsProcess {
-        let server = try OpsProcess.spawn(try Ops.reflectdPath(), arguments, stderrPaused: stderrPaused)
+    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> TestProcess {
+        let server = try TestProcess.reflectd(arguments, stderr: stderrPaused ? .paused : .collected)
         track(server)
         return server
     }
 
     /// The server is gone, so the flooding thread's send fails; then the socket can be closed.
-    private func finish(_ writer: Thread, _ client: OpsClient) {
-        _ = Ops.waitUntil(timeout: 5) { !writer.isExecuting }
+    private func finish(_ writer: Thread, _ client: TestSocket) {
+        _ = eventually(timeout: 5) { !writer.isExecuting }
         client.close()
     }
 
@@ -26,21 +27,21 @@ final class SendTimeoutTests: ServerTestCase {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--send-timeout", "2", "--metrics-port", "0"])
         let port = try server.waitForTCPPort()
         let metricsPort = try server.waitForMetricsPort()
-        let reader = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let reader = try TestSocket.connect(host: "127.0.0.1", port: port)
         try reader.expectEcho("a client that reads\n")
 
         // Sends 32 MiB and never reads, then half-closes (as `exit` or a FIN would): once its echo
         // passes the high watermark the server stops reading it and would never see either.
-        let neverReader = try OpsClient.connect(host: "127.0.0.1", port: port)
-        let began = Ops.now()
+        let neverReader = try TestSocket.connect(host: "127.0.0.1", port: port)
+        let began = monotonicSeconds()
         let writer = flood(neverReader, bytes: 32 << 20)
         usleep(500_000)
         neverReader.shutdownWrite()
         // Poll for an error or hang-up only: reading would take the echo and count as progress.
         var closedAt: Double?
-        while Ops.now() - began < 8 {
-            let revents = OpsSockets.wait(neverReader.fd, 0, until: Ops.now() + 0.05)
-            if revents & Int16(POLLERR | POLLHUP) != 0 { closedAt = Ops.now() - began; break }
+        while monotonicSeconds() - began < 8 {
+            let revents = LoopbackSockets.wait(neverReader.fd, 0, until: monotonicSeconds() + 0.05)
+            if revents & Int16(POLLERR | POLLHUP) != 0 { closedAt = monotonicSeconds() - began; break }
             try reader.expectEcho("meanwhile\n", timeout: 1)
         }
         let at = try XCTUnwrap(closedAt, "the never-reader was still open 8 s after it stopped reading (--send-timeout 2)")
@@ -49,7 +50,7 @@ final class SendTimeoutTests: ServerTestCase {
         waitForLog(server, "reason=send-timeout")
         finish(writer, neverReader)
         try reader.expectEcho("the reader was never touched\n")
-        let (metrics, unmet) = try OpsMetrics.scrape(port: metricsPort, until: [
+        let (metrics, unmet) = try MetricsScrape.scrape(port: metricsPort, until: [
             "reflectd_connections_closed_total{reason=\"timeout\"}": 1, "reflectd_connections_open": 1,
         ])
         XCTAssertEqual(unmet, [], metrics.text)
@@ -57,13 +58,13 @@ final class SendTimeoutTests: ServerTestCase {
 
     func testSlowReaderThatKeepsReadingOutlivesTheSendTimeout() throws {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--send-timeout", "1"])
-        let client = try OpsClient.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
+        let client = try TestSocket.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
         let payload = (0..<(2 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 131) }
         try client.send(Array(payload[..<(256 << 10)]))
         // Reads a little every 300 ms for 4 s: progress each time, so the 1 s timeout never fires.
         var received: [UInt8] = []
-        let began = Ops.now()
-        while Ops.now() - began < 4 {
+        let began = monotonicSeconds()
+        while monotonicSeconds() - began < 4 {
             usleep(300_000)
             received += try client.receive(exactly: 8 << 10, timeout: 1)
         }

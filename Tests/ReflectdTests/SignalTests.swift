@@ -13,22 +13,22 @@ import Synchronization
 
 final class SignalTests: ServerTestCase {
 
-    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> OpsProcess {
-        let server = try OpsProcess.spawn(try Ops.reflectdPath(), arguments, stderrPaused: stderrPaused)
+    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> TestProcess {
+        let server = try TestProcess.reflectd(arguments, stderr: stderrPaused ? .paused : .collected)
         track(server)
         return server
     }
 
     /// The server is gone, so the flooding thread's send fails; then the socket can be closed.
-    private func finish(_ writer: Thread, _ client: OpsClient) {
-        _ = Ops.waitUntil(timeout: 5) { !writer.isExecuting }
+    private func finish(_ writer: Thread, _ client: TestSocket) {
+        _ = eventually(timeout: 5) { !writer.isExecuting }
         client.close()
     }
 
     /// Starts reflectd on 127.0.0.1 and an ephemeral port; returns it and the port it announced.
-    private func startServer(port: Int = 0) throws -> (ServerProcess, Int) {
+    private func startServer(port: Int = 0) throws -> (TestProcess, Int) {
         let server = try launch(["--host", "127.0.0.1", "--port", String(port)])
-        let (_, bound) = try server.waitForListening()
+        let (_, bound) = try server.waitForListeningLine()
         return (server, bound)
     }
 
@@ -74,8 +74,8 @@ final class SignalTests: ServerTestCase {
     }
 
     /// Starts reflectd with `arguments` and remembers it for tearDown.
-    private func launch(_ arguments: [String]) throws -> ServerProcess {
-        let server = try ServerProcess.reflectd(arguments)
+    private func launch(_ arguments: [String]) throws -> TestProcess {
+        let server = try TestProcess.reflectd(arguments)
         track(server)
         return server
     }
@@ -83,7 +83,7 @@ final class SignalTests: ServerTestCase {
     func testSIGHUPAndSIGALRMAreIgnoredWithANotice() throws {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--log-level", "notice"])
         let port = try server.waitForTCPPort()
-        let client = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let client = try TestSocket.connect(host: "127.0.0.1", port: port)
         try client.expectEcho("before\n")
         server.send(signal: SIGHUP)
         waitForLog(server, "received SIGHUP: ignored")
@@ -97,9 +97,9 @@ final class SignalTests: ServerTestCase {
     func testSIGUSR1LogsOneLineOfStatistics() throws {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--log-level", "notice"])
         let port = try server.waitForTCPPort()
-        let stays = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let stays = try TestSocket.connect(host: "127.0.0.1", port: port)
         try stays.expectEcho("12345\n")                        // 6 bytes each way
-        let leaves = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let leaves = try TestSocket.connect(host: "127.0.0.1", port: port)
         try leaves.expectEcho("abc\n")                         // 4 bytes each way
         try leaves.send("exit\n")                              // 5 bytes in, none out
         XCTAssertEqual(leaves.waitForEnd(timeout: 2).0, .eof)
@@ -117,7 +117,7 @@ final class SignalTests: ServerTestCase {
 
     func testSIGQUITStopsGracefullyWithoutACrashBanner() throws {
         let server = try start(["--host", "127.0.0.1", "--port", "0"])
-        let client = try OpsClient.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
+        let client = try TestSocket.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
         try client.expectEcho("hello\n")
         try client.send("pending at SIGQUIT\n")
         server.send(signal: SIGQUIT)
@@ -134,7 +134,7 @@ final class SignalTests: ServerTestCase {
 
     func testSecondSIGTERMCutsTheGracefulWaitShort() throws {
         let server = try start(["--host", "127.0.0.1", "--port", "0"])
-        let client = try OpsClient.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
+        let client = try TestSocket.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
         try client.expectEcho("hello\n")
         // A client that sends and never reads: at the stop its echo is pending, so the graceful
         // stop would wait the whole 4 s grace period for it.
@@ -144,11 +144,11 @@ final class SignalTests: ServerTestCase {
         waitForLog(server, "received SIGTERM: stopping gracefully")
         usleep(200_000)
         XCTAssertNil(server.pollExit(), "reflectd exited without waiting for the pending echo: the test proves nothing")
-        let again = Ops.now()
+        let again = monotonicSeconds()
         server.send(signal: SIGTERM)
         let end = server.waitForExit(timeout: 3.5)
         XCTAssertEqual(end, .exited(0), "the second SIGTERM should stop at once")
-        XCTAssertLessThan(Ops.now() - again, 1.5, "the second SIGTERM did not cut the 4 s grace period short")
+        XCTAssertLessThan(monotonicSeconds() - again, 1.5, "the second SIGTERM did not cut the 4 s grace period short")
         waitForLog(server, "received SIGTERM again: stopping now")
         finish(writer, client)
     }
@@ -157,15 +157,15 @@ final class SignalTests: ServerTestCase {
         // Two different signals sent back to back are both read (unlike two of the same, which
         // the kernel merges); the second must count even when it is read in the same batch.
         let server = try start(["--host", "127.0.0.1", "--port", "0"])
-        let client = try OpsClient.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
+        let client = try TestSocket.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
         try client.expectEcho("hello\n")
         let writer = flood(client, bytes: 32 << 20)
         usleep(300_000)
-        let signalled = Ops.now()
+        let signalled = monotonicSeconds()
         server.send(signal: SIGTERM)
         server.send(signal: SIGINT)
         XCTAssertEqual(server.waitForExit(timeout: 3.5), .exited(0))
-        XCTAssertLessThan(Ops.now() - signalled, 2, "SIGTERM then SIGINT should not wait the 4 s grace period")
+        XCTAssertLessThan(monotonicSeconds() - signalled, 2, "SIGTERM then SIGINT should not wait the 4 s grace period")
         finish(writer, client)
     }
 

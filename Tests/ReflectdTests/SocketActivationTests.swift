@@ -4,6 +4,7 @@
 // Through the built `reflectd` on loopback: every socket operation and wait has a deadline, and
 // tearDown (ServerTestCase) kills whatever a test left running.
 
+import TestSupport
 import Foundation
 import Glibc
 import XCTest
@@ -11,7 +12,7 @@ import XCTest
 final class SocketActivationTests: ServerTestCase {
 
     func testEachBadLISTEN_FDSExitsWithAMessageAndNeverBinds() throws {
-        let listener = try OpsListener(host: "127.0.0.1")
+        let listener = try TestListener(host: "127.0.0.1")
         defer { listener.close() }
         let cases: [(value: String, expected: String)] = [
             ("2147483647", "LISTEN_FDS=2147483647 is more sockets than the fd limit"),
@@ -25,37 +26,37 @@ final class SocketActivationTests: ServerTestCase {
             ("1000", "LISTEN_FDS=1000: fd 4 is not open"),
         ]
         for (value, expected) in cases {
-            let ownPort = try Ops.unusedPort()
-            let server = track(try OpsProcess.reflectd(
+            let ownPort = try LoopbackSockets.unusedPort()
+            let server = track(try TestProcess.reflectd(
                 shellPrologue: "export LISTEN_PID=$$",
                 ["--host", "127.0.0.1", "--port", String(ownPort)],
                 environment: ["LISTEN_FDS": value], inheritedListeners: [listener.fd]))
             let stderr = assertFailsAtOnce(server)
             XCTAssertTrue(stderr.contains(expected), "LISTEN_FDS=\(value.debugDescription): expected \(expected.debugDescription) in: \(stderr)")
             XCTAssertTrue(stderr.contains("not binding"), "the message should say it does not fall back to binding: \(stderr)")
-            XCTAssertFalse(Ops.somethingListens(host: "127.0.0.1", port: ownPort), "LISTEN_FDS=\(value.debugDescription): reflectd bound its own port")
+            XCTAssertFalse(LoopbackSockets.somethingListens(host: "127.0.0.1", port: ownPort), "LISTEN_FDS=\(value.debugDescription): reflectd bound its own port")
         }
     }
 
     func testLISTEN_PIDThatIsNotANumberOrLISTEN_FDSMissingIsAnError() throws {
-        let server = track(try OpsProcess.spawn(try Ops.reflectdPath(), ["--host", "127.0.0.1", "--port", "0"],
+        let server = track(try TestProcess.spawn(try TestProcess.binaryPath("reflectd"), ["--host", "127.0.0.1", "--port", "0"],
                                                 environment: ["LISTEN_PID": "abc", "LISTEN_FDS": "1"]))
         XCTAssertTrue(assertFailsAtOnce(server).contains("LISTEN_PID=\"abc\" is not a process id"))
-        let missing = track(try OpsProcess.reflectd(shellPrologue: "export LISTEN_PID=$$", ["--host", "127.0.0.1", "--port", "0"]))
+        let missing = track(try TestProcess.reflectd(shellPrologue: "export LISTEN_PID=$$", ["--host", "127.0.0.1", "--port", "0"]))
         XCTAssertTrue(assertFailsAtOnce(missing).contains("LISTEN_FDS is not set"))
     }
 
     func testInheritedFdThatIsNotAListeningSocketIsNamedInTheError() throws {
         // fd 3 a listener, fd 4 a socket that never listened, then fd 4 a pipe.
-        let listener = try OpsListener(host: "127.0.0.1")
+        let listener = try TestListener(host: "127.0.0.1")
         defer { listener.close() }
-        let idle = try OpsSockets.socket(AF_INET)
+        let idle = try LoopbackSockets.socket(AF_INET)
         defer { Glibc.close(idle) }
         var ends: [CInt] = [-1, -1]
         XCTAssertEqual(pipe(&ends), 0)
         defer { ends.forEach { Glibc.close($0) } }
         for (fd, expected) in [(idle, "LISTEN_FDS=2: fd 4 is a socket that is not listening"), (ends[0], "LISTEN_FDS=2: fd 4 is not a socket")] {
-            let server = track(try OpsProcess.reflectd(
+            let server = track(try TestProcess.reflectd(
                 shellPrologue: "export LISTEN_PID=$$", ["--host", "127.0.0.1", "--port", "0"],
                 environment: ["LISTEN_FDS": "2"], inheritedListeners: [listener.fd, fd]))
             let stderr = assertFailsAtOnce(server)
@@ -64,17 +65,17 @@ final class SocketActivationTests: ServerTestCase {
     }
 
     func testHostPortOrUnixGivenWithSocketActivationIsAWarning() throws {
-        let listener = try OpsListener(host: "127.0.0.1")
-        let server = track(try OpsProcess.reflectd(
+        let listener = try TestListener(host: "127.0.0.1")
+        let server = track(try TestProcess.reflectd(
             shellPrologue: "export LISTEN_PID=$$", ["--host", "127.0.0.1", "--port=0"],
             environment: ["LISTEN_FDS": "1"], inheritedListeners: [listener.fd]))
         XCTAssertEqual(try server.waitForTCPPort(), listener.port)
         listener.close()
         waitForLog(server, "socket activation: --host, --port ignored")
-        try OpsClient.connect(host: "127.0.0.1", port: listener.port).expectEcho("activated\n")
+        try TestSocket.connect(host: "127.0.0.1", port: listener.port).expectEcho("activated\n")
 
-        let quiet = try OpsListener(host: "127.0.0.1")
-        let plain = track(try OpsProcess.reflectd(
+        let quiet = try TestListener(host: "127.0.0.1")
+        let plain = track(try TestProcess.reflectd(
             shellPrologue: "export LISTEN_PID=$$", [], environment: ["LISTEN_FDS": "1"], inheritedListeners: [quiet.fd]))
         _ = try plain.waitForTCPPort()
         quiet.close()
@@ -83,23 +84,23 @@ final class SocketActivationTests: ServerTestCase {
     }
 
     func testSocketActivationServesTheInheritedSocketWithoutBindingItsOwn() throws {
-        let listener = try OpsListener(host: "127.0.0.1")
-        let ownPort = try Ops.unusedPort()
+        let listener = try TestListener(host: "127.0.0.1")
+        let ownPort = try LoopbackSockets.unusedPort()
         // LISTEN_PID must be reflectd's pid: the shell exports its own pid, then execs reflectd.
-        let server = track(try OpsProcess.reflectd(
+        let server = track(try TestProcess.reflectd(
             shellPrologue: "export LISTEN_PID=$$",
             ["--host", "127.0.0.1", "--port", String(ownPort), "--reactors", "2"],
             environment: ["LISTEN_FDS": "1"], inheritedListeners: [listener.fd]))
         let lines = try server.waitForListening(count: 1)
         // Only reflectd holds the listening socket from now on.
         listener.close()
-        XCTAssertEqual(lines.map { Ops.port(of: $0) ?? -1 }, [listener.port], "it should announce the inherited socket only: \(lines)")
-        XCTAssertTrue(server.stderr.text.contains("socket activation") || Ops.waitUntil(timeout: 1) { server.stderr.text.contains("socket activation") })
+        XCTAssertEqual(lines.map { LoopbackSockets.port(of: $0) ?? -1 }, [listener.port], "it should announce the inherited socket only: \(lines)")
+        XCTAssertTrue(server.stderr.text.contains("socket activation") || eventually(timeout: 1) { server.stderr.text.contains("socket activation") })
 
-        let clients = try OpsCrowd.connect(count: 40, host: "127.0.0.1", port: listener.port)
-        let bad = try OpsCrowd.echoAtOnce(clients) { Array("activated \($0)\n".utf8) }
+        let clients = try ClientCrowd.connect(count: 40, host: "127.0.0.1", port: listener.port)
+        let bad = try ClientCrowd.echoAtOnce(clients) { Array("activated \($0)\n".utf8) }
         XCTAssertEqual(bad, [])
-        XCTAssertFalse(Ops.somethingListens(host: "127.0.0.1", port: ownPort), "reflectd bound --port \(ownPort) although it was given a socket")
+        XCTAssertFalse(LoopbackSockets.somethingListens(host: "127.0.0.1", port: ownPort), "reflectd bound --port \(ownPort) although it was given a socket")
         XCTAssertFalse(server.stdout.text.contains(":\(ownPort)"))
         clients.forEach { $0.close() }
 
@@ -109,20 +110,20 @@ final class SocketActivationTests: ServerTestCase {
 
     func testSocketActivationWithATCPAndAUnixSocketServesBothAndLeavesTheFile() throws {
         // As systemd passes `ListenStream=PORT` and `ListenStream=/run/….sock`: fds 3 and 4.
-        let tcp = try OpsListener(host: "127.0.0.1")
+        let tcp = try TestListener(host: "127.0.0.1")
         let path = try temporaryDirectory() + "/activated.sock"
-        let unix = try OpsListener(unixPath: path)
-        let server = track(try OpsProcess.reflectd(
+        let unix = try TestListener(unixPath: path)
+        let server = track(try TestProcess.reflectd(
             shellPrologue: "export LISTEN_PID=$$",
             ["--host", "127.0.0.1", "--port", "0", "--reactors", "2"],
             environment: ["LISTEN_FDS": "2"], inheritedListeners: [tcp.fd, unix.fd]))
         let lines = try server.waitForListening(count: 2)
         tcp.close()
         unix.close()
-        XCTAssertEqual(lines.first.flatMap(Ops.port(of:)), tcp.port, "\(lines)")
+        XCTAssertEqual(lines.first.flatMap(LoopbackSockets.port(of:)), tcp.port, "\(lines)")
         XCTAssertEqual(lines.last, path)
-        try OpsClient.connect(host: "127.0.0.1", port: tcp.port).expectEcho("activated over TCP\n")
-        try OpsClient.connect(unixPath: path).expectEcho("activated over a unix socket\n")
+        try TestSocket.connect(host: "127.0.0.1", port: tcp.port).expectEcho("activated over TCP\n")
+        try TestSocket.connect(unixPath: path).expectEcho("activated over a unix socket\n")
 
         server.send(signal: SIGTERM)
         assertExitsCleanly(server, within: 6)
@@ -131,13 +132,13 @@ final class SocketActivationTests: ServerTestCase {
     }
 
     func testSocketActivationMeantForAnotherProcessIsIgnored() throws {
-        let listener = try OpsListener(host: "127.0.0.1")
+        let listener = try TestListener(host: "127.0.0.1")
         // LISTEN_PID names some other process (pid 1): the fds are not reflectd's to use.
-        let server = track(try OpsProcess.spawn(
-            try Ops.reflectdPath(), ["--host", "127.0.0.1", "--port", "0"],
+        let server = track(try TestProcess.spawn(
+            try TestProcess.binaryPath("reflectd"), ["--host", "127.0.0.1", "--port", "0"],
             environment: ["LISTEN_PID": "1", "LISTEN_FDS": "1"], inheritedListeners: [listener.fd]))
         let port = try server.waitForTCPPort()
         XCTAssertNotEqual(port, listener.port, "it should bind its own port")
-        try OpsClient.connect(host: "127.0.0.1", port: port).expectEcho("own socket\n")
+        try TestSocket.connect(host: "127.0.0.1", port: port).expectEcho("own socket\n")
     }
 }

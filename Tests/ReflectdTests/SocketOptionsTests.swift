@@ -12,33 +12,33 @@ import Synchronization
 
 final class SocketOptionsTests: ServerTestCase {
 
-    private func start(_ arguments: [String]) throws -> OpsProcess {
-        let server = try OpsProcess.reflectd(arguments)
+    private func start(_ arguments: [String]) throws -> TestProcess {
+        let server = try TestProcess.reflectd(arguments)
         track(server)
         return server
     }
 
     /// The server's own socket for `client`, copied into this process with pidfd_getfd.
-    private func serverSide(of client: OpsClient, in server: OpsProcess) throws -> CInt {
-        if let reason = OpsServerSocket.unavailableReason(pid: server.pid) {
+    private func serverSide(of client: TestSocket, in server: TestProcess) throws -> CInt {
+        if let reason = ServerSocket.unavailableReason(pid: server.pid) {
             throw XCTSkip("cannot look at the server's sockets: \(reason)")
         }
-        let port = try XCTUnwrap(client.localPort)
+        let port = client.localPort
         let found: CInt?
         do {
-            found = try OpsServerSocket.socket(ofProcess: server.pid, peerPort: port, candidates: server.socketFDs())
-        } catch let refused as OpsServerSocket.NotPermitted {
+            found = try ServerSocket.socket(ofProcess: server.pid, peerPort: port, candidates: server.socketFDs())
+        } catch let refused as ServerSocket.NotPermitted {
             throw XCTSkip("cannot look at the server's sockets: \(refused)")
         }
         guard let fd = found else {
-            throw OpsFailure("no socket in reflectd (pid \(server.pid)) has peer port \(port)")
+            throw TestFailure("no socket in reflectd (pid \(server.pid)) has peer port \(port)")
         }
         return fd
     }
 
     /// Starts reflectd with `arguments` and remembers it for tearDown.
-    private func launch(_ arguments: [String]) throws -> ServerProcess {
-        let server = try ServerProcess.reflectd(arguments)
+    private func launch(_ arguments: [String]) throws -> TestProcess {
+        let server = try TestProcess.reflectd(arguments)
         track(server)
         return server
     }
@@ -50,32 +50,32 @@ final class SocketOptionsTests: ServerTestCase {
 
     func testTCPNoDelayIsSetOnAcceptedConnectionsByDefault() throws {
         let server = try start(["--host", "127.0.0.1", "--port", "0"])
-        let client = try OpsClient.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
+        let client = try TestSocket.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
         try client.expectEcho("nodelay?\n")
         let fd = try serverSide(of: client, in: server)
         defer { Glibc.close(fd) }
-        XCTAssertNotEqual(OpsSockets.intOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY), 0, "TCP_NODELAY should be on by default")
-        XCTAssertEqual(OpsSockets.intOption(fd, SOL_SOCKET, SO_KEEPALIVE), 0, "keepalive should be off without --keepalive")
+        XCTAssertNotEqual(LoopbackSockets.intOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY), 0, "TCP_NODELAY should be on by default")
+        XCTAssertEqual(LoopbackSockets.intOption(fd, SOL_SOCKET, SO_KEEPALIVE), 0, "keepalive should be off without --keepalive")
     }
 
     func testNoTCPNoDelayLeavesNagleOn() throws {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--no-tcp-nodelay"])
-        let client = try OpsClient.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
+        let client = try TestSocket.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
         try client.expectEcho("nagle\n")
         let fd = try serverSide(of: client, in: server)
         defer { Glibc.close(fd) }
-        XCTAssertEqual(OpsSockets.intOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY), 0)
+        XCTAssertEqual(LoopbackSockets.intOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY), 0)
     }
 
     func testKeepaliveFlagEnablesProbesAfterTheGivenIdleTime() throws {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--keepalive", "7"])
-        let client = try OpsClient.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
+        let client = try TestSocket.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
         try client.expectEcho("keepalive\n")
         let fd = try serverSide(of: client, in: server)
         defer { Glibc.close(fd) }
-        XCTAssertNotEqual(OpsSockets.intOption(fd, SOL_SOCKET, SO_KEEPALIVE), 0)
-        XCTAssertEqual(OpsSockets.intOption(fd, CInt(IPPROTO_TCP), TCP_KEEPIDLE), 7)
-        XCTAssertNotEqual(OpsSockets.intOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY), 0)
+        XCTAssertNotEqual(LoopbackSockets.intOption(fd, SOL_SOCKET, SO_KEEPALIVE), 0)
+        XCTAssertEqual(LoopbackSockets.intOption(fd, CInt(IPPROTO_TCP), TCP_KEEPIDLE), 7)
+        XCTAssertNotEqual(LoopbackSockets.intOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY), 0)
     }
 
     func testBacklogFlagSetsTheEchoListenersQueueLength() throws {
@@ -83,7 +83,7 @@ final class SocketOptionsTests: ServerTestCase {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--backlog", "7"])
         let port = try server.waitForTCPPort()
         // For a listening socket, ss shows the backlog in the Send-Q column.
-        let ss = try OpsProcess.spawn("/usr/bin/ss", ["-Hltn", "sport = :\(port)"])
+        let ss = try TestProcess.spawn("/usr/bin/ss", ["-Hltn", "sport = :\(port)"])
         XCTAssertEqual(ss.waitForExit(timeout: 5), .exited(0))
         ss.stdout.waitForEOF(timeout: 2)
         let fields = ss.stdout.lines.first?.split(separator: " ", omittingEmptySubsequences: true) ?? []
@@ -92,7 +92,7 @@ final class SocketOptionsTests: ServerTestCase {
 
     func testBacklogOptionLimitsTheAcceptQueue() throws {
         let backlogged = try launch(["--host", "127.0.0.1", "--port", "0", "--backlog", "2"])
-        let (_, smallPort) = try backlogged.waitForListening()
+        let (_, smallPort) = try backlogged.waitForListeningLine()
         // A stopped server accepts nothing: Linux completes at most backlog + 1 handshakes for it
         // and drops further SYNs, so later connects do not complete.
         backlogged.send(signal: SIGSTOP)

@@ -5,29 +5,30 @@
 // Through the built `reflectd` on loopback: every socket operation and wait has a deadline, and
 // tearDown (ServerTestCase) kills whatever a test left running.
 
+import TestSupport
 import Foundation
 import Glibc
 import XCTest
 
 final class StalledLogTests: ServerTestCase {
 
-    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> OpsProcess {
-        let server = try OpsProcess.spawn(try Ops.reflectdPath(), arguments, stderrPaused: stderrPaused)
+    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> TestProcess {
+        let server = try TestProcess.reflectd(arguments, stderr: stderrPaused ? .paused : .collected)
         track(server)
         return server
     }
 
     /// Opens and resets `count` connections one after the other, and between every `every` of
     /// them checks that `client` still echoes; returns the slowest echo, in seconds.
-    private func churn(_ count: Int, port: Int, checking client: OpsClient, every: Int = 50) throws -> Double {
+    private func churn(_ count: Int, port: Int, checking client: TestSocket, every: Int = 50) throws -> Double {
         var slowest = 0.0
         for i in 0..<count {
-            let passer = try OpsClient.connect(host: "127.0.0.1", port: port)
+            let passer = try TestSocket.connect(host: "127.0.0.1", port: port)
             passer.closeWithReset()
             if i % every == 0 {
-                let began = Ops.now()
+                let began = monotonicSeconds()
                 try client.expectEcho("still there at \(i)\n", timeout: 2)
-                slowest = max(slowest, Ops.now() - began)
+                slowest = max(slowest, monotonicSeconds() - began)
             }
         }
         return slowest
@@ -37,7 +38,7 @@ final class StalledLogTests: ServerTestCase {
         // stderr goes into a pipe nobody reads (its 64 KiB fill after a few hundred lines).
         let server = try start(["--host", "127.0.0.1", "--port", "0"], stderrPaused: true)
         let port = try server.waitForTCPPort()
-        let client = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let client = try TestSocket.connect(host: "127.0.0.1", port: port)
         try client.expectEcho("before\n")
 
         let slowest = try churn(5_000, port: port, checking: client)
@@ -46,11 +47,11 @@ final class StalledLogTests: ServerTestCase {
         try client.expectEcho("after 5,000 connections\n", timeout: 0.5)
 
         // Still stalled: SIGTERM works, and the exit waits at most 1 s for the log.
-        let signalled = Ops.now()
+        let signalled = monotonicSeconds()
         server.send(signal: SIGTERM)
         let end = server.waitForExit(timeout: 5)
         XCTAssertEqual(end, .exited(0), "reflectd with a stalled stderr did not exit 0 within 5 s of SIGTERM")
-        XCTAssertLessThan(Ops.now() - signalled, 5)
+        XCTAssertLessThan(monotonicSeconds() - signalled, 5)
         server.stderr.resume()
     }
 
@@ -58,12 +59,12 @@ final class StalledLogTests: ServerTestCase {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"], stderrPaused: true)
         let port = try server.waitForTCPPort()
         let metricsPort = try server.waitForMetricsPort()
-        let client = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let client = try TestSocket.connect(host: "127.0.0.1", port: port)
         // Two lines of about 90 bytes per connection: 8,000 connections overflow the 64 KiB pipe
         // and the 1 MiB queue.
         _ = try churn(8_000, port: port, checking: client, every: 500)
         // Once the server has seen every connection close, nothing more is logged (or dropped).
-        let (settled, unmet) = try OpsMetrics.scrape(port: metricsPort, until: [
+        let (settled, unmet) = try MetricsScrape.scrape(port: metricsPort, until: [
             "reflectd_connections_accepted_total": 8_001, "reflectd_connections_open": 1,
         ], timeout: 10)
         XCTAssertEqual(unmet, [], settled.text)
@@ -76,10 +77,10 @@ final class StalledLogTests: ServerTestCase {
                 $0.components(separatedBy: " log lines dropped").first?.split(separator: " ").last.flatMap { Int($0) }
             }.reduce(0, +)
         }
-        XCTAssertTrue(Ops.waitUntil(timeout: 5) { reported() >= dropped },
+        XCTAssertTrue(eventually(timeout: 5) { reported() >= dropped },
                       "the `N log lines dropped` reports add up to \(reported()), the metric says \(dropped); stderr tail:\n\(server.stderr.text.suffix(1000))")
         XCTAssertEqual(reported(), dropped, "every dropped line is reported once")
-        XCTAssertEqual(try OpsMetrics.scrape(port: metricsPort)["reflectd_log_lines_dropped_total"], dropped)
+        XCTAssertEqual(try MetricsScrape.scrape(port: metricsPort)["reflectd_log_lines_dropped_total"], dropped)
         try client.expectEcho("reader back\n")
     }
 }

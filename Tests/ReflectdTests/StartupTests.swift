@@ -14,16 +14,16 @@ import XCTest
 final class StartupTests: ServerTestCase {
 
     /// Starts reflectd with `arguments` and remembers it for tearDown.
-    private func launch(_ arguments: [String]) throws -> ServerProcess {
-        let server = try ServerProcess.reflectd(arguments)
+    private func launch(_ arguments: [String]) throws -> TestProcess {
+        let server = try TestProcess.reflectd(arguments)
         track(server)
         return server
     }
 
     /// Starts reflectd on 127.0.0.1 and an ephemeral port; returns it and the port it announced.
-    private func startServer(port: Int = 0) throws -> (ServerProcess, Int) {
+    private func startServer(port: Int = 0) throws -> (TestProcess, Int) {
         let server = try launch(["--host", "127.0.0.1", "--port", String(port)])
-        let (_, bound) = try server.waitForListening()
+        let (_, bound) = try server.waitForListeningLine()
         return (server, bound)
     }
 
@@ -34,7 +34,7 @@ final class StartupTests: ServerTestCase {
 
     func testStartupLineNamesTheRealPort() throws {
         let server = try launch(["--port", "0"])
-        let (line, port) = try server.waitForListening()
+        let (line, port) = try server.waitForListeningLine()
         XCTAssertTrue(line.contains("listening on 0.0.0.0:\(port)"), "startup line: \(line.debugDescription)")
         XCTAssertTrue((1...65535).contains(port), "port \(port) is not a real port")
         // It really listens there.
@@ -98,7 +98,7 @@ final class StartupTests: ServerTestCase {
                       "no TIME_WAIT socket on port \(port); the test would prove nothing")
 
         let second = try launch(["--host", "127.0.0.1", "--port", String(port)])
-        let (_, rebound) = try second.waitForListening(timeout: 10)
+        let (_, rebound) = try second.waitForListeningLine(timeout: 10)
         XCTAssertEqual(rebound, port)
         XCTAssertGreaterThan(timeWaitSockets(localPort: port), 0)
         let client = try TestSocket.connect(port: port)

@@ -4,14 +4,15 @@
 // Through the built `reflectd` on loopback: every socket operation and wait has a deadline, and
 // tearDown (ServerTestCase) kills whatever a test left running.
 
+import TestSupport
 import Foundation
 import Glibc
 import XCTest
 
 final class UnixSocketTests: ServerTestCase {
 
-    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> OpsProcess {
-        let server = try OpsProcess.spawn(try Ops.reflectdPath(), arguments, stderrPaused: stderrPaused)
+    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> TestProcess {
+        let server = try TestProcess.reflectd(arguments, stderr: stderrPaused ? .paused : .collected)
         track(server)
         return server
     }
@@ -33,7 +34,7 @@ final class UnixSocketTests: ServerTestCase {
             var st = stat()
             XCTAssertEqual(lstat(path, &st), 0)
             XCTAssertEqual(Int(st.st_mode) & 0o7777, expected, "--unix-mode \(mode)")
-            try OpsClient.connect(unixPath: path).expectEcho("mode \(mode)\n")
+            try TestSocket.connect(unixPath: path).expectEcho("mode \(mode)\n")
             server.send(signal: SIGTERM)
             assertExitsCleanly(server, within: 5)
         }
@@ -61,7 +62,7 @@ final class UnixSocketTests: ServerTestCase {
         var after = stat()
         XCTAssertEqual(lstat(path, &after), 0, "server A removed server B's socket file")
         XCTAssertEqual(after.st_ino, before.st_ino)
-        try OpsClient.connect(unixPath: path).expectEcho("B is still reachable\n")
+        try TestSocket.connect(unixPath: path).expectEcho("B is still reachable\n")
 
         b.send(signal: SIGTERM)
         assertExitsCleanly(b, within: 5)
@@ -72,9 +73,9 @@ final class UnixSocketTests: ServerTestCase {
         let path = try temporaryDirectory() + "/reflectd.sock"
         let first = try start(["--host", "127.0.0.1", "--port", "0", "--unix", path])
         let lines = try first.waitForListening(count: 2)
-        XCTAssertNotNil(Ops.port(of: lines[0]), "TCP comes first: \(lines)")
+        XCTAssertNotNil(LoopbackSockets.port(of: lines[0]), "TCP comes first: \(lines)")
         XCTAssertEqual(lines[1], path, "then the Unix path")
-        try OpsClient.connect(unixPath: path).expectEcho("over a unix socket\n")
+        try TestSocket.connect(unixPath: path).expectEcho("over a unix socket\n")
 
         // A server that dies leaves its socket file behind.
         first.kill()
@@ -84,7 +85,7 @@ final class UnixSocketTests: ServerTestCase {
 
         let second = try start(["--host", "127.0.0.1", "--port", "0", "--unix", path])
         XCTAssertEqual(try second.waitForListening(count: 2)[1], path)
-        let client = try OpsClient.connect(unixPath: path)
+        let client = try TestSocket.connect(unixPath: path)
         try client.expectEcho("the stale file was replaced\n")
 
         // A socket a live server accepts on is not stale: a third server must not steal it.

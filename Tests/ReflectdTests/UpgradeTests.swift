@@ -4,14 +4,15 @@
 // Through the built `reflectd` on loopback: every socket operation and wait has a deadline, and
 // tearDown (ServerTestCase) kills whatever a test left running.
 
+import TestSupport
 import Foundation
 import Glibc
 import XCTest
 
 final class UpgradeTests: ServerTestCase {
 
-    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> OpsProcess {
-        let server = try OpsProcess.spawn(try Ops.reflectdPath(), arguments, stderrPaused: stderrPaused)
+    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> TestProcess {
+        let server = try TestProcess.reflectd(arguments, stderr: stderrPaused ? .paused : .collected)
         track(server)
         return server
     }
@@ -21,7 +22,7 @@ final class UpgradeTests: ServerTestCase {
     /// an open connection keeps echoing, now served by the new process.
     func testSIGUSR2UpgradesAndTheConnectionKeepsEchoing() throws {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--log-level", "notice"])
-        let client = try OpsClient.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
+        let client = try TestSocket.connect(host: "127.0.0.1", port: try server.waitForTCPPort())
         try client.expectEcho("before\n")
         server.send(signal: SIGUSR2)
         // The new process logs to the same stderr: "upgrade: took 1 connections from pid OLD (this is pid NEW)".

@@ -107,8 +107,3 @@ public final class TestDatagramSocket {
         return all
     }
 }
-
-/// `count` bytes cycling through every byte value, starting at `start`.
-public func everyByteValue(count: Int, start: Int = 0) -> [UInt8] {
-    (0..<count).map { UInt8(truncatingIfNeeded: $0 + start) }
-}

@@ -2,12 +2,13 @@
 // process and scratch directory a test made is killed or removed in tearDown, whatever the test
 // did, so a failed assertion never leaves a server running into the next test.
 
+import TestSupport
 import Foundation
 import Glibc
 import XCTest
 
 class ServerTestCase: XCTestCase {
-    private var processes: [OpsProcess] = []
+    private var processes: [TestProcess] = []
     private var directories: [String] = []
 
     override func setUp() {
@@ -28,41 +29,33 @@ class ServerTestCase: XCTestCase {
 
     /// Kills `process` in tearDown.
     @discardableResult
-    func track(_ process: OpsProcess) -> OpsProcess {
+    func track(_ process: TestProcess) -> TestProcess {
         processes.append(process)
         return process
     }
 
-    /// Kills `server` in tearDown.
-    @discardableResult
-    func track(_ server: ServerProcess) -> ServerProcess {
-        processes.append(server.process)
-        return server
-    }
 
     /// A scratch directory, removed in tearDown.
     func temporaryDirectory() throws -> String {
-        let directory = try Ops.temporaryDirectory()
+        var template = Array("/tmp/reflectd-tests-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw TestFailure("mkdtemp: errno \(errno)") }
+        let directory = String(cString: made)
         directories.append(directory)
         return directory
     }
 
     /// Asserts the process exits 0 within `timeout` seconds.
-    func assertExitsCleanly(_ process: OpsProcess, within timeout: Double,
+    func assertExitsCleanly(_ process: TestProcess, within timeout: Double,
                             file: StaticString = #filePath, line: UInt = #line) {
         let end = process.waitForExit(timeout: timeout)
         XCTAssertEqual(end, .exited(0), "reflectd did not exit 0 within \(timeout) s; stderr tail:\n\(process.stderr.text.suffix(2000))",
                        file: file, line: line)
     }
 
-    func assertExitsCleanly(_ server: ServerProcess, within timeout: Double,
-                            file: StaticString = #filePath, line: UInt = #line) {
-        assertExitsCleanly(server.process, within: timeout, file: file, line: line)
-    }
 
     /// Asserts the process fails within `timeout` (non-zero, not a crash, no listening line);
     /// returns its stderr.
-    func assertFailsAtOnce(_ process: OpsProcess, within timeout: Double = 5,
+    func assertFailsAtOnce(_ process: TestProcess, within timeout: Double = 5,
                            file: StaticString = #filePath, line: UInt = #line) -> String {
         let end = process.waitForExit(timeout: timeout)
         XCTAssertNotNil(end, "reflectd still runs after \(timeout) s", file: file, line: line)
@@ -75,31 +68,27 @@ class ServerTestCase: XCTestCase {
         return process.stderr.text
     }
 
-    func assertFailsAtOnce(_ server: ServerProcess, within timeout: Double = 5,
-                           file: StaticString = #filePath, line: UInt = #line) -> String {
-        assertFailsAtOnce(server.process, within: timeout, file: file, line: line)
-    }
 
     /// Waits up to `timeout` for a log line containing `text`; fails the test if none comes.
-    func waitForLog(_ server: OpsProcess, _ text: String, timeout: Double = 3,
+    func waitForLog(_ server: TestProcess, _ text: String, timeout: Double = 3,
                     file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertTrue(Ops.waitUntil(timeout: timeout) { server.stderr.text.contains(text) },
+        XCTAssertTrue(eventually(timeout: timeout) { server.stderr.text.contains(text) },
                       "no log line with \(text.debugDescription) within \(timeout) s; stderr:\n\(server.stderr.text.suffix(2000))",
                       file: file, line: line)
     }
 
     /// A thread that sends `bytes` to `client` and never reads, until the server stops taking them.
-    func flood(_ client: OpsClient, bytes: Int) -> Thread {
+    func flood(_ client: TestSocket, bytes: Int) -> Thread {
         let fd = client.fd
         let thread = Thread {
             let chunk = [UInt8](repeating: 0xA5, count: 64 * 1024)
             var sent = 0
-            let deadline = Ops.now() + 20
-            while sent < bytes && Ops.now() < deadline {
+            let deadline = monotonicSeconds() + 20
+            while sent < bytes && monotonicSeconds() < deadline {
                 let n = chunk.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0x4000 /* MSG_NOSIGNAL */) }
                 if n > 0 { sent += n; continue }
                 guard n < 0, errno == EAGAIN || errno == EINTR else { return }  // reset or closed: done
-                _ = OpsSockets.wait(fd, Int16(POLLOUT), until: min(deadline, Ops.now() + 0.2))
+                _ = LoopbackSockets.wait(fd, Int16(POLLOUT), until: min(deadline, monotonicSeconds() + 0.2))
             }
         }
         thread.start()
