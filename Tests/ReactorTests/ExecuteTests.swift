@@ -1,7 +1,8 @@
 // ReactorHandle.execute: work from other threads runs on the reactor thread in submission
 // order, can write to a connection, and is refused when the queue is full or run() returned.
 //
-// An in-process reactor (Support/ThreadedReactor.swift) on 127.0.0.1 with real loopback clients.
+// An in-process reactor (TestSupport's ReactorRunner) running Support/RecordingHandler.swift on
+// 127.0.0.1, with real loopback clients.
 
 import TestSupport
 import CEpoll
@@ -26,7 +27,7 @@ final class ExecuteTests: XCTestCase {
         XCTAssertEqual(runs.map(\.0), Array(0..<1_000), "FIFO for one submitting thread")
         XCTAssertTrue(runs.allSatisfy { pthread_equal($0.1, runs[0].1) != 0 }, "all on one thread")
         XCTAssertEqual(pthread_equal(runs[0].1, pthread_self()), 0, "not on the submitting thread")
-        XCTAssertTrue(reactor.stop())
+        XCTAssertNotNil(reactor.stop())
     }
 
     func testExecuteWritesToAConnectionFromAnotherThread() throws {
@@ -41,7 +42,7 @@ final class ExecuteTests: XCTestCase {
         })
         XCTAssertEqual(try client.receive(exactly: payload.count), payload)
         XCTAssertEqual(client.receiveUntilEnd(timeout: 5).end, .eof, "the close from execute was settled")
-        XCTAssertTrue(reactor.stop())
+        XCTAssertNotNil(reactor.stop())
     }
 
     func testExecuteRefusesWhenTheQueueIsFullAndAfterRunReturns() throws {
@@ -63,7 +64,7 @@ final class ExecuteTests: XCTestCase {
         XCTAssertEqual(accepted, capacity, "a full queue refuses instead of growing")
         release.signal()
         XCTAssertTrue(eventually(timeout: 10) { ran.withLock { $0 } == capacity }, "every accepted closure ran once")
-        XCTAssertTrue(reactor.stop())
+        XCTAssertNotNil(reactor.stop())
         XCTAssertFalse(reactor.handle.execute { (_: ReactorContext<RecordingHandler>) in }, "refused after run() returned")
     }
 }

@@ -1,7 +1,8 @@
 // Setup failures throw and leak nothing: epoll refusing a listener or the reactor's own fds, and
 // every fd the reactor owns closed through one path.
 //
-// An in-process reactor (Support/ThreadedReactor.swift) on 127.0.0.1 with real loopback clients.
+// An in-process reactor (TestSupport's ReactorRunner) running Support/RecordingHandler.swift on
+// 127.0.0.1, with real loopback clients.
 
 import TestSupport
 import CEpoll

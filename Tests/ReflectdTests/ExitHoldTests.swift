@@ -10,14 +10,7 @@ import XCTest
 final class ExitHoldTests: ServerTestCase {
 
     private func start(_ extra: [String] = []) throws -> Int {
-        let server = try TestProcess.reflectd(["--host", "127.0.0.1", "--port", "0", "--log-level", "warning"] + extra)
-        track(server)
-        return try server.waitForListeningLine().port
-    }
-
-    private func roundTrip(_ client: TestSocket, _ message: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        try client.send(message)
-        XCTAssertEqual(try client.receiveString(exactly: message.utf8.count), message, file: file, line: line)
+        try startAndWait(["--host", "127.0.0.1", "--port", "0", "--log-level", "warning"] + extra).1
     }
 
     // MARK: the hold

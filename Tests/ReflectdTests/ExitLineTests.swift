@@ -13,25 +13,6 @@ import XCTest
 
 final class ExitLineTests: ServerTestCase {
 
-    /// Starts reflectd on 127.0.0.1 and an ephemeral port; returns it and the port it announced.
-    private func startServer(port: Int = 0) throws -> (TestProcess, Int) {
-        let server = try launch(["--host", "127.0.0.1", "--port", String(port)])
-        let (_, bound) = try server.waitForListeningLine()
-        return (server, bound)
-    }
-
-    private func roundTrip(_ client: TestSocket, _ message: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        try client.send(message)
-        XCTAssertEqual(try client.receiveString(exactly: message.utf8.count), message, file: file, line: line)
-    }
-
-    /// Starts reflectd with `arguments` and remembers it for tearDown.
-    private func launch(_ arguments: [String]) throws -> TestProcess {
-        let server = try TestProcess.reflectd(arguments)
-        track(server)
-        return server
-    }
-
     func testEchoAndExitLineSplitAcrossWrites() throws {
         let (server, port) = try startServer()
         let client = try TestSocket.connect(port: port)

@@ -12,37 +12,6 @@ import Synchronization
 
 final class FileLimitTests: ServerTestCase {
 
-    /// Starts reflectd with `arguments` and remembers it for tearDown.
-    private func launch(_ arguments: [String]) throws -> TestProcess {
-        let server = try TestProcess.reflectd(arguments)
-        track(server)
-        return server
-    }
-
-    /// Lines of `log` that mention `127.0.0.1:port` (and not a longer port starting with it).
-    private func lines(_ log: [String], mentioning port: Int) -> [String] {
-        let needle = "127.0.0.1:\(port)"
-        return log.filter { line in
-            var search = line[...]
-            while let range = search.range(of: needle) {
-                if range.upperBound == search.endIndex || !search[range.upperBound].isNumber { return true }
-                search = search[range.upperBound...]
-            }
-            return false
-        }
-    }
-
-    /// One open line and one close line naming `reason`, and nothing else, for this peer port.
-    private func assertOpenAndCloseLogged(_ log: [String], port: Int, reason: String,
-                                          file: StaticString = #filePath, line: UInt = #line) {
-        let mine = lines(log, mentioning: port)
-        XCTAssertEqual(mine.count, 2, "expected one open and one close line for 127.0.0.1:\(port), got \(mine)", file: file, line: line)
-        XCTAssertEqual(mine.filter { $0.contains("open") }.count, 1, "\(mine)", file: file, line: line)
-        let closes = mine.filter { $0.contains("close") }
-        XCTAssertEqual(closes.count, 1, "\(mine)", file: file, line: line)
-        XCTAssertTrue(closes.first?.contains(reason) ?? false, "close line should name reason \(reason): \(closes)", file: file, line: line)
-    }
-
     /// Reads what each of `candidates` has received into `received`, until `target` of them
     /// have their whole `expected` echo, or `timeout` passes, or (with `settle`) nothing new
     /// completed for `settle` seconds. Returns the indices whose echo is complete.

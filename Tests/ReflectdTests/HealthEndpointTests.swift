@@ -10,8 +10,6 @@ import XCTest
 
 final class HealthEndpointTests: ServerTestCase {
 
-
-
     func testLivezAndReadyzAnswer200WhileServing() throws {
         let server = track(try TestProcess.reflectd(["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"]))
         let port = try server.waitForMetricsPort()

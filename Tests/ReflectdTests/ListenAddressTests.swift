@@ -10,12 +10,6 @@ import XCTest
 
 final class ListenAddressTests: ServerTestCase {
 
-    private func start(_ arguments: [String]) throws -> TestProcess {
-        let server = try TestProcess.reflectd(arguments)
-        track(server)
-        return server
-    }
-
     func testIPv6LoopbackEcho() throws {
         try XCTSkipUnless(LoopbackSockets.ipv6Available(), "no IPv6 loopback (::1) on this machine")
         let server = try start(["--host", "::1", "--port", "0"])

@@ -11,26 +11,6 @@ import XCTest
 
 final class MaxConnectionsTests: ServerTestCase {
 
-    private func start(_ arguments: [String]) throws -> TestProcess {
-        let server = try TestProcess.reflectd(arguments)
-        track(server)
-        return server
-    }
-
-    /// Scrapes until the expected samples appear (or `timeout`); a failed scrape fails the test here.
-    @discardableResult
-    private func assertMetrics(port: Int, _ expected: [String: Int], timeout: Double = 3.5,
-                               file: StaticString = #filePath, line: UInt = #line) -> MetricsScrape? {
-        do {
-            let (metrics, unmet) = try MetricsScrape.scrape(port: port, until: expected, timeout: timeout)
-            XCTAssertEqual(unmet, [], "metrics after \(timeout) s:\n\(metrics.text)", file: file, line: line)
-            return metrics
-        } catch {
-            XCTFail("scraping http://127.0.0.1:\(port)/metrics failed: \(error)", file: file, line: line)
-            return nil
-        }
-    }
-
     func testEleventhConnectionIsClosedAtOnceWhileTheFirstTenKeepEchoing() throws {
         // Two reactors: the limit is for the whole process, whichever reactor accepts.
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--reactors", "2", "--max-connections", "10"])

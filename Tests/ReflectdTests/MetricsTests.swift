@@ -12,12 +12,6 @@ import XCTest
 
 final class MetricsTests: ServerTestCase {
 
-    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> TestProcess {
-        let server = try TestProcess.reflectd(arguments, stderr: stderrPaused ? .paused : .collected)
-        track(server)
-        return server
-    }
-
     /// Sends `request` raw and returns the whole response (the server closes after it).
     private func raw(_ request: String, port: Int) throws -> String {
         let client = try TestSocket.connect(host: "127.0.0.1", port: port)
@@ -29,20 +23,6 @@ final class MetricsTests: ServerTestCase {
             response += byte
         }
         return String(decoding: response, as: UTF8.self)
-    }
-
-    /// Scrapes until the expected samples appear (or `timeout`); a failed scrape fails the test here.
-    @discardableResult
-    private func assertMetrics(port: Int, _ expected: [String: Int], timeout: Double = 3.5,
-                               file: StaticString = #filePath, line: UInt = #line) -> MetricsScrape? {
-        do {
-            let (metrics, unmet) = try MetricsScrape.scrape(port: port, until: expected, timeout: timeout)
-            XCTAssertEqual(unmet, [], "metrics after \(timeout) s:\n\(metrics.text)", file: file, line: line)
-            return metrics
-        } catch {
-            XCTFail("scraping http://127.0.0.1:\(port)/metrics failed: \(error)", file: file, line: line)
-            return nil
-        }
     }
 
     func testMetricsSlowlorisBeyondTheCapDoesNotStarveEcho() throws {

@@ -12,9 +12,7 @@ import XCTest
 final class PerClientLimitTests: ServerTestCase {
 
     private func start(_ arguments: [String], prologue: String? = nil) throws -> (TestProcess, Int) {
-        let server = try prologue.map { try TestProcess.reflectd(shellPrologue: $0, arguments) } ?? TestProcess.reflectd(arguments)
-        track(server)
-        return (server, try server.waitForTCPPort())
+        try startAndWait(arguments, prologue: prologue)
     }
 
     /// The SIGUSR1 statistics line's `closed:` counts, by reason.

@@ -10,13 +10,7 @@ import XCTest
 final class ProxyServerTests: ServerTestCase {
 
     private func start(_ arguments: [String]) throws -> (TestProcess, Int) {
-        let server = try TestProcess.reflectd(["--host", "127.0.0.1", "--port", "0"] + arguments)
-        track(server)
-        return (server, try server.waitForListeningLine().port)
-    }
-
-    private func logged(_ server: TestProcess, _ text: String, timeout: Double = 3) -> Bool {
-        eventually(timeout: timeout) { server.stderr.text.contains(text) }
+        try startAndWait(["--host", "127.0.0.1", "--port", "0"] + arguments)
     }
 
     private static let payload: [UInt8] = (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }

@@ -12,13 +12,7 @@ import XCTest
 final class ProxyTrustTests: ServerTestCase {
 
     private func start(_ arguments: [String], host: String = "127.0.0.1") throws -> (TestProcess, Int) {
-        let server = try TestProcess.reflectd(["--host", host, "--port", "0"] + arguments)
-        track(server)
-        return (server, try server.waitForTCPPort())
-    }
-
-    private func logged(_ server: TestProcess, _ text: String, timeout: Double = 3) -> Bool {
-        eventually(timeout: timeout) { server.stderr.text.contains(text) }
+        try startAndWait(["--host", host, "--port", "0"] + arguments)
     }
 
     private static let payload: [UInt8] = (0..<2048).map { UInt8(truncatingIfNeeded: $0 &* 193 &+ 11) }

@@ -11,12 +11,6 @@ import XCTest
 
 final class ReactorCountTests: ServerTestCase {
 
-    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> TestProcess {
-        let server = try TestProcess.reflectd(arguments, stderr: stderrPaused ? .paused : .collected)
-        track(server)
-        return server
-    }
-
     func testHundredThousandReactorsIsRejectedWithAClearError() throws {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--reactors", "100000"])
         let stderr = assertFailsAtOnce(server)

@@ -11,18 +11,6 @@ import XCTest
 
 final class SendTimeoutTests: ServerTestCase {
 
-    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> TestProcess {
-        let server = try TestProcess.reflectd(arguments, stderr: stderrPaused ? .paused : .collected)
-        track(server)
-        return server
-    }
-
-    /// The server is gone, so the flooding thread's send fails; then the socket can be closed.
-    private func finish(_ writer: Thread, _ client: TestSocket) {
-        _ = eventually(timeout: 5) { !writer.isExecuting }
-        client.close()
-    }
-
     func testNeverReaderIsClosedBySendTimeoutWithinFourSeconds() throws {
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--send-timeout", "2", "--metrics-port", "0"])
         let port = try server.waitForTCPPort()

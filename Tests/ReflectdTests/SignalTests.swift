@@ -13,30 +13,6 @@ import Synchronization
 
 final class SignalTests: ServerTestCase {
 
-    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> TestProcess {
-        let server = try TestProcess.reflectd(arguments, stderr: stderrPaused ? .paused : .collected)
-        track(server)
-        return server
-    }
-
-    /// The server is gone, so the flooding thread's send fails; then the socket can be closed.
-    private func finish(_ writer: Thread, _ client: TestSocket) {
-        _ = eventually(timeout: 5) { !writer.isExecuting }
-        client.close()
-    }
-
-    /// Starts reflectd on 127.0.0.1 and an ephemeral port; returns it and the port it announced.
-    private func startServer(port: Int = 0) throws -> (TestProcess, Int) {
-        let server = try launch(["--host", "127.0.0.1", "--port", String(port)])
-        let (_, bound) = try server.waitForListeningLine()
-        return (server, bound)
-    }
-
-    private func roundTrip(_ client: TestSocket, _ message: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        try client.send(message)
-        XCTAssertEqual(try client.receiveString(exactly: message.utf8.count), message, file: file, line: line)
-    }
-
     /// A writer thread sends `payloadSize` bytes without reading; SIGTERM after ~300 ms; then the
     /// client reads: a prefix of what it sent, then a clean EOF, and reflectd exits 0 within 5 s.
     private func floodThenStop(payloadSize: Int, requireBlockedWriter: Bool,
@@ -71,13 +47,6 @@ final class SignalTests: ServerTestCase {
         }
         client.close()
         assertExitsCleanly(server, within: max(0.1, 5 - (monotonicSeconds() - signalled)), file: file, line: line)
-    }
-
-    /// Starts reflectd with `arguments` and remembers it for tearDown.
-    private func launch(_ arguments: [String]) throws -> TestProcess {
-        let server = try TestProcess.reflectd(arguments)
-        track(server)
-        return server
     }
 
     func testSIGHUPAndSIGALRMAreIgnoredWithANotice() throws {

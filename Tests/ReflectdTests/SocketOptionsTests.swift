@@ -12,12 +12,6 @@ import Synchronization
 
 final class SocketOptionsTests: ServerTestCase {
 
-    private func start(_ arguments: [String]) throws -> TestProcess {
-        let server = try TestProcess.reflectd(arguments)
-        track(server)
-        return server
-    }
-
     /// The server's own socket for `client`, copied into this process with pidfd_getfd.
     private func serverSide(of client: TestSocket, in server: TestProcess) throws -> CInt {
         if let reason = ServerSocket.unavailableReason(pid: server.pid) {
@@ -34,18 +28,6 @@ final class SocketOptionsTests: ServerTestCase {
             throw TestFailure("no socket in reflectd (pid \(server.pid)) has peer port \(port)")
         }
         return fd
-    }
-
-    /// Starts reflectd with `arguments` and remembers it for tearDown.
-    private func launch(_ arguments: [String]) throws -> TestProcess {
-        let server = try TestProcess.reflectd(arguments)
-        track(server)
-        return server
-    }
-
-    private func roundTrip(_ client: TestSocket, _ message: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        try client.send(message)
-        XCTAssertEqual(try client.receiveString(exactly: message.utf8.count), message, file: file, line: line)
     }
 
     func testTCPNoDelayIsSetOnAcceptedConnectionsByDefault() throws {
@@ -91,7 +73,7 @@ final class SocketOptionsTests: ServerTestCase {
     }
 
     func testBacklogOptionLimitsTheAcceptQueue() throws {
-        let backlogged = try launch(["--host", "127.0.0.1", "--port", "0", "--backlog", "2"])
+        let backlogged = try start(["--host", "127.0.0.1", "--port", "0", "--backlog", "2"])
         let (_, smallPort) = try backlogged.waitForListeningLine()
         // A stopped server accepts nothing: Linux completes at most backlog + 1 handshakes for it
         // and drops further SYNs, so later connects do not complete.

@@ -12,12 +12,6 @@ import XCTest
 
 final class StalledLogTests: ServerTestCase {
 
-    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> TestProcess {
-        let server = try TestProcess.reflectd(arguments, stderr: stderrPaused ? .paused : .collected)
-        track(server)
-        return server
-    }
-
     /// Opens and resets `count` connections one after the other, and between every `every` of
     /// them checks that `client` still echoes; returns the slowest echo, in seconds.
     private func churn(_ count: Int, port: Int, checking client: TestSocket, every: Int = 50) throws -> Double {

@@ -13,27 +13,8 @@ import XCTest
 
 final class StartupTests: ServerTestCase {
 
-    /// Starts reflectd with `arguments` and remembers it for tearDown.
-    private func launch(_ arguments: [String]) throws -> TestProcess {
-        let server = try TestProcess.reflectd(arguments)
-        track(server)
-        return server
-    }
-
-    /// Starts reflectd on 127.0.0.1 and an ephemeral port; returns it and the port it announced.
-    private func startServer(port: Int = 0) throws -> (TestProcess, Int) {
-        let server = try launch(["--host", "127.0.0.1", "--port", String(port)])
-        let (_, bound) = try server.waitForListeningLine()
-        return (server, bound)
-    }
-
-    private func roundTrip(_ client: TestSocket, _ message: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        try client.send(message)
-        XCTAssertEqual(try client.receiveString(exactly: message.utf8.count), message, file: file, line: line)
-    }
-
     func testStartupLineNamesTheRealPort() throws {
-        let server = try launch(["--port", "0"])
+        let server = try start(["--port", "0"])
         let (line, port) = try server.waitForListeningLine()
         XCTAssertTrue(line.contains("listening on 0.0.0.0:\(port)"), "startup line: \(line.debugDescription)")
         XCTAssertTrue((1...65535).contains(port), "port \(port) is not a real port")
@@ -47,7 +28,7 @@ final class StartupTests: ServerTestCase {
 
     func testPortInUseExitsAtOnceWithAMessage() throws {
         let occupier = try TestListener()
-        let server = try launch(["--host", "127.0.0.1", "--port", String(occupier.port)])
+        let server = try start(["--host", "127.0.0.1", "--port", String(occupier.port)])
         let stderr = assertFailsAtOnce(server)
         XCTAssertTrue(stderr.lowercased().contains("address already in use"), "stderr: \(stderr)")
     }
@@ -55,25 +36,25 @@ final class StartupTests: ServerTestCase {
     func testPortInUseOnTheDefaultHostExitsAtOnce() throws {
         // Another process listening on 127.0.0.1:P also makes 0.0.0.0:P unusable.
         let occupier = try TestListener()
-        let server = try launch(["--port", String(occupier.port)])
+        let server = try start(["--port", String(occupier.port)])
         let stderr = assertFailsAtOnce(server)
         XCTAssertTrue(stderr.lowercased().contains("address already in use"), "stderr: \(stderr)")
     }
 
     func testPortOutOfRangeIsRejected() throws {
-        let stderr = assertFailsAtOnce(try launch(["--port", "70000"]))
+        let stderr = assertFailsAtOnce(try start(["--port", "70000"]))
         XCTAssertTrue(stderr.contains("70000"), "the message should name the bad value; stderr: \(stderr)")
         XCTAssertTrue(stderr.contains("port"), "the message should name the option; stderr: \(stderr)")
     }
 
     func testNonNumericPortIsRejected() throws {
-        let stderr = assertFailsAtOnce(try launch(["--port", "abc"]))
+        let stderr = assertFailsAtOnce(try start(["--port", "abc"]))
         XCTAssertTrue(stderr.contains("abc"), "the message should name the bad value; stderr: \(stderr)")
         XCTAssertTrue(stderr.contains("port"), "the message should name the option; stderr: \(stderr)")
     }
 
     func testUnknownOptionIsRejected() throws {
-        let stderr = assertFailsAtOnce(try launch(["--bogus"]))
+        let stderr = assertFailsAtOnce(try start(["--bogus"]))
         XCTAssertTrue(stderr.contains("bogus"), "the message should name the unknown option; stderr: \(stderr)")
     }
 
@@ -97,7 +78,7 @@ final class StartupTests: ServerTestCase {
         XCTAssertTrue(eventually(timeout: 3) { timeWaitSockets(localPort: port) > 0 },
                       "no TIME_WAIT socket on port \(port); the test would prove nothing")
 
-        let second = try launch(["--host", "127.0.0.1", "--port", String(port)])
+        let second = try start(["--host", "127.0.0.1", "--port", String(port)])
         let (_, rebound) = try second.waitForListeningLine(timeout: 10)
         XCTAssertEqual(rebound, port)
         XCTAssertGreaterThan(timeWaitSockets(localPort: port), 0)

@@ -11,12 +11,6 @@ import XCTest
 
 final class UnixSocketTests: ServerTestCase {
 
-    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> TestProcess {
-        let server = try TestProcess.reflectd(arguments, stderr: stderrPaused ? .paused : .collected)
-        track(server)
-        return server
-    }
-
     func testUnixSocketErrorsNameThePath() throws {
         let path = try temporaryDirectory() + "/no-such-directory/reflectd.sock"
         let server = try start(["--host", "127.0.0.1", "--port", "0", "--unix", path])

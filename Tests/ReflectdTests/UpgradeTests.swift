@@ -11,12 +11,6 @@ import XCTest
 
 final class UpgradeTests: ServerTestCase {
 
-    private func start(_ arguments: [String], stderrPaused: Bool = false) throws -> TestProcess {
-        let server = try TestProcess.reflectd(arguments, stderr: stderrPaused ? .paused : .collected)
-        track(server)
-        return server
-    }
-
     /// SIGUSR2 is no longer ignored: it upgrades (issue 16; scripts/upgrade-check.py has the
     /// scenarios). Here only what hardening promised of it: the process does not die of it, and
     /// an open connection keeps echoing, now served by the new process.

@@ -38,7 +38,9 @@ public final class ProcessOutput: @unchecked Sendable {
     /// Starts reading a paused pipe.
     public func resume() { go.signal() }
 
-    public var text: String { String(decoding: data.withLock { $0 }, as: UTF8.self) }
+    /// Everything read so far.
+    public var bytes: [UInt8] { data.withLock { $0 } }
+    public var text: String { String(decoding: bytes, as: UTF8.self) }
     public var lines: [String] { text.split(separator: "\n").map(String.init) }
 
     /// Bytes written into a paused pipe and not read yet (FIONREAD): at the pipe's capacity (64 KiB

@@ -255,6 +255,8 @@ public final class TestProcess: @unchecked Sendable {
         /// The exit status, or nil if it was killed at the deadline (or by a signal).
         public let status: Int32?
         public let stdout: String
+        /// stdout byte for byte (a binary protocol's replies).
+        public let stdoutBytes: [UInt8]
         public let stderr: String
 
         public var description: String { "status \(status.map(String.init) ?? "timed out"), stderr: \(stderr.debugDescription)" }
@@ -269,7 +271,7 @@ public final class TestProcess: @unchecked Sendable {
         process.stderr.waitForEOF(timeout: 5)
         var status: Int32? = nil
         if case .exited(let code) = end { status = code }
-        return Finished(status: status, stdout: process.stdout.text, stderr: process.stderr.text)
+        return Finished(status: status, stdout: process.stdout.text, stdoutBytes: process.stdout.bytes, stderr: process.stderr.text)
     }
 
     // MARK: startup lines

@@ -52,6 +52,8 @@ public enum StreamEnd: Equatable, CustomStringConvertible {
 public final class TestSocket: @unchecked Sendable {
     public let fd: CInt
     private var closed = false
+    /// The local port, kept once known: the test may ask for it after closing the socket.
+    private var knownLocalPort: Int?
 
     private init(fd: CInt) { self.fd = fd }
 
@@ -94,6 +96,7 @@ public final class TestSocket: @unchecked Sendable {
         if let error = LoopbackSockets.intOption(sock.fd, SOL_SOCKET, SO_ERROR), error != 0 {
             throw SocketFailure(operation: "connect to \(name)", code: error)
         }
+        sock.knownLocalPort = sock.queryLocalPort()
         return sock
     }
 
@@ -101,7 +104,10 @@ public final class TestSocket: @unchecked Sendable {
     public static func adopt(_ fd: CInt) -> TestSocket { TestSocket(fd: fd) }
 
     /// The local port (how the server's logs name this client); 0 for a Unix-domain socket.
-    public var localPort: Int { LoopbackSockets.localAddress(fd).flatMap(LoopbackSockets.port(of:)) ?? 0 }
+    /// Still known after ``close()``.
+    public var localPort: Int { knownLocalPort ?? queryLocalPort() }
+
+    private func queryLocalPort() -> Int { LoopbackSockets.localAddress(fd).flatMap(LoopbackSockets.port(of:)) ?? 0 }
 
     /// Sends every byte within `timeout` seconds, or throws (with the count sent so far in the message).
     public func send(_ bytes: [UInt8], timeout: Double = 10) throws {
@@ -282,6 +288,7 @@ public final class TestSocket: @unchecked Sendable {
 
     public func close() {
         guard !closed else { return }
+        if knownLocalPort == nil { knownLocalPort = queryLocalPort() }
         closed = true
         Glibc.close(fd)
     }

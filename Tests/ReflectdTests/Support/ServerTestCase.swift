@@ -44,6 +44,84 @@ class ServerTestCase: XCTestCase {
         return directory
     }
 
+    // MARK: starting reflectd and talking to it
+
+    /// Starts the built reflectd with `arguments` (stderr paused: a log reader that stopped
+    /// reading); killed in tearDown.
+    func start(_ arguments: [String], stderrPaused: Bool = false) throws -> TestProcess {
+        track(try TestProcess.reflectd(arguments, stderr: stderrPaused ? .paused : .collected))
+    }
+
+    /// Starts reflectd with `arguments` (through `/bin/sh -c` after `prologue`, for `ulimit`),
+    /// and waits for its `listening on` line; returns it and the port. Killed in tearDown.
+    func startAndWait(_ arguments: [String], prologue: String? = nil) throws -> (TestProcess, Int) {
+        let server = try track(prologue.map { try TestProcess.reflectd(shellPrologue: $0, arguments) } ?? TestProcess.reflectd(arguments))
+        return (server, try server.waitForTCPPort())
+    }
+
+    /// Starts reflectd on 127.0.0.1 and `port` (0: an ephemeral one); returns it and the port it announced.
+    func startServer(port: Int = 0) throws -> (TestProcess, Int) {
+        try startAndWait(["--host", "127.0.0.1", "--port", String(port)])
+    }
+
+    /// Sends `message` and expects it echoed.
+    func roundTrip(_ client: TestSocket, _ message: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        try client.send(message)
+        XCTAssertEqual(try client.receiveString(exactly: message.utf8.count), message, file: file, line: line)
+    }
+
+    /// True once `server` logged `text`, within `timeout` seconds.
+    func logged(_ server: TestProcess, _ text: String, timeout: Double = 3) -> Bool {
+        eventually(timeout: timeout) { server.stderr.text.contains(text) }
+    }
+
+    /// The server is gone, so the flooding thread's send fails; then the socket can be closed.
+    func finish(_ writer: Thread, _ client: TestSocket) {
+        _ = eventually(timeout: 5) { !writer.isExecuting }
+        client.close()
+    }
+
+    /// Scrapes until the expected samples appear (or `timeout`); a failed scrape fails the test here.
+    @discardableResult
+    func assertMetrics(port: Int, _ expected: [String: Int], timeout: Double = 3.5,
+                               file: StaticString = #filePath, line: UInt = #line) -> MetricsScrape? {
+        do {
+            let (metrics, unmet) = try MetricsScrape.scrape(port: port, until: expected, timeout: timeout)
+            XCTAssertEqual(unmet, [], "metrics after \(timeout) s:\n\(metrics.text)", file: file, line: line)
+            return metrics
+        } catch {
+            XCTFail("scraping http://127.0.0.1:\(port)/metrics failed: \(error)", file: file, line: line)
+            return nil
+        }
+    }
+
+
+    // MARK: the connection log
+
+    /// Lines of `log` that mention `127.0.0.1:port` (and not a longer port starting with it).
+    func lines(_ log: [String], mentioning port: Int) -> [String] {
+        let needle = "127.0.0.1:\(port)"
+        return log.filter { line in
+            var search = line[...]
+            while let range = search.range(of: needle) {
+                if range.upperBound == search.endIndex || !search[range.upperBound].isNumber { return true }
+                search = search[range.upperBound...]
+            }
+            return false
+        }
+    }
+
+    /// One open line and one close line naming `reason`, and nothing else, for this peer port.
+    func assertOpenAndCloseLogged(_ log: [String], port: Int, reason: String,
+                                          file: StaticString = #filePath, line: UInt = #line) {
+        let mine = lines(log, mentioning: port)
+        XCTAssertEqual(mine.count, 2, "expected one open and one close line for 127.0.0.1:\(port), got \(mine)", file: file, line: line)
+        XCTAssertEqual(mine.filter { $0.contains("open") }.count, 1, "\(mine)", file: file, line: line)
+        let closes = mine.filter { $0.contains("close") }
+        XCTAssertEqual(closes.count, 1, "\(mine)", file: file, line: line)
+        XCTAssertTrue(closes.first?.contains(reason) ?? false, "close line should name reason \(reason): \(closes)", file: file, line: line)
+    }
+
     /// Asserts the process exits 0 within `timeout` seconds.
     func assertExitsCleanly(_ process: TestProcess, within timeout: Double,
                             file: StaticString = #filePath, line: UInt = #line) {
