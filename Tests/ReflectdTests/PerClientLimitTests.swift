@@ -11,48 +11,13 @@ import XCTest
 
 final class PerClientLimitTests: ServerTestCase {
 
-    private func start(_ arguments: [String], prologue: String? = nil) throws -> (TestProcess, Int) {
-        try startAndWait(arguments, prologue: prologue)
-    }
-
-    /// The SIGUSR1 statistics line's `closed:` counts, by reason.
-    private func closedCounts(_ server: TestProcess, file: StaticString = #filePath, line: UInt = #line) -> [String: Int] {
-        let before = server.stderr.lines.filter { $0.contains("received SIGUSR1: statistics:") }.count
-        server.send(signal: SIGUSR1)
-        _ = eventually(timeout: 3) {
-            server.stderr.lines.filter { $0.contains("received SIGUSR1: statistics:") }.count > before
-        }
-        guard let text = server.stderr.lines.last(where: { $0.contains("received SIGUSR1: statistics:") }),
-              let closed = text.range(of: "closed: ") else {
-            XCTFail("no statistics line; stderr:\n\(server.stderr.text.suffix(2000))", file: file, line: line)
-            return [:]
-        }
-        let list = text[closed.upperBound...].prefix { $0 != ";" }
-        var counts: [String: Int] = [:]
-        for pair in list.split(separator: " ") {
-            let parts = pair.split(separator: "=")
-            if parts.count == 2, let n = Int(parts[1]) { counts[String(parts[0])] = n }
-        }
-        return counts
-    }
-
-    /// Every refused connection ends at once (EOF or reset within `timeout`), without an echo.
-    private func assertRefusedAtOnce(_ clients: [TestSocket], timeout: Double = 1,
-                                     file: StaticString = #filePath, line: UInt = #line) {
-        for (k, client) in clients.enumerated() {
-            let (end, bytes) = client.waitForEnd(timeout: timeout)
-            XCTAssertNotEqual(end, .timeout, "refused connection \(k) still open after \(timeout) s", file: file, line: line)
-            XCTAssertEqual(bytes, 0, "refused connection \(k) got bytes", file: file, line: line)
-        }
-    }
-
     // MARK: point 2: refusals hold nothing
 
     /// One address at its per-client limit keeps 6 refused connections open (it never closes
     /// them); with `--max-connections 8` those would fill every place during a 2 s linger
     /// (0.2.0: the other address was refused). Now they are closed at once and hold nothing.
     func testRefusedByThePerClientLimitHoldNoPlace() throws {
-        let (server, port) = try start(["--host", "127.0.0.1", "--port", "0", "--max-connections", "8",
+        let (server, port) = try startAndWait(["--host", "127.0.0.1", "--port", "0", "--max-connections", "8",
                                         "--max-connections-per-client", "2"])
         let admitted = try (0..<2).map { _ in try TestSocket.connect(host: "127.0.0.1", port: port, from: "127.0.0.1") }
         for (k, client) in admitted.enumerated() { try client.expectEcho("admitted \(k)\n") }
@@ -73,7 +38,7 @@ final class PerClientLimitTests: ServerTestCase {
     /// `--max-connections` refusals and PROXY refusals (a header that is no header) hold nothing
     /// either: 8 bad headers, never closed by the client, leave every place to a good client.
     func testRefusedProxyHeadersHoldNoPlace() throws {
-        let (server, port) = try start(["--host", "127.0.0.1", "--port", "0", "--max-connections", "8", "--proxy-protocol"])
+        let (server, port) = try startAndWait(["--host", "127.0.0.1", "--port", "0", "--max-connections", "8", "--proxy-protocol"])
         var bad: [TestSocket] = []
         for k in 0..<8 {
             let client = try TestSocket.connect(host: "127.0.0.1", port: port)
@@ -94,7 +59,7 @@ final class PerClientLimitTests: ServerTestCase {
     /// is given back when the linger starts: `exit` from 8 clients that keep their sockets open
     /// leaves room for 8 new ones at once.
     func testLingeringConnectionsCountAgainstNoLimit() throws {
-        let (_, port) = try start(["--host", "127.0.0.1", "--port", "0", "--max-connections", "8"])
+        let (_, port) = try startAndWait(["--host", "127.0.0.1", "--port", "0", "--max-connections", "8"])
         var leaving: [TestSocket] = []
         for _ in 0..<8 {
             let client = try TestSocket.connect(host: "127.0.0.1", port: port)
@@ -112,7 +77,7 @@ final class PerClientLimitTests: ServerTestCase {
     /// With default flags and `ulimit -n 1000`, one address opens 1,100 silent connections and
     /// keeps them; another address still gets its echo (0.2.0: every fd went to the first).
     func testOneAddressCannotTakeEveryConnectionByDefault() throws {
-        let (server, port) = try start(["--host", "127.0.0.1", "--port", "0"], prologue: "ulimit -n 1000")
+        let (server, port) = try startAndWait(["--host", "127.0.0.1", "--port", "0"], prologue: "ulimit -n 1000")
         let hog = try ClientCrowd.connect(count: 1_100, host: "127.0.0.1", port: port, timeout: 30)
         XCTAssertTrue(eventually(timeout: 5) {
             server.stderr.text.components(separatedBy: "reason limit").count - 1 >= 100
@@ -126,7 +91,7 @@ final class PerClientLimitTests: ServerTestCase {
 
     /// `off` removes the default limit; a number sets it; bad values are refused with a message.
     func testPerClientLimitOffAndBadValues() throws {
-        let (server, port) = try start(["--host", "127.0.0.1", "--port", "0", "--max-connections-per-client", "off"],
+        let (server, port) = try startAndWait(["--host", "127.0.0.1", "--port", "0", "--max-connections-per-client", "off"],
                                        prologue: "ulimit -n 64")
         _ = port
         XCTAssertFalse(server.stderr.text.contains("connections per client address"))

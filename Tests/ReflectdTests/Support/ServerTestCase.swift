@@ -122,6 +122,39 @@ class ServerTestCase: XCTestCase {
         XCTAssertTrue(closes.first?.contains(reason) ?? false, "close line should name reason \(reason): \(closes)", file: file, line: line)
     }
 
+    // MARK: refusals
+
+    /// The SIGUSR1 statistics line's `closed:` counts, by reason.
+    func closedCounts(_ server: TestProcess, file: StaticString = #filePath, line: UInt = #line) -> [String: Int] {
+        let before = server.stderr.lines.filter { $0.contains("received SIGUSR1: statistics:") }.count
+        server.send(signal: SIGUSR1)
+        _ = eventually(timeout: 3) {
+            server.stderr.lines.filter { $0.contains("received SIGUSR1: statistics:") }.count > before
+        }
+        guard let text = server.stderr.lines.last(where: { $0.contains("received SIGUSR1: statistics:") }),
+              let closed = text.range(of: "closed: ") else {
+            XCTFail("no statistics line; stderr:\n\(server.stderr.text.suffix(2000))", file: file, line: line)
+            return [:]
+        }
+        let list = text[closed.upperBound...].prefix { $0 != ";" }
+        var counts: [String: Int] = [:]
+        for pair in list.split(separator: " ") {
+            let parts = pair.split(separator: "=")
+            if parts.count == 2, let n = Int(parts[1]) { counts[String(parts[0])] = n }
+        }
+        return counts
+    }
+
+    /// Every refused connection ends at once (EOF or reset within `timeout`), without an echo.
+    func assertRefusedAtOnce(_ clients: [TestSocket], timeout: Double = 1,
+                                     file: StaticString = #filePath, line: UInt = #line) {
+        for (k, client) in clients.enumerated() {
+            let (end, bytes) = client.waitForEnd(timeout: timeout)
+            XCTAssertNotEqual(end, .timeout, "refused connection \(k) still open after \(timeout) s", file: file, line: line)
+            XCTAssertEqual(bytes, 0, "refused connection \(k) got bytes", file: file, line: line)
+        }
+    }
+
     /// Asserts the process exits 0 within `timeout` seconds.
     func assertExitsCleanly(_ process: TestProcess, within timeout: Double,
                             file: StaticString = #filePath, line: UInt = #line) {
