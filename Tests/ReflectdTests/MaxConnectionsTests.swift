@@ -1,5 +1,6 @@
 // --max-connections: the connection over the limit is closed at once while the others keep
-// echoing, and the metrics stay reachable and exact at the limit.
+// echoing, the metrics stay reachable and exact at the limit, and a lingering connection holds
+// no place.
 //
 // Through the built `reflectd` on loopback: every socket operation and wait has a deadline, and
 // tearDown (ServerTestCase) kills whatever a test left running.
@@ -77,4 +78,22 @@ final class MaxConnectionsTests: ServerTestCase {
             "reflectd_connections_closed_total{reason=\"limit\"}": 1,
         ], timeout: 0.5)
     }
+
+    /// A place held by a lingering connection (closed by the server while the peer still sends)
+    /// is given back when the linger starts: `exit` from 8 clients that keep their sockets open
+    /// leaves room for 8 new ones at once.
+    func testLingeringConnectionsCountAgainstNoLimit() throws {
+        let (_, port) = try startAndWait(["--host", "127.0.0.1", "--port", "0", "--max-connections", "8"])
+        var leaving: [TestSocket] = []
+        for _ in 0..<8 {
+            let client = try TestSocket.connect(host: "127.0.0.1", port: port)
+            try client.send("exit\n")
+            leaving.append(client)
+        }
+        for client in leaving { XCTAssertEqual(client.waitForEnd(timeout: 2).0, .eof) }
+        let next = try (0..<8).map { _ in try TestSocket.connect(host: "127.0.0.1", port: port) }
+        for (k, client) in next.enumerated() { try client.expectEcho("next \(k)\n", timeout: 1) }
+        _ = leaving
+    }
+
 }
