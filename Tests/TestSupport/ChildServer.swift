@@ -20,6 +20,8 @@ public final class ChildServer {
 
     public let process: TestProcess
     public let port: Int
+    /// The server's process id.
+    public var pid: pid_t { process.pid }
     private let stderrNeverRead: Bool
 
     /// Starts `binary ARGUMENTS`. With `announcesPort`, waits (at most 10 s) for its

@@ -332,6 +332,9 @@ public final class TestProcess: @unchecked Sendable {
 
     // MARK: signals and exit
 
+    /// True until the child has ended (and been reaped).
+    public var isRunning: Bool { pollExit() == nil }
+
     public func send(signal: CInt) {
         guard pollExit() == nil else { return }
         Glibc.kill(pid, signal)
