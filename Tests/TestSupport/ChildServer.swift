@@ -18,7 +18,9 @@ public final class ChildServer {
         case pipeNeverRead
     }
 
+    /// The process behind the server.
     public let process: TestProcess
+    /// The port it listens on (announced, or the fixed one).
     public let port: Int
     /// The server's process id.
     public var pid: pid_t { process.pid }

@@ -64,6 +64,7 @@ public enum LoopbackSockets {
         return Int(address[address.index(after: colon)...].prefix(while: \.isNumber))
     }
 
+    /// The address `fd` is bound to (getsockname), or nil.
     public static func localAddress(_ fd: CInt) -> sockaddr_storage? {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -73,6 +74,7 @@ public enum LoopbackSockets {
         return rc == 0 ? storage : nil
     }
 
+    /// The address `fd` is connected to (getpeername), or nil.
     public static func peerAddress(_ fd: CInt) -> sockaddr_storage? {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -82,6 +84,7 @@ public enum LoopbackSockets {
         return rc == 0 ? storage : nil
     }
 
+    /// An integer socket option of `fd` (getsockopt), or nil if the call failed.
     public static func intOption(_ fd: CInt, _ level: CInt, _ name: CInt) -> CInt? {
         var value: CInt = 0
         var length = socklen_t(MemoryLayout<CInt>.size)

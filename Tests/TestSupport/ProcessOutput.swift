@@ -13,6 +13,7 @@ public final class ProcessOutput: @unchecked Sendable {
     private let go = DispatchSemaphore(value: 0)
     private let fd: CInt
 
+    /// Starts reading `fd` (the read end of a pipe, closed at EOF) on a thread, or, `paused`, once ``resume()`` is called.
     public init(fd: CInt, paused: Bool = false) {
         self.fd = fd
         if !paused { go.signal() }
@@ -40,7 +41,9 @@ public final class ProcessOutput: @unchecked Sendable {
 
     /// Everything read so far.
     public var bytes: [UInt8] { data.withLock { $0 } }
+    /// Everything read so far, as UTF-8 text.
     public var text: String { String(decoding: bytes, as: UTF8.self) }
+    /// The complete and partial lines read so far, without their newlines.
     public var lines: [String] { text.split(separator: "\n").map(String.init) }
 
     /// Bytes written into a paused pipe and not read yet (FIONREAD): at the pipe's capacity (64 KiB

@@ -14,6 +14,7 @@ import Reactor
 /// optional and stays in the test target that owns it.
 public final class ReactorRunner<Info: Sendable>: @unchecked Sendable {
     // @unchecked: the shared state is behind locks and semaphores.
+    /// Stops the reactor, asks for statistics, runs work on its thread.
     public let handle: ReactorHandle
     /// What the set-up returned on the reactor's thread.
     public let info: Info

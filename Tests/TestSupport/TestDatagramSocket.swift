@@ -6,7 +6,9 @@ import Glibc
 /// A UDP socket bound to `host` (IPv4 or IPv6 literal) and `port` (0: any), for sending
 /// datagrams to a server on loopback and reading its replies with a deadline.
 public final class TestDatagramSocket {
+    /// The socket.
     public let fd: CInt
+    /// AF_INET or AF_INET6.
     public let family: CInt
     /// The port this socket is bound to.
     public private(set) var port: Int = 0

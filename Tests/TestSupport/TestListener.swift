@@ -49,6 +49,7 @@ public final class TestListener {
 
     deinit { close() }
 
+    /// Closes the socket (at most once; deinit closes it otherwise).
     public func close() {
         guard fd >= 0 else { return }
         Glibc.close(fd)

@@ -35,8 +35,10 @@ public func firstDifference(_ a: [UInt8], _ b: [UInt8]) -> Int? {
 /// An endless test byte stream: a non-periodic block of prime length, repeated. Cheap to send
 /// and to check at any offset, and a lost, duplicated or reordered chunk does not match.
 public struct PatternStream: Sendable {
+    /// One period of the stream.
     public let block: [UInt8]
 
+    /// A stream whose block is `period` bytes (a prime by default).
     public init(period: Int = 1_048_573) { block = testPattern(count: period) }
 
     /// `count` bytes of the stream from `offset`.

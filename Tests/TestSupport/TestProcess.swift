@@ -45,9 +45,13 @@ public final class TestProcess: @unchecked Sendable {
         case paused
     }
 
+    /// The child's process id.
     public let pid: pid_t
+    /// Everything the child wrote on stdout.
     public let stdout: ProcessOutput
+    /// Everything the child wrote on stderr (unless paused).
     public let stderr: ProcessOutput
+    /// The command line, for failure messages.
     public let commandLine: String
     private let end = Locked<End?>(nil)
     private let announced = Locked<Int?>(nil)
@@ -254,9 +258,11 @@ public final class TestProcess: @unchecked Sendable {
     public struct Finished: CustomStringConvertible {
         /// The exit status, or nil if it was killed at the deadline (or by a signal).
         public let status: Int32?
+        /// stdout as text.
         public let stdout: String
         /// stdout byte for byte (a binary protocol's replies).
         public let stdoutBytes: [UInt8]
+        /// stderr as text.
         public let stderr: String
 
         public var description: String { "status \(status.map(String.init) ?? "timed out"), stderr: \(stderr.debugDescription)" }
@@ -335,6 +341,7 @@ public final class TestProcess: @unchecked Sendable {
     /// True until the child has ended (and been reaped).
     public var isRunning: Bool { pollExit() == nil }
 
+    /// Sends `signal` to the child unless it has ended.
     public func send(signal: CInt) {
         guard pollExit() == nil else { return }
         Glibc.kill(pid, signal)

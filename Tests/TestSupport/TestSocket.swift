@@ -9,8 +9,11 @@ import Glibc
 
 /// A socket call that failed in a test.
 public struct SocketFailure: Error, CustomStringConvertible {
+    /// The call and what it was doing.
     public let operation: String
+    /// The errno (0 for an unexpected EOF).
     public let code: CInt
+    /// A failure of `operation` with errno `code`.
     public init(operation: String, code: CInt) {
         self.operation = operation
         self.code = code
@@ -50,6 +53,7 @@ public enum StreamEnd: Equatable, CustomStringConvertible {
 
 /// A connected client socket. Thread-safe enough for one sender thread and one reader thread.
 public final class TestSocket: @unchecked Sendable {
+    /// The socket (non-blocking).
     public let fd: CInt
     private var closed = false
     /// The local port, kept once known: the test may ask for it after closing the socket.
@@ -115,6 +119,7 @@ public final class TestSocket: @unchecked Sendable {
         if case .failure(let failure) = sent { throw failure }
     }
 
+    /// Sends `text` as UTF-8 within `timeout` seconds.
     public func send(_ text: String, timeout: Double = 10) throws { try send(Array(text.utf8), timeout: timeout) }
 
     /// Sends as much of `bytes` as it can within `timeout`; returns the count sent and the error that stopped it.
@@ -191,6 +196,7 @@ public final class TestSocket: @unchecked Sendable {
         return out
     }
 
+    /// Receives exactly `count` bytes as UTF-8 text within `timeout` seconds.
     public func receiveString(exactly count: Int, timeout: Double = 5) throws -> String {
         String(decoding: try receive(exactly: count, timeout: timeout), as: UTF8.self)
     }
@@ -286,6 +292,7 @@ public final class TestSocket: @unchecked Sendable {
         close()
     }
 
+    /// Closes the socket (at most once; deinit closes it otherwise).
     public func close() {
         guard !closed else { return }
         if knownLocalPort == nil { knownLocalPort = queryLocalPort() }
@@ -293,6 +300,7 @@ public final class TestSocket: @unchecked Sendable {
         Glibc.close(fd)
     }
 
+    /// The first 80 bytes as a quoted string, for failure messages.
     public static func preview<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
         let shown = String(decoding: bytes.prefix(80), as: UTF8.self).debugDescription
         return bytes.count > 80 ? "\(shown)… (\(bytes.count) bytes)" : shown

@@ -7,6 +7,7 @@ import Foundation
 public final class TestThread: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
 
+    /// Starts `body` on a new thread.
     public init(_ body: @escaping @Sendable () -> Void) {
         let done = self.done
         let thread = Thread {
