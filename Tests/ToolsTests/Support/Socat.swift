@@ -23,7 +23,7 @@ final class SocatProcess {
         }
     }
 
-    /// Whether `call` (connect or bind) on a new socket of `type` to 127.0.0.1:`port` returns 0.
+    /// Whether `call` (bind, for a UDP port) on a new socket of `type` to 127.0.0.1:`port` returns 0.
     static func loopback(_ port: Int, type: Int32, _ call: (CInt, UnsafePointer<sockaddr>, socklen_t) -> CInt) -> Bool {
         let fd = socket(AF_INET, type, 0)
         guard fd >= 0 else { return false }
@@ -50,13 +50,11 @@ final class SocatEcho {
 
     init() throws {
         // A free port: bind port 0, read it, close (socat binds it a moment later).
-        let probe = try TinyServer { fd in close(fd) }
-        let port = probe.port
-        probe.stop()
+        let port = try LoopbackSockets.unusedPort()
         self.port = port
         socat = try SocatProcess(["TCP-LISTEN:\(port),bind=127.0.0.1,reuseaddr,fork", "EXEC:/bin/cat"],
                                  what: "listen on 127.0.0.1:\(port)") {
-            SocatProcess.loopback(port, type: Int32(SOCK_STREAM.rawValue)) { Glibc.connect($0, $1, $2) }
+            LoopbackSockets.somethingListens(port: port)
         }
     }
 
