@@ -34,7 +34,6 @@ class ServerTestCase: XCTestCase {
         return process
     }
 
-
     /// A scratch directory, removed in tearDown.
     func temporaryDirectory() throws -> String {
         var template = Array("/tmp/reflectd-tests-XXXXXX".utf8CString)
