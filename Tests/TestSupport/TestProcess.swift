@@ -47,6 +47,8 @@ public final class TestProcess: @unchecked Sendable {
 
     /// The child's process id.
     public let pid: pid_t
+    /// The child's process id, under Foundation.Process's name (ChildServer's `process` was one).
+    public var processIdentifier: Int32 { pid }
     /// Everything the child wrote on stdout.
     public let stdout: ProcessOutput
     /// Everything the child wrote on stderr (unless paused).
