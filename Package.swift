@@ -90,7 +90,7 @@ let package = Package(
         .target(name: "RESP", path: "Examples/resp/RESP"),
         .executableTarget(
             name: "resp-server",
-            dependencies: ["RESP", "Reactor", "ToolSupport", "NonBlockingLog",
+            dependencies: ["RESP", "Reactor", "ToolSupport", "NonBlockingLog", "ZeroDropUpgrade",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")],
             path: "Examples/resp/Server"
