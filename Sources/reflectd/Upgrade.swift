@@ -2,7 +2,6 @@ import Echo
 import Glibc
 import Logging
 import Reactor
-import Synchronization
 import ZeroDropUpgrade
 
 // reflectd's part of the zero-drop upgrade (the protocol is the ZeroDropUpgrade product's): which
@@ -43,11 +42,7 @@ enum ReflectdUpgrade {
 }
 
 /// Connections installed by the other reactor threads of a new process.
-final class InstallCount: Sendable {
-    private let count = Mutex(0)
-    func add(_ n: Int) { count.withLock { $0 += n } }
-    var value: Int { count.withLock { $0 } }
-}
+typealias InstallCount = ZeroDropUpgrade.InstallCount
 
 extension Server {
     /// The executable to run at an upgrade, resolved once at startup.

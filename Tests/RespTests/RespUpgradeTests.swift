@@ -108,6 +108,35 @@ final class RespUpgradeTests: XCTestCase {
         XCTAssertEqual(try server.mget([Array("half".utf8)]), respArray([[0, 1, 2, 13, 10, 3]]))
     }
 
+    func testAServerAtItsMaxmemoryStillRefusesWritesAfterTheUpgrade() throws {
+        let server = try UpgradableResp(["--maxmemory", "1mb"])
+        defer { server.stop() }
+        let client = try TestSocket.connect(port: server.port)
+        let value = [UInt8](repeating: 0xab, count: 10_000)
+        let oom = Array("-OOM command not allowed when used memory > 'maxmemory'.\r\n".utf8)
+        var stored = 0
+        // Fill until the limit refuses a write.
+        while stored < 1_000 {
+            try client.send(respCommand([Array("SET".utf8), Array("fill:\(stored)".utf8), value]))
+            let first = try client.receive(exactly: 1)
+            if first == [UInt8(ascii: "+")] {
+                XCTAssertEqual(try client.receive(exactly: 4), Array("OK\r\n".utf8))
+                stored += 1
+                continue
+            }
+            XCTAssertEqual(first + (try client.receive(exactly: oom.count - 1)), oom)
+            break
+        }
+        XCTAssertGreaterThan(stored, 10)
+        XCTAssertLessThan(stored, 1_000, "--maxmemory 1mb never refused a write")
+        XCTAssertEqual(try server.upgrade(), 1)
+        XCTAssertEqual(try server.dbsize(), stored)
+        try client.send(respCommand([Array("SET".utf8), Array("one-more".utf8), value]))
+        XCTAssertEqual(try client.receive(exactly: oom.count), oom, "the limit holds against the keys carried over")
+        try client.send(respCommand([Array("DEL".utf8), Array("fill:0".utf8)]))
+        XCTAssertEqual(try client.receive(exactly: 4), Array(":1\r\n".utf8))
+    }
+
     func testAFailedUpgradeKeepsServingWithItsKeysAndLaterOneWorks() throws {
         let server = try UpgradableResp()
         defer { server.stop() }

@@ -160,7 +160,7 @@ struct RespServer: ParsableCommand {
             throw fail(log: log, "\(error)")
         }
         let upgrader = RespUpgrade.upgrader(keyspace: keyspace, evictions: evictions, logger: logger)
-        let installed = InstalledCount()
+        let installed = InstallCount()
 
         let main = try Reactor(handler: makeHandler(), configuration: configuration)
         upgrader.add(ReactorPort(index: 0, reactor: main))

@@ -2,7 +2,6 @@ import Glibc
 import Logging
 import RESP
 import Reactor
-import Synchronization
 import ZeroDropUpgrade
 
 /// resp-server's zero-drop upgrade on SIGUSR2 (the protocol is the ZeroDropUpgrade product's):
@@ -66,7 +65,7 @@ enum RespUpgrade {
     /// Reactor `index` of `count` serves what the old reactor of that index had (its listeners
     /// and connections) instead of listening anew; returns its first listener's address.
     static func adopt(_ takeOver: TakeOver<RespHandOverCodec>, on reactor: Reactor<RespHandler>, index: Int, of count: Int,
-                      installed: InstalledCount, logger: Logger) throws -> SocketAddress? {
+                      installed: InstallCount, logger: Logger) throws -> SocketAddress? {
         var first: SocketAddress?
         for record in takeOver.listeners(reactor: index, of: count) {
             let address = try reactor.attachHandedOverListener(record.listener)
@@ -99,7 +98,7 @@ enum RespUpgrade {
     }
 
     /// The new process serves: tells the old one, which then exits.
-    static func confirm(_ takeOver: TakeOver<RespHandOverCodec>?, installed: InstalledCount, keys: Int, logger: Logger) {
+    static func confirm(_ takeOver: TakeOver<RespHandOverCodec>?, installed: InstallCount, keys: Int, logger: Logger) {
         guard let takeOver else { return }
         takeOver.confirm(installed: installed.value, logger: logger) {}
         logger.notice("upgrade: took \(installed.value) connections and \(keys) keys from pid \(takeOver.oldPid) (this is pid \(getpid()))")
@@ -114,11 +113,4 @@ enum RespUpgrade {
             StopForwarding.linger()
         }
     }
-}
-
-/// Connections installed by every reactor thread of a new process.
-final class InstalledCount: Sendable {
-    private let count = Mutex(0)
-    func add(_ n: Int) { count.withLock { $0 += n } }
-    var value: Int { count.withLock { $0 } }
 }
