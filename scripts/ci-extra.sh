@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CI passes after `swift test`: every script's --help and unknown-argument refusal
-# (scripts/check-scripts.sh, a few seconds), documentation, HAProxy in front of two instances, the shipped
+# (scripts/check-scripts.sh, a few seconds), the syscall seam (scripts/check-syscall-seam.py),
+# documentation, HAProxy in front of two instances, the shipped
 # forms (static binaries without the toolchain, install.sh, the .deb: scripts/ship-check.sh), the
 # container image under podman and the Kubernetes manifests (about 1 minute after the release build), 60 s of
 # fuzzing (+ 30 s of the PROXY parser), a 60 s soak, the multi-host netns rig (about 30-60 s),
@@ -22,6 +23,9 @@ step() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 
 step "every script answers --help without running anything, and refuses unknown arguments"
 scripts/check-scripts.sh
+
+step "errno and raw system calls only in Sources/Reactor/Syscall.swift (scripts/check-syscall-seam.py)"
+scripts/check-syscall-seam.py
 
 step "documentation: swift package generate-documentation --target Reactor"
 if ! swift package --scratch-path .build-docs generate-documentation --target Reactor >/tmp/reflectd-docs.log 2>&1; then

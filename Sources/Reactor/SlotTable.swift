@@ -89,7 +89,7 @@ struct SlotTable<State> {
 
     init(capacity: Int) {
         let bytes = max(capacity, 1) * MemoryLayout<Slot<State>>.stride
-        guard let raw = cepoll_mmap_anonymous(bytes) else {
+        guard let raw = Syscalls.mapAnonymous(bytes) else {
             fatalError("cannot map a connection table of \(bytes) bytes")
         }
         // A fresh anonymous mapping is zero-filled: every slot reads as kind .free, generation 0.
@@ -144,7 +144,7 @@ struct SlotTable<State> {
     }
 
     func unmap() {
-        munmap(UnsafeMutableRawPointer(base), byteCount)
+        Syscalls.unmap(UnsafeMutableRawPointer(base), byteCount)
         use.deallocate()
     }
 }
