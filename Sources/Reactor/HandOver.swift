@@ -34,7 +34,7 @@ public struct HandedOverConnection<State> {
     /// The connection is lingering: output flushed, write side shut down, onClose already ran;
     /// input is discarded until the peer closes or the linger time passes.
     public var lingering: Bool
-    /// ``Reactor/shutdownWrite(_:)`` was requested and waits for the output to drain.
+    /// ``ReactorContext/shutdownWrite(_:)`` was requested and waits for the output to drain.
     public var shutdownPending: Bool
     /// Whole seconds since the last traffic, for the idle timeout (0 without one).
     public var idleSeconds: UInt32

@@ -47,7 +47,7 @@ struct ReadGate: OptionSet, Sendable {
     // and every use of one on the hot path would call its accessor.
     @usableFromInline let rawValue: UInt8
     @inlinable init(rawValue: UInt8) { self.rawValue = rawValue }
-    /// The handler returned ``Action/pauseReading`` (until ``Reactor/resumeReading(_:)``).
+    /// The handler returned ``Action/pauseReading`` (until ``ReactorContext/resumeReading(_:)``).
     @inlinable static var handler: ReadGate { ReadGate(rawValue: 1 << 0) }
     /// Pending output passed the high watermark (until it falls below the low one).
     @inlinable static var backpressure: ReadGate { ReadGate(rawValue: 1 << 1) }
@@ -75,7 +75,7 @@ struct Marks: OptionSet, Sendable {
     /// Holds a place of the connection limit, given back at close. Connections from a
     /// listener exempt from the limit, from connect(to:) or adopt(fd:) hold none.
     @inlinable static var holdsLimitPlace: Marks { Marks(rawValue: 1 << 5) }
-    /// ``Reactor/shutdownWrite(_:)`` was asked: shut down the write side once output drains.
+    /// ``ReactorContext/shutdownWrite(_:)`` was asked: shut down the write side once output drains.
     @inlinable static var shutdownPending: Marks { Marks(rawValue: 1 << 6) }
 }
 

@@ -183,7 +183,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     }
 
     /// What callbacks get as ``Connection/context``: this reactor, narrowed to what code on its
-    /// thread may do.
+    /// thread may do; the one way to reach a connection by id (write, close, resume, …).
     public var context: ReactorContext<Handler> { ReactorContext(self) }
 
     // MARK: registration
@@ -545,27 +545,27 @@ public final class Reactor<Handler: ConnectionHandler> {
         apply(action, id.index)
     }
 
-    // MARK: the public connection API
+    // MARK: connections by id (public through ReactorContext, the one way to reach them)
 
     /// Writes to a connection from anywhere on the reactor's thread, for example to another
     /// connection from inside a callback (a broadcast). Returns ``WriteOutcome/closed`` when the
     /// connection is gone, so stale ids are harmless.
     @discardableResult
     @inlinable
-    public func write(to id: ConnectionID, _ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
+    func write(to id: ConnectionID, _ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
         guard slots.isLive(id) else { return .closed }
         return write(slot: id.index, bytes)
     }
 
     /// Writes the UTF-8 bytes of `text` to a connection (see ``write(to:_:)-(_,UnsafeRawBufferPointer)``).
     @discardableResult
-    public func write(to id: ConnectionID, _ text: String) -> WriteOutcome {
+    func write(to id: ConnectionID, _ text: String) -> WriteOutcome {
         var text = text
         return text.withUTF8 { write(to: id, UnsafeRawBufferPointer($0)) }
     }
 
     /// Bytes queued for a connection and not yet taken by the kernel (0 for a closed one).
-    public func pendingOutputBytes(_ id: ConnectionID) -> Int {
+    func pendingOutputBytes(_ id: ConnectionID) -> Int {
         guard slots.isLive(id) else { return 0 }
         return slots[Int(id.index)].pointee.output?.count ?? 0
     }
@@ -574,7 +574,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// byte, then EOF); with `discardingOutput` it is closed at once, which is how to drop a peer
     /// that does not read. A connection still connecting is abandoned (its queued bytes were
     /// never sent). Does nothing if the connection is gone.
-    public func close(_ id: ConnectionID, reason: CloseReason, discardingOutput: Bool = false) {
+    func close(_ id: ConnectionID, reason: CloseReason, discardingOutput: Bool = false) {
         guard slots.isLive(id) else { return }
         requestClose(id.index, reason, abort: discardingOutput)
     }
@@ -582,14 +582,14 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// Shuts down the writing side of a connection once its pending output is written: the
     /// peer sees EOF after the last byte, and the connection goes on reading until the peer
     /// closes too (a client telling a server it has sent everything). Does nothing if it is gone.
-    public func shutdownWrite(_ id: ConnectionID) {
+    func shutdownWrite(_ id: ConnectionID) {
         guard slots.isLive(id) else { return }
         slots[Int(id.index)].pointee.life.marks.insert(.shutdownPending)
         markDirty(id.index)
     }
 
     /// Reads again from a connection paused with ``Action/pauseReading``.
-    public func resumeReading(_ id: ConnectionID) {
+    func resumeReading(_ id: ConnectionID) {
         guard slots.isLive(id) else { return }
         slots[Int(id.index)].pointee.life.gate.remove(.handler)
         markDirty(id.index)
@@ -604,7 +604,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// True while `id` names a connection of this reactor that is not yet closed (connecting,
     /// open, closing or lingering).
     @inlinable
-    public func isLive(_ id: ConnectionID) -> Bool { slots.isLive(id) }
+    func isLive(_ id: ConnectionID) -> Bool { slots.isLive(id) }
 
     // MARK: stopping
 

@@ -514,6 +514,9 @@ struct Syscalls {
         _ = try check(signals.withUnsafeBufferPointer { cepoll_signalfd_update(fd, $0.baseAddress, CInt($0.count)) }, "signalfd")
     }
 
+    /// signal(SIGPIPE, SIG_IGN) for the whole process.
+    static func ignoreSIGPIPE() { cepoll_ignore_sigpipe() }
+
     static func blockSignals(_ signals: [CInt]) {
         var set = sigset_t()
         _ = signals.withUnsafeBufferPointer { cepoll_block_signals($0.baseAddress, CInt($0.count), &set) }

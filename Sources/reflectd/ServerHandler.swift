@@ -203,24 +203,24 @@ final class ConnectionExtra {
         let header = PendingHeader()
         pending = header
         let id = connection.id
-        let loop = connection.loop
-        header.timer = loop.schedule(after: Self.headerTimeout) { [unowned loop, weak header] in
-            guard let header, loop.isLive(id) else { return }
+        let context = connection.context
+        header.timer = context.schedule(after: Self.headerTimeout) { [weak header] in
+            guard let header, context.isLive(id) else { return }
             header.timer = nil
             logger.warning("proxy header from \(self.balancer) (\(id)) refused: incomplete after \(Self.headerTimeout) (\(header.reader.received) bytes received)")
-            loop.close(id, reason: Self.proxyReason, discardingOutput: true)
+            context.close(id, reason: Self.proxyReason, discardingOutput: true)
         }
     }
 
     /// The header is in: stop its timer and free its buffer.
     func headerDone(_ header: ProxyHeader, _ connection: borrowing Connection<ServerHandler>) {
-        if let timer = pending?.timer { connection.loop.cancel(timer) }
+        if let timer = pending?.timer { connection.context.cancel(timer) }
         pending = nil
     }
 
     /// The connection closed, however it ended: the header's timer goes.
     func finish(_ connection: borrowing Connection<ServerHandler>) {
-        if let timer = pending?.timer { connection.loop.cancel(timer) }
+        if let timer = pending?.timer { connection.context.cancel(timer) }
         pending = nil
     }
 }
