@@ -127,7 +127,8 @@ extension Reactor {
         for i in 0..<slots.used where slots[Int(i)].pointee.kind == .connection {
             let slot = slots[Int(i)]
             let life = slot.pointee.life
-            guard life.origin == .accepted, !life.marks.contains(.abort), include(slot.pointee.state) else { continue }
+            let book = slot.pointee.book
+            guard life.origin == .accepted, !life.conditions.contains(.abort), include(slot.pointee.state) else { continue }
             switch life.phase {
             case .open, .closing, .lingering: break
             case .connecting, .closed: continue
@@ -150,11 +151,11 @@ extension Reactor {
             let closing = life.phase == .open ? nil : (reason ?? .eof)
             taken.append(HandedOverConnection(
                 fd: slot.pointee.fd, state: slot.pointee.state, pendingOutput: pending, peer: slot.pointee.peer,
-                holdsLimitPlace: life.marks.contains(.holdsLimitPlace), readEOF: life.gate.contains(.eof),
+                holdsLimitPlace: book.contains(.holdsLimitPlace), readEOF: life.gate.contains(.eof),
                 pausedByHandler: life.gate.contains(.handler), closing: closing,
-                lingering: life.phase == .lingering, shutdownPending: life.marks.contains(.shutdownPending),
+                lingering: life.phase == .lingering, shutdownPending: life.conditions.contains(.shutdownPending),
                 idleSeconds: idle))
-            if life.marks.contains(.holdsLimitPlace) { configuration.connectionLimit?.release() }
+            if book.contains(.holdsLimitPlace) { configuration.connectionLimit?.release() }
             counters.pointee.open &-= 1
             let generation = slot.pointee.generation
             slot.deinitialize(count: 1)
@@ -190,7 +191,7 @@ extension Reactor {
         let slot = slots[Int(i)]
         if connection.holdsLimitPlace, let limit = configuration.connectionLimit {
             limit.forceAcquire()
-            slot.pointee.life.marks.insert(.holdsLimitPlace)
+            slot.pointee.book.insert(.holdsLimitPlace)
         }
         if let wheel, connection.idleSeconds > 0 {
             wheelRemove(i)
@@ -203,20 +204,26 @@ extension Reactor {
             slot.pointee.output = out
             if configuration.sendTimeout != nil { startSendClock(i) }
         }
-        if connection.readEOF { slot.pointee.life.gate.insert(.eof) }
-        if connection.pausedByHandler { slot.pointee.life.gate.insert(.handler) }
-        if connection.shutdownPending { slot.pointee.life.marks.insert(.shutdownPending) }
+        // The state comes back through the same transitions that made it in the old process.
+        if connection.readEOF { slot.pointee.life.readEOF() }
+        if connection.pausedByHandler { slot.pointee.life.pauseReading() }
+        if connection.shutdownPending { slot.pointee.life.requestShutdownWrite() }
         if let resume { resume(Connection(reactor: self, id: id), &slot.pointee.state) }
         if connection.lingering {
             // The write side was shut down by the process that started the linger (the socket
             // keeps that state), and onClose ran there (a lingering connection's onClose has run):
             // only the discard-until-EOF and its deadline live here.
             if slot.pointee.timerHead != 0 { cancelConnectionTimers(i) }
-            slot.pointee.life.phase = .lingering
+            _ = slot.pointee.life.requestClose(abort: false)
+            slot.pointee.life.linger()
+            if slot.pointee.book.contains(.holdsLimitPlace) {
+                slot.pointee.book.remove(.holdsLimitPlace)  // a lingering connection holds no place
+                configuration.connectionLimit?.release()
+            }
             closeReasons[i] = connection.closing ?? .eof
             _ = addTimer(after: Budget.lingerNs, interval: nil, .closeDeadline(id))
         } else if let reason = connection.closing {
-            slot.pointee.life.phase = .closing
+            _ = slot.pointee.life.requestClose(abort: false)
             closeReasons[i] = reason
         }
         markDirty(i)

@@ -342,7 +342,7 @@ public final class Reactor<Handler: ConnectionHandler> {
                 guard n == readBuffer.count, slot.pointee.life.isReading else { return }
                 if let out = slot.pointee.output, out.count > configuration.highWatermark { return }
             case .eof:
-                slot.pointee.life.gate.insert(.eof)
+                slot.pointee.life.readEOF()
                 markDirty(i)
                 let action = handler.onReadEOF(Connection(reactor: self, id: id), state: &slot.pointee.state)
                 apply(action, i)
@@ -362,7 +362,7 @@ public final class Reactor<Handler: ConnectionHandler> {
         case .continue:
             break
         case .pauseReading:
-            slots[Int(i)].pointee.life.gate.insert(.handler)
+            slots[Int(i)].pointee.life.pauseReading()
             markDirty(i)
         case .close(let reason):
             requestClose(i, reason, abort: false)
@@ -461,8 +461,8 @@ public final class Reactor<Handler: ConnectionHandler> {
     func startSendClock(_ i: Int32) {
         let slot = slots[Int(i)]
         slot.pointee.lastProgress = cepoll_monotonic_ns()
-        guard let timeout = configuration.sendTimeout, !slot.pointee.life.marks.contains(.sendDeadlineArmed) else { return }
-        slot.pointee.life.marks.insert(.sendDeadlineArmed)
+        guard let timeout = configuration.sendTimeout, !slot.pointee.book.contains(.sendDeadlineArmed) else { return }
+        slot.pointee.book.insert(.sendDeadlineArmed)
         _ = addConnectionTimer(i, after: timeout.nanoseconds, interval: nil, .sendDeadline)
     }
 
@@ -470,7 +470,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// progress for the whole timeout, else arm again for the new deadline.
     func sendDeadline(_ i: Int32, now: Int64) {
         let slot = slots[Int(i)]
-        slot.pointee.life.marks.remove(.sendDeadlineArmed)
+        slot.pointee.book.remove(.sendDeadlineArmed)
         guard let timeout = configuration.sendTimeout?.nanoseconds, slot.pointee.output != nil else { return }
         let due = slot.pointee.lastProgress + timeout
         if due <= now {
@@ -478,7 +478,7 @@ public final class Reactor<Handler: ConnectionHandler> {
             requestClose(i, .sendTimeout, abort: true)
             return
         }
-        slot.pointee.life.marks.insert(.sendDeadlineArmed)
+        slot.pointee.book.insert(.sendDeadlineArmed)
         _ = addConnectionTimer(i, after: due - now, interval: nil, .sendDeadline)
     }
 
@@ -533,7 +533,7 @@ public final class Reactor<Handler: ConnectionHandler> {
             return
         }
         slots[Int(id.index)].pointee.listener = Int16(truncatingIfNeeded: listener)
-        if holdsPlace { slots[Int(id.index)].pointee.life.marks.insert(.holdsLimitPlace) }
+        if holdsPlace { slots[Int(id.index)].pointee.book.insert(.holdsLimitPlace) }
         opened(id)
     }
 
@@ -584,14 +584,14 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// closes too (a client telling a server it has sent everything). Does nothing if it is gone.
     func shutdownWrite(_ id: ConnectionID) {
         guard slots.isLive(id) else { return }
-        slots[Int(id.index)].pointee.life.marks.insert(.shutdownPending)
+        slots[Int(id.index)].pointee.life.requestShutdownWrite()
         markDirty(id.index)
     }
 
     /// Reads again from a connection paused with ``Action/pauseReading``.
     func resumeReading(_ id: ConnectionID) {
         guard slots.isLive(id) else { return }
-        slots[Int(id.index)].pointee.life.gate.remove(.handler)
+        slots[Int(id.index)].pointee.life.resumeReading()
         markDirty(id.index)
     }
 
