@@ -51,7 +51,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// per datagram wakeup, callgrind) buys nothing.
     @exclusivity(unchecked) @usableFromInline var datagrams = DatagramSockets()
     /// Connections whose state changed since they were last settled (each once: see
-    /// ``Marks/dirty``). Drained by `settleDirty`, never inside a handler callback.
+    /// ``Bookkeeping/dirty``). Drained by `settleDirty`, never inside a handler callback.
     /// Behind a pointer, like `hot`: the loop checks it after every event, and a class property
     /// would cost a dynamic exclusivity check there.
     @usableFromInline let dirty: UnsafeMutablePointer<[Int32]>
