@@ -5,6 +5,7 @@ let package = Package(
     name: "reflectd",
     products: [
         .library(name: "Reactor", targets: ["Reactor"]),
+        .library(name: "ZeroDropUpgrade", targets: ["ZeroDropUpgrade"]),
         .executable(name: "reflectd", targets: ["reflectd"]),
         .executable(name: "reflect", targets: ["reflect"]),
         .executable(name: "reflect-bench", targets: ["reflect-bench"]),
@@ -33,6 +34,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The zero-drop binary upgrade, generic over the handler: the spawn, the hand-over protocol
+        // and the connection record; a handler supplies a codec for its own state.
+        .target(
+            name: "ZeroDropUpgrade",
+            dependencies: ["Reactor", .product(name: "Logging", package: "swift-log")]
+        ),
         // The echo protocol: the exit-line detector and the echo handler. Knows nothing about epoll.
         .target(
             name: "Echo",
@@ -51,7 +58,7 @@ let package = Package(
         .executableTarget(
             name: "reflectd",
             dependencies: [
-                "Reactor", "Echo", "ToolSupport", "NonBlockingLog",
+                "Reactor", "Echo", "ToolSupport", "NonBlockingLog", "ZeroDropUpgrade",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -83,7 +90,7 @@ let package = Package(
         .target(name: "RESP", path: "Examples/resp/RESP"),
         .executableTarget(
             name: "resp-server",
-            dependencies: ["RESP", "Reactor", "ToolSupport", "NonBlockingLog",
+            dependencies: ["RESP", "Reactor", "ToolSupport", "NonBlockingLog", "ZeroDropUpgrade",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")],
             path: "Examples/resp/Server"
@@ -96,6 +103,7 @@ let package = Package(
             dependencies: ["Echo", "Reactor", "CEpoll", "TestSupport", "NonBlockingLog",
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
+        .testTarget(name: "ZeroDropUpgradeTests", dependencies: ["ZeroDropUpgrade"]),
         .testTarget(name: "ToolsTests", dependencies: ["CEpoll"]),
         .testTarget(name: "ChatTests", dependencies: ["CEpoll", "TestSupport"]),
         .testTarget(name: "RespTests", dependencies: ["RESP", "CEpoll", "TestSupport"]),

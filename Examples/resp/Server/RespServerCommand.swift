@@ -5,6 +5,7 @@ import NonBlockingLog
 import RESP
 import Reactor
 import ToolSupport
+import ZeroDropUpgrade
 
 /// A byte count: a number with an optional Redis-style unit (`100mb`, `1gb`, `512k`).
 struct ByteCount: ExpressibleByArgument, Sendable, CustomStringConvertible {
@@ -45,7 +46,9 @@ struct RespServer: ParsableCommand {
             buffers together (the largest are closed first). Logs go through a bounded queue: a \
             stderr nobody reads costs log lines, never service. Prints \
             `listening on HOST:PORT` on stdout once it accepts connections. SIGTERM or SIGINT \
-            stops it gracefully, and it exits 0.
+            stops it gracefully, and it exits 0. SIGUSR2 upgrades: the binary at the startup path \
+            takes over every connection and every key (a failed upgrade keeps this process \
+            serving).
             """,
         version: PackageVersion.string)
 
@@ -111,7 +114,7 @@ struct RespServer: ParsableCommand {
         MallocTuning.setMmapThreshold(Self.mmapThreshold)
         // First, before any thread exists (the log writer is one), so every thread inherits the
         // mask and the signals arrive only through reactor 0's signalfd.
-        Signals.block([SIGTERM, SIGINT])
+        Signals.block([SIGTERM, SIGINT, SIGUSR2])
         // Before the first log line: a stderr whose reader went away must give EPIPE, not SIGPIPE.
         Signals.ignoreSIGPIPE()
         // The log never blocks a reactor: a reader that stops reading stderr costs log lines
@@ -150,10 +153,23 @@ struct RespServer: ParsableCommand {
                                              configuration: configuration, logger: logger))
         }
 
+        // Started by an upgrade (RespUpgrade.swift): the keyspace, listeners and connections come
+        // from the old process.
+        let takeOver: TakeOver<RespHandOverCodec>?
+        do { takeOver = try RespUpgrade.receiveIfUpgrading(keyspace: keyspace, evictions: evictions) } catch {
+            throw fail(log: log, "\(error)")
+        }
+        let upgrader = RespUpgrade.upgrader(keyspace: keyspace, evictions: evictions, logger: logger)
+        let installed = InstallCount()
+
         let main = try Reactor(handler: makeHandler(), configuration: configuration)
+        upgrader.add(ReactorPort(index: 0, reactor: main))
         let bound: SocketAddress
         do {
-            if count > 1 {
+            if let takeOver {
+                bound = try RespUpgrade.adopt(takeOver, on: main, index: 0, of: count, installed: installed, logger: logger)
+                    ?? takeOver.listeners[0].listener.address
+            } else if count > 1 {
                 // SO_REUSEPORT would quietly share the port with another server of this user:
                 // check first, and let every reactor bind the port this check got (for --port 0).
                 bound = try main.listen(on: try address.checkAvailable(), reusePort: true)
@@ -170,7 +186,12 @@ struct RespServer: ParsableCommand {
             guard let thread = ReactorThread.spawn({
                 do {
                     let reactor = try Reactor(handler: makeHandler(), configuration: configuration)
-                    _ = try reactor.listen(on: bound, reusePort: true)
+                    if let takeOver {
+                        _ = try RespUpgrade.adopt(takeOver, on: reactor, index: index, of: count, installed: installed, logger: logger)
+                    } else {
+                        _ = try reactor.listen(on: bound, reusePort: true)
+                    }
+                    upgrader.add(ReactorPort(index: index, reactor: reactor))
                     started.succeed(reactor.handle)
                     reactor.run()
                 } catch {
@@ -190,10 +211,12 @@ struct RespServer: ParsableCommand {
                 throw fail(log: log, message)
             }
         }
-        try main.stop(onSignals: [SIGTERM, SIGINT], alsoStopping: handles)
+        try RespUpgrade.handleSignals(main, others: handles, upgrader: upgrader, logger: logger)
         Output.write("listening on \(bound)\n", to: 1)
+        RespUpgrade.confirm(takeOver, installed: installed, keys: keyspace.count, logger: logger)
         logger.info("resp-server started", metadata: ["reactors": "\(count)", "pid": "\(getpid())"])
         main.run()
+        RespUpgrade.finish(upgrader)
         for thread in threads { pthread_join(thread, nil) }
         logger.info("resp-server stopped", metadata: ["keys": "\(keyspace.count)", "evicted-clients": "\(evictions.value)"])
     }
