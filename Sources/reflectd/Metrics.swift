@@ -116,7 +116,7 @@ final class MetricsEndpoint {
         open += 1
         guard active < Self.maxConnections else {
             rejected += 1
-            connection.loop.close(connection.id, reason: .limit, discardingOutput: true)
+            connection.context.close(connection.id, reason: .limit, discardingOutput: true)
             return overCap.connectionExtra(peer: connection.peer)
         }
         active += 1

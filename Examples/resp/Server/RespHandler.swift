@@ -27,7 +27,7 @@ struct RespHandler: ConnectionHandler {
     func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>,
                 state: inout RespConnection) -> Action {
         let context = context
-        context.begin(connection.id, on: connection.loop, query: state.framer.stashedBytes)
+        context.begin(connection.id, on: connection.context, query: state.framer.stashedBytes)
         let result = state.framer.feed(bytes, scratch: context.scratch) { context.handle($0) }
         let action = context.finish(result)
         if case .pauseReading = action { state.parked = true }
@@ -40,11 +40,11 @@ struct RespHandler: ConnectionHandler {
         let context = context
         guard state.parked else {
             // The replies drained: what it holds is less now.
-            context.loop = connection.loop
+            context.loop = connection.context
             return context.account(.continue, connection.id, query: state.framer.stashedBytes, holdsMemory: &state.holdsMemory)
         }
         state.parked = false
-        context.begin(connection.id, on: connection.loop, query: state.framer.stashedBytes)
+        context.begin(connection.id, on: connection.context, query: state.framer.stashedBytes)
         let result = state.framer.resume(scratch: context.scratch) { context.handle($0) }
         let action = context.finish(result)
         switch action {
@@ -87,7 +87,7 @@ final class RespContext: ReplyDrain {
     let evictions: EvictionCount
 
     // The connection being served, set by `begin`.
-    @exclusivity(unchecked) unowned(unsafe) var loop: Reactor<RespHandler>!
+    @exclusivity(unchecked) var loop: ReactorContext<RespHandler>!
     @exclusivity(unchecked) var current: ConnectionID!
     @exclusivity(unchecked) var closeReason: CloseReason?
     /// The current connection's query buffer when its event began.
@@ -109,7 +109,7 @@ final class RespContext: ReplyDrain {
 
     /// Starts serving one read of `id`: takes the keyspace lock once for all its requests.
     @inline(__always)
-    func begin(_ id: ConnectionID, on loop: Reactor<RespHandler>, query: Int) {
+    func begin(_ id: ConnectionID, on loop: ReactorContext<RespHandler>, query: Int) {
         self.loop = loop
         current = id
         closeReason = nil
