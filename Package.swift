@@ -5,6 +5,9 @@ let package = Package(
     name: "reflectd",
     products: [
         .library(name: "Reactor", targets: ["Reactor"]),
+        .library(name: "ClientAdmission", targets: ["ClientAdmission"]),
+        .library(name: "NonBlockingLog", targets: ["NonBlockingLog"]),
+        .library(name: "ServerKit", targets: ["ServerKit"]),
         .executable(name: "reflectd", targets: ["reflectd"]),
         .executable(name: "reflect", targets: ["reflect"]),
         .executable(name: "reflect-bench", targets: ["reflect-bench"]),
@@ -33,25 +36,36 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Who a client is and whether it may stay, for any handler: PROXY v1/v2 headers, the
+        // sources trusted to send them, and the per-client connection limit.
+        .target(name: "ClientAdmission", dependencies: ["Reactor"]),
+        // Logging that never blocks its caller: a swift-log LogHandler over a bounded queue drained
+        // by one writer thread.
+        .target(name: "NonBlockingLog", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        // What a server process needs around its reactors: the fd limit, systemd socket activation
+        // and sd_notify, health checks, the signal policy, unbuffered stdout.
+        .target(
+            name: "ServerKit",
+            dependencies: ["Reactor", .product(name: "SystemPackage", package: "swift-system")]
+        ),
         // The echo protocol: the exit-line detector and the echo handler. Knows nothing about epoll.
         .target(
             name: "Echo",
-            dependencies: ["Reactor", "CScan", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Reactor", "CScan", "ClientAdmission", .product(name: "Logging", package: "swift-log")]
         ),
-        // Logging that never blocks its caller: a bounded queue drained by one writer thread.
-        .target(name: "NonBlockingLog", dependencies: [.product(name: "Logging", package: "swift-log")]),
         // What the executables share besides the Reactor: the package version (one place) and
         // command-line checks.
         .target(
             name: "ToolSupport",
-            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["ClientAdmission",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]
         ),
         // The server.
         .executableTarget(
             name: "reflectd",
             dependencies: [
-                "Reactor", "Echo", "ToolSupport", "NonBlockingLog",
+                "Reactor", "Echo", "ToolSupport", "NonBlockingLog", "ClientAdmission", "ServerKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -59,13 +73,13 @@ let package = Package(
         // The interactive client: stdin and the socket on one reactor.
         .executableTarget(
             name: "reflect",
-            dependencies: ["Reactor", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Reactor", "ServerKit", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // The load generator.
         .executableTarget(
             name: "reflect-bench",
             dependencies: [
-                "Reactor", "ToolSupport",
+                "Reactor", "ServerKit", "ToolSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
@@ -73,7 +87,7 @@ let package = Package(
         // Example: a line-based chat server on the public Reactor API only.
         .executableTarget(
             name: "chat",
-            dependencies: ["Reactor", "ToolSupport", "NonBlockingLog",
+            dependencies: ["Reactor", "ServerKit", "ToolSupport", "NonBlockingLog",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")],
             path: "Examples/chat"
@@ -83,7 +97,7 @@ let package = Package(
         .target(name: "RESP", path: "Examples/resp/RESP"),
         .executableTarget(
             name: "resp-server",
-            dependencies: ["RESP", "Reactor", "ToolSupport", "NonBlockingLog",
+            dependencies: ["RESP", "Reactor", "ClientAdmission", "ServerKit", "ToolSupport", "NonBlockingLog",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")],
             path: "Examples/resp/Server"
@@ -93,7 +107,7 @@ let package = Package(
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEpoll", "TestSupport"]),
         .testTarget(
             name: "ReflectdTests",
-            dependencies: ["Echo", "Reactor", "CEpoll", "TestSupport", "NonBlockingLog",
+            dependencies: ["Echo", "ClientAdmission", "Reactor", "CEpoll", "TestSupport", "NonBlockingLog",
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(name: "ToolsTests", dependencies: ["CEpoll"]),

@@ -674,32 +674,6 @@ struct Syscalls {
     /// any interposer. Linux frees the fd even on EINTR/EIO, so it is never retried.
     static func closeQuietly(_ fd: CInt) { _ = Glibc.close(fd) }
 
-    /// Writes all of `bytes` to `fd`, for command-line output on stdout and stderr: EINTR is
-    /// retried, and when the fd is non-blocking and full (a terminal shares its O_NONBLOCK flag
-    /// with a duplicate the reactor adopted) it waits with poll(2). Returns the errno of a
-    /// failure (EPIPE when the reader went away), or nil.
-    static func writeAll(_ bytes: UnsafeRawBufferPointer, to fd: CInt) -> Errno? {
-        guard var p = bytes.baseAddress else { return nil }
-        var left = bytes.count
-        while left > 0 {
-            let n = Glibc.write(fd, p, left)
-            if n > 0 {
-                p += n
-                left -= n
-                continue
-            }
-            let e = n < 0 ? cepoll_errno() : EIO
-            if e == EINTR { continue }
-            if e == EAGAIN {
-                var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-                _ = poll(&pfd, 1, -1)
-                continue
-            }
-            return Errno(rawValue: e)
-        }
-        return nil
-    }
-
     /// strerror, starting lowercase to fit in a sentence ("connection refused"), unless the
     /// text starts with an acronym.
     static func sentence(_ e: Errno) -> String {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Echo
 import Glibc
 import Reactor
+import ServerKit
 
 /// reflectd's UDP echo (`--udp`): which address each reactor binds, and the safety settings every
 /// reactor's ``DatagramEcho`` gets. Off by default: a UDP echo on every interface is a reflector

@@ -1,5 +1,6 @@
 import Echo
 import Reactor
+import ServerKit
 import Synchronization
 
 /// The reactors of this process, for the metrics endpoint to sum.

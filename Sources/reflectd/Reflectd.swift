@@ -1,9 +1,11 @@
 import ArgumentParser
+import ClientAdmission
 import Echo
 import Glibc
 import Logging
 import NonBlockingLog
 import Reactor
+import ServerKit
 import ToolSupport
 
 /// A Unix socket file's permission bits, in octal (`0660`, `660`, `0o660`).
@@ -203,9 +205,4 @@ struct Reflectd: ParsableCommand {
 /// A reason reflectd cannot start, in words for the user.
 struct StartupFailure: Error {
     let message: String
-}
-
-/// Unbuffered writes, so a line is out before anything that follows (a crash, a signal).
-enum Output {
-    static func write(_ text: String, to fd: CInt) { UnbufferedOutput.write(text, to: fd) }
 }

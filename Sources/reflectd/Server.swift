@@ -1,9 +1,11 @@
+import ClientAdmission
 import Dispatch
 import Echo
 import Glibc
 import Logging
 import NonBlockingLog
 import Reactor
+import ServerKit
 import Synchronization
 
 /// Starts the reactors, one per thread, and runs until a signal stops them.
@@ -85,8 +87,8 @@ struct Server {
             }
         }
         let exitLine = options.exitLinePolicy
-        let main = try make(ServerHandler(logger: logger, metrics: metrics, exitLine: exitLine,
-                                          proxyProtocol: proxyProtocol, proxyFrom: proxyFrom, clientLimit: clientLimit), configuration)
+        let admission = AdmissionPolicy(proxyProtocol: proxyProtocol, proxyFrom: proxyFrom, clientLimit: clientLimit)
+        let main = try make(ServerHandler(logger: logger, metrics: metrics, exitLine: exitLine, admission: admission), configuration)
         registry.add(main.handle)
         var announced = try listen(main, listeners, index: 0)
         let datagrams = DatagramService(options: options)
@@ -112,11 +114,9 @@ struct Server {
         for index in 1..<max(count, 1) {
             let started = ReactorStartGate()
             let backlog = options.backlog
-            let thread = ReactorThread.spawn { [configuration, listeners, logger, clientLimit] in
+            let thread = ReactorThread.spawn { [configuration, listeners, logger, admission] in
                 do {
-                    let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil, exitLine: exitLine,
-                                                                     proxyProtocol: proxyProtocol, proxyFrom: proxyFrom,
-                                                                     clientLimit: clientLimit),
+                    let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil, exitLine: exitLine, admission: admission),
                                               configuration: configuration)
                     _ = try Server.listenOn(reactor, listeners, index: index, shared: true, backlog: backlog)
                     _ = try Server.serveDatagrams(reactor, listeners, index: index, service: datagrams, address: udp, shared: true)
@@ -193,9 +193,9 @@ struct Server {
         }
         if announced.isEmpty { announced = main.listeningAddresses }
         warnIfProxyTrustsAnyone(announced, metrics: metrics?.address)
-        for address in announced { Output.write("listening on \(address)\n", to: 1) }
-        for address in announcedUDP { Output.write(DatagramService.announcement(address), to: 1) }
-        if let metrics { Output.write("metrics on http://\(metrics.address)/metrics\n", to: 1) }
+        for address in announced { UnbufferedOutput.write("listening on \(address)\n", to: 1) }
+        for address in announcedUDP { UnbufferedOutput.write(DatagramService.announcement(address), to: 1) }
+        if let metrics { UnbufferedOutput.write("metrics on http://\(metrics.address)/metrics\n", to: 1) }
         if let takeOver {
             installed += installedByOthers.value
             takeOver.confirm(installed: installed, logger: logger)

@@ -4,6 +4,7 @@ import Logging
 import NonBlockingLog
 import RESP
 import Reactor
+import ServerKit
 import ToolSupport
 
 /// A byte count: a number with an optional Redis-style unit (`100mb`, `1gb`, `512k`).
@@ -191,7 +192,7 @@ struct RespServer: ParsableCommand {
             }
         }
         try main.stop(onSignals: [SIGTERM, SIGINT], alsoStopping: handles)
-        Output.write("listening on \(bound)\n", to: 1)
+        UnbufferedOutput.write("listening on \(bound)\n", to: 1)
         logger.info("resp-server started", metadata: ["reactors": "\(count)", "pid": "\(getpid())"])
         main.run()
         for thread in threads { pthread_join(thread, nil) }
@@ -201,20 +202,5 @@ struct RespServer: ParsableCommand {
     func fail(log: LogQueue, _ message: String) -> ExitCode {
         log.enqueue("resp-server: error: \(message)\n")
         return ExitCode.failure
-    }
-}
-
-/// Unbuffered writes, so the startup line is out before anything else happens.
-enum Output {
-    static func write(_ text: String, to fd: CInt) {
-        var text = text
-        text.withUTF8 { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-                if n <= 0 { return }
-                offset += n
-            }
-        }
     }
 }

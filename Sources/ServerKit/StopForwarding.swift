@@ -3,7 +3,7 @@ import Glibc
 /// After a hand-over, stop signals that still reach this (exiting) process go to the process that
 /// holds the connections now.
 ///
-/// Until reactor 0 stops, its signalfd reads them and ``Upgrader/stopRequested(_:force:)``
+/// Until reactor 0 stops, its signalfd reads them and the server's stop handler
 /// forwards them. After that, nothing reads the signalfd, and a SIGTERM sent a few milliseconds
 /// after SIGUSR2 (measured: 1 try in 30 at 10 ms on a release build) stayed pending in a process
 /// about to exit, so nobody stopped the new one. ``install(forwardingTo:signals:)`` closes that
@@ -15,18 +15,20 @@ import Glibc
 /// zombie takes signals and does nothing), and a script's `kill -USR2 $pid; kill -TERM $pid` can
 /// come 10 ms after the signal that started an upgrade that took 6 ms: so the old process stays
 /// ``grace`` after the hand-over, forwarding, before it exits.
-enum StopForwarding {
+public enum StopForwarding {
     /// Why 500 ms: back-to-back signals from a script or an operator come within milliseconds;
     /// half a second more of an old process that holds nothing costs nobody anything, and a
     /// service manager already follows the new main pid (sd_notify `MAINPID=`).
-    static let grace: Duration = .milliseconds(500)
+    public static let grace: Duration = .milliseconds(500)
 
     /// The new process: read by the handler only, written once before it is installed.
-    nonisolated(unsafe) static var target: pid_t = 0
+    public nonisolated(unsafe) static var target: pid_t = 0
     /// Signals the handler forwarded (written by the handler only, read after ``linger()``).
-    nonisolated(unsafe) static var forwarded: Int = 0
+    public nonisolated(unsafe) static var forwarded: Int = 0
 
-    static func install(forwardingTo child: pid_t, signals: [CInt]) {
+    /// Forwards every one of `signals` that reaches this process from now on to `child`, pending
+    /// ones included (they are unblocked on the calling thread).
+    public static func install(forwardingTo child: pid_t, signals: [CInt]) {
         target = child
         for signal in signals {
             var action = sigaction()
@@ -44,7 +46,7 @@ enum StopForwarding {
     }
 
     /// Waits ``grace`` (the handler forwards meanwhile; a signal only cuts one sleep short).
-    static func linger() {
+    public static func linger() {
         let end = ContinuousClock.now + grace
         while ContinuousClock.now < end {
             let left = end - ContinuousClock.now
