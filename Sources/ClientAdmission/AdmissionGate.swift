@@ -132,6 +132,8 @@ public final class ProxyGate {
     public var reader = ProxyHeaderReader()
     /// The header, once it is in.
     public internal(set) var header: ProxyHeader?
+    /// The handler's timer that gives up on the header (``AdmissionPolicy/headerTimeout``), if it keeps one here.
+    public var timer: TimerID?
 
     /// A header from `balancer`.
     public init(balancer: SocketAddress) { self.balancer = balancer }

@@ -44,6 +44,15 @@ struct DatagramService: Sendable {
         return "udp: datagrams_in=\(total.datagramsIn) datagrams_out=\(total.datagramsOut) "
             + "udp_bytes_in=\(total.datagramBytesIn) udp_bytes_out=\(total.datagramBytesOut) dropped: \(drops)"
     }
+    /// The UDP echo's series on the metrics endpoint.
+    static func series(_ total: ReactorStatistics, _ out: inout MetricsText) {
+        out.metric("udp_datagrams_received_total", "counter", "Datagrams received by the UDP echo (--udp).", [("", total.datagramsIn)])
+        out.metric("udp_datagrams_sent_total", "counter", "Datagrams echoed (taken by the kernel).", [("", total.datagramsOut)])
+        out.metric("udp_bytes_received_total", "counter", "Payload bytes of the datagrams received.", [("", total.datagramBytesIn)])
+        out.metric("udp_bytes_sent_total", "counter", "Payload bytes of the datagrams echoed.", [("", total.datagramBytesOut)])
+        out.metric("udp_datagrams_dropped_total", "counter", "Datagrams not echoed, by reason.",
+                   DatagramDrop.allCases.map { ("{reason=\"\($0)\"}", total.datagramDrops[$0]) })
+    }
 }
 
 extension Reflectd {

@@ -70,7 +70,9 @@ struct Server {
         if let metricsPort = options.metricsPort {
             let address = try resolve(options.metricsHost ?? options.host, metricsPort,
                                       what: options.metricsHost == nil ? "--host" : "--metrics-host")
-            metrics = MetricsEndpoint(address: address, registry: registry)
+            metrics = MetricsEndpoint(prefix: "reflectd_", address: address, registry: registry)
+            metrics?.closeReasons = ["eof", "exit", "reset", "error", "shutdown", "timeout", "limit"]
+            metrics?.protocolSeries = DatagramService.series
             metrics?.logLinesDropped = { [logQueue] in logQueue?.droppedTotal ?? 0 }
             metrics?.carried = takeOver?.statistics ?? ReactorStatistics()
             metrics?.readiness = readiness
@@ -79,15 +81,14 @@ struct Server {
 
         // Reactor 0, on this thread.
         let clientLimit = perClientLimit(capacity: capacity)
-        metrics?.clientLimit = clientLimit
-        let proxyProtocol = options.proxyProtocol
-        let proxyFrom = try options.proxyProtocolFrom.map { text in
-            do { return try AddressPrefixList(parsing: text) } catch {
-                throw StartupFailure(message: "invalid --proxy-protocol-from: \(error)")
-            }
+        metrics?.clientLimitRejections = clientLimit.map { limit in { limit.rejected } }
+        let admission: AdmissionPolicy
+        do {
+            admission = try options.admission.policy(clientLimit: clientLimit)
+        } catch {
+            throw StartupFailure(message: "invalid --proxy-protocol-from: \(error)")
         }
         let exitLine = options.exitLinePolicy
-        let admission = AdmissionPolicy(proxyProtocol: proxyProtocol, proxyFrom: proxyFrom, clientLimit: clientLimit)
         let main = try make(ServerHandler(logger: logger, metrics: metrics, exitLine: exitLine, admission: admission), configuration)
         registry.add(main.handle)
         var announced = try listen(main, listeners, index: 0)
@@ -109,43 +110,30 @@ struct Server {
         // Reactors 1..<count, each created, bound and run on its own thread.
         var installed = takeOver?.install(on: main, index: 0, of: count, policy: options.exitLinePolicy, logger: logger) ?? 0
         upgrader.add(ReactorPort(index: 0, reactor: main))
-        var threads: [pthread_t] = []
         let installedByOthers = InstallCount()
-        for index in 1..<max(count, 1) {
-            let started = ReactorStartGate()
-            let backlog = options.backlog
-            let thread = ReactorThread.spawn { [configuration, listeners, logger, admission] in
-                do {
-                    let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil, exitLine: exitLine, admission: admission),
-                                              configuration: configuration)
-                    _ = try Server.listenOn(reactor, listeners, index: index, shared: true, backlog: backlog)
-                    _ = try Server.serveDatagrams(reactor, listeners, index: index, service: datagrams, address: udp, shared: true)
-                    if let takeOver {
-                        installedByOthers.add(takeOver.install(on: reactor, index: index, of: count, policy: exitLine, logger: logger))
-                    }
-                    upgrader.add(ReactorPort(index: index, reactor: reactor))
-                    started.succeed(reactor.handle)
-                    reactor.run()
-                } catch let failure as ListenFailure {
-                    started.fail(failure.message)
-                } catch {
-                    started.fail("\(error)")
+        let group = ReactorGroup()
+        let backlog = options.backlog
+        do {
+            try group.start(1..<max(count, 1)) { [configuration, listeners, logger, admission] index in
+                let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil, exitLine: exitLine, admission: admission),
+                                          configuration: configuration)
+                _ = try Server.listenOn(reactor, listeners, index: index, shared: true, backlog: backlog)
+                _ = try Server.serveDatagrams(reactor, listeners, index: index, service: datagrams, address: udp, shared: true)
+                if let takeOver {
+                    installedByOthers.add(takeOver.install(on: reactor, index: index, of: count, policy: exitLine, logger: logger))
                 }
+                upgrader.add(ReactorPort(index: index, reactor: reactor))
+                return reactor
             }
-            guard let thread else {
-                registry.all.forEach { $0.stopNow() }
-                threads.forEach { pthread_join($0, nil) }
+        } catch {
+            switch error {
+            case .noThread(let index):
                 throw StartupFailure(message: "cannot start reactor thread \(index): pthread_create failed (the process or user may be at its thread limit)")
-            }
-            threads.append(thread)
-            switch started.wait() {
-            case .success(let handle): registry.add(handle)
-            case .failure(let message):
-                registry.all.forEach { $0.stopNow() }
-                threads.forEach { pthread_join($0, nil) }
+            case .failed(let index, let message):
                 throw StartupFailure(message: "reactor \(index) could not start: \(message)")
             }
         }
+        group.handles.forEach(registry.add)
 
         let others = Array(registry.all.dropFirst())
         do {
@@ -187,8 +175,7 @@ struct Server {
                 }
             }
         } catch {
-            others.forEach { $0.stopNow() }
-            threads.forEach { pthread_join($0, nil) }
+            group.stopNow()
             throw StartupFailure(message: "cannot receive signals: \(error)")
         }
         if announced.isEmpty { announced = main.listeningAddresses }
@@ -214,7 +201,7 @@ struct Server {
                 logger.notice("upgrade: forwarded \(StopForwarding.forwarded) stop signal(s) that reached this process after the hand-over to pid \(child)")
             }
         }
-        for thread in threads { pthread_join(thread, nil) }
+        group.join()
         let total = registry.all.map(\.latestStatistics).reduce(ReactorStatistics(), +)
         logger.info("stopped", metadata: ["accepted": "\(total.accepted)"])
     }
@@ -254,8 +241,8 @@ struct Server {
     /// the fd limit leaves), logged at notice when it is the default. The default guards the fd
     /// limit only: under a --max-connections it would never bind, it is not set at all.
     private func perClientLimit(capacity: Int) -> ClientLimit? {
-        guard let maximum = options.maxConnectionsPerClient.maximum(capacity: capacity) else { return nil }
-        if options.maxConnectionsPerClient == .auto {
+        guard let maximum = options.admission.maxConnectionsPerClient.maximum(capacity: capacity) else { return nil }
+        if options.admission.maxConnectionsPerClient == .auto {
             if let cap = options.maxConnections, cap <= maximum { return nil }
             logger.notice("at most \(maximum) connections per client address (--max-connections-per-client auto: \(PerClientLimit.autoPercent) % of the \(capacity) the fd limit leaves room for; set a lower number for a public server, or `off`)")
         }
@@ -265,7 +252,7 @@ struct Server {
     /// `--proxy-protocol` believes any source's PROXY header unless --proxy-protocol-from says
     /// whose: warn when that is so on an address other hosts can reach.
     private func warnIfProxyTrustsAnyone(_ announced: [SocketAddress], metrics: SocketAddress?) {
-        guard options.proxyProtocol, options.proxyProtocolFrom == nil else { return }
+        guard options.admission.proxyProtocol, options.admission.proxyProtocolFrom == nil else { return }
         let exposed = announced.filter { address in
             !address.isUnix && address.port != metrics?.port && !Server.isLoopback(address)
         }
@@ -469,6 +456,7 @@ final class StopCount {
 }
 
 /// A listener that could not be set up, in words naming its address, path or fd.
-struct ListenFailure: Error {
+struct ListenFailure: Error, CustomStringConvertible {
     let message: String
+    var description: String { message }
 }

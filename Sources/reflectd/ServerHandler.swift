@@ -2,6 +2,7 @@ import ClientAdmission
 import Echo
 import Logging
 import Reactor
+import ServerKit
 
 /// reflectd's handler: echo on the echo listeners, Prometheus metrics over HTTP on the metrics
 /// listener. Two protocols on one reactor; the listener that accepted a connection decides.
@@ -37,7 +38,7 @@ struct ServerHandler: ConnectionHandler {
     func onOpen(_ connection: borrowing Connection<Self>, state: inout State) -> Action {
         if let metrics, metrics.serves(connection.acceptedOn) {
             // Reused from a closed metrics connection when one is spare (MetricsEndpoint.opened).
-            state.extra = metrics.opened(connection)
+            state.extra = ConnectionExtra.metrics(metrics.opened(connection), peer: connection.peer)
             logger.debug("metrics open \(connection.peer) (\(connection.id))")
             return .continue
         }

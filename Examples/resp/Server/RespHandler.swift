@@ -1,3 +1,4 @@
+import ClientAdmission
 import Logging
 import RESP
 import Reactor
@@ -12,6 +13,8 @@ struct RespConnection {
     /// Its buffers are counted in ``ClientMemory`` (it held something after its last event), so
     /// the next event must update them even if they are empty now.
     var holdsMemory = false
+    /// The PROXY header and the client's place under --max-connections-per-client (RespAdmission.swift).
+    var admission = AdmissionGate()
 }
 
 /// The Redis protocol as a ``ConnectionHandler``: each read is cut into requests, the requests
@@ -26,6 +29,13 @@ struct RespHandler: ConnectionHandler {
 
     func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>,
                 state: inout RespConnection) -> Action {
+        if _slowPath(state.admission.isWaiting) { return readHeader(bytes, connection: connection, state: &state) }
+        return serve(bytes, connection: connection, state: &state)
+    }
+
+    /// The protocol's bytes: requests, run and answered.
+    func serve(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>,
+               state: inout RespConnection) -> Action {
         let context = context
         context.begin(connection.id, on: connection.loop, query: state.framer.stashedBytes)
         let result = state.framer.feed(bytes, scratch: context.scratch) { context.handle($0) }
@@ -58,7 +68,8 @@ struct RespHandler: ConnectionHandler {
     func onClose(_ connection: borrowing Connection<Self>, state: inout RespConnection, reason: CloseReason) {
         // Not only if `holdsMemory`: a reply may have been counted in the event that closed it.
         if context.memory.isOn { context.memory.forget(connection.id) }
-        context.logger.debug("closed \(connection.peer) reason=\(reason)")
+        context.logger.debug("closed \(state.admission.name(peer: connection.peer)) reason=\(reason)")
+        state.admission.close(policy: context.admission)
     }
 }
 
@@ -85,6 +96,8 @@ final class RespContext: ReplyDrain {
     /// `--maxmemory-clients`, this reactor's share.
     let memory: ClientMemory
     let evictions: EvictionCount
+    /// --proxy-protocol, --proxy-protocol-from and --max-connections-per-client.
+    let admission: AdmissionPolicy
 
     // The connection being served, set by `begin`.
     @exclusivity(unchecked) unowned(unsafe) var loop: Reactor<RespHandler>!
@@ -94,7 +107,8 @@ final class RespContext: ReplyDrain {
     @exclusivity(unchecked) var currentQuery = 0
 
     init(keyspace: Keyspace, limits: RequestLimits, maxMemory: Int, maxOutput: Int, maxClientMemory: Int,
-         evictions: EvictionCount, configuration: ReactorConfiguration, logger: Logger) {
+         evictions: EvictionCount, admission: AdmissionPolicy = AdmissionPolicy(), configuration: ReactorConfiguration,
+         logger: Logger) {
         self.keyspace = keyspace
         scratch = ParserScratch(limits: limits)
         engine = CommandEngine(keyspace: keyspace, reply: reply, maxMemory: maxMemory)
@@ -103,6 +117,7 @@ final class RespContext: ReplyDrain {
         lowWatermark = configuration.lowWatermark
         memory = ClientMemory(limit: maxClientMemory)
         self.evictions = evictions
+        self.admission = admission
         self.logger = logger
         reply.drain = self
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ClientAdmission
 import Glibc
 import Logging
 import NonBlockingLog
@@ -79,6 +80,9 @@ struct RespServer: ParsableCommand {
     @Option(help: ArgumentHelp("The most all clients' unread requests and unsent replies may take together; past it the clients with the largest are closed first (0: no limit). Split evenly among the reactors.", valueName: "bytes"))
     var maxmemoryClients = RespServer.defaultMaxmemoryClients
 
+    /// --max-connections-per-client, --proxy-protocol, --proxy-protocol-from.
+    @OptionGroup var admission: AdmissionOptions
+
     @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
@@ -127,6 +131,8 @@ struct RespServer: ParsableCommand {
 
     func serve(log: LogQueue) throws {
         let logger = Logger(label: "resp-server")
+        // Before any reactor exists: each sizes its connection table from the fd limit.
+        let fdLimit = FileLimit.raiseToHard()
 
         let address: SocketAddress
         do {
@@ -145,9 +151,18 @@ struct RespServer: ParsableCommand {
         // equal share of the whole.
         let clientMemoryShare = maxmemoryClients.value / count
         let evictions = EvictionCount()
+        // What the fd limit leaves for clients: stdio, the log, and per reactor an epoll fd, an
+        // eventfd, a timerfd and a listener, and the signalfd.
+        let capacity = max(1, fdLimit.after - (4 + 4 * count + 1))
+        let admission: AdmissionPolicy
+        do {
+            admission = try self.admission.policy(clientLimit: self.admission.perClientLimit(capacity: capacity))
+        } catch {
+            throw fail(log: log, "\(error)")
+        }
         let makeHandler: @Sendable () -> RespHandler = {
             RespHandler(context: RespContext(keyspace: keyspace, limits: limits, maxMemory: maxMemory, maxOutput: maxOutput,
-                                             maxClientMemory: clientMemoryShare, evictions: evictions,
+                                             maxClientMemory: clientMemoryShare, evictions: evictions, admission: admission,
                                              configuration: configuration, logger: logger))
         }
 
@@ -164,38 +179,21 @@ struct RespServer: ParsableCommand {
         } catch {
             throw fail(log: log, "cannot listen on \(address): \(error)")
         }
-        var threads: [pthread_t] = []
-        var handles: [ReactorHandle] = []
-        for index in 1..<count {
-            let started = ReactorStartGate()
-            guard let thread = ReactorThread.spawn({
-                do {
-                    let reactor = try Reactor(handler: makeHandler(), configuration: configuration)
-                    _ = try reactor.listen(on: bound, reusePort: true)
-                    started.succeed(reactor.handle)
-                    reactor.run()
-                } catch {
-                    started.fail("reactor \(index): \(error)")
-                }
-            }) else {
-                handles.forEach { $0.stopNow() }
-                threads.forEach { pthread_join($0, nil) }
-                throw fail(log: log, "reactor \(index): no thread could be started")
+        let group = ReactorGroup()
+        do {
+            try group.start(1..<count) { _ in
+                let reactor = try Reactor(handler: makeHandler(), configuration: configuration)
+                _ = try reactor.listen(on: bound, reusePort: true)
+                return reactor
             }
-            threads.append(thread)
-            switch started.wait() {
-            case .success(let handle): handles.append(handle)
-            case .failure(let message):
-                handles.forEach { $0.stopNow() }
-                threads.forEach { pthread_join($0, nil) }
-                throw fail(log: log, message)
-            }
+        } catch {
+            throw fail(log: log, "\(error)")
         }
-        try main.stop(onSignals: [SIGTERM, SIGINT], alsoStopping: handles)
+        try main.stop(onSignals: [SIGTERM, SIGINT], alsoStopping: group.handles)
         UnbufferedOutput.write("listening on \(bound)\n", to: 1)
         logger.info("resp-server started", metadata: ["reactors": "\(count)", "pid": "\(getpid())"])
         main.run()
-        for thread in threads { pthread_join(thread, nil) }
+        group.join()
         logger.info("resp-server stopped", metadata: ["keys": "\(keyspace.count)", "evicted-clients": "\(evictions.value)"])
     }
 
