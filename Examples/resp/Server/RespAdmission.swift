@@ -1,11 +1,16 @@
 import ClientAdmission
 import Reactor
+import ServerKit
 
 // Who a client is and whether it may stay (--proxy-protocol, --proxy-protocol-from,
 // --max-connections-per-client): the ClientAdmission product's gate, fed each connection's first
 // bytes. A connection without a PROXY header costs one nil check per read.
 extension RespHandler {
     func onOpen(_ connection: borrowing Connection<Self>, state: inout RespConnection) -> Action {
+        if let metrics = context.metrics, metrics.serves(connection.acceptedOn) {
+            state.metrics = metrics.opened(connection)
+            return .continue
+        }
         guard context.admission.isActive else { return .continue }
         switch state.admission.open(peer: connection.peer, policy: context.admission) {
         case .serve:
@@ -47,6 +52,7 @@ extension RespHandler {
     }
 
     func onTimer(_ timer: TimerID, connection: borrowing Connection<Self>, state: inout RespConnection) -> Action {
+        if let request = state.metrics { return context.metrics!.deadlinePassed(timer, request: request) }
         guard timer == state.admission.proxy?.timer, let refusal = state.admission.timedOut() else { return .continue }
         state.admission.proxy?.timer = nil
         return refuse(refusal, connection.peer.description, connection)

@@ -2,6 +2,7 @@ import ClientAdmission
 import Logging
 import RESP
 import Reactor
+import ServerKit
 
 /// The connection's state: where its byte stream is in the protocol. Between requests it is a
 /// few integers and a nil stash, so an idle connection owns no heap memory.
@@ -15,6 +16,8 @@ struct RespConnection {
     var holdsMemory = false
     /// The PROXY header and the client's place under --max-connections-per-client (RespAdmission.swift).
     var admission = AdmissionGate()
+    /// Present on a connection to --metrics-port (routed in RespAdmission.swift), which speaks HTTP, not RESP.
+    var metrics: MetricsRequest?
 }
 
 /// The Redis protocol as a ``ConnectionHandler``: each read is cut into requests, the requests
@@ -30,6 +33,7 @@ struct RespHandler: ConnectionHandler {
     func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>,
                 state: inout RespConnection) -> Action {
         if _slowPath(state.admission.isWaiting) { return readHeader(bytes, connection: connection, state: &state) }
+        if _slowPath(state.metrics != nil) { return context.metrics!.read(bytes, connection: connection, request: state.metrics!) }
         return serve(bytes, connection: connection, state: &state)
     }
 
@@ -66,6 +70,10 @@ struct RespHandler: ConnectionHandler {
     }
 
     func onClose(_ connection: borrowing Connection<Self>, state: inout RespConnection, reason: CloseReason) {
+        if let request = state.metrics {
+            context.metrics?.closed(reason, request: request, connection: connection)
+            return
+        }
         // Not only if `holdsMemory`: a reply may have been counted in the event that closed it.
         if context.memory.isOn { context.memory.forget(connection.id) }
         context.logger.debug("closed \(state.admission.name(peer: connection.peer)) reason=\(reason)")
@@ -98,6 +106,8 @@ final class RespContext: ReplyDrain {
     let evictions: EvictionCount
     /// --proxy-protocol, --proxy-protocol-from and --max-connections-per-client.
     let admission: AdmissionPolicy
+    /// --metrics-port, on reactor 0 only.
+    let metrics: MetricsEndpoint?
 
     // The connection being served, set by `begin`.
     @exclusivity(unchecked) unowned(unsafe) var loop: Reactor<RespHandler>!
@@ -107,8 +117,8 @@ final class RespContext: ReplyDrain {
     @exclusivity(unchecked) var currentQuery = 0
 
     init(keyspace: Keyspace, limits: RequestLimits, maxMemory: Int, maxOutput: Int, maxClientMemory: Int,
-         evictions: EvictionCount, admission: AdmissionPolicy = AdmissionPolicy(), configuration: ReactorConfiguration,
-         logger: Logger) {
+         evictions: EvictionCount, admission: AdmissionPolicy = AdmissionPolicy(), metrics: MetricsEndpoint? = nil,
+         configuration: ReactorConfiguration, logger: Logger) {
         self.keyspace = keyspace
         scratch = ParserScratch(limits: limits)
         engine = CommandEngine(keyspace: keyspace, reply: reply, maxMemory: maxMemory)
@@ -118,6 +128,7 @@ final class RespContext: ReplyDrain {
         memory = ClientMemory(limit: maxClientMemory)
         self.evictions = evictions
         self.admission = admission
+        self.metrics = metrics
         self.logger = logger
         reply.drain = self
     }

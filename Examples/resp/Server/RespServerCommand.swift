@@ -83,11 +83,17 @@ struct RespServer: ParsableCommand {
     /// --max-connections-per-client, --proxy-protocol, --proxy-protocol-from.
     @OptionGroup var admission: AdmissionOptions
 
+    @Option(help: "Serve Prometheus metrics (series resp_…) at GET /metrics, and GET /livez and /readyz, on this port of --host.")
+    var metricsPort: Int?
+
     @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, got \(port)") }
+        if let metricsPort, !(0...65535).contains(metricsPort) {
+            throw ValidationError("--metrics-port must be between 0 and 65535, got \(metricsPort)")
+        }
         guard reactors.value > 0 else { throw ValidationError("--reactors must be a positive number or `auto`, got \(reactors.value)") }
         guard (1...(512 << 20)).contains(maxBulk.value) else {
             throw ValidationError("--max-bulk must be between 1 byte and 512mb, got \(maxBulk.value)")
@@ -160,13 +166,22 @@ struct RespServer: ParsableCommand {
         } catch {
             throw fail(log: log, "\(error)")
         }
-        let makeHandler: @Sendable () -> RespHandler = {
+        let makeHandler: @Sendable (MetricsEndpoint?) -> RespHandler = { metrics in
             RespHandler(context: RespContext(keyspace: keyspace, limits: limits, maxMemory: maxMemory, maxOutput: maxOutput,
                                              maxClientMemory: clientMemoryShare, evictions: evictions, admission: admission,
-                                             configuration: configuration, logger: logger))
+                                             metrics: metrics, configuration: configuration, logger: logger))
+        }
+        let registry = ReactorRegistry()
+        let metrics = try metricsPort.map { port in
+            do {
+                return try metricsEndpoint(SocketAddress(host: host, port: port), registry: registry, log: log,
+                                           keyspace: keyspace, evictions: evictions, clientLimit: admission.clientLimit)
+            } catch {
+                throw fail(log: log, "invalid --host for --metrics-port: \(error)")
+            }
         }
 
-        let main = try Reactor(handler: makeHandler(), configuration: configuration)
+        let main = try Reactor(handler: makeHandler(metrics), configuration: configuration)
         let bound: SocketAddress
         do {
             if count > 1 {
@@ -179,22 +194,54 @@ struct RespServer: ParsableCommand {
         } catch {
             throw fail(log: log, "cannot listen on \(address): \(error)")
         }
+        if let metrics {
+            do {
+                // Exempt from --max-connections: a full server must stay observable.
+                metrics.address = try main.listen(on: metrics.address, limited: false)
+            } catch {
+                throw fail(log: log, "cannot listen on \(metrics.address) (--metrics-port): \(error)")
+            }
+            metrics.ownStatistics = { [unowned main] in main.statistics }
+        }
+        registry.add(main.handle)
         let group = ReactorGroup()
         do {
             try group.start(1..<count) { _ in
-                let reactor = try Reactor(handler: makeHandler(), configuration: configuration)
+                let reactor = try Reactor(handler: makeHandler(nil), configuration: configuration)
                 _ = try reactor.listen(on: bound, reusePort: true)
                 return reactor
             }
         } catch {
             throw fail(log: log, "\(error)")
         }
+        group.handles.forEach(registry.add)
         try main.stop(onSignals: [SIGTERM, SIGINT], alsoStopping: group.handles)
         UnbufferedOutput.write("listening on \(bound)\n", to: 1)
+        if let metrics { UnbufferedOutput.write("metrics on http://\(metrics.address)/metrics\n", to: 1) }
         logger.info("resp-server started", metadata: ["reactors": "\(count)", "pid": "\(getpid())"])
         main.run()
         group.join()
         logger.info("resp-server stopped", metadata: ["keys": "\(keyspace.count)", "evicted-clients": "\(evictions.value)"])
+    }
+
+    /// The kit's metrics endpoint with resp-server's series: the reactors' counters as `resp_…`,
+    /// and the keys and evicted clients.
+    func metricsEndpoint(_ address: SocketAddress, registry: ReactorRegistry, log: LogQueue, keyspace: Keyspace,
+                         evictions: EvictionCount, clientLimit: ClientLimit?) -> MetricsEndpoint {
+        let metrics = MetricsEndpoint(prefix: "resp_", address: address, registry: registry)
+        metrics.logLinesDropped = { log.droppedTotal }
+        metrics.clientLimitRejections = clientLimit.map { limit in { limit.rejected } }
+        metrics.closeReasons += [RespContext.quit.name, RespContext.protocolError.name, RespContext.outputLimit.name,
+                                 RespContext.evicted.name, AdmissionPolicy.proxyReason.name]
+        metrics.protocolSeries = { _, out in
+            // Once per scrape, on reactor 0's thread: the lock the requests take.
+            keyspace.lock()
+            let keys = keyspace.count
+            keyspace.unlock()
+            out.metric("keys", "gauge", "Keys in the keyspace.", [("", keys)])
+            out.metric("clients_evicted_total", "counter", "Clients closed by --maxmemory-clients, largest buffers first.", [("", evictions.value)])
+        }
+        return metrics
     }
 
     func fail(log: LogQueue, _ message: String) -> ExitCode {
