@@ -19,17 +19,14 @@ struct Server {
     /// Where log lines wait for stderr (for the drop count).
     let logQueue: LogQueue?
 
-    /// Signals that stop the server: the first gracefully, a second at once.
-    static let stopSignals: [CInt] = [SIGTERM, SIGINT, SIGQUIT]
-    /// Signals answered with a log line instead of their default action (which kills the process).
-    static let noticeSignals: [CInt] = [SIGHUP, SIGALRM, SIGUSR1, SIGUSR2]
+    /// The kit's signal policy (``SignalPolicy``): SIGTERM, SIGINT, SIGQUIT stop the server.
+    static let stopSignals = SignalPolicy.stopSignals
+    /// SIGHUP, SIGALRM, SIGUSR1 get a log line, SIGUSR2 an upgrade.
+    static let noticeSignals = SignalPolicy.noticeSignals
 
-    /// Blocks every signal the server handles. Call it on the main thread before any other thread
-    /// starts (the log writer included), so that they all inherit the mask and the signals reach
-    /// only reactor 0's signalfd: a thread that did not block SIGQUIT would let the Swift
-    /// runtime's backtracer print a crash banner for it.
+    /// Blocks every signal the server handles (``SignalPolicy/block()``), before any other thread starts.
     static func blockSignals() {
-        Signals.block(stopSignals + noticeSignals)
+        SignalPolicy.block()
     }
 
     /// Where reactors get their listening sockets.
@@ -446,13 +443,6 @@ struct Server {
             return "\(what): \(error)"
         }
     }
-}
-
-/// Stop signals received so far, counted on reactor 0's thread: the first stops gracefully, a
-/// second at once.
-final class StopCount {
-    private var count = 0
-    func next() -> Int { count += 1; return count }
 }
 
 /// A listener that could not be set up, in words naming its address, path or fd.
