@@ -110,6 +110,7 @@ let package = Package(
             dependencies: ["Echo", "ClientAdmission", "Reactor", "CEpoll", "TestSupport", "NonBlockingLog",
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
+        .testTarget(name: "ClientAdmissionTests", dependencies: ["ClientAdmission", "Reactor"]),
         .testTarget(name: "ToolsTests", dependencies: ["CEpoll"]),
         .testTarget(name: "ChatTests", dependencies: ["CEpoll", "TestSupport"]),
         .testTarget(name: "RespTests", dependencies: ["RESP", "CEpoll", "TestSupport"]),
