@@ -65,9 +65,7 @@ struct ChatCommand: ParsableCommand {
         Signals.ignoreSIGPIPE()
         // The log never blocks the reactor: a reader that stops reading stderr costs log lines
         // (dropped and counted), not service.
-        let log = LogQueue(fd: 2, label: "chat")
-        log.start()
-        LoggingSystem.bootstrap { label in QueuedLogHandler(label: label, queue: log, logLevel: .info) }
+        let log = QueuedLogHandler.bootstrap(label: "chat", logLevel: .info)
         defer { log.flush(timeout: Self.logFlushTimeout) }
         try serve(log: log)
     }

@@ -1,6 +1,6 @@
 import Reactor
 
-/// What a server admits, for any ``ConnectionHandler``: whether its connections start with a PROXY
+/// What a server admits, for any `ConnectionHandler`: whether its connections start with a PROXY
 /// header (v1 or v2, as HAProxy's `send-proxy` and `send-proxy-v2` send), which sources may send
 /// one, and how many connections one client may hold.
 ///
@@ -21,7 +21,7 @@ public struct AdmissionPolicy: Sendable {
     /// The close reason of a balancer's health check: a connection whose PROXY header was a v2
     /// `LOCAL` command or a v1 `UNKNOWN` line (or a v1 header followed by nothing), ended by the
     /// peer. Counted apart from real resets, so that an alert on `reset` is not set off by one
-    /// check a second (see ``Connection/countPeerClose(as:)``).
+    /// check a second (see `Connection.countPeerClose(as:)`).
     public static let checkReason = CloseReason("check")
     /// How long a connection may take to send its whole PROXY header. Why 3 s: a balancer sends it
     /// with its first segment; a peer that has not in 3 s is not a balancer, and it holds an fd.

@@ -33,7 +33,7 @@ public final class MetricsRequest {
 /// ``read(_:connection:request:)``, ``deadlinePassed(_:request:)``, ``closed(_:request:connection:)``).
 ///
 /// Every series is named with the server's ``prefix`` (`reflectd_`, `resp_`). The counters are
-/// each reactor's plain ``ReactorStatistics``, summed at scrape time: nothing per message is
+/// each reactor's plain `ReactorStatistics`, summed at scrape time: nothing per message is
 /// atomic. (Why not swift-prometheus: its counters are objects incremented where the event
 /// happens, atomically; feeding it our sums would build a registry of metric objects at every
 /// scrape to format twenty lines.)

@@ -4,7 +4,7 @@ import Reactor
 /// The signals a server of this package answers, and how: the first stop signal stops it
 /// gracefully, a second at once (``StopCount``); the notice signals, whose default action would
 /// kill the process, get a log line instead (or an upgrade, for SIGUSR2, where the server has one).
-/// Reactor 0 reads them all through its signalfd (``Reactor/onSignals(_:_:)``).
+/// Reactor 0 reads them all through its signalfd (`Reactor.onSignals(_:_:)`).
 public enum SignalPolicy {
     /// Signals that stop the server: the first gracefully, a second at once.
     public static let stopSignals: [CInt] = [SIGTERM, SIGINT, SIGQUIT]

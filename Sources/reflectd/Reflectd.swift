@@ -164,12 +164,7 @@ struct Reflectd: ParsableCommand {
         Server.blockSignals()
         // Before the first log line: a stderr whose reader went away must give EPIPE, not SIGPIPE.
         Signals.ignoreSIGPIPE()
-        let queue = LogQueue(fd: 2, label: "reflectd")
-        queue.start()
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            QueuedLogHandler(label: label, queue: queue, logLevel: level)
-        }
+        let queue = QueuedLogHandler.bootstrap(label: "reflectd", logLevel: logLevel)
         do {
             try Server(options: self, logQueue: queue).run()
         } catch let failure as StartupFailure {

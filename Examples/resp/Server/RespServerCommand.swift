@@ -127,10 +127,7 @@ struct RespServer: ParsableCommand {
         Signals.ignoreSIGPIPE()
         // The log never blocks a reactor: a reader that stops reading stderr costs log lines
         // (dropped and counted), not service, even at `--log-level debug`.
-        let queue = LogQueue(fd: 2, label: "resp-server")
-        queue.start()
-        let level = logLevel
-        LoggingSystem.bootstrap { label in QueuedLogHandler(label: label, queue: queue, logLevel: level) }
+        let queue = QueuedLogHandler.bootstrap(label: "resp-server", logLevel: logLevel)
         defer { queue.flush(timeout: Self.logFlushTimeout) }
         try serve(log: queue)
     }
