@@ -45,7 +45,10 @@ struct RespServer: ParsableCommand {
             bounds the keys (a write that would pass it is refused with -OOM before it runs), \
             --max-request and --max-output one client, --maxmemory-clients all clients' \
             buffers together (the largest are closed first). Logs go through a bounded queue: a \
-            stderr nobody reads costs log lines, never service. Prints \
+            stderr nobody reads costs log lines, never service. Behind a balancer, \
+            --proxy-protocol takes the client's address from a PROXY v1/v2 header, and \
+            --max-connections-per-client counts that address; --metrics-port serves resp_ \
+            metrics and health checks over HTTP. Prints \
             `listening on HOST:PORT` on stdout once it accepts connections. SIGTERM or SIGINT \
             stops it gracefully, and it exits 0.
             """,
