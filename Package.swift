@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "ClientAdmission", targets: ["ClientAdmission"]),
         .library(name: "NonBlockingLog", targets: ["NonBlockingLog"]),
         .library(name: "ServerKit", targets: ["ServerKit"]),
+        .library(name: "ZeroDropUpgrade", targets: ["ZeroDropUpgrade"]),
         .executable(name: "reflectd", targets: ["reflectd"]),
         .executable(name: "reflect", targets: ["reflect"]),
         .executable(name: "reflect-bench", targets: ["reflect-bench"]),
@@ -48,10 +49,16 @@ let package = Package(
             name: "ServerKit",
             dependencies: ["Reactor", .product(name: "SystemPackage", package: "swift-system")]
         ),
+        // The zero-drop binary upgrade, generic over the handler: the spawn, the hand-over protocol
+        // and the connection record; a handler supplies a codec for its own state.
+        .target(
+            name: "ZeroDropUpgrade",
+            dependencies: ["Reactor", .product(name: "Logging", package: "swift-log")]
+        ),
         // The echo protocol: the exit-line detector and the echo handler. Knows nothing about epoll.
         .target(
             name: "Echo",
-            dependencies: ["Reactor", "CScan", "ClientAdmission", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Reactor", "CScan", .product(name: "Logging", package: "swift-log")]
         ),
         // What the executables share besides the Reactor: the package version (one place) and
         // command-line checks.
@@ -65,7 +72,7 @@ let package = Package(
         .executableTarget(
             name: "reflectd",
             dependencies: [
-                "Reactor", "Echo", "ToolSupport", "NonBlockingLog", "ClientAdmission", "ServerKit",
+                "Reactor", "Echo", "ToolSupport", "NonBlockingLog", "ClientAdmission", "ServerKit", "ZeroDropUpgrade",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -97,7 +104,7 @@ let package = Package(
         .target(name: "RESP", path: "Examples/resp/RESP"),
         .executableTarget(
             name: "resp-server",
-            dependencies: ["RESP", "Reactor", "ClientAdmission", "ServerKit", "ToolSupport", "NonBlockingLog",
+            dependencies: ["RESP", "Reactor", "ClientAdmission", "ServerKit", "ToolSupport", "NonBlockingLog", "ZeroDropUpgrade",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")],
             path: "Examples/resp/Server"
@@ -111,6 +118,7 @@ let package = Package(
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(name: "ClientAdmissionTests", dependencies: ["ClientAdmission", "Reactor"]),
+        .testTarget(name: "ZeroDropUpgradeTests", dependencies: ["ZeroDropUpgrade"]),
         .testTarget(name: "ToolsTests", dependencies: ["CEpoll"]),
         .testTarget(name: "ChatTests", dependencies: ["CEpoll", "TestSupport"]),
         .testTarget(name: "RespTests", dependencies: ["RESP", "CEpoll", "TestSupport"]),

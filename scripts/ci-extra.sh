@@ -3,7 +3,7 @@
 # (scripts/check-scripts.sh, a few seconds), documentation, HAProxy in front of two instances, the shipped
 # forms (static binaries without the toolchain, install.sh, the .deb: scripts/ship-check.sh), the
 # container image under podman and the Kubernetes manifests (about 1 minute after the release build), 60 s of
-# fuzzing (+ 30 s of the PROXY parser), a 60 s soak, the multi-host netns rig (about 30-60 s),
+# fuzzing (+ 30 s each of the PROXY parser, the RESP parser and the upgrade wire decoder), a 60 s soak, the multi-host netns rig (about 30-60 s),
 # and the test suite under AddressSanitizer. Cheapest first, so a broken
 # build fails fast. Each step exits non-zero on failure. Run by .ci/run as root; it installs and
 # removes packages (ship-check's .deb) and takes about 20 minutes.
@@ -65,6 +65,9 @@ fuzz/run-proxy.sh 30
 
 step "fuzzing the RESP request parser (Examples/resp) for 30 s"
 fuzz/resp-run.sh 30
+
+step "fuzzing the upgrade's hand-over wire decoder (Sources/ZeroDropUpgrade) for 30 s"
+fuzz/run-upgrade.sh 30
 
 step "soak: 60 s of mixed clients against a release build"
 benchmarks/soak.sh --seconds 60

@@ -493,7 +493,7 @@ def failures(binary):
         s = connect(server.port)
         os.kill(server.pid, signal.SIGUSR2)
         server.wait_for(lambda: b"upgrade failed" in server.stderr(), 10, "the refusal")
-        check(b"hand-over format version 99 from the other process; this binary speaks version 1" in server.stderr(),
+        check(b"hand-over format version 99 from the other process; this binary speaks version 2" in server.stderr(),
               "the old process refuses a new one announcing format version 99")
         s.sendall(b"v\n")
         check(recv_exact(s, 2) == b"v\n" and server.alive(), "and keeps serving its connection")

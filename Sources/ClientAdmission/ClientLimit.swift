@@ -13,15 +13,15 @@ import Synchronization
 public struct ClientKey: Hashable, Sendable, CustomStringConvertible {
     /// The IPv4 address (network order, in the low 32 bits), or the IPv6 /64 prefix as a
     /// big-endian number.
-    package let value: UInt64
+    let value: UInt64
     /// Which family ``value`` belongs to.
-    package let isIPv4: Bool
+    let isIPv4: Bool
 
     /// The tag 0.2.0 put above an IPv4 address in a single 64-bit key; kept for the hand-over
     /// record, which carries keys in that form (ClientLimitHandOver.swift).
-    package static let ipv4Tag: UInt64 = 0xFFFF_FFFF_0000_0000
+    static let ipv4Tag: UInt64 = 0xFFFF_FFFF_0000_0000
 
-    package init(value: UInt64, isIPv4: Bool) {
+    init(value: UInt64, isIPv4: Bool) {
         self.value = isIPv4 ? value & 0xFFFF_FFFF : value
         self.isIPv4 = isIPv4
     }
@@ -52,7 +52,7 @@ public struct ClientKey: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// 4 bytes (IPv4) or 16 (IPv6), network order.
-    package init(bytes: UnsafeRawBufferPointer) {
+    init(bytes: UnsafeRawBufferPointer) {
         if bytes.count == 4 {
             self.init(value: UInt64(bytes.loadUnaligned(as: UInt32.self)), isIPv4: true)
             return

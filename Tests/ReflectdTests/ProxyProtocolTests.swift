@@ -2,7 +2,7 @@
 // (ClientAdmission/ClientLimit.swift), as unit tests: every header form, every split of header and data,
 // every malformed form, and the table's memory bound.
 
-import Echo
+import ClientAdmission
 import Foundation
 import Glibc
 import XCTest

@@ -62,7 +62,7 @@ public final class Stash {
 /// here. The next read is appended to the stash and the parser resumes where it stopped.
 public struct RequestFramer {
     public var parser = RequestParser()
-    public private(set) var stash: Stash?
+    public internal(set) var stash: Stash?
 
     public init() {}
 

@@ -56,6 +56,12 @@ final class ClientMemory {
         total -= gone.total
     }
 
+    /// Every connection left (handed over at an upgrade): nothing is held here any more.
+    func forgetAll() {
+        usage.removeAll()
+        total = 0
+    }
+
     /// Over the limit: refreshes every recorded output with `pending` (the reactor's exact count),
     /// then picks the connections with the largest buffers until the rest fit under the limit.
     /// They are forgotten at once (the caller closes them, discarding their output); returned

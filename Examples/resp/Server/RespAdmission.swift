@@ -51,11 +51,18 @@ extension RespHandler {
         return .close(.eof)
     }
 
+    /// A metrics request's deadline, the PROXY header's, or the upgrade's resume timer: a parked
+    /// connection handed over by an upgrade (or taken back after a failed one) goes on with the
+    /// requests it kept (``RespUpgrade/resume``), since its backpressure did not travel and no
+    /// drain would call ``onWritable(_:state:)`` for it.
     func onTimer(_ timer: TimerID, connection: borrowing Connection<Self>, state: inout RespConnection) -> Action {
         if let request = state.metrics { return context.metrics!.deadlinePassed(timer, request: request) }
-        guard timer == state.admission.proxy?.timer, let refusal = state.admission.timedOut() else { return .continue }
-        state.admission.proxy?.timer = nil
-        return refuse(refusal, connection.peer.description, connection)
+        if let proxy = state.admission.proxy, timer == proxy.timer {
+            proxy.timer = nil
+            guard let refusal = state.admission.timedOut() else { return .continue }
+            return refuse(refusal, connection.peer.description, connection)
+        }
+        return onWritable(connection, state: &state)
     }
 
     /// Closes at once, holding nothing, with the reason logged against the real peer.

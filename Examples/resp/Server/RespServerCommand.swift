@@ -7,6 +7,7 @@ import RESP
 import Reactor
 import ServerKit
 import ToolSupport
+import ZeroDropUpgrade
 
 /// A byte count: a number with an optional Redis-style unit (`100mb`, `1gb`, `512k`).
 struct ByteCount: ExpressibleByArgument, Sendable, CustomStringConvertible {
@@ -50,7 +51,9 @@ struct RespServer: ParsableCommand {
             --max-connections-per-client counts that address; --metrics-port serves resp_ \
             metrics and health checks over HTTP. Prints \
             `listening on HOST:PORT` on stdout once it accepts connections. SIGTERM or SIGINT \
-            stops it gracefully, and it exits 0.
+            stops it gracefully, and it exits 0. SIGUSR2 upgrades: the binary at the startup path \
+            takes over every connection and every key (a failed upgrade keeps this process \
+            serving).
             """,
         version: PackageVersion.string)
 
@@ -125,7 +128,7 @@ struct RespServer: ParsableCommand {
         MallocTuning.setMmapThreshold(Self.mmapThreshold)
         // First, before any thread exists (the log writer is one), so every thread inherits the
         // mask and the signals arrive only through reactor 0's signalfd.
-        Signals.block([SIGTERM, SIGINT])
+        Signals.block([SIGTERM, SIGINT, SIGUSR2])
         // Before the first log line: a stderr whose reader went away must give EPIPE, not SIGPIPE.
         Signals.ignoreSIGPIPE()
         // The log never blocks a reactor: a reader that stops reading stderr costs log lines
@@ -181,10 +184,23 @@ struct RespServer: ParsableCommand {
             }
         }
 
+        // Started by an upgrade (RespUpgrade.swift): the keyspace, listeners and connections come
+        // from the old process.
+        let takeOver: TakeOver<RespHandOverCodec>?
+        do { takeOver = try RespUpgrade.receiveIfUpgrading(keyspace: keyspace, evictions: evictions) } catch {
+            throw fail(log: log, "\(error)")
+        }
+        let upgrader = RespUpgrade.upgrader(keyspace: keyspace, evictions: evictions, logger: logger)
+        let installed = InstallCount()
+
         let main = try Reactor(handler: makeHandler(metrics), configuration: configuration)
+        upgrader.add(ReactorPort(index: 0, reactor: main))
         let bound: SocketAddress
         do {
-            if count > 1 {
+            if let takeOver {
+                bound = try RespUpgrade.adopt(takeOver, on: main, index: 0, of: count, installed: installed, logger: logger)
+                    ?? takeOver.listeners[0].listener.address
+            } else if count > 1 {
                 // SO_REUSEPORT would quietly share the port with another server of this user:
                 // check first, and let every reactor bind the port this check got (for --port 0).
                 bound = try main.listen(on: try address.checkAvailable(), reusePort: true)
@@ -197,7 +213,9 @@ struct RespServer: ParsableCommand {
         if let metrics {
             do {
                 // Exempt from --max-connections: a full server must stay observable.
-                metrics.address = try main.listen(on: metrics.address, limited: false)
+                // After an upgrade, the old process's metrics listener (it had one: same flags).
+                metrics.address = try takeOver.flatMap { try RespUpgrade.metricsListener($0, on: main) }
+                    ?? main.listen(on: metrics.address, limited: false)
             } catch {
                 throw fail(log: log, "cannot listen on \(metrics.address) (--metrics-port): \(error)")
             }
@@ -206,20 +224,27 @@ struct RespServer: ParsableCommand {
         registry.add(main.handle)
         let group = ReactorGroup()
         do {
-            try group.start(1..<count) { _ in
+            try group.start(1..<count) { index in
                 let reactor = try Reactor(handler: makeHandler(nil), configuration: configuration)
-                _ = try reactor.listen(on: bound, reusePort: true)
+                if let takeOver {
+                    _ = try RespUpgrade.adopt(takeOver, on: reactor, index: index, of: count, installed: installed, logger: logger)
+                } else {
+                    _ = try reactor.listen(on: bound, reusePort: true)
+                }
+                upgrader.add(ReactorPort(index: index, reactor: reactor))
                 return reactor
             }
         } catch {
             throw fail(log: log, "\(error)")
         }
         group.handles.forEach(registry.add)
-        try main.stop(onSignals: [SIGTERM, SIGINT], alsoStopping: group.handles)
+        try RespUpgrade.handleSignals(main, others: group.handles, upgrader: upgrader, logger: logger)
         UnbufferedOutput.write("listening on \(bound)\n", to: 1)
         if let metrics { UnbufferedOutput.write("metrics on http://\(metrics.address)/metrics\n", to: 1) }
+        RespUpgrade.confirm(takeOver, installed: installed, keys: keyspace.count, logger: logger)
         logger.info("resp-server started", metadata: ["reactors": "\(count)", "pid": "\(getpid())"])
         main.run()
+        RespUpgrade.finish(upgrader)
         group.join()
         logger.info("resp-server stopped", metadata: ["keys": "\(keyspace.count)", "evicted-clients": "\(evictions.value)"])
     }

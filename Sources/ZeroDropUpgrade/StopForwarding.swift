@@ -3,7 +3,7 @@ import Glibc
 /// After a hand-over, stop signals that still reach this (exiting) process go to the process that
 /// holds the connections now.
 ///
-/// Until reactor 0 stops, its signalfd reads them and the server's stop handler
+/// Until reactor 0 stops, its signalfd reads them and ``Upgrader/stopRequested(_:force:)``
 /// forwards them. After that, nothing reads the signalfd, and a SIGTERM sent a few milliseconds
 /// after SIGUSR2 (measured: 1 try in 30 at 10 ms on a release build) stayed pending in a process
 /// about to exit, so nobody stopped the new one. ``install(forwardingTo:signals:)`` closes that
@@ -22,12 +22,11 @@ public enum StopForwarding {
     public static let grace: Duration = .milliseconds(500)
 
     /// The new process: read by the handler only, written once before it is installed.
-    public nonisolated(unsafe) static var target: pid_t = 0
+    nonisolated(unsafe) static var target: pid_t = 0
     /// Signals the handler forwarded (written by the handler only, read after ``linger()``).
-    public nonisolated(unsafe) static var forwarded: Int = 0
+    nonisolated(unsafe) public private(set) static var forwarded: Int = 0
 
-    /// Forwards every one of `signals` that reaches this process from now on to `child`, pending
-    /// ones included (they are unblocked on the calling thread).
+    /// Forwards `signals` to `child` from now on (call it on the main thread, once).
     public static func install(forwardingTo child: pid_t, signals: [CInt]) {
         target = child
         for signal in signals {

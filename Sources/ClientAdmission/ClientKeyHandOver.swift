@@ -1,4 +1,4 @@
-// The per-client limit across a binary upgrade (reflectd's hand-over, Sources/reflectd/Upgrade*.swift):
+// The per-client limit across a binary upgrade (the ZeroDropUpgrade product; reflectd and resp-server):
 // a connection that holds a place carries its client key to the new process, which takes the
 // place there again, so that the place is given back exactly once, by whichever process closes
 // the connection.

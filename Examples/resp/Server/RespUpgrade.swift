@@ -1,0 +1,139 @@
+import ClientAdmission
+import Glibc
+import Logging
+import RESP
+import Reactor
+import ZeroDropUpgrade
+
+/// resp-server's zero-drop upgrade on SIGUSR2 (the protocol is the ZeroDropUpgrade product's):
+/// every connection goes, with its half-read request or its pipelined requests not run yet
+/// (``RespHandOverCodec``) and the replies not written yet (the library carries those); the
+/// keyspace goes as the process state, with the evicted-clients count. The limits are the
+/// flags, which the new process is started with again; `--maxmemory` is checked against the
+/// keyspace restored, so a server at its limit still refuses writes after the swap.
+///
+/// A failed upgrade (the new binary cannot start, exits, refuses, or is silent for 5 s) takes
+/// every listener and connection back; the keyspace never left.
+enum RespUpgrade {
+    /// `RESP_SERVER_UPGRADE_FD` and the others (``UpgradeEnvironment``).
+    static let environment = UpgradeEnvironment(prefix: "RESP_SERVER_UPGRADE")
+    /// The process state's own version (its first byte).
+    static let processStateVersion: UInt8 = 1
+    /// The role of the `--metrics-port` listener in the hand-over (0 is the service's).
+    static let metricsRole: UInt8 = 1
+    /// The file started at an upgrade, resolved once at startup.
+    static let executable = Upgrader<RespHandler, RespHandOverCodec>.resolveExecutable()
+
+    /// The old side: every connection goes; the keyspace is the process state.
+    static func upgrader(keyspace: Keyspace, evictions: EvictionCount, logger: Logger) -> Upgrader<RespHandler, RespHandOverCodec> {
+        var hooks = UpgradeHooks<RespHandler>()
+        // Their ids die here: what they held under --maxmemory-clients is no one's any more (a
+        // connection taken back is counted again at its next event).
+        hooks.detached = { reactor in reactor.handler.context.memory.forgetAll() }
+        hooks.processState = { _, _ in
+            var bytes: [UInt8] = [processStateVersion]
+            withUnsafeBytes(of: UInt64(evictions.value).littleEndian) { bytes.append(contentsOf: $0) }
+            // Every reactor stopped reading: no command runs meanwhile; the lock is for the record.
+            keyspace.lock()
+            keyspace.snapshot(into: &bytes)
+            keyspace.unlock()
+            return bytes
+        }
+        // Metrics requests and connections still sending their PROXY header stay, closed when this
+        // process stops; the metrics listener goes, and the new process serves metrics on it.
+        hooks.include = { $0.metrics == nil && !$0.admission.isWaiting }
+        hooks.listenerRole = { $0.limited ? 0 : metricsRole }
+        hooks.resume = { resume($0, &$1) }
+        // Its place goes back: nobody will close it here.
+        hooks.lost = { reactor, state in
+            if let place = state.admission.place { reactor.handler.context.admission.release(place) }
+        }
+        return Upgrader(executable: executable, arguments: Array(CommandLine.arguments.dropFirst()),
+                        environment: environment, codec: RespHandOverCodec(), hooks: hooks, logger: logger)
+    }
+
+    /// What an installed connection gets back: a parked one goes on with its kept requests on a
+    /// timer (``RespHandler/onTimer(_:connection:state:)``).
+    static func resume(_ connection: borrowing Connection<RespHandler>, _ state: inout RespConnection) {
+        if state.parked { _ = connection.schedule(after: .milliseconds(1)) }
+    }
+
+    /// The new side: when started by an upgrade, receives everything and restores the keyspace
+    /// (before any reactor serves); nil otherwise.
+    static func receiveIfUpgrading(keyspace: Keyspace, evictions: EvictionCount) throws(UpgradeError) -> TakeOver<RespHandOverCodec>? {
+        try TakeOver.receiveIfUpgrading(environment: environment, codec: RespHandOverCodec()) { bytes in
+            guard bytes.first == processStateVersion, bytes.count >= 9 else {
+                throw UpgradeError("resp-server process state: version \(bytes.first.map(String.init) ?? "missing"), this binary reads \(processStateVersion)")
+            }
+            let evicted = bytes[1..<9].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            keyspace.lock()
+            defer { keyspace.unlock() }
+            do { try keyspace.restore(bytes[9...]) } catch { throw UpgradeError("resp-server keyspace: \(error)") }
+            evictions.add(Int(clamping: evicted))
+        }
+    }
+
+    /// Reactor `index` of `count` serves what the old reactor of that index had (its listeners
+    /// and connections) instead of listening anew; returns its first listener's address.
+    static func adopt(_ takeOver: TakeOver<RespHandOverCodec>, on reactor: Reactor<RespHandler>, index: Int, of count: Int,
+                      installed: InstallCount, logger: Logger) throws -> SocketAddress? {
+        var first: SocketAddress?
+        for record in takeOver.listeners(reactor: index, of: count) where record.role != metricsRole {
+            let address = try reactor.attachHandedOverListener(record.listener)
+            first = first ?? address
+        }
+        // The old process never gave the places back (it exits without): they are taken here
+        // again, past the limit if need be, and given back once, at close.
+        let limit = reactor.handler.context.admission.clientLimit
+        installed.add(takeOver.install(on: reactor, index: index, of: count, logger: logger) { connection, state in
+            resume(connection, &state)
+            if let limit, let place = state.admission.place { limit.forceAcquire(place) }
+        })
+        return first
+    }
+
+    /// The `--metrics-port` listener the old process had, for reactor 0; nil if it had none.
+    static func metricsListener(_ takeOver: TakeOver<RespHandOverCodec>, on reactor: Reactor<RespHandler>) throws -> SocketAddress? {
+        guard let record = takeOver.listeners.first(where: { $0.role == metricsRole }) else { return nil }
+        return try reactor.attachHandedOverListener(record.listener)
+    }
+
+    /// SIGTERM and SIGINT stop every reactor (the first gracefully, a second at once), unless an
+    /// upgrade is in flight: then the stop waits for it (``Upgrader/stopRequested(_:force:)``).
+    /// SIGUSR2 starts an upgrade.
+    static func handleSignals(_ main: Reactor<RespHandler>, others: [ReactorHandle],
+                              upgrader: Upgrader<RespHandler, RespHandOverCodec>, logger: Logger) throws(SyscallError) {
+        var stops = 0
+        let grace = main.configuration.shutdownGrace
+        try main.onSignals([SIGTERM, SIGINT]) { [unowned main] signal in
+            stops += 1
+            let force = stops > 1
+            guard upgrader.stopRequested(signal, force: force) == .stopHere else { return }
+            if force {
+                logger.notice("received \(Signals.name(signal)) again: stopping now, without waiting for slow peers")
+            } else {
+                logger.notice("received \(Signals.name(signal)): stopping gracefully (up to \(grace) for pending output; another stop signal cuts it short)")
+            }
+            for other in others { force ? other.stopNow() : other.stop() }
+            force ? main.handle.stopNow() : main.handle.stop()
+        }
+        try main.onSignals([SIGUSR2]) { _ in upgrader.signalled() }
+    }
+
+    /// The new process serves: tells the old one, which then exits.
+    static func confirm(_ takeOver: TakeOver<RespHandOverCodec>?, installed: InstallCount, keys: Int, logger: Logger) {
+        guard let takeOver else { return }
+        takeOver.confirm(installed: installed.value, logger: logger) {}
+        logger.notice("upgrade: took \(installed.value) connections and \(keys) keys from pid \(takeOver.oldPid) (this is pid \(getpid()))")
+    }
+
+    /// Reactor 0 stopped: an upgrade in flight ends first; after a hand-over, stop signals that
+    /// still reach this process go to the new one for a moment (``StopForwarding``).
+    static func finish(_ upgrader: Upgrader<RespHandler, RespHandOverCodec>) {
+        upgrader.waitForUpgrade()
+        if let child = upgrader.successor {
+            StopForwarding.install(forwardingTo: child, signals: [SIGTERM, SIGINT])
+            StopForwarding.linger()
+        }
+    }
+}
