@@ -667,32 +667,6 @@ struct Syscalls {
     /// any interposer. Linux frees the fd even on EINTR/EIO, so it is never retried.
     static func closeQuietly(_ fd: CInt) { _ = Glibc.close(fd) }
 
-    /// Writes all of `bytes` to `fd`, for command-line output on stdout and stderr: EINTR is
-    /// retried, and when the fd is non-blocking and full (a terminal shares its O_NONBLOCK flag
-    /// with a duplicate the reactor adopted) it waits with poll(2). Returns the errno of a
-    /// failure (EPIPE when the reader went away), or nil.
-    static func writeAll(_ bytes: UnsafeRawBufferPointer, to fd: CInt) -> Errno? {
-        guard var p = bytes.baseAddress else { return nil }
-        var left = bytes.count
-        while left > 0 {
-            let n = Glibc.write(fd, p, left)
-            if n > 0 {
-                p += n
-                left -= n
-                continue
-            }
-            let e = n < 0 ? cepoll_errno() : EIO
-            if e == EINTR { continue }
-            if e == EAGAIN {
-                var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-                _ = poll(&pfd, 1, -1)
-                continue
-            }
-            return Errno(rawValue: e)
-        }
-        return nil
-    }
-
     // MARK: memory
 
     /// An anonymous, zero-filled, private mapping of `length` bytes (MAP_NORESERVE: pages cost
@@ -706,7 +680,7 @@ struct Syscalls {
         _ = munmap(base, length)
     }
 
-    // MARK: the hand-over channel (HandOver.swift) and the service manager
+    // MARK: the hand-over channel (HandOver.swift)
 
     /// A connected pair of close-on-exec `SOCK_SEQPACKET` Unix sockets.
     static func seqpacketPair() throws(SyscallError) -> (CInt, CInt) {
@@ -728,10 +702,6 @@ struct Syscalls {
         }
     }
 
-    /// A close-on-exec `SOCK_DGRAM` Unix socket (blocking), for one datagram to the service manager.
-    static func unixDatagramSocket() throws(SyscallError) -> CInt {
-        try check(Glibc.socket(AF_UNIX, CInt(SOCK_DGRAM.rawValue) | CEPOLL_SOCK_CLOEXEC, 0), "socket(AF_UNIX, SOCK_DGRAM)")
-    }
 
     /// sendmsg(2) with MSG_NOSIGNAL on a blocking socket, EINTR retried. Returns the bytes sent.
     /// - Throws: the errno of any other failure (EAGAIN after SO_SNDTIMEO), with `call` as its name.

@@ -92,8 +92,10 @@ public final class TestSocket: @unchecked Sendable {
     deinit { if !closed { Glibc.close(fd) } }
 
     /// Connects to `host` (an IPv4 or IPv6 loopback literal) and `port` within `timeout` seconds.
-    /// `receiveBuffer` sets SO_RCVBUF before connecting, to make a slow reader.
-    public static func connect(host: String = "127.0.0.1", port: Int, timeout: Double = 5, receiveBuffer: Int? = nil) throws -> TestSocket {
+    /// `receiveBuffer` sets SO_RCVBUF before connecting, to make a slow reader. `source` (an IPv4
+    /// literal, e.g. `127.0.0.2`: all of 127/8 is loopback) binds the client's own address first.
+    public static func connect(host: String = "127.0.0.1", port: Int, timeout: Double = 5, receiveBuffer: Int? = nil,
+                               source: String? = nil) throws -> TestSocket {
         let family = host.contains(":") ? AF_INET6 : AF_INET
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SocketFailure(operation: "socket", code: errno) }
@@ -101,6 +103,17 @@ public final class TestSocket: @unchecked Sendable {
         if let receiveBuffer {
             var size = CInt(receiveBuffer)
             setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<CInt>.size))
+        }
+        if let source {
+            var s = sockaddr_in()
+            s.sin_family = sa_family_t(AF_INET)
+            guard family == AF_INET, inet_pton(AF_INET, source, &s.sin_addr) == 1 else {
+                throw SocketFailure(operation: "inet_pton \(source)", code: EINVAL)
+            }
+            let bound = withUnsafePointer(to: &s) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else { throw SocketFailure(operation: "bind to \(source)", code: errno) }
         }
         let rc: CInt
         if family == AF_INET {

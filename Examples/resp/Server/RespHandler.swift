@@ -1,6 +1,8 @@
+import ClientAdmission
 import Logging
 import RESP
 import Reactor
+import ServerKit
 
 /// The connection's state: where its byte stream is in the protocol. Between requests it is a
 /// few integers and a nil stash, so an idle connection owns no heap memory.
@@ -12,6 +14,10 @@ struct RespConnection {
     /// Its buffers are counted in ``ClientMemory`` (it held something after its last event), so
     /// the next event must update them even if they are empty now.
     var holdsMemory = false
+    /// The PROXY header and the client's place under --max-connections-per-client (RespAdmission.swift).
+    var admission = AdmissionGate()
+    /// Present on a connection to --metrics-port (routed in RespAdmission.swift), which speaks HTTP, not RESP.
+    var metrics: MetricsRequest?
 }
 
 /// The Redis protocol as a ``ConnectionHandler``: each read is cut into requests, the requests
@@ -26,6 +32,14 @@ struct RespHandler: ConnectionHandler {
 
     func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>,
                 state: inout RespConnection) -> Action {
+        if _slowPath(state.admission.isWaiting) { return readHeader(bytes, connection: connection, state: &state) }
+        if _slowPath(state.metrics != nil) { return context.metrics!.read(bytes, connection: connection, request: state.metrics!) }
+        return serve(bytes, connection: connection, state: &state)
+    }
+
+    /// The protocol's bytes: requests, run and answered.
+    func serve(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>,
+               state: inout RespConnection) -> Action {
         let context = context
         context.begin(connection.id, on: connection.context, query: state.framer.stashedBytes)
         let result = state.framer.feed(bytes, scratch: context.scratch) { context.handle($0) }
@@ -56,9 +70,14 @@ struct RespHandler: ConnectionHandler {
     }
 
     func onClose(_ connection: borrowing Connection<Self>, state: inout RespConnection, reason: CloseReason) {
+        if let request = state.metrics {
+            context.metrics?.closed(reason, request: request, connection: connection)
+            return
+        }
         // Not only if `holdsMemory`: a reply may have been counted in the event that closed it.
         if context.memory.isOn { context.memory.forget(connection.id) }
-        context.logger.debug("closed \(connection.peer) reason=\(reason)")
+        context.logger.debug("closed \(state.admission.name(peer: connection.peer)) reason=\(reason)")
+        state.admission.close(policy: context.admission)
     }
 }
 
@@ -85,6 +104,10 @@ final class RespContext: ReplyDrain {
     /// `--maxmemory-clients`, this reactor's share.
     let memory: ClientMemory
     let evictions: EvictionCount
+    /// --proxy-protocol, --proxy-protocol-from and --max-connections-per-client.
+    let admission: AdmissionPolicy
+    /// --metrics-port, on reactor 0 only.
+    let metrics: MetricsEndpoint?
 
     // The connection being served, set by `begin`.
     @exclusivity(unchecked) var loop: ReactorContext<RespHandler>!
@@ -94,7 +117,8 @@ final class RespContext: ReplyDrain {
     @exclusivity(unchecked) var currentQuery = 0
 
     init(keyspace: Keyspace, limits: RequestLimits, maxMemory: Int, maxOutput: Int, maxClientMemory: Int,
-         evictions: EvictionCount, configuration: ReactorConfiguration, logger: Logger) {
+         evictions: EvictionCount, admission: AdmissionPolicy = AdmissionPolicy(), metrics: MetricsEndpoint? = nil,
+         configuration: ReactorConfiguration, logger: Logger) {
         self.keyspace = keyspace
         scratch = ParserScratch(limits: limits)
         engine = CommandEngine(keyspace: keyspace, reply: reply, maxMemory: maxMemory)
@@ -103,6 +127,8 @@ final class RespContext: ReplyDrain {
         lowWatermark = configuration.lowWatermark
         memory = ClientMemory(limit: maxClientMemory)
         self.evictions = evictions
+        self.admission = admission
+        self.metrics = metrics
         self.logger = logger
         reply.drain = self
     }

@@ -1,4 +1,6 @@
 import Glibc
+import Reactor
+import SystemPackage
 
 /// sd_notify(3) without libsystemd: one datagram on `$NOTIFY_SOCKET`.
 public enum ServiceManager {
@@ -12,8 +14,9 @@ public enum ServiceManager {
         guard path.hasPrefix("/") || path.hasPrefix("@"), path.utf8.count < 108 else {
             throw SyscallError(call: "NOTIFY_SOCKET '\(path)' is neither an absolute path nor @abstract", errno: .invalidArgument)
         }
-        let fd = try Syscalls.unixDatagramSocket()
-        defer { Syscalls.closeQuietly(fd) }
+        let fd = socket(AF_UNIX, CInt(SOCK_DGRAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SyscallError(call: "socket(AF_UNIX, SOCK_DGRAM)", errno: Errno(rawValue: errno)) }
+        defer { Glibc.close(fd) }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         var pathBytes = Array(path.utf8)
@@ -21,23 +24,20 @@ public enum ServiceManager {
         withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: pathBytes) }
         let length = socklen_t(MemoryLayout<sa_family_t>.size + pathBytes.count + (pathBytes.first == 0 ? 0 : 1))
         var text = Array(state.utf8)
-        var iov = iovec()
-        let sent = text.withUnsafeMutableBytes { buffer -> Result<Int, SyscallError> in
-            iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
-            return withUnsafeMutablePointer(to: &address) { ap -> Result<Int, SyscallError> in
-                withUnsafeMutablePointer(to: &iov) { iovp -> Result<Int, SyscallError> in
+        let sent = text.withUnsafeMutableBytes { buffer -> Int in
+            var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+            return withUnsafeMutablePointer(to: &address) { ap in
+                withUnsafeMutablePointer(to: &iov) { iovp in
                     var message = msghdr()
                     message.msg_name = UnsafeMutableRawPointer(ap)
                     message.msg_namelen = length
                     message.msg_iov = iovp
                     message.msg_iovlen = 1
-                    return Result { () throws(SyscallError) -> Int in
-                        try Syscalls.sendMessage(fd, &message, "sendmsg(NOTIFY_SOCKET \(path))")
-                    }
+                    return sendmsg(fd, &message, CInt(MSG_NOSIGNAL))
                 }
             }
         }
-        _ = try sent.get()
+        guard sent >= 0 else { throw SyscallError(call: "sendmsg(NOTIFY_SOCKET \(path))", errno: Errno(rawValue: errno)) }
         return true
     }
 }
