@@ -5,6 +5,9 @@ let package = Package(
     name: "reflectd",
     products: [
         .library(name: "Reactor", targets: ["Reactor"]),
+        .library(name: "ClientAdmission", targets: ["ClientAdmission"]),
+        .library(name: "NonBlockingLog", targets: ["NonBlockingLog"]),
+        .library(name: "ServerKit", targets: ["ServerKit"]),
         .library(name: "ZeroDropUpgrade", targets: ["ZeroDropUpgrade"]),
         .executable(name: "reflectd", targets: ["reflectd"]),
         .executable(name: "reflect", targets: ["reflect"]),
@@ -34,6 +37,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Who a client is and whether it may stay, for any handler: PROXY v1/v2 headers, the
+        // sources trusted to send them, and the per-client connection limit.
+        .target(name: "ClientAdmission", dependencies: ["Reactor"]),
+        // Logging that never blocks its caller: a swift-log LogHandler over a bounded queue drained
+        // by one writer thread.
+        .target(name: "NonBlockingLog", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        // What a server process needs around its reactors: the fd limit, systemd socket activation
+        // and sd_notify, health checks, the signal policy, unbuffered stdout.
+        .target(
+            name: "ServerKit",
+            dependencies: ["Reactor", .product(name: "SystemPackage", package: "swift-system")]
+        ),
         // The zero-drop binary upgrade, generic over the handler: the spawn, the hand-over protocol
         // and the connection record; a handler supplies a codec for its own state.
         .target(
@@ -45,20 +60,19 @@ let package = Package(
             name: "Echo",
             dependencies: ["Reactor", "CScan", .product(name: "Logging", package: "swift-log")]
         ),
-        // Logging that never blocks its caller: a bounded queue drained by one writer thread.
-        .target(name: "NonBlockingLog", dependencies: [.product(name: "Logging", package: "swift-log")]),
         // What the executables share besides the Reactor: the package version (one place) and
         // command-line checks.
         .target(
             name: "ToolSupport",
-            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["ClientAdmission",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]
         ),
         // The server.
         .executableTarget(
             name: "reflectd",
             dependencies: [
-                "Reactor", "Echo", "ToolSupport", "NonBlockingLog", "ZeroDropUpgrade",
+                "Reactor", "Echo", "ToolSupport", "NonBlockingLog", "ClientAdmission", "ServerKit", "ZeroDropUpgrade",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -66,13 +80,13 @@ let package = Package(
         // The interactive client: stdin and the socket on one reactor.
         .executableTarget(
             name: "reflect",
-            dependencies: ["Reactor", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Reactor", "ServerKit", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // The load generator.
         .executableTarget(
             name: "reflect-bench",
             dependencies: [
-                "Reactor", "ToolSupport",
+                "Reactor", "ServerKit", "ToolSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
@@ -80,7 +94,7 @@ let package = Package(
         // Example: a line-based chat server on the public Reactor API only.
         .executableTarget(
             name: "chat",
-            dependencies: ["Reactor", "ToolSupport", "NonBlockingLog",
+            dependencies: ["Reactor", "ServerKit", "ToolSupport", "NonBlockingLog",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")],
             path: "Examples/chat"
@@ -90,7 +104,7 @@ let package = Package(
         .target(name: "RESP", path: "Examples/resp/RESP"),
         .executableTarget(
             name: "resp-server",
-            dependencies: ["RESP", "Reactor", "ToolSupport", "NonBlockingLog", "ZeroDropUpgrade",
+            dependencies: ["RESP", "Reactor", "ClientAdmission", "ServerKit", "ToolSupport", "NonBlockingLog", "ZeroDropUpgrade",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")],
             path: "Examples/resp/Server"
@@ -101,9 +115,10 @@ let package = Package(
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEpoll", "TestSupport"]),
         .testTarget(
             name: "ReflectdTests",
-            dependencies: ["Echo", "Reactor", "CEpoll", "TestSupport", "NonBlockingLog",
+            dependencies: ["Echo", "ClientAdmission", "Reactor", "CEpoll", "TestSupport", "NonBlockingLog",
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
+        .testTarget(name: "ClientAdmissionTests", dependencies: ["ClientAdmission", "Reactor"]),
         .testTarget(name: "ZeroDropUpgradeTests", dependencies: ["ZeroDropUpgrade"]),
         .testTarget(name: "ToolsTests", dependencies: ["CEpoll", "TestSupport"]),
         .testTarget(name: "ChatTests", dependencies: ["CEpoll", "TestSupport"]),

@@ -1,4 +1,4 @@
-// libFuzzer target for the PROXY protocol parser (Sources/Echo/ProxyProtocol.swift). Build and
+// libFuzzer target for the PROXY protocol parser (Sources/ClientAdmission/ProxyProtocol.swift). Build and
 // run with fuzz/run-proxy.sh.
 //
 // Input layout: byte 0 chooses how the stream is cut into segments for ProxyHeaderReader (as in

@@ -12,4 +12,4 @@ fuzz_arguments "$@"   # --help prints the header above; at most one argument, SE
 cd "$(dirname "$0")/.."
 
 fuzz_target "${1:-30}" proxy-fuzz ProxyFuzz 512 fuzz/corpus-proxy fuzz/corpus-work-proxy \
-    fuzz/ProxyFuzz.swift Sources/Echo/ProxyProtocol.swift
+    fuzz/ProxyFuzz.swift Sources/ClientAdmission/ProxyProtocol.swift

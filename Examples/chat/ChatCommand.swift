@@ -3,6 +3,7 @@ import Glibc
 import Logging
 import NonBlockingLog
 import Reactor
+import ServerKit
 import ToolSupport
 
 /// chat: a line-based chat server on the Reactor library's public API.
@@ -64,9 +65,7 @@ struct ChatCommand: ParsableCommand {
         Signals.ignoreSIGPIPE()
         // The log never blocks the reactor: a reader that stops reading stderr costs log lines
         // (dropped and counted), not service.
-        let log = LogQueue(fd: 2, label: "chat")
-        log.start()
-        LoggingSystem.bootstrap { label in QueuedLogHandler(label: label, queue: log, logLevel: .info) }
+        let log = QueuedLogHandler.bootstrap(label: "chat", logLevel: .info)
         defer { log.flush(timeout: Self.logFlushTimeout) }
         try serve(log: log)
     }
@@ -98,7 +97,7 @@ struct ChatCommand: ParsableCommand {
             throw fail("cannot listen on \(address): \(error)", log: log)
         }
         try reactor.stop(onSignals: [SIGTERM, SIGINT])
-        Output.write("listening on \(bound)\n", to: 1)
+        UnbufferedOutput.write("listening on \(bound)\n", to: 1)
         reactor.run()
         let stats = reactor.statistics
         let closed = stats.closed.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
@@ -113,9 +112,4 @@ struct ChatCommand: ParsableCommand {
         log.enqueue("chat: error: \(message)\n")
         return ExitCode.failure
     }
-}
-
-/// Unbuffered writes, so the startup line is out before anything else happens.
-enum Output {
-    static func write(_ text: String, to fd: CInt) { UnbufferedOutput.write(text, to: fd) }
 }

@@ -3,6 +3,14 @@ import Logging
 /// A swift-log `LogHandler` that formats a line as `StreamLogHandler` does and hands it to a
 /// ``LogQueue``, so logging never blocks the calling thread (a reactor) on the log's reader.
 ///
+/// A server sets it up once, on the main thread before the first log line, and flushes the queue
+/// before it exits:
+///
+/// ```swift
+/// let log = QueuedLogHandler.bootstrap(label: "myserver", logLevel: .info)  // stderr
+/// defer { log.flush(timeout: .seconds(1)) }
+/// ```
+///
 /// Lines below ``logLevel`` cost nothing: `Logger` compares the level before it evaluates the
 /// message and metadata autoclosures, so a filtered line allocates nothing and never reaches
 /// this handler.
@@ -15,6 +23,16 @@ public struct QueuedLogHandler: LogHandler {
         didSet { prettyMetadata = Self.prettify(metadata) }
     }
     private var prettyMetadata: String?
+
+    /// Starts a ``LogQueue`` on `fd` (stderr by default) and makes it the process's logging
+    /// backend (`LoggingSystem.bootstrap`): every `Logger` made from now on logs through it, at
+    /// `logLevel` and above. Call it once, before the first log line; flush the queue at exit.
+    public static func bootstrap(label: String, fd: CInt = 2, logLevel: Logger.Level) -> LogQueue {
+        let queue = LogQueue(fd: fd, label: label)
+        queue.start()
+        LoggingSystem.bootstrap { name in QueuedLogHandler(label: name, queue: queue, logLevel: logLevel) }
+        return queue
+    }
 
     /// Creates a handler for loggers labelled `label`, writing into `queue`.
     public init(label: String, queue: LogQueue, logLevel: Logger.Level = .info,

@@ -41,7 +41,7 @@ public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
     public var description: String { fd >= 0 ? "#\(index).\(generation) fd \(fd)" : "#\(index).\(generation)" }
 }
 
-/// What happened to bytes given to ``Connection/write(_:)-(UnsafeRawBufferPointer)`` or ``Reactor/write(to:_:)-(_,UnsafeRawBufferPointer)``.
+/// What happened to bytes given to ``Connection/write(_:)-(UnsafeRawBufferPointer)`` or ``ReactorContext/write(to:_:)-(_,UnsafeRawBufferPointer)``.
 public enum WriteOutcome: Sendable, Equatable {
     /// Every byte went to the kernel.
     case sent
@@ -129,9 +129,4 @@ public struct Connection<Handler: ConnectionHandler>: ~Copyable {
     /// connections by id, set timers, stop the reactor (see ``ReactorContext``).
     @inlinable
     public var context: ReactorContext<Handler> { ReactorContext(reactor) }
-
-    /// The whole reactor, with `run`, `listen` and the rest: use ``context`` instead, which
-    /// has what a callback may do.
-    @available(*, deprecated, renamed: "context", message: "use the narrow ReactorContext; it has what a callback may do")
-    public var loop: Reactor<Handler> { reactor.takeUnretainedValue() }
 }

@@ -39,7 +39,7 @@ final class DatagramArea {
         self.capacity = capacity
         self.slotSize = slotSize
         mappedBytes = capacity * slotSize
-        guard let raw = cepoll_mmap_anonymous(mappedBytes) else {
+        guard let raw = Syscalls.mapAnonymous(mappedBytes) else {
             fatalError("cannot map a datagram receive area of \(mappedBytes) bytes")
         }
         data = raw
@@ -71,7 +71,7 @@ final class DatagramArea {
     }
 
     deinit {
-        munmap(data, mappedBytes)
+        Syscalls.unmap(data, mappedBytes)
         sources.deallocate()
         receive.deallocate()
         receiveVectors.deallocate()

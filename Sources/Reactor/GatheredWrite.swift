@@ -25,7 +25,7 @@ extension Reactor {
     /// reactor's thread (see ``Connection/write(contentsOf:)``). Returns ``WriteOutcome/closed``
     /// when the connection is gone.
     @inlinable @discardableResult
-    public func write<Buffers: Collection>(to id: ConnectionID, contentsOf buffers: Buffers) -> WriteOutcome
+    func write<Buffers: Collection>(to id: ConnectionID, contentsOf buffers: Buffers) -> WriteOutcome
         where Buffers.Element == UnsafeRawBufferPointer {
         guard slots.isLive(id) else { return .closed }
         return write(slot: id.index, gathering: buffers)

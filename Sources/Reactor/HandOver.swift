@@ -34,7 +34,7 @@ public struct HandedOverConnection<State> {
     /// The connection is lingering: output flushed, write side shut down, onClose already ran;
     /// input is discarded until the peer closes or the linger time passes.
     public var lingering: Bool
-    /// ``Reactor/shutdownWrite(_:)`` was requested and waits for the output to drain.
+    /// ``ReactorContext/shutdownWrite(_:)`` was requested and waits for the output to drain.
     public var shutdownPending: Bool
     /// Whole seconds since the last traffic, for the idle timeout (0 without one).
     public var idleSeconds: UInt32
@@ -127,7 +127,8 @@ extension Reactor {
         for i in 0..<slots.used where slots[Int(i)].pointee.kind == .connection {
             let slot = slots[Int(i)]
             let life = slot.pointee.life
-            guard life.origin == .accepted, !life.marks.contains(.abort), include(slot.pointee.state) else { continue }
+            let book = slot.pointee.book
+            guard life.origin == .accepted, !life.conditions.contains(.abort), include(slot.pointee.state) else { continue }
             switch life.phase {
             case .open, .closing, .lingering: break
             case .connecting, .closed: continue
@@ -150,11 +151,11 @@ extension Reactor {
             let closing = life.phase == .open ? nil : (reason ?? .eof)
             taken.append(HandedOverConnection(
                 fd: slot.pointee.fd, state: slot.pointee.state, pendingOutput: pending, peer: slot.pointee.peer,
-                holdsLimitPlace: life.marks.contains(.holdsLimitPlace), readEOF: life.gate.contains(.eof),
+                holdsLimitPlace: book.contains(.holdsLimitPlace), readEOF: life.gate.contains(.eof),
                 pausedByHandler: life.gate.contains(.handler), closing: closing,
-                lingering: life.phase == .lingering, shutdownPending: life.marks.contains(.shutdownPending),
+                lingering: life.phase == .lingering, shutdownPending: life.conditions.contains(.shutdownPending),
                 idleSeconds: idle))
-            if life.marks.contains(.holdsLimitPlace) { configuration.connectionLimit?.release() }
+            if book.contains(.holdsLimitPlace) { configuration.connectionLimit?.release() }
             counters.pointee.open &-= 1
             let generation = slot.pointee.generation
             slot.deinitialize(count: 1)
@@ -190,7 +191,7 @@ extension Reactor {
         let slot = slots[Int(i)]
         if connection.holdsLimitPlace, let limit = configuration.connectionLimit {
             limit.forceAcquire()
-            slot.pointee.life.marks.insert(.holdsLimitPlace)
+            slot.pointee.book.insert(.holdsLimitPlace)
         }
         if let wheel, connection.idleSeconds > 0 {
             wheelRemove(i)
@@ -203,20 +204,26 @@ extension Reactor {
             slot.pointee.output = out
             if configuration.sendTimeout != nil { startSendClock(i) }
         }
-        if connection.readEOF { slot.pointee.life.gate.insert(.eof) }
-        if connection.pausedByHandler { slot.pointee.life.gate.insert(.handler) }
-        if connection.shutdownPending { slot.pointee.life.marks.insert(.shutdownPending) }
+        // The state comes back through the same transitions that made it in the old process.
+        if connection.readEOF { slot.pointee.life.readEOF() }
+        if connection.pausedByHandler { slot.pointee.life.pauseReading() }
+        if connection.shutdownPending { slot.pointee.life.requestShutdownWrite() }
         if let resume { resume(Connection(reactor: self, id: id), &slot.pointee.state) }
         if connection.lingering {
             // The write side was shut down by the process that started the linger (the socket
             // keeps that state), and onClose ran there (a lingering connection's onClose has run):
             // only the discard-until-EOF and its deadline live here.
             if slot.pointee.timerHead != 0 { cancelConnectionTimers(i) }
-            slot.pointee.life.phase = .lingering
+            _ = slot.pointee.life.requestClose(abort: false)
+            slot.pointee.life.linger()
+            if slot.pointee.book.contains(.holdsLimitPlace) {
+                slot.pointee.book.remove(.holdsLimitPlace)  // a lingering connection holds no place
+                configuration.connectionLimit?.release()
+            }
             closeReasons[i] = connection.closing ?? .eof
             _ = addTimer(after: Budget.lingerNs, interval: nil, .closeDeadline(id))
         } else if let reason = connection.closing {
-            slot.pointee.life.phase = .closing
+            _ = slot.pointee.life.requestClose(abort: false)
             closeReasons[i] = reason
         }
         markDirty(i)
@@ -228,8 +235,8 @@ extension Reactor {
 extension CloseReason {
     /// Rebuilds a reason from its parts (``name``, ``errno``, ``detail``), as a hand-over
     /// carries it between processes.
-    public static func handedOver(name: String, errno: Errno?, detail: String?) -> CloseReason {
-        CloseReason(name, errno: errno, detail: detail)
+    public static func handedOver(name: String, errno code: Errno?, detail: String?) -> CloseReason {
+        CloseReason(name, errno: code, detail: detail)
     }
 }
 
@@ -271,7 +278,7 @@ public final class HandOverChannel: @unchecked Sendable {
         guard type == CInt(SOCK_SEQPACKET.rawValue) else {
             throw SyscallError(call: "hand-over fd \(fd) is not a SOCK_SEQPACKET socket", errno: .invalidArgument)
         }
-        _ = try Syscalls.check(fcntl(fd, F_SETFD, FD_CLOEXEC), "fcntl(F_SETFD)")
+        try Syscalls.setCloseOnExec(fd)
         self.fd = fd
     }
 
@@ -280,9 +287,9 @@ public final class HandOverChannel: @unchecked Sendable {
     /// A connected pair: this process keeps the channel; the other end is an fd without
     /// close-on-exec, for a child to inherit (close it here once the child is started).
     public static func pair() throws(SyscallError) -> (HandOverChannel, childFD: CInt) {
-        var fds: [CInt] = [-1, -1]
-        _ = try Syscalls.check(socketpair(AF_UNIX, CInt(SOCK_SEQPACKET.rawValue) | CEPOLL_SOCK_CLOEXEC, 0, &fds), "socketpair")
-        _ = try Syscalls.check(fcntl(fds[1], F_SETFD, 0), "fcntl(F_SETFD)")
+        let (kept, given) = try Syscalls.seqpacketPair()
+        let fds = [kept, given]
+        try Syscalls.clearCloseOnExec(given)
         // Room for a batch of records with its output: larger than the default 208 KiB.
         for option in [SO_SNDBUF, SO_RCVBUF] {
             try? Syscalls.setOption(fds[0], SOL_SOCKET, option, CInt(maxMessage * 2), "setsockopt")
@@ -291,15 +298,11 @@ public final class HandOverChannel: @unchecked Sendable {
         return (HandOverChannel(owning: fds[0]), fds[1])
     }
 
-    deinit { Glibc.close(fd) }
+    deinit { Syscalls.closeQuietly(fd) }
 
     /// How long a send or receive may block before it fails with EAGAIN (reported as a timeout).
     public func setTimeout(_ timeout: Duration) throws(SyscallError) {
-        let ms = timeout.nanoseconds / 1_000_000
-        var tv = timeval(tv_sec: Int(ms / 1000), tv_usec: Int((ms % 1000) * 1000))
-        for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
-            _ = try Syscalls.check(setsockopt(fd, SOL_SOCKET, option, &tv, socklen_t(MemoryLayout<timeval>.size)), "setsockopt(SO_RCVTIMEO)")
-        }
+        try Syscalls.setTimeouts(fd, milliseconds: timeout.nanoseconds / 1_000_000)
     }
 
     /// Sends one message carrying `fds` (at most ``maxFDsPerMessage``). The fds stay open here.
@@ -319,20 +322,21 @@ public final class HandOverChannel: @unchecked Sendable {
             fds.withUnsafeBytes { (control + header).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         }
         var bytes = bytes
-        let sent = bytes.withUnsafeMutableBytes { buffer -> Int in
-            var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
-            return withUnsafeMutablePointer(to: &iov) { iovp -> Int in
-                var message = msghdr()
+        var message = msghdr()
+        var iov = iovec()
+        if !fds.isEmpty {
+            message.msg_control = control
+            message.msg_controllen = space
+        }
+        let sent = bytes.withUnsafeMutableBytes { buffer -> Result<Int, SyscallError> in
+            iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+            return withUnsafeMutablePointer(to: &iov) { iovp -> Result<Int, SyscallError> in
                 message.msg_iov = iovp
                 message.msg_iovlen = 1
-                if !fds.isEmpty {
-                    message.msg_control = control
-                    message.msg_controllen = space
-                }
-                return Syscalls.retryingInterrupted { sendmsg(fd, &message, CInt(MSG_NOSIGNAL)) }
+                return Result { () throws(SyscallError) -> Int in try Syscalls.sendMessage(fd, &message) }
             }
         }
-        _ = try Syscalls.check(CInt(clamping: sent), "sendmsg")
+        _ = try sent.get()
     }
 
     /// Receives one message and the fds it carries (made close-on-exec). Returns nil when the
@@ -344,17 +348,18 @@ public final class HandOverChannel: @unchecked Sendable {
         defer { control.deallocate() }
         var buffer = [UInt8](repeating: 0, count: Self.maxMessage)
         var message = msghdr()
-        let n = buffer.withUnsafeMutableBytes { raw -> Int in
-            var iov = iovec(iov_base: raw.baseAddress, iov_len: raw.count)
-            return withUnsafeMutablePointer(to: &iov) { iovp -> Int in
+        var iov = iovec()
+        let received = buffer.withUnsafeMutableBytes { raw -> Result<Int, SyscallError> in
+            iov = iovec(iov_base: raw.baseAddress, iov_len: raw.count)
+            return withUnsafeMutablePointer(to: &iov) { iovp -> Result<Int, SyscallError> in
                 message.msg_iov = iovp
                 message.msg_iovlen = 1
                 message.msg_control = control
                 message.msg_controllen = space
-                return Syscalls.retryingInterrupted { recvmsg(fd, &message, CInt(MSG_CMSG_CLOEXEC)) }
+                return Result { () throws(SyscallError) -> Int in try Syscalls.receiveMessage(fd, &message) }
             }
         }
-        _ = try Syscalls.check(CInt(clamping: n), "recvmsg")
+        let n = try received.get()
         var fds: [CInt] = []
         if message.msg_controllen >= header {
             var offset = 0
@@ -372,7 +377,7 @@ public final class HandOverChannel: @unchecked Sendable {
             }
         }
         if message.msg_flags & CInt(MSG_CTRUNC) != 0 || message.msg_flags & CInt(MSG_TRUNC) != 0 {
-            for fd in fds { Glibc.close(fd) }
+            for fd in fds { Syscalls.closeQuietly(fd) }
             throw SyscallError(call: "recvmsg (hand-over message truncated)", errno: .noBufferSpace)
         }
         if n == 0 && fds.isEmpty { return nil }
@@ -380,45 +385,4 @@ public final class HandOverChannel: @unchecked Sendable {
     }
 
     private func align(_ n: Int) -> Int { (n + 7) & ~7 }
-}
-
-// MARK: the service manager
-
-/// sd_notify(3) without libsystemd: one datagram on `$NOTIFY_SOCKET`.
-public enum ServiceManager {
-    /// Sends `state` (`READY=1`, `MAINPID=1234\nREADY=1`, `STOPPING=1`) to the service manager
-    /// when `$NOTIFY_SOCKET` names one (a path, or `@name` for the abstract namespace). Returns
-    /// false when there is none; throws when the send fails.
-    @discardableResult
-    public static func notify(_ state: String) throws(SyscallError) -> Bool {
-        guard let raw = getenv("NOTIFY_SOCKET") else { return false }
-        let path = String(cString: raw)
-        guard path.hasPrefix("/") || path.hasPrefix("@"), path.utf8.count < 108 else {
-            throw SyscallError(call: "NOTIFY_SOCKET '\(path)' is neither an absolute path nor @abstract", errno: .invalidArgument)
-        }
-        let fd = try Syscalls.check(socket(AF_UNIX, CInt(SOCK_DGRAM.rawValue) | CEPOLL_SOCK_CLOEXEC, 0), "socket(AF_UNIX, SOCK_DGRAM)")
-        defer { Glibc.close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        var pathBytes = Array(path.utf8)
-        if pathBytes.first == UInt8(ascii: "@") { pathBytes[0] = 0 }
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: pathBytes) }
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + pathBytes.count + (pathBytes.first == 0 ? 0 : 1))
-        var text = Array(state.utf8)
-        let sent = text.withUnsafeMutableBytes { buffer -> Int in
-            var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
-            return withUnsafeMutablePointer(to: &address) { ap in
-                withUnsafeMutablePointer(to: &iov) { iovp in
-                    var message = msghdr()
-                    message.msg_name = UnsafeMutableRawPointer(ap)
-                    message.msg_namelen = length
-                    message.msg_iov = iovp
-                    message.msg_iovlen = 1
-                    return sendmsg(fd, &message, CInt(MSG_NOSIGNAL))
-                }
-            }
-        }
-        _ = try Syscalls.check(CInt(clamping: sent), "sendmsg(NOTIFY_SOCKET \(path))")
-        return true
-    }
 }

@@ -18,9 +18,9 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
     }
 
     @usableFromInline
-    init(_ name: String, errno: Errno?, detail: String? = nil) {
+    init(_ name: String, errno code: Errno?, detail: String? = nil) {
         self.name = name
-        self.errno = errno
+        self.errno = code
         self.detail = detail
     }
 
@@ -38,14 +38,14 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
     /// The connection limit was reached; the connection was accepted only to be closed.
     public static let limit = CloseReason("limit")
     /// Another socket error.
-    public static func error(_ errno: Errno) -> CloseReason { CloseReason("error", errno: errno) }
+    public static func error(_ code: Errno) -> CloseReason { CloseReason("error", errno: code) }
 
     /// The reason for a failed read or write on a connection.
 @usableFromInline
-    static func failure(_ errno: Errno) -> CloseReason {
-        switch errno {
-        case .connectionReset, .brokenPipe: return CloseReason("reset", errno: errno)
-        default: return .error(errno)
+    static func failure(_ code: Errno) -> CloseReason {
+        switch code {
+        case .connectionReset, .brokenPipe: return CloseReason("reset", errno: code)
+        default: return .error(code)
         }
     }
 
@@ -54,13 +54,13 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
     public func hash(into hasher: inout Hasher) { hasher.combine(name) }
 
     public var description: String {
-        if let errno, name == "error" { return "error (\(Errno.name(errno)))" }
+        if let code = self.errno, name == "error" { return "error (\(Errno.name(code)))" }
         return detail ?? name
     }
 
     /// The reason in words for a user: the socket error as strerror(3) says it, starting
     /// lowercase ("connection refused"), when there was one; else the ``name``.
-    public var explanation: String { errno.map(Syscalls.sentence) ?? name }
+    public var explanation: String { self.errno.map(Syscalls.sentence) ?? name }
 }
 
 /// What a handler asks the reactor to do after a callback.

@@ -8,6 +8,11 @@ import SystemPackage
 //
 // onClose runs once: when lingering begins, or when the connection is closed from any other
 // phase (not for a connection epoll refused at once, whose onOpen never ran).
+//
+// The lifecycle is the only writer of a connection's state: `phase`, `gate` and `conditions`
+// are `private(set)`, and each change is one of the named transitions below (LifecycleTests has
+// a row for each). What the reactor has done about a connection (on the dirty list, deadlines
+// armed, a limit place held) is `Bookkeeping`, kept beside the state in the slot.
 
 /// Where a connection is in its life.
 @usableFromInline
@@ -47,7 +52,7 @@ struct ReadGate: OptionSet, Sendable {
     // and every use of one on the hot path would call its accessor.
     @usableFromInline let rawValue: UInt8
     @inlinable init(rawValue: UInt8) { self.rawValue = rawValue }
-    /// The handler returned ``Action/pauseReading`` (until ``Reactor/resumeReading(_:)``).
+    /// The handler returned ``Action/pauseReading`` (until ``ReactorContext/resumeReading(_:)``).
     @inlinable static var handler: ReadGate { ReadGate(rawValue: 1 << 0) }
     /// Pending output passed the high watermark (until it falls below the low one).
     @inlinable static var backpressure: ReadGate { ReadGate(rawValue: 1 << 1) }
@@ -55,48 +60,71 @@ struct ReadGate: OptionSet, Sendable {
     @inlinable static var eof: ReadGate { ReadGate(rawValue: 1 << 2) }
 }
 
-/// Bookkeeping beside the phase. None of it is a state of its own.
+/// What a connection's phase does not say on its own: how a close ends, a hang-up, a shutdown
+/// asked for. Part of the state, so only the lifecycle's transitions set or clear them.
 @usableFromInline
-struct Marks: OptionSet, Sendable {
+struct Conditions: OptionSet, Sendable {
+    @usableFromInline let rawValue: UInt8
+    @inlinable init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// The close is abortive: no flush, no linger (the socket is broken, time ran out, or
+    /// output was discarded). Set by ``Lifecycle/requestClose(abort:)`` and ``Lifecycle/cut()``.
+    @inlinable static var abort: Conditions { Conditions(rawValue: 1 << 0) }
+    /// EPOLLHUP arrived while only the handler had paused reading: what is still buffered
+    /// must be read when it resumes, but EPOLLHUP is reported whatever the mask, so the
+    /// connection leaves the epoll set until then (``Lifecycle/hangUp()``).
+    @inlinable static var hungUp: Conditions { Conditions(rawValue: 1 << 1) }
+    /// ``ReactorContext/shutdownWrite(_:)`` was asked: shut down the write side once output
+    /// drains (``Lifecycle/requestShutdownWrite()``, done by ``Lifecycle/shutWrite()``).
+    @inlinable static var shutdownPending: Conditions { Conditions(rawValue: 1 << 2) }
+}
+
+/// What the reactor has done about a connection, beside its state: list membership, armed
+/// timers, places held. Not a state: the lifecycle neither reads nor writes it, and no
+/// transition depends on it.
+@usableFromInline
+struct Bookkeeping: OptionSet, Sendable {
     @usableFromInline let rawValue: UInt8
     @inlinable init(rawValue: UInt8) { self.rawValue = rawValue }
     /// In the reactor's dirty list, waiting to be settled.
-    @inlinable static var dirty: Marks { Marks(rawValue: 1 << 0) }
-    /// Close without flushing: the socket is broken, or time ran out.
-    @inlinable static var abort: Marks { Marks(rawValue: 1 << 1) }
-    /// EPOLLHUP arrived while only the handler had paused reading: what is still buffered
-    /// must be read when it resumes, but EPOLLHUP is reported whatever the mask, so the
-    /// connection leaves the epoll set until then.
-    @inlinable static var hungUp: Marks { Marks(rawValue: 1 << 2) }
+    @inlinable static var dirty: Bookkeeping { Bookkeeping(rawValue: 1 << 0) }
     /// The close deadline timer is armed.
-    @inlinable static var closeDeadlineArmed: Marks { Marks(rawValue: 1 << 3) }
+    @inlinable static var closeDeadlineArmed: Bookkeeping { Bookkeeping(rawValue: 1 << 1) }
     /// The send deadline timer is armed (``ReactorConfiguration/sendTimeout``).
-    @inlinable static var sendDeadlineArmed: Marks { Marks(rawValue: 1 << 4) }
-    /// Holds a place of the connection limit, given back at close. Connections from a
-    /// listener exempt from the limit, from connect(to:) or adopt(fd:) hold none.
-    @inlinable static var holdsLimitPlace: Marks { Marks(rawValue: 1 << 5) }
-    /// ``Reactor/shutdownWrite(_:)`` was asked: shut down the write side once output drains.
-    @inlinable static var shutdownPending: Marks { Marks(rawValue: 1 << 6) }
+    @inlinable static var sendDeadlineArmed: Bookkeeping { Bookkeeping(rawValue: 1 << 2) }
+    /// Holds a place of the connection limit, given back at close or when lingering starts.
+    /// Connections from a listener exempt from the limit, from connect(to:) or adopt(fd:) hold none.
+    @inlinable static var holdsLimitPlace: Bookkeeping { Bookkeeping(rawValue: 1 << 3) }
 }
 
 /// The epoll interest meaning "not in the epoll set at all". Never a real mask: the reactor
 /// uses neither EPOLLET nor any of the high flag bits.
 @usableFromInline let outOfEpollSet: UInt32 = .max
 
-/// A connection's state: phase, origin, read gate and marks, four bytes in its slot.
+/// A connection's state: phase, origin, read gate and conditions, four bytes in its slot.
+/// Only the transitions below change it.
 @usableFromInline
 struct Lifecycle: Equatable, Sendable {
-    @usableFromInline var phase: Phase
+    @usableFromInline private(set) var phase: Phase
     @usableFromInline let origin: Origin
-    @usableFromInline var gate: ReadGate
-    @usableFromInline var marks: Marks
+    @usableFromInline private(set) var gate: ReadGate
+    @usableFromInline private(set) var conditions: Conditions
 
+    /// A new connection: open if accepted, else connecting.
     @inlinable
-    init(origin: Origin, phase: Phase? = nil, gate: ReadGate = [], marks: Marks = []) {
+    init(origin: Origin) {
         self.origin = origin
-        self.phase = phase ?? (origin == .accepted ? .open : .connecting)
+        self.phase = origin == .accepted ? .open : .connecting
+        self.gate = []
+        self.conditions = []
+    }
+
+    /// Any state, for the tests' tables (the reactor starts every connection with
+    /// ``init(origin:)`` and moves it only by transitions).
+    init(origin: Origin, phase: Phase, gate: ReadGate = [], conditions: Conditions = []) {
+        self.origin = origin
+        self.phase = phase
         self.gate = gate
-        self.marks = marks
+        self.conditions = conditions
     }
 
     /// Whether the reactor reads: open, and nothing shuts the gate.
@@ -125,14 +153,14 @@ struct Lifecycle: Equatable, Sendable {
         switch phase {
         case .connecting:
             phase = .closing
-            marks.insert(.abort)
+            conditions.insert(.abort)
             return true
         case .open:
             phase = .closing
-            if abort { marks.insert(.abort) }
+            if abort { conditions.insert(.abort) }
             return true
         case .closing, .lingering:
-            if abort { marks.insert(.abort) }
+            if abort { conditions.insert(.abort) }
             return false
         case .closed:
             return false
@@ -142,12 +170,66 @@ struct Lifecycle: Equatable, Sendable {
     /// EPOLLHUP without EPOLLIN while the reactor is not reading. Returns true when the
     /// connection must close (both directions are gone and nothing more can be delivered);
     /// false when it only steps out of the epoll set until the handler resumes reading (see
-    /// ``Marks/hungUp``).
+    /// ``Conditions/hungUp``).
     @inlinable
     mutating func hangUp() -> Bool {
         guard phase == .open, gate == .handler else { return true }
-        marks.insert(.hungUp)
+        conditions.insert(.hungUp)
         return false
+    }
+
+    /// closing or lingering → closed at the next settle: the close deadline passed, or the
+    /// lingering peer sent EOF or failed. Returns false (and changes nothing) in other phases.
+    @inlinable
+    mutating func cut() -> Bool {
+        switch phase {
+        case .closing, .lingering:
+            conditions.insert(.abort)
+            return true
+        case .connecting, .open, .closed:
+            return false
+        }
+    }
+
+    /// The handler returned ``Action/pauseReading``: the gate shuts until it resumes.
+    @inlinable
+    mutating func pauseReading() { gate.insert(.handler) }
+
+    /// ``ReactorContext/resumeReading(_:)``: the handler's part of the gate opens (backpressure
+    /// and EOF keep theirs). A connection that hung up while paused is added back to the epoll
+    /// set by its interest, and reads what is left.
+    @inlinable
+    mutating func resumeReading() { gate.remove(.handler) }
+
+    /// read() returned 0: the peer sends nothing more; the gate stays shut for good.
+    @inlinable
+    mutating func readEOF() { gate.insert(.eof) }
+
+    /// ``ReactorContext/shutdownWrite(_:)``: shut down the write side once output drains.
+    @inlinable
+    mutating func requestShutdownWrite() { conditions.insert(.shutdownPending) }
+
+    /// The write side was shut down (the step ``Step/shutdownWrite``): nothing is pending any more.
+    @inlinable
+    mutating func shutWrite() {
+        precondition(phase == .open, "shutWrite() in phase \(phase)")
+        conditions.remove(.shutdownPending)
+    }
+
+    /// closing → lingering (the step ``Step/linger``): output flushed, the write side shut
+    /// down, the handler done; input is discarded until the peer closes.
+    @inlinable
+    mutating func linger() {
+        precondition(phase == .closing && !conditions.contains(.abort), "linger() in phase \(phase)")
+        phase = .lingering
+    }
+
+    /// → closed (the step ``Step/finish``, or an epoll refusal at install): the fd is closed
+    /// and the slot freed right after.
+    @inlinable
+    mutating func finish() {
+        precondition(phase != .closed, "finish() of a closed connection")
+        phase = .closed
     }
 
     /// Watermark backpressure: shut the gate above `high`, open it below `low`. Returns true
@@ -168,8 +250,9 @@ struct Lifecycle: Equatable, Sendable {
     enum Step: Equatable, Sendable {
         /// Nothing to do beyond its epoll interest.
         case stay
-        /// Closing with output pending: give the peer `closeTimeout` to take it.
-        case armCloseDeadline
+        /// Closing with output pending: let the peer take it, within `closeTimeout` (the
+        /// reactor arms that deadline once).
+        case flush
         /// closing → lingering: output flushed, the peer may still send.
         case linger
         /// → closed: tear it down.
@@ -184,16 +267,16 @@ struct Lifecycle: Equatable, Sendable {
     func step(hasOutput: Bool) -> Step {
         switch phase {
         case .closing:
-            if marks.contains(.abort) { return .finish }
-            if hasOutput { return marks.contains(.closeDeadlineArmed) ? .stay : .armCloseDeadline }
+            if conditions.contains(.abort) { return .finish }
+            if hasOutput { return .flush }
             // No linger after the peer's EOF (it already closed its side), nor for adopted fds
             // (pipes and terminals have no half-close and no reset to avoid).
             if gate.contains(.eof) || origin == .adopted { return .finish }
             return .linger
         case .lingering:
-            return marks.contains(.abort) ? .finish : .stay
+            return conditions.contains(.abort) ? .finish : .stay
         case .open:
-            return marks.contains(.shutdownPending) && !hasOutput ? .shutdownWrite : .stay
+            return conditions.contains(.shutdownPending) && !hasOutput ? .shutdownWrite : .stay
         case .connecting, .closed:
             return .stay
         }
@@ -211,7 +294,7 @@ struct Lifecycle: Equatable, Sendable {
         case .open:
             if gate.isEmpty { return hasOutput ? CEPOLL_IN | CEPOLL_OUT : CEPOLL_IN }
             if hasOutput { return CEPOLL_OUT }  // a write to a hung-up peer fails and closes it
-            return marks.contains(.hungUp) ? outOfEpollSet : 0
+            return conditions.contains(.hungUp) ? outOfEpollSet : 0
         case .closing:
             return hasOutput ? CEPOLL_OUT : 0
         case .lingering:
@@ -238,8 +321,8 @@ extension Reactor {
     @inlinable
     func markDirty(_ i: Int32) {
         let slot = slots[Int(i)]
-        guard !slot.pointee.life.marks.contains(.dirty) else { return }
-        slot.pointee.life.marks.insert(.dirty)
+        guard !slot.pointee.book.contains(.dirty) else { return }
+        slot.pointee.book.insert(.dirty)
         dirty.pointee.append(i)
     }
 
@@ -254,7 +337,7 @@ extension Reactor {
     func settleDirty() {
         while let i = dirty.pointee.popLast() {
             let slot = slots[Int(i)]
-            slot.pointee.life.marks.remove(.dirty)
+            slot.pointee.book.remove(.dirty)
             if slot.pointee.kind == .connection { settle(i) }
         }
     }
@@ -272,10 +355,10 @@ extension Reactor {
         if drained && slot.pointee.life.phase == .open { writable(i) }
         switch slot.pointee.life.step(hasOutput: slot.pointee.output != nil) {
         case .stay: break
-        case .armCloseDeadline: armCloseDeadline(i)
+        case .flush: if !slot.pointee.book.contains(.closeDeadlineArmed) { armCloseDeadline(i) }
         case .linger: startLinger(i)
         case .shutdownWrite:
-            slot.pointee.life.marks.remove(.shutdownPending)
+            slot.pointee.life.shutWrite()
             sys.shutdownWrite(slot.pointee.fd)
         case .finish:
             finishClose(i)
@@ -373,7 +456,7 @@ extension Reactor {
             let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
             handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state, reason: reason)
         }
-        slot.pointee.life.phase = .closed
+        slot.pointee.life.finish()
         if slot.pointee.wheelBucket >= 0 { wheelRemove(i) }
         if slot.pointee.life.origin == .adopted && slot.pointee.registered != outOfEpollSet {
             // An adopted fd may share its file description with other fds (a dup'd stdin, a
@@ -387,7 +470,7 @@ extension Reactor {
         }
         counters.pointee.open &-= 1
         counters.pointee.closed[reason.name, default: 0] += 1
-        if slot.pointee.life.marks.contains(.holdsLimitPlace) { configuration.connectionLimit?.release() }
+        if slot.pointee.book.contains(.holdsLimitPlace) { configuration.connectionLimit?.release() }
         let generation = slot.pointee.generation
         slot.deinitialize(count: 1)
         slot.pointee.generation = generation
@@ -405,11 +488,11 @@ extension Reactor {
         let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
         handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state,
                         reason: closeReasons[i] ?? peerClose(i, .eof))
-        slot.pointee.life.phase = .lingering
+        slot.pointee.life.linger()
         // A lingering connection is done: it counts against no limit (a peer that never closes
         // must not keep a place for the whole linger). Its fd is the only thing it still holds.
-        if slot.pointee.life.marks.contains(.holdsLimitPlace) {
-            slot.pointee.life.marks.remove(.holdsLimitPlace)
+        if slot.pointee.book.contains(.holdsLimitPlace) {
+            slot.pointee.book.remove(.holdsLimitPlace)
             configuration.connectionLimit?.release()
         }
         sys.shutdownWrite(slot.pointee.fd)
@@ -425,7 +508,7 @@ extension Reactor {
             case .bytes: continue
             case .wouldBlock: return
             case .eof, .failed:
-                slot.pointee.life.marks.insert(.abort)
+                _ = slot.pointee.life.cut()
                 markDirty(i)
                 return
             }
@@ -436,7 +519,7 @@ extension Reactor {
     @usableFromInline
     func armCloseDeadline(_ i: Int32) {
         let slot = slots[Int(i)]
-        slot.pointee.life.marks.insert(.closeDeadlineArmed)
+        slot.pointee.book.insert(.closeDeadlineArmed)
         _ = addTimer(after: configuration.closeTimeout.nanoseconds, interval: nil,
                      .closeDeadline(ConnectionID(index: i, generation: slot.pointee.generation)))
     }
@@ -447,12 +530,6 @@ extension Reactor {
     func closeDeadline(_ id: ConnectionID) {
         guard slots.isLive(id) else { return }
         let slot = slots[Int(id.index)]
-        switch slot.pointee.life.phase {
-        case .closing, .lingering:
-            slot.pointee.life.marks.insert(.abort)
-            markDirty(id.index)
-        case .connecting, .open, .closed:
-            break
-        }
+        if slot.pointee.life.cut() { markDirty(id.index) }
     }
 }

@@ -51,7 +51,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// per datagram wakeup, callgrind) buys nothing.
     @exclusivity(unchecked) @usableFromInline var datagrams = DatagramSockets()
     /// Connections whose state changed since they were last settled (each once: see
-    /// ``Marks/dirty``). Drained by `settleDirty`, never inside a handler callback.
+    /// ``Bookkeeping/dirty``). Drained by `settleDirty`, never inside a handler callback.
     /// Behind a pointer, like `hot`: the loop checks it after every event, and a class property
     /// would cost a dynamic exclusivity check there.
     @usableFromInline let dirty: UnsafeMutablePointer<[Int32]>
@@ -183,7 +183,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     }
 
     /// What callbacks get as ``Connection/context``: this reactor, narrowed to what code on its
-    /// thread may do.
+    /// thread may do; the one way to reach a connection by id (write, close, resume, …).
     public var context: ReactorContext<Handler> { ReactorContext(self) }
 
     // MARK: registration
@@ -342,7 +342,7 @@ public final class Reactor<Handler: ConnectionHandler> {
                 guard n == readBuffer.count, slot.pointee.life.isReading else { return }
                 if let out = slot.pointee.output, out.count > configuration.highWatermark { return }
             case .eof:
-                slot.pointee.life.gate.insert(.eof)
+                slot.pointee.life.readEOF()
                 markDirty(i)
                 let action = handler.onReadEOF(Connection(reactor: self, id: id), state: &slot.pointee.state)
                 apply(action, i)
@@ -362,7 +362,7 @@ public final class Reactor<Handler: ConnectionHandler> {
         case .continue:
             break
         case .pauseReading:
-            slots[Int(i)].pointee.life.gate.insert(.handler)
+            slots[Int(i)].pointee.life.pauseReading()
             markDirty(i)
         case .close(let reason):
             requestClose(i, reason, abort: false)
@@ -461,8 +461,8 @@ public final class Reactor<Handler: ConnectionHandler> {
     func startSendClock(_ i: Int32) {
         let slot = slots[Int(i)]
         slot.pointee.lastProgress = cepoll_monotonic_ns()
-        guard let timeout = configuration.sendTimeout, !slot.pointee.life.marks.contains(.sendDeadlineArmed) else { return }
-        slot.pointee.life.marks.insert(.sendDeadlineArmed)
+        guard let timeout = configuration.sendTimeout, !slot.pointee.book.contains(.sendDeadlineArmed) else { return }
+        slot.pointee.book.insert(.sendDeadlineArmed)
         _ = addConnectionTimer(i, after: timeout.nanoseconds, interval: nil, .sendDeadline)
     }
 
@@ -470,7 +470,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// progress for the whole timeout, else arm again for the new deadline.
     func sendDeadline(_ i: Int32, now: Int64) {
         let slot = slots[Int(i)]
-        slot.pointee.life.marks.remove(.sendDeadlineArmed)
+        slot.pointee.book.remove(.sendDeadlineArmed)
         guard let timeout = configuration.sendTimeout?.nanoseconds, slot.pointee.output != nil else { return }
         let due = slot.pointee.lastProgress + timeout
         if due <= now {
@@ -478,7 +478,7 @@ public final class Reactor<Handler: ConnectionHandler> {
             requestClose(i, .sendTimeout, abort: true)
             return
         }
-        slot.pointee.life.marks.insert(.sendDeadlineArmed)
+        slot.pointee.book.insert(.sendDeadlineArmed)
         _ = addConnectionTimer(i, after: due - now, interval: nil, .sendDeadline)
     }
 
@@ -533,7 +533,7 @@ public final class Reactor<Handler: ConnectionHandler> {
             return
         }
         slots[Int(id.index)].pointee.listener = Int16(truncatingIfNeeded: listener)
-        if holdsPlace { slots[Int(id.index)].pointee.life.marks.insert(.holdsLimitPlace) }
+        if holdsPlace { slots[Int(id.index)].pointee.book.insert(.holdsLimitPlace) }
         opened(id)
     }
 
@@ -545,27 +545,27 @@ public final class Reactor<Handler: ConnectionHandler> {
         apply(action, id.index)
     }
 
-    // MARK: the public connection API
+    // MARK: connections by id (public through ReactorContext, the one way to reach them)
 
     /// Writes to a connection from anywhere on the reactor's thread, for example to another
     /// connection from inside a callback (a broadcast). Returns ``WriteOutcome/closed`` when the
     /// connection is gone, so stale ids are harmless.
     @discardableResult
     @inlinable
-    public func write(to id: ConnectionID, _ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
+    func write(to id: ConnectionID, _ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
         guard slots.isLive(id) else { return .closed }
         return write(slot: id.index, bytes)
     }
 
     /// Writes the UTF-8 bytes of `text` to a connection (see ``write(to:_:)-(_,UnsafeRawBufferPointer)``).
     @discardableResult
-    public func write(to id: ConnectionID, _ text: String) -> WriteOutcome {
+    func write(to id: ConnectionID, _ text: String) -> WriteOutcome {
         var text = text
         return text.withUTF8 { write(to: id, UnsafeRawBufferPointer($0)) }
     }
 
     /// Bytes queued for a connection and not yet taken by the kernel (0 for a closed one).
-    public func pendingOutputBytes(_ id: ConnectionID) -> Int {
+    func pendingOutputBytes(_ id: ConnectionID) -> Int {
         guard slots.isLive(id) else { return 0 }
         return slots[Int(id.index)].pointee.output?.count ?? 0
     }
@@ -574,7 +574,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// byte, then EOF); with `discardingOutput` it is closed at once, which is how to drop a peer
     /// that does not read. A connection still connecting is abandoned (its queued bytes were
     /// never sent). Does nothing if the connection is gone.
-    public func close(_ id: ConnectionID, reason: CloseReason, discardingOutput: Bool = false) {
+    func close(_ id: ConnectionID, reason: CloseReason, discardingOutput: Bool = false) {
         guard slots.isLive(id) else { return }
         requestClose(id.index, reason, abort: discardingOutput)
     }
@@ -582,16 +582,16 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// Shuts down the writing side of a connection once its pending output is written: the
     /// peer sees EOF after the last byte, and the connection goes on reading until the peer
     /// closes too (a client telling a server it has sent everything). Does nothing if it is gone.
-    public func shutdownWrite(_ id: ConnectionID) {
+    func shutdownWrite(_ id: ConnectionID) {
         guard slots.isLive(id) else { return }
-        slots[Int(id.index)].pointee.life.marks.insert(.shutdownPending)
+        slots[Int(id.index)].pointee.life.requestShutdownWrite()
         markDirty(id.index)
     }
 
     /// Reads again from a connection paused with ``Action/pauseReading``.
-    public func resumeReading(_ id: ConnectionID) {
+    func resumeReading(_ id: ConnectionID) {
         guard slots.isLive(id) else { return }
-        slots[Int(id.index)].pointee.life.gate.remove(.handler)
+        slots[Int(id.index)].pointee.life.resumeReading()
         markDirty(id.index)
     }
 
@@ -604,7 +604,7 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// True while `id` names a connection of this reactor that is not yet closed (connecting,
     /// open, closing or lingering).
     @inlinable
-    public func isLive(_ id: ConnectionID) -> Bool { slots.isLive(id) }
+    func isLive(_ id: ConnectionID) -> Bool { slots.isLive(id) }
 
     // MARK: stopping
 

@@ -40,13 +40,13 @@ public struct ReactorContext<Handler: ConnectionHandler> {
     }
 
     /// Closes a connection: after flushing its output, or at once with `discardingOutput`
-    /// (see ``Reactor/close(_:reason:discardingOutput:)``). Does nothing if it is gone.
+    /// (see ``ReactorContext/close(_:reason:discardingOutput:)``). Does nothing if it is gone.
     public func close(_ id: ConnectionID, reason: CloseReason, discardingOutput: Bool = false) {
         reactor._withUnsafeGuaranteedRef { $0.close(id, reason: reason, discardingOutput: discardingOutput) }
     }
 
     /// Shuts down a connection's writing side once its output is flushed; it goes on reading
-    /// (see ``Reactor/shutdownWrite(_:)``).
+    /// (see ``ReactorContext/shutdownWrite(_:)``).
     public func shutdownWrite(_ id: ConnectionID) {
         reactor._withUnsafeGuaranteedRef { $0.shutdownWrite(id) }
     }

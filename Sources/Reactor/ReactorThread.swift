@@ -48,13 +48,16 @@ public enum ReactorThread {
 public final class ReactorStartGate: Sendable {
     /// What the reactor thread reported.
     public enum Outcome: Sendable {
+        /// It listens; the handle stops it or reads its statistics.
         case success(ReactorHandle)
+        /// It could not start, for this reason (a line for the user).
         case failure(String)
     }
 
     private let outcome = Mutex<Outcome?>(nil)
     private let semaphore = DispatchSemaphore(value: 0)
 
+    /// A gate nothing has passed yet: ``wait()`` blocks until ``succeed(_:)`` or ``fail(_:)``.
     public init() {}
 
     /// The reactor listens: `handle` stops it or reads its statistics.

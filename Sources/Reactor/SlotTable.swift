@@ -28,8 +28,12 @@ struct Slot<State> {
     /// Bumped each time the slot is taken, so events and ids of an earlier owner miss.
     @usableFromInline var generation: UInt32
     @usableFromInline var kind: SlotKind
-    /// The connection's phase, origin, read gate and marks (see Lifecycle.swift).
+    /// The connection's state: phase, origin, read gate and conditions (see Lifecycle.swift).
+    /// Written only through its transitions.
     @usableFromInline var life: Lifecycle
+    /// What the reactor has done about the connection (dirty list, deadlines, limit place),
+    /// kept apart from its state. One byte in what was padding: the slot is no larger.
+    @usableFromInline var book: Bookkeeping
     /// The epoll interest currently registered (or `outOfEpollSet`), so it changes only when it must.
     @usableFromInline var registered: UInt32
     /// Index in the reactor's listeners of the one that accepted this connection, or -1.
@@ -54,6 +58,7 @@ struct Slot<State> {
         self.generation = generation
         self.kind = .connection
         self.life = life
+        self.book = []
         self.registered = registered
         self.listener = -1
         self.lastActive = lastActive
@@ -89,7 +94,7 @@ struct SlotTable<State> {
 
     init(capacity: Int) {
         let bytes = max(capacity, 1) * MemoryLayout<Slot<State>>.stride
-        guard let raw = cepoll_mmap_anonymous(bytes) else {
+        guard let raw = Syscalls.mapAnonymous(bytes) else {
             fatalError("cannot map a connection table of \(bytes) bytes")
         }
         // A fresh anonymous mapping is zero-filled: every slot reads as kind .free, generation 0.
@@ -144,7 +149,7 @@ struct SlotTable<State> {
     }
 
     func unmap() {
-        munmap(UnsafeMutableRawPointer(base), byteCount)
+        Syscalls.unmap(UnsafeMutableRawPointer(base), byteCount)
         use.deallocate()
     }
 }

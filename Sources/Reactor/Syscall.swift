@@ -514,6 +514,9 @@ struct Syscalls {
         _ = try check(signals.withUnsafeBufferPointer { cepoll_signalfd_update(fd, $0.baseAddress, CInt($0.count)) }, "signalfd")
     }
 
+    /// signal(SIGPIPE, SIG_IGN) for the whole process.
+    static func ignoreSIGPIPE() { cepoll_ignore_sigpipe() }
+
     static func blockSignals(_ signals: [CInt]) {
         var set = sigset_t()
         _ = signals.withUnsafeBufferPointer { cepoll_block_signals($0.baseAddress, CInt($0.count), &set) }
@@ -601,16 +604,6 @@ struct Syscalls {
 
     static func unlink(_ path: String) { _ = Glibc.unlink(path) }
 
-    /// Calls `call` again while it fails with EINTR: for the blocking sendmsg and recvmsg of
-    /// the hand-over channel (HandOver.swift), outside any loop. Returns the last result, with
-    /// errno as that call left it (for ``check(_:_:)``).
-    static func retryingInterrupted(_ call: () -> Int) -> Int {
-        while true {
-            let n = call()
-            if n >= 0 || cepoll_errno() != EINTR { return n }
-        }
-    }
-
     static func chmod(_ path: String, _ mode: mode_t) throws(SyscallError) {
         _ = try check(Glibc.chmod(path, mode), "chmod(\(path), \(String(mode, radix: 8)))")
     }
@@ -674,30 +667,65 @@ struct Syscalls {
     /// any interposer. Linux frees the fd even on EINTR/EIO, so it is never retried.
     static func closeQuietly(_ fd: CInt) { _ = Glibc.close(fd) }
 
-    /// Writes all of `bytes` to `fd`, for command-line output on stdout and stderr: EINTR is
-    /// retried, and when the fd is non-blocking and full (a terminal shares its O_NONBLOCK flag
-    /// with a duplicate the reactor adopted) it waits with poll(2). Returns the errno of a
-    /// failure (EPIPE when the reader went away), or nil.
-    static func writeAll(_ bytes: UnsafeRawBufferPointer, to fd: CInt) -> Errno? {
-        guard var p = bytes.baseAddress else { return nil }
-        var left = bytes.count
-        while left > 0 {
-            let n = Glibc.write(fd, p, left)
-            if n > 0 {
-                p += n
-                left -= n
-                continue
-            }
-            let e = n < 0 ? cepoll_errno() : EIO
-            if e == EINTR { continue }
-            if e == EAGAIN {
-                var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-                _ = poll(&pfd, 1, -1)
-                continue
-            }
-            return Errno(rawValue: e)
+    // MARK: memory
+
+    /// An anonymous, zero-filled, private mapping of `length` bytes (MAP_NORESERVE: pages cost
+    /// memory only once touched), or nil when the kernel refuses it.
+    static func mapAnonymous(_ length: Int) -> UnsafeMutableRawPointer? {
+        cepoll_mmap_anonymous(length)
+    }
+
+    /// Gives back a mapping made by ``mapAnonymous(_:)``.
+    static func unmap(_ base: UnsafeMutableRawPointer, _ length: Int) {
+        _ = munmap(base, length)
+    }
+
+    // MARK: the hand-over channel (HandOver.swift)
+
+    /// A connected pair of close-on-exec `SOCK_SEQPACKET` Unix sockets.
+    static func seqpacketPair() throws(SyscallError) -> (CInt, CInt) {
+        var fds: [CInt] = [-1, -1]
+        _ = try check(socketpair(AF_UNIX, CInt(SOCK_SEQPACKET.rawValue) | CEPOLL_SOCK_CLOEXEC, 0, &fds), "socketpair")
+        return (fds[0], fds[1])
+    }
+
+    /// Clears FD_CLOEXEC on `fd`, so that a program this process starts inherits it.
+    static func clearCloseOnExec(_ fd: CInt) throws(SyscallError) {
+        _ = try check(fcntl(fd, F_SETFD, 0), "fcntl(F_SETFD)")
+    }
+
+    /// Sets SO_RCVTIMEO and SO_SNDTIMEO of a blocking socket to `milliseconds`.
+    static func setTimeouts(_ fd: CInt, milliseconds: Int64) throws(SyscallError) {
+        var tv = timeval(tv_sec: Int(milliseconds / 1000), tv_usec: Int((milliseconds % 1000) * 1000))
+        for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
+            _ = try check(setsockopt(fd, SOL_SOCKET, option, &tv, socklen_t(MemoryLayout<timeval>.size)), "setsockopt(SO_RCVTIMEO)")
         }
-        return nil
+    }
+
+
+    /// sendmsg(2) with MSG_NOSIGNAL on a blocking socket, EINTR retried. Returns the bytes sent.
+    /// - Throws: the errno of any other failure (EAGAIN after SO_SNDTIMEO), with `call` as its name.
+    static func sendMessage(_ fd: CInt, _ message: UnsafePointer<msghdr>, _ call: String = "sendmsg") throws(SyscallError) -> Int {
+        while true {
+            let n = Glibc.sendmsg(fd, message, CEPOLL_MSG_NOSIGNAL)
+            if n >= 0 { return n }
+            let e = cepoll_errno()
+            if e == EINTR { continue }
+            throw SyscallError(call: call, errno: Errno(rawValue: e))
+        }
+    }
+
+    /// recvmsg(2) with MSG_CMSG_CLOEXEC (received fds are close-on-exec) on a blocking socket,
+    /// EINTR retried. Returns the bytes received (0: the peer closed, unless fds came).
+    /// - Throws: the errno of any other failure (EAGAIN after SO_RCVTIMEO).
+    static func receiveMessage(_ fd: CInt, _ message: UnsafeMutablePointer<msghdr>) throws(SyscallError) -> Int {
+        while true {
+            let n = Glibc.recvmsg(fd, message, CInt(MSG_CMSG_CLOEXEC))
+            if n >= 0 { return n }
+            let e = cepoll_errno()
+            if e == EINTR { continue }
+            throw SyscallError(call: "recvmsg", errno: Errno(rawValue: e))
+        }
     }
 
     /// strerror, starting lowercase to fit in a sentence ("connection refused"), unless the

@@ -1,10 +1,14 @@
 import ArgumentParser
+import ClientAdmission
 import Glibc
 import Logging
 
 // Option types that every server executable of the package parses the same way.
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// `--max-connections-per-client N|auto|off`, as every server parses it.
+extension PerClientLimit: ExpressibleByArgument {}
 
 /// `--reactors N|auto`: how many reactor threads, a number or `auto` (one per online CPU).
 public struct ReactorCount: ExpressibleByArgument, Sendable {

@@ -488,7 +488,7 @@ final class Bench {
             let t = now()
             sendTimes[index * ring] = t
             peer.pointee.waitingSince = t
-            reactor.write(to: id, payload.piece(at: peer.pointee.start + peer.pointee.sent, count: settings.size))
+            reactor.context.write(to: id, payload.piece(at: peer.pointee.start + peer.pointee.sent, count: settings.size))
             peer.pointee.sent += settings.size
             probed += 1
         }

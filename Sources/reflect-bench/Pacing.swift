@@ -62,7 +62,7 @@ extension Bench {
         if left > 0 && peer.pointee.sent == peer.pointee.received { peer.pointee.waitingSince = t }
         while left > 0 {
             let piece = payload.piece(at: peer.pointee.start + peer.pointee.sent, count: left)
-            reactor.write(to: id, piece)
+            reactor.context.write(to: id, piece)
             peer.pointee.sent += piece.count
             left -= piece.count
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import Reactor
+import ServerKit
 import ToolSupport
 
 extension Scenario: ExpressibleByArgument {}
@@ -317,7 +318,7 @@ struct ReflectBench: ParsableCommand {
             settings.size = udpSize
             settings.maxLossPercent = maxLoss
         }
-        let fdLimit = raiseFileLimit()
+        let fdLimit = FileLimit.raiseToHard().after
         // Our own fds (epoll, timer, wake-up, signal, stdio: a few per thread) need some more.
         guard settings.connections + 16 * threads <= fdLimit else {
             throw fail("\(settings.connections) connections need more fds than the limit of \(fdLimit) (ulimit -n)")
@@ -360,16 +361,6 @@ struct ReflectBench: ParsableCommand {
         return close(fd) == 0
     }
 
-    /// Raises the soft fd limit to the hard one and returns it.
-    func raiseFileLimit() -> Int {
-        var limit = rlimit()
-        guard getrlimit(CInt(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max
-            _ = setrlimit(CInt(RLIMIT_NOFILE.rawValue), &limit)
-        }
-        return Int(clamping: limit.rlim_cur)
-    }
 
     func fail(_ message: String) -> ExitCode {
         writeAll("reflect-bench: error: \(message)\n", to: 2)

@@ -1,6 +1,7 @@
 import Glibc
 import Histogram
 import Reactor
+import ServerKit
 
 /// The outcome of a run, as printed at the end.
 struct Summary {

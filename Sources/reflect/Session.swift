@@ -1,5 +1,6 @@
 import Glibc
 import Reactor
+import ServerKit
 import SystemPackage
 
 /// Which end of the client a connection of the reactor is.

@@ -1,5 +1,6 @@
 import Glibc
 import Reactor
+import ServerKit
 import SystemPackage
 
 /// Where the client's input comes from.

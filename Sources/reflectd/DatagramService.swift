@@ -2,6 +2,7 @@ import ArgumentParser
 import Echo
 import Glibc
 import Reactor
+import ServerKit
 
 /// reflectd's UDP echo (`--udp`): which address each reactor binds, and the safety settings every
 /// reactor's ``DatagramEcho`` gets. Off by default: a UDP echo on every interface is a reflector
@@ -42,6 +43,15 @@ struct DatagramService: Sendable {
         let drops = DatagramDrop.allCases.map { "\($0)=\(total.datagramDrops[$0])" }.joined(separator: " ")
         return "udp: datagrams_in=\(total.datagramsIn) datagrams_out=\(total.datagramsOut) "
             + "udp_bytes_in=\(total.datagramBytesIn) udp_bytes_out=\(total.datagramBytesOut) dropped: \(drops)"
+    }
+    /// The UDP echo's series on the metrics endpoint.
+    static func series(_ total: ReactorStatistics, _ out: inout MetricsText) {
+        out.metric("udp_datagrams_received_total", "counter", "Datagrams received by the UDP echo (--udp).", [("", total.datagramsIn)])
+        out.metric("udp_datagrams_sent_total", "counter", "Datagrams echoed (taken by the kernel).", [("", total.datagramsOut)])
+        out.metric("udp_bytes_received_total", "counter", "Payload bytes of the datagrams received.", [("", total.datagramBytesIn)])
+        out.metric("udp_bytes_sent_total", "counter", "Payload bytes of the datagrams echoed.", [("", total.datagramBytesOut)])
+        out.metric("udp_datagrams_dropped_total", "counter", "Datagrams not echoed, by reason.",
+                   DatagramDrop.allCases.map { ("{reason=\"\($0)\"}", total.datagramDrops[$0]) })
     }
 }
 

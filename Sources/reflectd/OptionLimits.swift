@@ -17,8 +17,7 @@ enum OptionLimits {
     /// last one quietly winning.
     static let singleValue = ["host", "port", "unix", "backlog", "reactors", "max-connections", "idle-timeout",
                               "keepalive", "metrics-port", "log-level", "exit-line", "exit-hold-ms",
-                              "unix-mode", "send-timeout", "max-connections-per-client",
-                              "proxy-protocol-from", "metrics-host", "udp-port", "udp-rate", "udp-refuse-ports"]
+                              "unix-mode", "send-timeout", "metrics-host", "udp-port", "udp-rate", "udp-refuse-ports"] + AdmissionOptions.singleValue
 }
 
 extension Reflectd {

@@ -1,9 +1,11 @@
 import ArgumentParser
+import ClientAdmission
 import Echo
 import Glibc
 import Logging
 import NonBlockingLog
 import Reactor
+import ServerKit
 import ToolSupport
 
 /// A Unix socket file's permission bits, in octal (`0660`, `660`, `0o660`).
@@ -64,14 +66,8 @@ struct Reflectd: ParsableCommand {
     @Option(parsing: .unconditional, help: "Most connections open at once (whole process); more are accepted and closed at once.")
     var maxConnections: Int?
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("Most connections open at once from one client address (IPv6: one /64; behind --proxy-protocol, the address in the PROXY header); more are refused at once with reason `limit`. `auto`: 90 % of the connections the fd limit leaves room for, so one address never takes every fd (none under a lower --max-connections); `off`: no limit.", valueName: "n|auto|off"))
-    var maxConnectionsPerClient: PerClientLimit = .auto
-
-    @Flag(help: "Every connection starts with a PROXY protocol v1 or v2 header (HAProxy `send-proxy`/`send-proxy-v2`): logs and --max-connections-per-client see the client's address. A missing, malformed or late (3 s) header closes the connection with reason `proxy`. Trust it only from your balancers: see --proxy-protocol-from.")
-    var proxyProtocol = false
-
-    @Option(parsing: .unconditional, help: ArgumentHelp("With --proxy-protocol: the only sources that may send a PROXY header, as comma-separated addresses and CIDR prefixes (IPv4 and IPv6, e.g. `10.0.0.0/8,2001:db8::/32,127.0.0.1`). A connection from anywhere else is refused at once with reason `proxy` and logged with its real address. Unix-socket peers are trusted.", valueName: "list"))
-    var proxyProtocolFrom: String?
+    /// --max-connections-per-client, --proxy-protocol, --proxy-protocol-from.
+    @OptionGroup var admission: AdmissionOptions
 
     @Option(parsing: .unconditional, help: "Close connections with no traffic in either direction for this many seconds.")
     var idleTimeout: Int?
@@ -133,16 +129,6 @@ struct Reflectd: ParsableCommand {
         if let maxConnections, maxConnections <= 0 {
             throw ValidationError("--max-connections must be positive, got \(maxConnections)")
         }
-        if proxyProtocolFrom != nil && !proxyProtocol {
-            throw ValidationError("--proxy-protocol-from needs --proxy-protocol")
-        }
-        if let proxyProtocolFrom {
-            do {
-                _ = try AddressPrefixList(parsing: proxyProtocolFrom)
-            } catch {
-                throw ValidationError("--proxy-protocol-from: \(error)")
-            }
-        }
         if metricsHost != nil && metricsPort == nil {
             throw ValidationError("--metrics-host needs --metrics-port")
         }
@@ -178,12 +164,7 @@ struct Reflectd: ParsableCommand {
         Server.blockSignals()
         // Before the first log line: a stderr whose reader went away must give EPIPE, not SIGPIPE.
         Signals.ignoreSIGPIPE()
-        let queue = LogQueue(fd: 2, label: "reflectd")
-        queue.start()
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            QueuedLogHandler(label: label, queue: queue, logLevel: level)
-        }
+        let queue = QueuedLogHandler.bootstrap(label: "reflectd", logLevel: logLevel)
         do {
             try Server(options: self, logQueue: queue).run()
         } catch let failure as StartupFailure {
@@ -203,9 +184,4 @@ struct Reflectd: ParsableCommand {
 /// A reason reflectd cannot start, in words for the user.
 struct StartupFailure: Error {
     let message: String
-}
-
-/// Unbuffered writes, so a line is out before anything that follows (a crash, a signal).
-enum Output {
-    static func write(_ text: String, to fd: CInt) { UnbufferedOutput.write(text, to: fd) }
 }

@@ -1,9 +1,11 @@
+import ClientAdmission
 import Dispatch
 import Echo
 import Glibc
 import Logging
 import NonBlockingLog
 import Reactor
+import ServerKit
 import Synchronization
 
 /// Starts the reactors, one per thread, and runs until a signal stops them.
@@ -17,17 +19,14 @@ struct Server {
     /// Where log lines wait for stderr (for the drop count).
     let logQueue: LogQueue?
 
-    /// Signals that stop the server: the first gracefully, a second at once.
-    static let stopSignals: [CInt] = [SIGTERM, SIGINT, SIGQUIT]
-    /// Signals answered with a log line instead of their default action (which kills the process).
-    static let noticeSignals: [CInt] = [SIGHUP, SIGALRM, SIGUSR1, SIGUSR2]
+    /// The kit's signal policy (``SignalPolicy``): SIGTERM, SIGINT, SIGQUIT stop the server.
+    static let stopSignals = SignalPolicy.stopSignals
+    /// SIGHUP, SIGALRM, SIGUSR1 get a log line, SIGUSR2 an upgrade.
+    static let noticeSignals = SignalPolicy.noticeSignals
 
-    /// Blocks every signal the server handles. Call it on the main thread before any other thread
-    /// starts (the log writer included), so that they all inherit the mask and the signals reach
-    /// only reactor 0's signalfd: a thread that did not block SIGQUIT would let the Swift
-    /// runtime's backtracer print a crash banner for it.
+    /// Blocks every signal the server handles (``SignalPolicy/block()``), before any other thread starts.
     static func blockSignals() {
-        Signals.block(stopSignals + noticeSignals)
+        SignalPolicy.block()
     }
 
     /// Where reactors get their listening sockets.
@@ -68,7 +67,9 @@ struct Server {
         if let metricsPort = options.metricsPort {
             let address = try resolve(options.metricsHost ?? options.host, metricsPort,
                                       what: options.metricsHost == nil ? "--host" : "--metrics-host")
-            metrics = MetricsEndpoint(address: address, registry: registry)
+            metrics = MetricsEndpoint(prefix: "reflectd_", address: address, registry: registry)
+            metrics?.closeReasons = ["eof", "exit", "reset", "error", "shutdown", "timeout", "limit"]
+            metrics?.protocolSeries = DatagramService.series
             metrics?.logLinesDropped = { [logQueue] in logQueue?.droppedTotal ?? 0 }
             metrics?.carried = takeOver?.statistics ?? ReactorStatistics()
             metrics?.readiness = readiness
@@ -77,16 +78,15 @@ struct Server {
 
         // Reactor 0, on this thread.
         let clientLimit = perClientLimit(capacity: capacity)
-        metrics?.clientLimit = clientLimit
-        let proxyProtocol = options.proxyProtocol
-        let proxyFrom = try options.proxyProtocolFrom.map { text in
-            do { return try AddressPrefixList(parsing: text) } catch {
-                throw StartupFailure(message: "invalid --proxy-protocol-from: \(error)")
-            }
+        metrics?.clientLimitRejections = clientLimit.map { limit in { limit.rejected } }
+        let admission: AdmissionPolicy
+        do {
+            admission = try options.admission.policy(clientLimit: clientLimit)
+        } catch {
+            throw StartupFailure(message: "invalid --proxy-protocol-from: \(error)")
         }
         let exitLine = options.exitLinePolicy
-        let main = try make(ServerHandler(logger: logger, metrics: metrics, exitLine: exitLine,
-                                          proxyProtocol: proxyProtocol, proxyFrom: proxyFrom, clientLimit: clientLimit), configuration)
+        let main = try make(ServerHandler(logger: logger, metrics: metrics, exitLine: exitLine, admission: admission), configuration)
         registry.add(main.handle)
         var announced = try listen(main, listeners, index: 0)
         let datagrams = DatagramService(options: options)
@@ -107,45 +107,30 @@ struct Server {
         // Reactors 1..<count, each created, bound and run on its own thread.
         var installed = takeOver?.install(on: main, index: 0, of: count, policy: options.exitLinePolicy, logger: logger) ?? 0
         upgrader.add(ReactorPort(index: 0, reactor: main))
-        var threads: [pthread_t] = []
         let installedByOthers = InstallCount()
-        for index in 1..<max(count, 1) {
-            let started = ReactorStartGate()
-            let backlog = options.backlog
-            let thread = ReactorThread.spawn { [configuration, listeners, logger, clientLimit] in
-                do {
-                    let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil, exitLine: exitLine,
-                                                                     proxyProtocol: proxyProtocol, proxyFrom: proxyFrom,
-                                                                     clientLimit: clientLimit),
-                                              configuration: configuration)
-                    _ = try Server.listenOn(reactor, listeners, index: index, shared: true, backlog: backlog)
-                    _ = try Server.serveDatagrams(reactor, listeners, index: index, service: datagrams, address: udp, shared: true)
-                    if let takeOver {
-                        installedByOthers.add(takeOver.install(on: reactor, index: index, of: count, policy: exitLine, logger: logger))
-                    }
-                    upgrader.add(ReactorPort(index: index, reactor: reactor))
-                    started.succeed(reactor.handle)
-                    reactor.run()
-                } catch let failure as ListenFailure {
-                    started.fail(failure.message)
-                } catch {
-                    started.fail("\(error)")
+        let group = ReactorGroup()
+        let backlog = options.backlog
+        do {
+            try group.start(1..<max(count, 1)) { [configuration, listeners, logger, admission] index in
+                let reactor = try Reactor(handler: ServerHandler(logger: logger, metrics: nil, exitLine: exitLine, admission: admission),
+                                          configuration: configuration)
+                _ = try Server.listenOn(reactor, listeners, index: index, shared: true, backlog: backlog)
+                _ = try Server.serveDatagrams(reactor, listeners, index: index, service: datagrams, address: udp, shared: true)
+                if let takeOver {
+                    installedByOthers.add(takeOver.install(on: reactor, index: index, of: count, policy: exitLine, logger: logger))
                 }
+                upgrader.add(ReactorPort(index: index, reactor: reactor))
+                return reactor
             }
-            guard let thread else {
-                registry.all.forEach { $0.stopNow() }
-                threads.forEach { pthread_join($0, nil) }
+        } catch {
+            switch error {
+            case .noThread(let index):
                 throw StartupFailure(message: "cannot start reactor thread \(index): pthread_create failed (the process or user may be at its thread limit)")
-            }
-            threads.append(thread)
-            switch started.wait() {
-            case .success(let handle): registry.add(handle)
-            case .failure(let message):
-                registry.all.forEach { $0.stopNow() }
-                threads.forEach { pthread_join($0, nil) }
+            case .failed(let index, let message):
                 throw StartupFailure(message: "reactor \(index) could not start: \(message)")
             }
         }
+        group.handles.forEach(registry.add)
 
         let others = Array(registry.all.dropFirst())
         do {
@@ -187,15 +172,14 @@ struct Server {
                 }
             }
         } catch {
-            others.forEach { $0.stopNow() }
-            threads.forEach { pthread_join($0, nil) }
+            group.stopNow()
             throw StartupFailure(message: "cannot receive signals: \(error)")
         }
         if announced.isEmpty { announced = main.listeningAddresses }
         warnIfProxyTrustsAnyone(announced, metrics: metrics?.address)
-        for address in announced { Output.write("listening on \(address)\n", to: 1) }
-        for address in announcedUDP { Output.write(DatagramService.announcement(address), to: 1) }
-        if let metrics { Output.write("metrics on http://\(metrics.address)/metrics\n", to: 1) }
+        for address in announced { UnbufferedOutput.write("listening on \(address)\n", to: 1) }
+        for address in announcedUDP { UnbufferedOutput.write(DatagramService.announcement(address), to: 1) }
+        if let metrics { UnbufferedOutput.write("metrics on http://\(metrics.address)/metrics\n", to: 1) }
         if let takeOver {
             installed += installedByOthers.value
             takeOver.confirm(installed: installed, logger: logger)
@@ -214,7 +198,7 @@ struct Server {
                 logger.notice("upgrade: forwarded \(StopForwarding.forwarded) stop signal(s) that reached this process after the hand-over to pid \(child)")
             }
         }
-        for thread in threads { pthread_join(thread, nil) }
+        group.join()
         let total = registry.all.map(\.latestStatistics).reduce(ReactorStatistics(), +)
         logger.info("stopped", metadata: ["accepted": "\(total.accepted)"])
     }
@@ -254,8 +238,8 @@ struct Server {
     /// the fd limit leaves), logged at notice when it is the default. The default guards the fd
     /// limit only: under a --max-connections it would never bind, it is not set at all.
     private func perClientLimit(capacity: Int) -> ClientLimit? {
-        guard let maximum = options.maxConnectionsPerClient.maximum(capacity: capacity) else { return nil }
-        if options.maxConnectionsPerClient == .auto {
+        guard let maximum = options.admission.maxConnectionsPerClient.maximum(capacity: capacity) else { return nil }
+        if options.admission.maxConnectionsPerClient == .auto {
             if let cap = options.maxConnections, cap <= maximum { return nil }
             logger.notice("at most \(maximum) connections per client address (--max-connections-per-client auto: \(PerClientLimit.autoPercent) % of the \(capacity) the fd limit leaves room for; set a lower number for a public server, or `off`)")
         }
@@ -265,7 +249,7 @@ struct Server {
     /// `--proxy-protocol` believes any source's PROXY header unless --proxy-protocol-from says
     /// whose: warn when that is so on an address other hosts can reach.
     private func warnIfProxyTrustsAnyone(_ announced: [SocketAddress], metrics: SocketAddress?) {
-        guard options.proxyProtocol, options.proxyProtocolFrom == nil else { return }
+        guard options.admission.proxyProtocol, options.admission.proxyProtocolFrom == nil else { return }
         let exposed = announced.filter { address in
             !address.isUnix && address.port != metrics?.port && !Server.isLoopback(address)
         }
@@ -461,14 +445,8 @@ struct Server {
     }
 }
 
-/// Stop signals received so far, counted on reactor 0's thread: the first stops gracefully, a
-/// second at once.
-final class StopCount {
-    private var count = 0
-    func next() -> Int { count += 1; return count }
-}
-
 /// A listener that could not be set up, in words naming its address, path or fd.
-struct ListenFailure: Error {
+struct ListenFailure: Error, CustomStringConvertible {
     let message: String
+    var description: String { message }
 }

@@ -1,7 +1,9 @@
+import ClientAdmission
 import Echo
 import Glibc
 import Logging
 import Reactor
+import ServerKit
 import ZeroDropUpgrade
 
 // reflectd's part of the zero-drop upgrade (the protocol is the ZeroDropUpgrade product's): which

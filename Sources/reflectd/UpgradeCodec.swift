@@ -1,3 +1,4 @@
+import ClientAdmission
 import Echo
 import Reactor
 import ZeroDropUpgrade

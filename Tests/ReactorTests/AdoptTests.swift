@@ -99,7 +99,7 @@ final class AdoptTests: XCTestCase {
             close(w)
         }
         reactor.schedule(after: .milliseconds(400)) {
-            if let id = recorder.id { reactor.resumeReading(id) }
+            if let id = recorder.id { reactor.context.resumeReading(id) }
         }
         reactor.schedule(after: .milliseconds(900)) { reactor.handle.stop() }
         reactor.run()

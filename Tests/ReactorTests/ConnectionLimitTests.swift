@@ -21,7 +21,7 @@ final class ConnectionLimitTests: XCTestCase {
         var secondInboundEnded: StreamEnd?
         let first = try TestSocket.connect(port: bound.port ?? 0)
         reactor.schedule(after: .milliseconds(200)) {
-            reactor.close(outbound, reason: CloseReason("done"), discardingOutput: true)
+            reactor.context.close(outbound, reason: CloseReason("done"), discardingOutput: true)
         }
         reactor.schedule(after: .milliseconds(400)) {
             countAfterOutboundClose = limit.count

@@ -1,7 +1,7 @@
 // --proxy-protocol-from's list (issue 19.3): addresses and CIDR prefixes, IPv4 and IPv6, with
 // IPv4-mapped peers matched as IPv4, and every malformed entry refused with its reason.
 
-import Echo
+import ClientAdmission
 import Reactor
 import XCTest
 

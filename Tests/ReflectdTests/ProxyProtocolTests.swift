@@ -1,8 +1,8 @@
-// The PROXY protocol parser (Echo/ProxyProtocol.swift) and the per-client table
-// (Echo/ClientLimit.swift), as unit tests: every header form, every split of header and data,
+// The PROXY protocol parser (ClientAdmission/ProxyProtocol.swift) and the per-client table
+// (ClientAdmission/ClientLimit.swift), as unit tests: every header form, every split of header and data,
 // every malformed form, and the table's memory bound.
 
-import Echo
+import ClientAdmission
 import Foundation
 import Glibc
 import XCTest

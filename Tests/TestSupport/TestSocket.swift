@@ -72,6 +72,14 @@ public final class TestSocket: @unchecked Sendable {
         return try connect(address, timeout: timeout, name: "\(host):\(port)", source: source, receiveBuffer: receiveBuffer)
     }
 
+    /// Connects from the local address `source` (another loopback address, such as 127.0.0.2, is
+    /// another client): the same as ``connect(host:port:from:timeout:receiveBuffer:)``, under the
+    /// argument order tests written before it use.
+    public static func connect(host: String = "127.0.0.1", port: Int, timeout: Double = 5, receiveBuffer: Int? = nil,
+                               source: String) throws -> TestSocket {
+        try connect(host: host, port: port, from: source, timeout: timeout, receiveBuffer: receiveBuffer)
+    }
+
     /// Connects to the Unix-domain socket at `path` within `timeout` seconds.
     public static func connect(unixPath path: String, timeout: Double = 5) throws -> TestSocket {
         try connect(LoopbackSockets.unixAddress(path), timeout: timeout, name: path)

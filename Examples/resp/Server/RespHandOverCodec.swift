@@ -1,33 +1,45 @@
+import ClientAdmission
 import RESP
 import Reactor
 import ZeroDropUpgrade
 
 /// resp-server's per-connection state across an upgrade: a flags byte (1: parked, its replies
-/// behind, requests kept to go on with once they drain), then the bytes its framer holds (a
-/// half-read request, or pipelined requests not run yet; ``RequestFramer/handOverBytes``). The
-/// framer's parser starts over on them in the new process. Nothing else travels: the
-/// `--maxmemory-clients` accounting starts afresh there (``RespUpgrade``).
+/// behind, requests kept to go on with once they drain; 2: it holds a place under
+/// `--max-connections-per-client`, whose key follows as a marker byte and 8 bytes little-endian,
+/// ``ClientKey/handOver``), then the bytes its framer holds (a half-read request, or pipelined
+/// requests not run yet; ``RequestFramer/handOverBytes``). The framer's parser starts over on them
+/// in the new process, which takes the place again (``RespUpgrade/adopt``). Nothing else travels:
+/// the `--maxmemory-clients` accounting starts afresh there (``RespUpgrade``). Metrics
+/// connections and connections still sending their PROXY header stay behind.
 struct RespHandOverCodec: HandOverCodec {
+    static let parked: UInt8 = 1
+    static let holdsPlace: UInt8 = 2
+
     func encode(_ state: RespConnection) -> [UInt8] {
-        [state.parked ? 1 : 0] + state.framer.handOverBytes
+        var bytes: [UInt8] = [(state.parked ? Self.parked : 0) | (state.admission.place == nil ? 0 : Self.holdsPlace)]
+        if let place = state.admission.place {
+            let (marker, value) = place.handOver
+            bytes.append(marker)
+            withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+        }
+        return bytes + state.framer.handOverBytes
     }
 
     func decode(_ bytes: ArraySlice<UInt8>, peer: SocketAddress) throws(UpgradeError) -> RespConnection {
-        guard let flags = bytes.first, flags <= 1 else {
+        guard let flags = bytes.first, flags <= Self.parked | Self.holdsPlace else {
             throw UpgradeError("invalid resp-server connection state (flags \(bytes.first.map(String.init) ?? "missing"))")
         }
         var state = RespConnection()
-        state.parked = flags == 1
-        state.framer = RequestFramer(handOverBytes: Array(bytes.dropFirst()))
+        state.parked = flags & Self.parked != 0
+        var rest = bytes.dropFirst()
+        if flags & Self.holdsPlace != 0 {
+            guard rest.count >= 9, let key = ClientKey(handOverMarker: rest.first!,
+                                                       value: rest.dropFirst().prefix(8).reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+            else { throw UpgradeError("invalid resp-server connection state (client key)") }
+            state.admission.restore(place: key)
+            rest = rest.dropFirst(9)
+        }
+        state.framer = RequestFramer(handOverBytes: Array(rest))
         return state
-    }
-}
-
-extension RespHandler {
-    /// A parked connection handed over by an upgrade (or taken back after a failed one) goes on
-    /// with the requests it kept on this timer (``RespUpgrade/resume``): its backpressure did
-    /// not travel, so no drain would call ``onWritable(_:state:)`` for it.
-    func onTimer(_ timer: TimerID, connection: borrowing Connection<Self>, state: inout RespConnection) -> Action {
-        onWritable(connection, state: &state)
     }
 }

@@ -1,6 +1,8 @@
+import ClientAdmission
 import Logging
 import RESP
 import Reactor
+import ServerKit
 
 /// The connection's state: where its byte stream is in the protocol. Between requests it is a
 /// few integers and a nil stash, so an idle connection owns no heap memory.
@@ -12,6 +14,10 @@ struct RespConnection {
     /// Its buffers are counted in ``ClientMemory`` (it held something after its last event), so
     /// the next event must update them even if they are empty now.
     var holdsMemory = false
+    /// The PROXY header and the client's place under --max-connections-per-client (RespAdmission.swift).
+    var admission = AdmissionGate()
+    /// Present on a connection to --metrics-port (routed in RespAdmission.swift), which speaks HTTP, not RESP.
+    var metrics: MetricsRequest?
 }
 
 /// The Redis protocol as a ``ConnectionHandler``: each read is cut into requests, the requests
@@ -26,8 +32,16 @@ struct RespHandler: ConnectionHandler {
 
     func onRead(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>,
                 state: inout RespConnection) -> Action {
+        if _slowPath(state.admission.isWaiting) { return readHeader(bytes, connection: connection, state: &state) }
+        if _slowPath(state.metrics != nil) { return context.metrics!.read(bytes, connection: connection, request: state.metrics!) }
+        return serve(bytes, connection: connection, state: &state)
+    }
+
+    /// The protocol's bytes: requests, run and answered.
+    func serve(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<Self>,
+               state: inout RespConnection) -> Action {
         let context = context
-        context.begin(connection.id, on: connection.loop, query: state.framer.stashedBytes)
+        context.begin(connection.id, on: connection.context, query: state.framer.stashedBytes)
         let result = state.framer.feed(bytes, scratch: context.scratch) { context.handle($0) }
         let action = context.finish(result)
         if case .pauseReading = action { state.parked = true }
@@ -40,11 +54,11 @@ struct RespHandler: ConnectionHandler {
         let context = context
         guard state.parked else {
             // The replies drained: what it holds is less now.
-            context.loop = connection.loop
+            context.loop = connection.context
             return context.account(.continue, connection.id, query: state.framer.stashedBytes, holdsMemory: &state.holdsMemory)
         }
         state.parked = false
-        context.begin(connection.id, on: connection.loop, query: state.framer.stashedBytes)
+        context.begin(connection.id, on: connection.context, query: state.framer.stashedBytes)
         let result = state.framer.resume(scratch: context.scratch) { context.handle($0) }
         let action = context.finish(result)
         switch action {
@@ -56,9 +70,14 @@ struct RespHandler: ConnectionHandler {
     }
 
     func onClose(_ connection: borrowing Connection<Self>, state: inout RespConnection, reason: CloseReason) {
+        if let request = state.metrics {
+            context.metrics?.closed(reason, request: request, connection: connection)
+            return
+        }
         // Not only if `holdsMemory`: a reply may have been counted in the event that closed it.
         if context.memory.isOn { context.memory.forget(connection.id) }
-        context.logger.debug("closed \(connection.peer) reason=\(reason)")
+        context.logger.debug("closed \(state.admission.name(peer: connection.peer)) reason=\(reason)")
+        state.admission.close(policy: context.admission)
     }
 }
 
@@ -85,16 +104,21 @@ final class RespContext: ReplyDrain {
     /// `--maxmemory-clients`, this reactor's share.
     let memory: ClientMemory
     let evictions: EvictionCount
+    /// --proxy-protocol, --proxy-protocol-from and --max-connections-per-client.
+    let admission: AdmissionPolicy
+    /// --metrics-port, on reactor 0 only.
+    let metrics: MetricsEndpoint?
 
     // The connection being served, set by `begin`.
-    @exclusivity(unchecked) unowned(unsafe) var loop: Reactor<RespHandler>!
+    @exclusivity(unchecked) var loop: ReactorContext<RespHandler>!
     @exclusivity(unchecked) var current: ConnectionID!
     @exclusivity(unchecked) var closeReason: CloseReason?
     /// The current connection's query buffer when its event began.
     @exclusivity(unchecked) var currentQuery = 0
 
     init(keyspace: Keyspace, limits: RequestLimits, maxMemory: Int, maxOutput: Int, maxClientMemory: Int,
-         evictions: EvictionCount, configuration: ReactorConfiguration, logger: Logger) {
+         evictions: EvictionCount, admission: AdmissionPolicy = AdmissionPolicy(), metrics: MetricsEndpoint? = nil,
+         configuration: ReactorConfiguration, logger: Logger) {
         self.keyspace = keyspace
         scratch = ParserScratch(limits: limits)
         engine = CommandEngine(keyspace: keyspace, reply: reply, maxMemory: maxMemory)
@@ -103,13 +127,15 @@ final class RespContext: ReplyDrain {
         lowWatermark = configuration.lowWatermark
         memory = ClientMemory(limit: maxClientMemory)
         self.evictions = evictions
+        self.admission = admission
+        self.metrics = metrics
         self.logger = logger
         reply.drain = self
     }
 
     /// Starts serving one read of `id`: takes the keyspace lock once for all its requests.
     @inline(__always)
-    func begin(_ id: ConnectionID, on loop: Reactor<RespHandler>, query: Int) {
+    func begin(_ id: ConnectionID, on loop: ReactorContext<RespHandler>, query: Int) {
         self.loop = loop
         current = id
         closeReason = nil

@@ -1,9 +1,11 @@
 import ArgumentParser
+import ClientAdmission
 import Glibc
 import Logging
 import NonBlockingLog
 import RESP
 import Reactor
+import ServerKit
 import ToolSupport
 import ZeroDropUpgrade
 
@@ -44,7 +46,10 @@ struct RespServer: ParsableCommand {
             bounds the keys (a write that would pass it is refused with -OOM before it runs), \
             --max-request and --max-output one client, --maxmemory-clients all clients' \
             buffers together (the largest are closed first). Logs go through a bounded queue: a \
-            stderr nobody reads costs log lines, never service. Prints \
+            stderr nobody reads costs log lines, never service. Behind a balancer, \
+            --proxy-protocol takes the client's address from a PROXY v1/v2 header, and \
+            --max-connections-per-client counts that address; --metrics-port serves resp_ \
+            metrics and health checks over HTTP. Prints \
             `listening on HOST:PORT` on stdout once it accepts connections. SIGTERM or SIGINT \
             stops it gracefully, and it exits 0. SIGUSR2 upgrades: the binary at the startup path \
             takes over every connection and every key (a failed upgrade keeps this process \
@@ -81,11 +86,20 @@ struct RespServer: ParsableCommand {
     @Option(help: ArgumentHelp("The most all clients' unread requests and unsent replies may take together; past it the clients with the largest are closed first (0: no limit). Split evenly among the reactors.", valueName: "bytes"))
     var maxmemoryClients = RespServer.defaultMaxmemoryClients
 
+    /// --max-connections-per-client, --proxy-protocol, --proxy-protocol-from.
+    @OptionGroup var admission: AdmissionOptions
+
+    @Option(help: "Serve Prometheus metrics (series resp_…) at GET /metrics, and GET /livez and /readyz, on this port of --host.")
+    var metricsPort: Int?
+
     @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, got \(port)") }
+        if let metricsPort, !(0...65535).contains(metricsPort) {
+            throw ValidationError("--metrics-port must be between 0 and 65535, got \(metricsPort)")
+        }
         guard reactors.value > 0 else { throw ValidationError("--reactors must be a positive number or `auto`, got \(reactors.value)") }
         guard (1...(512 << 20)).contains(maxBulk.value) else {
             throw ValidationError("--max-bulk must be between 1 byte and 512mb, got \(maxBulk.value)")
@@ -119,16 +133,15 @@ struct RespServer: ParsableCommand {
         Signals.ignoreSIGPIPE()
         // The log never blocks a reactor: a reader that stops reading stderr costs log lines
         // (dropped and counted), not service, even at `--log-level debug`.
-        let queue = LogQueue(fd: 2, label: "resp-server")
-        queue.start()
-        let level = logLevel
-        LoggingSystem.bootstrap { label in QueuedLogHandler(label: label, queue: queue, logLevel: level) }
+        let queue = QueuedLogHandler.bootstrap(label: "resp-server", logLevel: logLevel)
         defer { queue.flush(timeout: Self.logFlushTimeout) }
         try serve(log: queue)
     }
 
     func serve(log: LogQueue) throws {
         let logger = Logger(label: "resp-server")
+        // Before any reactor exists: each sizes its connection table from the fd limit.
+        let fdLimit = FileLimit.raiseToHard()
 
         let address: SocketAddress
         do {
@@ -147,10 +160,28 @@ struct RespServer: ParsableCommand {
         // equal share of the whole.
         let clientMemoryShare = maxmemoryClients.value / count
         let evictions = EvictionCount()
-        let makeHandler: @Sendable () -> RespHandler = {
+        // What the fd limit leaves for clients: stdio, the log, and per reactor an epoll fd, an
+        // eventfd, a timerfd and a listener, and the signalfd.
+        let capacity = max(1, fdLimit.after - (4 + 4 * count + 1))
+        let admission: AdmissionPolicy
+        do {
+            admission = try self.admission.policy(clientLimit: self.admission.perClientLimit(capacity: capacity))
+        } catch {
+            throw fail(log: log, "\(error)")
+        }
+        let makeHandler: @Sendable (MetricsEndpoint?) -> RespHandler = { metrics in
             RespHandler(context: RespContext(keyspace: keyspace, limits: limits, maxMemory: maxMemory, maxOutput: maxOutput,
-                                             maxClientMemory: clientMemoryShare, evictions: evictions,
-                                             configuration: configuration, logger: logger))
+                                             maxClientMemory: clientMemoryShare, evictions: evictions, admission: admission,
+                                             metrics: metrics, configuration: configuration, logger: logger))
+        }
+        let registry = ReactorRegistry()
+        let metrics = try metricsPort.map { port in
+            do {
+                return try metricsEndpoint(SocketAddress(host: host, port: port), registry: registry, log: log,
+                                           keyspace: keyspace, evictions: evictions, clientLimit: admission.clientLimit)
+            } catch {
+                throw fail(log: log, "invalid --host for --metrics-port: \(error)")
+            }
         }
 
         // Started by an upgrade (RespUpgrade.swift): the keyspace, listeners and connections come
@@ -162,7 +193,7 @@ struct RespServer: ParsableCommand {
         let upgrader = RespUpgrade.upgrader(keyspace: keyspace, evictions: evictions, logger: logger)
         let installed = InstallCount()
 
-        let main = try Reactor(handler: makeHandler(), configuration: configuration)
+        let main = try Reactor(handler: makeHandler(metrics), configuration: configuration)
         upgrader.add(ReactorPort(index: 0, reactor: main))
         let bound: SocketAddress
         do {
@@ -179,65 +210,67 @@ struct RespServer: ParsableCommand {
         } catch {
             throw fail(log: log, "cannot listen on \(address): \(error)")
         }
-        var threads: [pthread_t] = []
-        var handles: [ReactorHandle] = []
-        for index in 1..<count {
-            let started = ReactorStartGate()
-            guard let thread = ReactorThread.spawn({
-                do {
-                    let reactor = try Reactor(handler: makeHandler(), configuration: configuration)
-                    if let takeOver {
-                        _ = try RespUpgrade.adopt(takeOver, on: reactor, index: index, of: count, installed: installed, logger: logger)
-                    } else {
-                        _ = try reactor.listen(on: bound, reusePort: true)
-                    }
-                    upgrader.add(ReactorPort(index: index, reactor: reactor))
-                    started.succeed(reactor.handle)
-                    reactor.run()
-                } catch {
-                    started.fail("reactor \(index): \(error)")
-                }
-            }) else {
-                handles.forEach { $0.stopNow() }
-                threads.forEach { pthread_join($0, nil) }
-                throw fail(log: log, "reactor \(index): no thread could be started")
+        if let metrics {
+            do {
+                // Exempt from --max-connections: a full server must stay observable.
+                // After an upgrade, the old process's metrics listener (it had one: same flags).
+                metrics.address = try takeOver.flatMap { try RespUpgrade.metricsListener($0, on: main) }
+                    ?? main.listen(on: metrics.address, limited: false)
+            } catch {
+                throw fail(log: log, "cannot listen on \(metrics.address) (--metrics-port): \(error)")
             }
-            threads.append(thread)
-            switch started.wait() {
-            case .success(let handle): handles.append(handle)
-            case .failure(let message):
-                handles.forEach { $0.stopNow() }
-                threads.forEach { pthread_join($0, nil) }
-                throw fail(log: log, message)
-            }
+            metrics.ownStatistics = { [unowned main] in main.statistics }
         }
-        try RespUpgrade.handleSignals(main, others: handles, upgrader: upgrader, logger: logger)
-        Output.write("listening on \(bound)\n", to: 1)
+        registry.add(main.handle)
+        let group = ReactorGroup()
+        do {
+            try group.start(1..<count) { index in
+                let reactor = try Reactor(handler: makeHandler(nil), configuration: configuration)
+                if let takeOver {
+                    _ = try RespUpgrade.adopt(takeOver, on: reactor, index: index, of: count, installed: installed, logger: logger)
+                } else {
+                    _ = try reactor.listen(on: bound, reusePort: true)
+                }
+                upgrader.add(ReactorPort(index: index, reactor: reactor))
+                return reactor
+            }
+        } catch {
+            throw fail(log: log, "\(error)")
+        }
+        group.handles.forEach(registry.add)
+        try RespUpgrade.handleSignals(main, others: group.handles, upgrader: upgrader, logger: logger)
+        UnbufferedOutput.write("listening on \(bound)\n", to: 1)
+        if let metrics { UnbufferedOutput.write("metrics on http://\(metrics.address)/metrics\n", to: 1) }
         RespUpgrade.confirm(takeOver, installed: installed, keys: keyspace.count, logger: logger)
         logger.info("resp-server started", metadata: ["reactors": "\(count)", "pid": "\(getpid())"])
         main.run()
         RespUpgrade.finish(upgrader)
-        for thread in threads { pthread_join(thread, nil) }
+        group.join()
         logger.info("resp-server stopped", metadata: ["keys": "\(keyspace.count)", "evicted-clients": "\(evictions.value)"])
+    }
+
+    /// The kit's metrics endpoint with resp-server's series: the reactors' counters as `resp_…`,
+    /// and the keys and evicted clients.
+    func metricsEndpoint(_ address: SocketAddress, registry: ReactorRegistry, log: LogQueue, keyspace: Keyspace,
+                         evictions: EvictionCount, clientLimit: ClientLimit?) -> MetricsEndpoint {
+        let metrics = MetricsEndpoint(prefix: "resp_", address: address, registry: registry)
+        metrics.logLinesDropped = { log.droppedTotal }
+        metrics.clientLimitRejections = clientLimit.map { limit in { limit.rejected } }
+        metrics.closeReasons += [RespContext.quit.name, RespContext.protocolError.name, RespContext.outputLimit.name,
+                                 RespContext.evicted.name, AdmissionPolicy.proxyReason.name]
+        metrics.protocolSeries = { _, out in
+            // Once per scrape, on reactor 0's thread: the lock the requests take.
+            keyspace.lock()
+            let keys = keyspace.count
+            keyspace.unlock()
+            out.metric("keys", "gauge", "Keys in the keyspace.", [("", keys)])
+            out.metric("clients_evicted_total", "counter", "Clients closed by --maxmemory-clients, largest buffers first.", [("", evictions.value)])
+        }
+        return metrics
     }
 
     func fail(log: LogQueue, _ message: String) -> ExitCode {
         log.enqueue("resp-server: error: \(message)\n")
         return ExitCode.failure
-    }
-}
-
-/// Unbuffered writes, so the startup line is out before anything else happens.
-enum Output {
-    static func write(_ text: String, to fd: CInt) {
-        var text = text
-        text.withUTF8 { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-                if n <= 0 { return }
-                offset += n
-            }
-        }
     }
 }

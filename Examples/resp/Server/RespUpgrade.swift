@@ -1,3 +1,4 @@
+import ClientAdmission
 import Glibc
 import Logging
 import RESP
@@ -18,6 +19,8 @@ enum RespUpgrade {
     static let environment = UpgradeEnvironment(prefix: "RESP_SERVER_UPGRADE")
     /// The process state's own version (its first byte).
     static let processStateVersion: UInt8 = 1
+    /// The role of the `--metrics-port` listener in the hand-over (0 is the service's).
+    static let metricsRole: UInt8 = 1
     /// The file started at an upgrade, resolved once at startup.
     static let executable = Upgrader<RespHandler, RespHandOverCodec>.resolveExecutable()
 
@@ -36,7 +39,15 @@ enum RespUpgrade {
             keyspace.unlock()
             return bytes
         }
+        // Metrics requests and connections still sending their PROXY header stay, closed when this
+        // process stops; the metrics listener goes, and the new process serves metrics on it.
+        hooks.include = { $0.metrics == nil && !$0.admission.isWaiting }
+        hooks.listenerRole = { $0.limited ? 0 : metricsRole }
         hooks.resume = { resume($0, &$1) }
+        // Its place goes back: nobody will close it here.
+        hooks.lost = { reactor, state in
+            if let place = state.admission.place { reactor.handler.context.admission.release(place) }
+        }
         return Upgrader(executable: executable, arguments: Array(CommandLine.arguments.dropFirst()),
                         environment: environment, codec: RespHandOverCodec(), hooks: hooks, logger: logger)
     }
@@ -67,12 +78,24 @@ enum RespUpgrade {
     static func adopt(_ takeOver: TakeOver<RespHandOverCodec>, on reactor: Reactor<RespHandler>, index: Int, of count: Int,
                       installed: InstallCount, logger: Logger) throws -> SocketAddress? {
         var first: SocketAddress?
-        for record in takeOver.listeners(reactor: index, of: count) {
+        for record in takeOver.listeners(reactor: index, of: count) where record.role != metricsRole {
             let address = try reactor.attachHandedOverListener(record.listener)
             first = first ?? address
         }
-        installed.add(takeOver.install(on: reactor, index: index, of: count, logger: logger) { resume($0, &$1) })
+        // The old process never gave the places back (it exits without): they are taken here
+        // again, past the limit if need be, and given back once, at close.
+        let limit = reactor.handler.context.admission.clientLimit
+        installed.add(takeOver.install(on: reactor, index: index, of: count, logger: logger) { connection, state in
+            resume(connection, &state)
+            if let limit, let place = state.admission.place { limit.forceAcquire(place) }
+        })
         return first
+    }
+
+    /// The `--metrics-port` listener the old process had, for reactor 0; nil if it had none.
+    static func metricsListener(_ takeOver: TakeOver<RespHandOverCodec>, on reactor: Reactor<RespHandler>) throws -> SocketAddress? {
+        guard let record = takeOver.listeners.first(where: { $0.role == metricsRole }) else { return nil }
+        return try reactor.attachHandedOverListener(record.listener)
     }
 
     /// SIGTERM and SIGINT stop every reactor (the first gracefully, a second at once), unless an

@@ -52,7 +52,7 @@ public struct ProxyAddress: Equatable, Hashable, Sendable, CustomStringConvertib
         }
     }
 
-    /// `10.0.0.1:4242` or `[2001:db8::1]:4242`, like ``Reactor/SocketAddress``.
+    /// `10.0.0.1:4242` or `[2001:db8::1]:4242`, like `SocketAddress`.
     public var description: String { family == .ipv4 ? "\(host):\(port)" : "[\(host)]:\(port)" }
 }
 

@@ -1,5 +1,3 @@
-import ArgumentParser
-
 /// `--max-connections-per-client N|auto|off`.
 ///
 /// The default, `auto`, is 90 % of the connections the fd limit leaves room for: one client
@@ -9,16 +7,20 @@ import ArgumentParser
 /// with it `auto` sets no per-client limit (set a number for that). Why 90 %: it leaves a tenth of the places to everyone else
 /// and costs nothing per message (the place is an inline key, taken and given back once per
 /// connection under a lock). For a server on the internet, set a real number (README,
-/// "Exposing reflectd to the internet"); `off` removes the limit.
-enum PerClientLimit: Equatable, Sendable, ExpressibleByArgument, CustomStringConvertible {
+/// "Exposing reflectd to the internet", which holds for any server); `off` removes the limit.
+public enum PerClientLimit: Equatable, Sendable, CustomStringConvertible {
+    /// A share of what the fd limit leaves room for (``autoPercent``).
     case auto
+    /// No per-client limit.
     case off
+    /// At most this many connections per client.
     case count(Int)
 
     /// The share of the capacity `auto` gives one client, in percent.
-    static let autoPercent = 90
+    public static let autoPercent = 90
 
-    init?(argument: String) {
+    /// Parses `auto`, `off` or a positive number, as the flag takes them; nil for anything else.
+    public init?(argument: String) {
         switch argument {
         case "auto": self = .auto
         case "off": self = .off
@@ -28,9 +30,8 @@ enum PerClientLimit: Equatable, Sendable, ExpressibleByArgument, CustomStringCon
         }
     }
 
-    static var defaultValueDescription: String { "auto" }
-
-    var description: String {
+    /// The flag's spelling of the value.
+    public var description: String {
         switch self {
         case .auto: return "auto"
         case .off: return "off"
@@ -39,7 +40,7 @@ enum PerClientLimit: Equatable, Sendable, ExpressibleByArgument, CustomStringCon
     }
 
     /// The limit for a process with room for `capacity` connections; nil for none.
-    func maximum(capacity: Int) -> Int? {
+    public func maximum(capacity: Int) -> Int? {
         switch self {
         case .off: return nil
         case .count(let n): return n

@@ -6,20 +6,20 @@ import Reactor
 ///
 /// Parsed as strictly as sd_listen_fds: when LISTEN_PID names this process, a LISTEN_FDS that is
 /// missing, not a positive decimal integer, or beyond the fd limit is an error, and so is any of
-/// the fds not being an open listening socket. reflectd then exits; it never falls back to binding
+/// the fds not being an open listening socket. The server then exits; it never falls back to binding
 /// its own address, which under systemd would open a port the operator meant to be activated.
-enum SocketActivation {
-    static let firstFD: CInt = 3
+public enum SocketActivation {
+    public static let firstFD: CInt = 3
 
     /// A bad activation environment, in words naming the variable or the fd.
-    struct Failure: Error {
-        let message: String
+    public struct Failure: Error {
+        public let message: String
     }
 
     /// The inherited listening fds; nil when this process was not socket-activated (no LISTEN_PID,
     /// or one naming another process). The variables are removed so that child processes do not
     /// think the fds are theirs.
-    static func inheritedFDs(fdLimit: Int) throws(Failure) -> [CInt]? {
+    public static func inheritedFDs(fdLimit: Int) throws(Failure) -> [CInt]? {
         guard let pidText = environment("LISTEN_PID") else { return nil }
         defer {
             unsetenv("LISTEN_PID")
@@ -74,14 +74,14 @@ enum SocketActivation {
     }
 
     /// Whether an inherited fd is a datagram socket (ListenDatagram=) rather than a listener.
-    static func isDatagram(_ fd: CInt) -> Bool {
+    public static func isDatagram(_ fd: CInt) -> Bool {
         var type: CInt = 0
         var length = socklen_t(MemoryLayout<CInt>.size)
         return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 && type == CInt(SOCK_DGRAM.rawValue)
     }
 
     /// The local port of a socket, or nil.
-    static func localPort(_ fd: CInt) -> Int? {
+    public static func localPort(_ fd: CInt) -> Int? {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let rc = withUnsafeMutablePointer(to: &storage) {
@@ -91,13 +91,6 @@ enum SocketActivation {
         let family = CInt(storage.ss_family)
         guard family == AF_INET || family == AF_INET6 else { return nil }
         return withUnsafeBytes(of: &storage) { Int(UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self))) }
-    }
-
-    /// A second fd for the same socket, for another reactor.
-    static func duplicate(_ fd: CInt) throws -> CInt {
-        let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)
-        guard copy >= 0 else { throw StartupFailure(message: "cannot duplicate inherited fd \(fd) for another reactor") }
-        return copy
     }
 
     private static func environment(_ name: String) -> String? {

@@ -1,38 +1,19 @@
-import Echo
 import Reactor
-import Synchronization
 
-/// The reactors of this process, for the metrics endpoint to sum.
-final class ReactorRegistry: Sendable {
-    private let handles = Mutex<[ReactorHandle]>([])
-
-    func add(_ handle: ReactorHandle) { handles.withLock { $0.append(handle) } }
-    var all: [ReactorHandle] { handles.withLock { $0 } }
-}
-
-/// One metrics connection. A class so that echo connections, which never have one, carry only a
-/// nil reference in their state. Reused: a closed connection's goes back to the endpoint's spares.
-final class MetricsRequest {
+/// One metrics connection. A class so that a server's own connections, which never have one,
+/// carry only a nil reference in their state. Reused: a closed connection's goes back to the
+/// endpoint's spares.
+public final class MetricsRequest {
     var buffer: [UInt8] = []
     /// The request deadline's timer (bound to the connection), cancelled when the connection closes.
     var deadline: TimerID?
     /// False for a connection over the cap, closed at once: it never held a place.
     let holdsPlace: Bool
-    /// The connection's extra state in the handler (its `http` is this request), reused with it.
-    private(set) var extra: ConnectionExtra?
+    /// Whatever the handler keeps for a metrics connection (its per-connection wrapper of this
+    /// request, say), reused with the request so a probe allocates nothing.
+    public var owner: AnyObject?
 
     init(holdsPlace: Bool) { self.holdsPlace = holdsPlace }
-
-    /// This request with the handler's state for a metrics connection from `peer`, made once.
-    func connectionExtra(peer: SocketAddress) -> ConnectionExtra {
-        if let extra { return extra }
-        // The peer is the first user's; a metrics connection's extra never reads it (its log
-        // lines use the connection's own peer).
-        let made = ConnectionExtra(peer: peer)
-        made.http = self
-        extra = made
-        return made
-    }
 
     /// Ready for another connection: the buffer keeps its storage unless a large request grew it.
     func reset() {
@@ -46,43 +27,59 @@ final class MetricsRequest {
 }
 
 /// Serves `GET /metrics` in the Prometheus text format, and the health checks `GET /livez` and
-/// `GET /readyz` (``HealthCheck``). Lives on the reactor that listens on the
-/// metrics port and is used only from that reactor's thread.
+/// `GET /readyz` (``HealthCheck``), for any handler. Lives on the reactor that listens on the
+/// metrics port and is used only from that reactor's thread: the handler passes it the
+/// connections accepted on that listener (``serves(_:)``, ``opened(_:)``,
+/// ``read(_:connection:request:)``, ``deadlinePassed(_:request:)``, ``closed(_:request:connection:)``).
+///
+/// Every series is named with the server's ``prefix`` (`reflectd_`, `resp_`). The counters are
+/// each reactor's plain `ReactorStatistics`, summed at scrape time: nothing per message is
+/// atomic. (Why not swift-prometheus: its counters are objects incremented where the event
+/// happens, atomically; feeding it our sums would build a registry of metric objects at every
+/// scrape to format twenty lines.)
 ///
 /// The endpoint is exempt from --max-connections (a full server must stay observable), so it has
 /// bounds of its own: at most ``maxConnections`` at once, ``requestDeadline`` to send a request,
 /// and ``maxRequest`` bytes of it.
-final class MetricsEndpoint {
+public final class MetricsEndpoint {
     /// Why 8 KiB: a scrape request is a few hundred bytes; more is not a scraper.
-    static let maxRequest = 8 * 1024
+    public static let maxRequest = 8 * 1024
     /// Why 16: a Prometheus server scrapes over one connection at a time; 16 leaves room for a
     /// few of them and an operator's curl, while a flood of half-open requests can hold at most
     /// 16 fds and 16 × 8 KiB of buffered header. Connections over it are accepted and reset at once.
-    static let maxConnections = 16
+    public static let maxConnections = 16
     /// Why 5 s: a scraper sends its whole request at once; a connection that has not in 5 s is a
     /// slow client or a slowloris, and it holds one of the 16 places meanwhile.
-    static let requestDeadline: Duration = .seconds(5)
+    public static let requestDeadline: Duration = .seconds(5)
     /// Why 1 KiB: a scrape's or a probe's request is a few hundred bytes, so a spare request keeps
     /// a buffer that size for the next one (no allocation per probe); a bigger one (up to
     /// ``maxRequest``) is freed, so the spares hold at most 16 × 1 KiB.
-    static let keptBuffer = 1024
+    public static let keptBuffer = 1024
 
+    /// Every series' name starts with this (`reflectd_`).
+    public let prefix: String
     /// The metrics listener's address (the bound one, once listening).
-    var address: SocketAddress
-    let registry: ReactorRegistry
+    public var address: SocketAddress
+    /// The process's reactors, summed at each scrape.
+    public let registry: ReactorRegistry
     /// The reactor this endpoint runs on (set once the reactor exists), for its live counters.
-    var ownStatistics: () -> ReactorStatistics = { ReactorStatistics() }
-    var ownIndex = 0
-    /// `--max-connections-per-client`, for its refusal counter.
-    var clientLimit: ClientLimit?
+    public var ownStatistics: () -> ReactorStatistics = { ReactorStatistics() }
+    /// That reactor's index in ``registry``.
+    public var ownIndex = 0
+    /// Connections refused by a per-client limit so far; nil for no such series.
+    public var clientLimitRejections: (() -> Int)?
+    /// Close reasons whose series are shown even at 0 (others once they happened).
+    public var closeReasons = ["eof", "reset", "error", "shutdown", "timeout", "limit"]
+    /// The server's own series, after the accept counters, given the summed counters.
+    public var protocolSeries: (ReactorStatistics, inout MetricsText) -> Void = { _, _ in }
     /// Counters of the process this one took over from at an upgrade: ours continue them.
-    var carried = ReactorStatistics()
+    public var carried = ReactorStatistics()
     /// Log lines dropped because the log reader was too slow.
-    var logLinesDropped: () -> Int = { 0 }
+    public var logLinesDropped: () -> Int = { 0 }
     /// What `GET /readyz` answers: 503 once a stop signal arrived.
-    var readiness = Readiness()
+    public var readiness = Readiness()
 
-    // The metrics connections' own traffic, subtracted so the counters describe echo clients.
+    // The metrics connections' own traffic, subtracted so the counters describe the clients.
     private var accepted = 0
     private var open = 0
     private var closed: [String: Int] = [:]
@@ -98,42 +95,47 @@ final class MetricsEndpoint {
     /// The one request of every connection over the cap (reset at once, it holds no place).
     private let overCap = MetricsRequest(holdsPlace: false)
 
-    init(address: SocketAddress, registry: ReactorRegistry) {
+    /// An endpoint whose series start with `prefix`, to listen on `address`, summing `registry`.
+    public init(prefix: String, address: SocketAddress, registry: ReactorRegistry) {
+        self.prefix = prefix
         self.address = address
         self.registry = registry
         spare.reserveCapacity(Self.maxConnections)
     }
 
-    func serves(_ listener: SocketAddress?) -> Bool {
+    /// Whether a connection accepted on `listener` is the endpoint's.
+    public func serves(_ listener: SocketAddress?) -> Bool {
         guard let listener else { return false }
         return listener.port == address.port && listener.host == address.host
     }
 
     /// A metrics connection was accepted: give it a place and a deadline (a spare request when
-    /// there is one), or reset it when all places are taken. Returns the handler's state for it.
-    func opened<H>(_ connection: borrowing Connection<H>) -> ConnectionExtra {
+    /// there is one), or reset it when all places are taken. Returns its request, for the handler
+    /// to keep in the connection's state.
+    public func opened<H>(_ connection: borrowing Connection<H>) -> MetricsRequest {
         accepted += 1
         open += 1
         guard active < Self.maxConnections else {
             rejected += 1
-            connection.loop.close(connection.id, reason: .limit, discardingOutput: true)
-            return overCap.connectionExtra(peer: connection.peer)
+            connection.context.close(connection.id, reason: .limit, discardingOutput: true)
+            return overCap
         }
         active += 1
         let request = spare.popLast() ?? MetricsRequest(holdsPlace: true)
-        // Bound to the connection: no closure to allocate; ServerHandler.onTimer calls deadlinePassed.
+        // Bound to the connection: no closure to allocate; the handler's onTimer calls deadlinePassed.
         request.deadline = connection.schedule(after: Self.requestDeadline)
-        return request.connectionExtra(peer: connection.peer)
+        return request
     }
 
     /// A metrics connection's timer fired: its request deadline, so it is reset (reason `timeout`).
-    func deadlinePassed(_ timer: TimerID, request: MetricsRequest) -> Action {
+    public func deadlinePassed(_ timer: TimerID, request: MetricsRequest) -> Action {
         guard timer == request.deadline else { return .continue }
         request.deadline = nil
         return .refuse(.timeout)
     }
 
-    func closed<H>(_ reason: CloseReason, request: MetricsRequest, connection: borrowing Connection<H>) {
+    /// A metrics connection closed, however it ended: its place and request go back.
+    public func closed<H>(_ reason: CloseReason, request: MetricsRequest, connection: borrowing Connection<H>) {
         open -= 1
         closed[reason.name, default: 0] += 1
         if let deadline = request.deadline {
@@ -148,7 +150,8 @@ final class MetricsEndpoint {
         }
     }
 
-    func read<H>(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<H>, request: MetricsRequest) -> Action {
+    /// A metrics connection's bytes: answered once its request's header is in.
+    public func read<H>(_ bytes: UnsafeRawBufferPointer, connection: borrowing Connection<H>, request: MetricsRequest) -> Action {
         // Over the cap: already being reset; its bytes go nowhere (its request is shared).
         guard request.holdsPlace else { return .continue }
         bytesIn += bytes.count
@@ -190,7 +193,7 @@ final class MetricsEndpoint {
 
     /// The path of a request target: origin-form as is, absolute-form (`http://host:port/metrics`,
     /// which RFC 9112 §3.2.2 says a server must accept) without its scheme and authority.
-    static func path(of target: String) -> String {
+    public static func path(of target: String) -> String {
         let lower = target.lowercased()
         for scheme in ["http://", "https://"] where lower.hasPrefix(scheme) {
             let rest = target.dropFirst(scheme.count)
@@ -233,12 +236,12 @@ final class MetricsEndpoint {
         return .close(CloseReason("http"))
     }
 
-    /// The process's echo counters: every reactor's, summed, less the metrics connections' own.
+    /// The process's counters: every reactor's, summed, less the metrics connections' own.
     /// Each reactor publishes its counters about once a second, so the other reactors' numbers may
     /// be up to a second old; this reactor's are live.
     /// `live`: every reactor's counters read on its own thread (the hand-over does), instead of
     /// the published ones. The counters carried over from an upgraded process are added.
-    func echoTotals(perReactor live: [ReactorStatistics]? = nil) -> (total: ReactorStatistics, perReactor: [ReactorStatistics]) {
+    public func totals(perReactor live: [ReactorStatistics]? = nil) -> (total: ReactorStatistics, perReactor: [ReactorStatistics]) {
         var perReactor: [ReactorStatistics] = []
         if let live {
             perReactor = live
@@ -257,47 +260,36 @@ final class MetricsEndpoint {
         return (total, perReactor)
     }
 
-    /// The text exposition. Counters of every reactor are summed (see ``echoTotals()``);
+    /// The text exposition. Counters of every reactor are summed (see ``totals(perReactor:)``);
     /// per-reactor series carry a `reactor` label.
-    func render() -> String {
-        let (total, perReactor) = echoTotals()
-
-        var out = ""
-        func metric(_ name: String, _ type: String, _ help: String, _ samples: [(String, Int)]) {
-            out += "# HELP reflectd_\(name) \(help)\n# TYPE reflectd_\(name) \(type)\n"
-            for (labels, value) in samples { out += "reflectd_\(name)\(labels) \(value)\n" }
-        }
-        metric("connections_open", "gauge", "Echo connections open now.", [("", total.open)])
-        metric("connections_accepted_total", "counter", "Echo connections accepted, including those refused by the limit.", [("", total.accepted)])
-        metric("connections_rejected_total", "counter", "Connections closed at once because --max-connections was reached.", [("", total.rejectedByLimit)])
-        if let clientLimit {
-            metric("connections_rejected_per_client_total", "counter", "Connections closed at once because their client had --max-connections-per-client open.", [("", clientLimit.rejected)])
+    public func render() -> String {
+        let (total, perReactor) = totals()
+        var out = MetricsText(prefix: prefix)
+        out.metric("connections_open", "gauge", "Client connections open now.", [("", total.open)])
+        out.metric("connections_accepted_total", "counter", "Client connections accepted, including those refused by a limit.", [("", total.accepted)])
+        out.metric("connections_rejected_total", "counter", "Connections closed at once because --max-connections was reached.", [("", total.rejectedByLimit)])
+        if let clientLimitRejections {
+            out.metric("connections_rejected_per_client_total", "counter", "Connections closed at once because their client had --max-connections-per-client open.", [("", clientLimitRejections())])
         }
         // The fixed reasons always, others once they happened: the metrics connections' own close
         // reasons are subtracted, so they would only be series that stay at 0.
-        let reasons = ["eof", "exit", "reset", "error", "shutdown", "timeout", "limit"]
         let happened = total.closed.filter { $0.value > 0 }.keys
-        let closedSamples = Set(reasons).union(happened).sorted().map { ("{reason=\"\($0)\"}", max(0, total.closed[$0] ?? 0)) }
-        metric("connections_closed_total", "counter", "Echo connections closed, by reason.", closedSamples)
-        metric("bytes_received_total", "counter", "Bytes read from echo clients.", [("", total.bytesIn)])
-        metric("bytes_sent_total", "counter", "Bytes written to echo clients.", [("", total.bytesOut)])
+        let closedSamples = Set(closeReasons).union(happened).sorted().map { ("{reason=\"\($0)\"}", max(0, total.closed[$0] ?? 0)) }
+        out.metric("connections_closed_total", "counter", "Client connections closed, by reason.", closedSamples)
+        out.metric("bytes_received_total", "counter", "Bytes read from clients.", [("", total.bytesIn)])
+        out.metric("bytes_sent_total", "counter", "Bytes written to clients.", [("", total.bytesOut)])
         let errors = Set(["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]).union(total.acceptErrors.keys).sorted()
-        metric("accept_errors_total", "counter", "Failed accept calls, by error.", errors.map { ("{error=\"\($0)\"}", total.acceptErrors[$0] ?? 0) })
-        metric("accept_pauses_total", "counter", "Times accepting paused for back-off after running out of fds or memory.", [("", total.acceptPauses)])
-        metric("udp_datagrams_received_total", "counter", "Datagrams received by the UDP echo (--udp).", [("", total.datagramsIn)])
-        metric("udp_datagrams_sent_total", "counter", "Datagrams echoed (taken by the kernel).", [("", total.datagramsOut)])
-        metric("udp_bytes_received_total", "counter", "Payload bytes of the datagrams received.", [("", total.datagramBytesIn)])
-        metric("udp_bytes_sent_total", "counter", "Payload bytes of the datagrams echoed.", [("", total.datagramBytesOut)])
-        metric("udp_datagrams_dropped_total", "counter", "Datagrams not echoed, by reason.",
-               DatagramDrop.allCases.map { ("{reason=\"\($0)\"}", total.datagramDrops[$0]) })
-        metric("reactor_loop_iterations_total", "counter", "Event-loop iterations, per reactor.",
-               perReactor.enumerated().map { ("{reactor=\"\($0.offset)\"}", $0.element.loopIterations) })
-        metric("reactor_connections_accepted_total", "counter", "Connections accepted, per reactor (metrics scrapes included).",
-               perReactor.enumerated().map { ("{reactor=\"\($0.offset)\"}", $0.element.accepted) })
-        metric("reactors", "gauge", "Reactor threads.", [("", perReactor.count)])
-        metric("log_lines_dropped_total", "counter", "Log lines dropped because the log reader (stderr) was too slow.", [("", logLinesDropped())])
-        metric("metrics_connections_rejected_total", "counter", "Metrics connections reset at once because \(Self.maxConnections) were open.", [("", rejected)])
-        metric("metrics_requests_timed_out_total", "counter", "Metrics connections closed for not sending a request within \(Self.requestDeadline).", [("", timedOut)])
-        return out
+        out.metric("accept_errors_total", "counter", "Failed accept calls, by error.", errors.map { ("{error=\"\($0)\"}", total.acceptErrors[$0] ?? 0) })
+        out.metric("accept_pauses_total", "counter", "Times accepting paused for back-off after running out of fds or memory.", [("", total.acceptPauses)])
+        protocolSeries(total, &out)
+        out.metric("reactor_loop_iterations_total", "counter", "Event-loop iterations, per reactor.",
+                   perReactor.enumerated().map { ("{reactor=\"\($0.offset)\"}", $0.element.loopIterations) })
+        out.metric("reactor_connections_accepted_total", "counter", "Connections accepted, per reactor (metrics scrapes included).",
+                   perReactor.enumerated().map { ("{reactor=\"\($0.offset)\"}", $0.element.accepted) })
+        out.metric("reactors", "gauge", "Reactor threads.", [("", perReactor.count)])
+        out.metric("log_lines_dropped_total", "counter", "Log lines dropped because the log reader (stderr) was too slow.", [("", logLinesDropped())])
+        out.metric("metrics_connections_rejected_total", "counter", "Metrics connections reset at once because \(Self.maxConnections) were open.", [("", rejected)])
+        out.metric("metrics_requests_timed_out_total", "counter", "Metrics connections closed for not sending a request within \(Self.requestDeadline).", [("", timedOut)])
+        return out.text
     }
 }

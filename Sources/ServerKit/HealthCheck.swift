@@ -10,14 +10,14 @@
 /// one of these is recognised on the bytes already read (no String, no split), and the answers are
 /// static strings written straight from the binary's read-only data: nothing is allocated for the
 /// request beyond what the metrics connection already holds (its request buffer).
-enum HealthCheck {
+public enum HealthCheck {
     case live
     case ready
 
     /// The check a request line (without its line ending) asks for, and whether it is a HEAD;
     /// nil for anything else (then the endpoint's general path answers it). Matches
     /// `GET /livez`, `HEAD /readyz?verbose` and the like in origin form.
-    static func match(requestLine line: ArraySlice<UInt8>) -> (check: HealthCheck, head: Bool)? {
+    public static func match(requestLine line: ArraySlice<UInt8>) -> (check: HealthCheck, head: Bool)? {
         // Written out rather than looping over arrays of prefixes, which would allocate per call.
         let head: Bool
         let target: ArraySlice<UInt8>
@@ -47,7 +47,7 @@ enum HealthCheck {
     }
 
     /// The check a request path asks for (the general path: absolute-form targets), or nil.
-    init?(path: String) {
+    public init?(path: String) {
         let bare = path.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         switch bare {
         case "/livez": self = .live
@@ -57,7 +57,7 @@ enum HealthCheck {
     }
 
     /// The whole response, status line to body, as static bytes.
-    func response(ready: Bool, head: Bool) -> StaticString {
+    public func response(ready: Bool, head: Bool) -> StaticString {
         switch (self, ready || self == .live, head) {
         case (.live, _, false): return "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\nCache-Control: no-store\r\nConnection: close\r\n\r\nok\n"
         case (.live, _, true): return "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"

@@ -10,12 +10,15 @@ import Synchronization
 ///
 /// Set on reactor 0's thread (the signal handler) and read there too (the metrics endpoint lives on
 /// reactor 0), so the atomic is not needed today; it keeps the type safe to read from anywhere.
-final class Readiness: Sendable {
+public final class Readiness: Sendable {
     private let stopping = Atomic<Bool>(false)
 
+    /// Ready, until ``stopRequested()``.
+    public init() {}
+
     /// False once a stop signal arrived.
-    var isReady: Bool { !stopping.load(ordering: .acquiring) }
+    public var isReady: Bool { !stopping.load(ordering: .acquiring) }
 
     /// A stop signal arrived: `/readyz` answers 503 from now on.
-    func stopRequested() { stopping.store(true, ordering: .releasing) }
+    public func stopRequested() { stopping.store(true, ordering: .releasing) }
 }

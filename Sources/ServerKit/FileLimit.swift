@@ -2,18 +2,21 @@ import Glibc
 
 /// The process's descriptor limit (RLIMIT_NOFILE).
 ///
-/// A shell's `ulimit -n 1024` (a common default soft limit) would cap reflectd at about a thousand
+/// A shell's `ulimit -n 1024` (a common default soft limit) would cap a server at about a thousand
 /// clients, the rest waiting silently in the backlog, while the hard limit allows far more. Like Go's
-/// runtime and redis, reflectd raises the soft limit to the hard limit at startup: only the hard
+/// runtime and redis, a server raises the soft limit to the hard limit at startup: only the hard
 /// limit is the operator's decision.
-enum FileLimit {
-    struct Raise {
+public enum FileLimit {
+    /// What ``raiseToHard()`` did.
+    public struct Raise {
         /// The soft limit before and after.
-        let before: Int
-        let after: Int
+        public let before: Int
+        /// The soft limit after the raise: what the process may open.
+        public let after: Int
     }
 
-    static var soft: Int {
+    /// The soft limit now (1024 when it cannot be read).
+    public static var soft: Int {
         var limit = rlimit()
         guard getrlimit(CInt(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
         return Int(min(limit.rlim_cur, UInt(Int32.max)))
@@ -21,7 +24,7 @@ enum FileLimit {
 
     /// Raises the soft limit to the hard limit. When the hard limit is unlimited (only root can
     /// have that), the kernel's per-process ceiling fs.nr_open is used instead.
-    static func raiseToHard() -> Raise {
+    public static func raiseToHard() -> Raise {
         var limit = rlimit()
         guard getrlimit(CInt(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return Raise(before: 1024, after: 1024) }
         let before = Int(min(limit.rlim_cur, UInt(Int32.max)))
