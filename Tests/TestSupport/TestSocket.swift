@@ -92,8 +92,11 @@ public final class TestSocket: @unchecked Sendable {
     deinit { if !closed { Glibc.close(fd) } }
 
     /// Connects to `host` (an IPv4 or IPv6 loopback literal) and `port` within `timeout` seconds.
-    /// `receiveBuffer` sets SO_RCVBUF before connecting, to make a slow reader.
-    public static func connect(host: String = "127.0.0.1", port: Int, timeout: Double = 5, receiveBuffer: Int? = nil) throws -> TestSocket {
+    /// `receiveBuffer` sets SO_RCVBUF before connecting, to make a slow reader; `maxSegment`
+    /// sets TCP_MAXSEG, so the peer is told a small MSS and its kernel sends (and frees its
+    /// send buffer) in small steps.
+    public static func connect(host: String = "127.0.0.1", port: Int, timeout: Double = 5, receiveBuffer: Int? = nil,
+                               maxSegment: Int? = nil) throws -> TestSocket {
         let family = host.contains(":") ? AF_INET6 : AF_INET
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SocketFailure(operation: "socket", code: errno) }
@@ -101,6 +104,10 @@ public final class TestSocket: @unchecked Sendable {
         if let receiveBuffer {
             var size = CInt(receiveBuffer)
             setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<CInt>.size))
+        }
+        if let maxSegment {
+            var size = CInt(maxSegment)
+            setsockopt(fd, CInt(IPPROTO_TCP), TCP_MAXSEG, &size, socklen_t(MemoryLayout<CInt>.size))
         }
         let rc: CInt
         if family == AF_INET {
