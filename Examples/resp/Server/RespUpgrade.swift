@@ -36,15 +36,8 @@ enum RespUpgrade {
             keyspace.unlock()
             return bytes
         }
-        hooks.resume = { resume($0, &$1) }
         return Upgrader(executable: executable, arguments: Array(CommandLine.arguments.dropFirst()),
                         environment: environment, codec: RespHandOverCodec(), hooks: hooks, logger: logger)
-    }
-
-    /// What an installed connection gets back: a parked one goes on with its kept requests on a
-    /// timer (``RespHandler/onTimer(_:connection:state:)``).
-    static func resume(_ connection: borrowing Connection<RespHandler>, _ state: inout RespConnection) {
-        if state.parked { _ = connection.schedule(after: .milliseconds(1)) }
     }
 
     /// The new side: when started by an upgrade, receives everything and restores the keyspace
@@ -71,7 +64,7 @@ enum RespUpgrade {
             let address = try reactor.attachHandedOverListener(record.listener)
             first = first ?? address
         }
-        installed.add(takeOver.install(on: reactor, index: index, of: count, logger: logger) { resume($0, &$1) })
+        installed.add(takeOver.install(on: reactor, index: index, of: count, logger: logger))
         return first
     }
 
