@@ -92,10 +92,12 @@ public final class TestSocket: @unchecked Sendable {
     deinit { if !closed { Glibc.close(fd) } }
 
     /// Connects to `host` (an IPv4 or IPv6 loopback literal) and `port` within `timeout` seconds.
-    /// `receiveBuffer` sets SO_RCVBUF before connecting, to make a slow reader. `source` (an IPv4
-    /// literal, e.g. `127.0.0.2`: all of 127/8 is loopback) binds the client's own address first.
+    /// `receiveBuffer` sets SO_RCVBUF before connecting, to make a slow reader; `maxSegment`
+    /// sets TCP_MAXSEG, so the peer is told a small MSS and its kernel sends (and frees its
+    /// send buffer) in small steps. `source` (an IPv4 literal, e.g. `127.0.0.2`: all of 127/8 is
+    /// loopback) binds the client's own address first.
     public static func connect(host: String = "127.0.0.1", port: Int, timeout: Double = 5, receiveBuffer: Int? = nil,
-                               source: String? = nil) throws -> TestSocket {
+                               maxSegment: Int? = nil, source: String? = nil) throws -> TestSocket {
         let family = host.contains(":") ? AF_INET6 : AF_INET
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SocketFailure(operation: "socket", code: errno) }
@@ -114,6 +116,10 @@ public final class TestSocket: @unchecked Sendable {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
             guard bound == 0 else { throw SocketFailure(operation: "bind to \(source)", code: errno) }
+        }
+        if let maxSegment {
+            var size = CInt(maxSegment)
+            setsockopt(fd, CInt(IPPROTO_TCP), TCP_MAXSEG, &size, socklen_t(MemoryLayout<CInt>.size))
         }
         let rc: CInt
         if family == AF_INET {
