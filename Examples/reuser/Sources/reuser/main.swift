@@ -64,7 +64,7 @@ struct ClientCodec: HandOverCodec {
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 let limit = arguments.firstIndex(of: "--max-connections-per-client").flatMap { arguments.dropFirst($0 + 1).first }.flatMap { Int($0) }
-guard let port = arguments.first.flatMap(Int.init) else { print("usage: reuser PORT [--proxy-protocol] [--max-connections-per-client N]"); exit(2) }
+guard let port = arguments.first.flatMap(Int.init) else { UnbufferedOutput.write("usage: reuser PORT [--proxy-protocol] [--max-connections-per-client N]\n", to: 2); exit(2) }
 let policy = AdmissionPolicy(proxyProtocol: arguments.contains("--proxy-protocol"), clientLimit: limit.map(ClientLimit.init))
 Signals.ignoreSIGPIPE()
 Signals.block([SIGTERM, SIGINT, SIGUSR2])  // before the log writer's thread starts: only the signalfd sees them
