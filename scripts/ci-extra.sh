@@ -4,7 +4,8 @@
 # documentation (scripts/check-docs.py: DocC warnings fail; every public symbol linked in the
 # catalog, and no link to nothing), HAProxy in front of two instances, the shipped
 # forms (static binaries without the toolchain, install.sh, the .deb: scripts/ship-check.sh), the
-# container image under podman and the Kubernetes manifests (about 1 minute after the release build), 60 s of
+# container image under podman and the Kubernetes manifests (about 1 minute after the release build), the
+# upgrade check, the reuser check (Examples/reuser on the library products only, about 1 minute cold), 60 s of
 # fuzzing (+ 30 s each of the PROXY parser, the RESP parser and the upgrade wire decoder), a 60 s soak, the multi-host netns rig (about 30-60 s),
 # and the test suite under AddressSanitizer. Cheapest first, so a broken
 # build fails fast. Each step exits non-zero on failure. Run by .ci/run as root; it installs and
@@ -56,6 +57,9 @@ if command -v systemd-analyze >/dev/null 2>&1; then
     systemd-analyze verify "$unit_dir/reflectd.service"
     rm -rf "$unit_dir"
 fi
+
+step "reuser check: Examples/reuser, a package on the library products only: PROXY v2, limit, SIGUSR2 (scripts/reuser-check.sh)"
+timeout 290 scripts/reuser-check.sh  # about 1 minute from a cold build of its own .build, 5 s warm
 
 step "fuzzing the exit-line detector for 60 s"
 fuzz/run.sh 60

@@ -401,6 +401,11 @@ def mixed(binary, n, extra_args=(), family="tcp", upgrades=1, name="mixed"):
             ok = got == data and len(data) > 64 * 1024 + 4096
             if k < 3 or not ok:
                 check(ok, f"never-reader {k}: {len(got)} of {len(data)} pending bytes echoed exactly after the swap")
+            # Its output drained in the new process: it reads again (backpressure carried, then lifted).
+            s.sendall(b"still here\n")
+            more = recv_exact(s, 11)
+            if k < 3 or more != b"still here\n":
+                check(more == b"still here\n", f"never-reader {k}: echoes again once drained ({more!r})")
         if unix_path:
             s = make()
             s.sendall(b"new on unix\n")

@@ -29,6 +29,12 @@ public struct HandedOverConnection<State> {
     public var readEOF: Bool
     /// The handler paused reading (``Action/pauseReading``).
     public var pausedByHandler: Bool
+    /// Its pending output passed ``ReactorConfiguration/highWatermark`` and has not drained below
+    /// ``ReactorConfiguration/lowWatermark`` yet: reading waits, and the handler hears
+    /// ``ConnectionHandler/onWritable(_:state:)`` once it drains, in the new process too (a
+    /// handler that paused until then is not stranded when the output carried is between the
+    /// watermarks).
+    public var backpressure: Bool
     /// A close was requested (flush, then close) with this reason; nil for an open connection.
     public var closing: CloseReason?
     /// The connection is lingering: output flushed, write side shut down, onClose already ran;
@@ -42,7 +48,7 @@ public struct HandedOverConnection<State> {
     /// A connection to install in a new process (see ``Reactor/installHandedOver(_:resume:)``).
     public init(fd: CInt, state: State, pendingOutput: [UInt8] = [], peer: SocketAddress,
                 holdsLimitPlace: Bool = false, readEOF: Bool = false, pausedByHandler: Bool = false,
-                closing: CloseReason? = nil, lingering: Bool = false, shutdownPending: Bool = false,
+                backpressure: Bool = false, closing: CloseReason? = nil, lingering: Bool = false, shutdownPending: Bool = false,
                 idleSeconds: UInt32 = 0) {
         self.fd = fd
         self.state = state
@@ -51,6 +57,7 @@ public struct HandedOverConnection<State> {
         self.holdsLimitPlace = holdsLimitPlace
         self.readEOF = readEOF
         self.pausedByHandler = pausedByHandler
+        self.backpressure = backpressure
         self.closing = closing
         self.lingering = lingering
         self.shutdownPending = shutdownPending
@@ -152,7 +159,7 @@ extension Reactor {
             taken.append(HandedOverConnection(
                 fd: slot.pointee.fd, state: slot.pointee.state, pendingOutput: pending, peer: slot.pointee.peer,
                 holdsLimitPlace: book.contains(.holdsLimitPlace), readEOF: life.gate.contains(.eof),
-                pausedByHandler: life.gate.contains(.handler), closing: closing,
+                pausedByHandler: life.gate.contains(.handler), backpressure: life.gate.contains(.backpressure), closing: closing,
                 lingering: life.phase == .lingering, shutdownPending: life.conditions.contains(.shutdownPending),
                 idleSeconds: idle))
             if book.contains(.holdsLimitPlace) { configuration.connectionLimit?.release() }
@@ -207,6 +214,7 @@ extension Reactor {
         // The state comes back through the same transitions that made it in the old process.
         if connection.readEOF { slot.pointee.life.readEOF() }
         if connection.pausedByHandler { slot.pointee.life.pauseReading() }
+        if connection.backpressure { slot.pointee.life.restoreBackpressure() }
         if connection.shutdownPending { slot.pointee.life.requestShutdownWrite() }
         if let resume { resume(Connection(reactor: self, id: id), &slot.pointee.state) }
         if connection.lingering {

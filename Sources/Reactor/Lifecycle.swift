@@ -201,6 +201,13 @@ struct Lifecycle: Equatable, Sendable {
     @inlinable
     mutating func resumeReading() { gate.remove(.handler) }
 
+    /// A connection handed over while its output sat over the high watermark, and has not yet
+    /// drained below the low one: its backpressure part of the gate stays shut in the new
+    /// process, so it is read again (and told ``ConnectionHandler/onWritable(_:state:)``) only
+    /// once the output carried drains, as it would have been in the old process.
+    @inlinable
+    mutating func restoreBackpressure() { gate.insert(.backpressure) }
+
     /// read() returned 0: the peer sends nothing more; the gate stays shut for good.
     @inlinable
     mutating func readEOF() { gate.insert(.eof) }

@@ -28,8 +28,11 @@ public struct ConnectionRecord: Sendable, Equatable {
         public static let shutdownPending = Flags(rawValue: 1 << 4)
         /// ``HandedOverConnection/pausedByHandler``.
         public static let pausedByHandler = Flags(rawValue: 1 << 5)
+        /// ``HandedOverConnection/backpressure``.
+        public static let backpressure = Flags(rawValue: 1 << 6)
         /// Every flag this version knows; a record with another is refused.
-        public static let known: Flags = [.holdsLimitPlace, .readEOF, .closing, .lingering, .shutdownPending, .pausedByHandler]
+        public static let known: Flags = [.holdsLimitPlace, .readEOF, .closing, .lingering, .shutdownPending, .pausedByHandler,
+                                          .backpressure]
     }
 
     /// Why 1 GiB: the most pending output one connection may announce. A reactor stops reading a

@@ -16,6 +16,7 @@ extension ConnectionRecord {
         if c.lingering { flags.insert(.lingering) }
         if c.shutdownPending { flags.insert(.shutdownPending) }
         if c.pausedByHandler { flags.insert(.pausedByHandler) }
+        if c.backpressure { flags.insert(.backpressure) }
         let state = codec.encode(c.state)
         precondition(state.count <= ConnectionRecord.maxStateLength, "a handler's hand-over state is at most 1 GiB")
         self.init(reactor: reactor, flags: flags, idleSeconds: c.idleSeconds, pendingLength: c.pendingOutput.count,
@@ -37,7 +38,7 @@ extension ConnectionRecord {
         return HandedOverConnection(
             fd: fd, state: state, pendingOutput: pending, peer: peer,
             holdsLimitPlace: flags.contains(.holdsLimitPlace), readEOF: flags.contains(.readEOF),
-            pausedByHandler: flags.contains(.pausedByHandler), closing: reason, lingering: flags.contains(.lingering),
+            pausedByHandler: flags.contains(.pausedByHandler), backpressure: flags.contains(.backpressure), closing: reason, lingering: flags.contains(.lingering),
             shutdownPending: flags.contains(.shutdownPending), idleSeconds: idleSeconds)
     }
 }

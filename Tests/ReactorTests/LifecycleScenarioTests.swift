@@ -171,6 +171,51 @@ final class LifecycleScenarioTests: XCTestCase {
         XCTAssertTrue(reactor.stop())
     }
 
+    /// A connection handed over (``Reactor/installHandedOver(_:resume:)``) paused by its handler,
+    /// with its backpressure and output between the watermarks (48 KiB: under the high one, so
+    /// installing it alone would not shut the gate again): the handler hears onWritable once that
+    /// output drains, as it would have in the process that handed it over. Without the flag, a
+    /// handler waiting for onWritable to resume would wait for ever.
+    func testAHandedOverConnectionWithBackpressureHearsOnWritableOnceItsOutputDrains() throws {
+        for backpressure in [true, false] {
+            let (reactor, log) = try start()
+            var fds: [CInt] = [0, 0]
+            XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds), 0)
+            XCTAssertEqual(fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK), 0)
+            let pending = testPattern(count: 48 * 1024)
+            let fd = fds[0]
+            let installed = onReactor(reactor) { context -> Bool in
+                guard let peer = try? SocketAddress(unixPath: "peer") else { return false }
+                let connection = HandedOverConnection(fd: fd, state: true, pendingOutput: pending, peer: peer,
+                                                      pausedByHandler: true, backpressure: backpressure)
+                return (try? context.reactor.takeUnretainedValue().installHandedOver(connection)) != nil
+            }
+            XCTAssertEqual(installed, true)
+            let peer = fds[1]
+            var timeout = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(peer, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            // The output carried, then (with backpressure) the 0xEE that onWritable writes.
+            let expected = pending + (backpressure ? [0xEE] : [])
+            var received: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while received.count < expected.count {
+                let n = buffer.withUnsafeMutableBytes { recv(peer, $0.baseAddress, min($0.count, expected.count - received.count), 0) }
+                guard n > 0 else { break }
+                received += buffer[..<n]
+            }
+            XCTAssertEqual(firstDifference(received, expected), nil, "\(received.count) of \(expected.count) bytes; log \(log.withLock { $0 })")
+            if backpressure {
+                XCTAssertTrue(eventually { log.withLock { $0 } == ["writable 0"] }, "onWritable once drained; log \(log.withLock { $0 })")
+            } else {
+                // No backpressure carried: nothing to hear (a drain it never waited for).
+                usleep(100_000)
+                XCTAssertEqual(log.withLock { $0 }, [], "no onWritable without backpressure")
+            }
+            close(peer)
+            XCTAssertTrue(reactor.stop())
+        }
+    }
+
     func testShutdownWriteSendsEOFAfterTheQueuedReplyAndKeepsReading() throws {
         let reply = testPattern(count: 8 << 20)  // more than the kernel buffers: it queues first
         let (reactor, log) = try start(bigReply: reply)

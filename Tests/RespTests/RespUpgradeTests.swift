@@ -108,6 +108,130 @@ final class RespUpgradeTests: XCTestCase {
         XCTAssertEqual(try server.mget([Array("half".utf8)]), respArray([[0, 1, 2, 13, 10, 3]]))
     }
 
+    /// A parked connection (it stopped reading at a request boundary, its replies past the high
+    /// watermark) handed over while its unsent replies are between the watermarks: below the
+    /// high one, so the new reactor would not see backpressure on its own, above the low one, so
+    /// the old reactor had not told the handler yet. It must go on in the new process with the
+    /// requests it kept (in its framer and still in the socket): every reply, in order,
+    /// byte-exact, then a PING answered.
+    ///
+    /// The client steers it there: a small MSS and receive buffer make resp-server's kernel take
+    /// its output in small steps, and the client reads in small pieces, estimating the server's
+    /// unsent replies from what it was sent (read, in its receive queue, in the server's send
+    /// queue, asked of the kernel), until they sit between the watermarks, and stays there.
+    func testAParkedConnectionBetweenItsWatermarksGoesOnAfterTheUpgrade() throws {
+        let server = try UpgradableResp()
+        defer { server.stop() }
+        // resp-server's reactor watermarks (ReactorConfiguration's defaults).
+        let (low, high) = (32 * 1024, 64 * 1024)
+        let big = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 13) }
+        let small: [UInt8] = [0, 13, 10, 0xff, 7]
+        let writer = try TestSocket.connect(port: server.port)
+        try writer.send(respCommand([Array("SET".utf8), Array("big".utf8), big]) + respCommand([Array("SET".utf8), Array("small".utf8), small]))
+        XCTAssertEqual(try writer.receive(exactly: 10), Array("+OK\r\n+OK\r\n".utf8))
+        writer.close()
+
+        // 24 GETs of 1 MiB, then 5,000 small GETs (about 125 KiB of requests: more than one
+        // read takes, so some wait in the socket while the connection is parked).
+        let bigReply = Array("$\(big.count)\r\n".utf8) + big + Array("\r\n".utf8)
+        let smallReply = Array("$\(small.count)\r\n".utf8) + small + Array("\r\n".utf8)
+        let (bigGets, smallGets) = (24, 5_000)
+        let client = try TestSocket.connect(port: server.port, receiveBuffer: 4096, maxSegment: 536)
+        let requests = Array(repeating: respCommand([Array("GET".utf8), Array("big".utf8)]), count: bigGets).flatMap { $0 }
+            + Array(repeating: respCommand([Array("GET".utf8), Array("small".utf8)]), count: smallGets).flatMap { $0 }
+        try client.send(requests, timeout: 30)
+        let expected = Array(repeating: bigReply, count: bigGets).flatMap { $0 } + Array(repeating: smallReply, count: smallGets).flatMap { $0 }
+
+        // While only big replies are produced, the server runs one GET each time its unsent
+        // replies fall below the low watermark, so they are less than one reply plus `low`:
+        // (-(bytes it handed to its kernel)) modulo one reply is exactly what it holds.
+        let clientPort = try Self.localPort(client.fd)
+        var received: [UInt8] = []
+        func unsent() -> Int? {
+            guard let sendQueue = Self.tcpSendQueue(local: server.port, remote: clientPort),
+                  let receiveQueue = Self.receiveQueue(client.fd) else { return nil }
+            let handed = received.count + sendQueue + receiveQueue
+            return (bigReply.count - handed % bigReply.count) % bigReply.count
+        }
+        let deadline = monotonicSeconds() + 90
+        var parked = false
+        while !parked && received.count < 20 * bigReply.count && monotonicSeconds() < deadline {
+            if let bytes = try client.receiveNow(max: 1024) {
+                XCTAssertFalse(bytes.isEmpty, "EOF from resp-server")
+                if bytes.isEmpty { return }
+                received += bytes
+            }
+            usleep(1_000)
+            // Between the watermarks, with a margin, and still there a moment later: it stays.
+            guard let first = unsent(), first > low + 4096, first < high - 4096 else { continue }
+            usleep(200_000)
+            guard let second = unsent() else { continue }
+            parked = second > low + 2048 && second < high - 2048
+        }
+        guard parked else {
+            return XCTFail("the connection's unsent replies never settled between the watermarks (\(received.count) bytes read): the case is not reached")
+        }
+        XCTAssertEqual(firstDifference(received, Array(expected.prefix(received.count))), nil, "the replies read before the upgrade")
+
+        XCTAssertEqual(try server.upgrade(), 1, "the parked connection is taken")
+        let rest = try client.receive(exactly: expected.count - received.count, timeout: 30)
+        XCTAssertEqual(firstDifference(rest, Array(expected.dropFirst(received.count))), nil,
+                       "every reply after the upgrade, in order, byte-exact (\(received.count) bytes were read before it)")
+        try client.send(Array("PING\r\n".utf8))
+        XCTAssertEqual(try client.receive(exactly: 7, timeout: 10), Array("+PONG\r\n".utf8), "the connection is still served")
+    }
+
+    /// A connected socket's local port.
+    static func localPort(_ fd: CInt) throws -> Int {
+        var address = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let rc = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard rc == 0 else { throw HarnessFailure("getsockname: errno \(errno)") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// The bytes in the send queue (written, not yet acknowledged) of the IPv4 loopback TCP
+    /// socket from port `local` to port `remote`, whichever process holds it: one exact lookup
+    /// over NETLINK_SOCK_DIAG (what `ss` asks), so it can be asked every millisecond. Nil if
+    /// there is no such socket or the kernel does not answer.
+    static func tcpSendQueue(local: Int, remote: Int) -> Int? {
+        let fd = socket(AF_NETLINK, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 4 /* NETLINK_SOCK_DIAG */)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        // nlmsghdr (16) + inet_diag_req_v2 (8) + inet_diag_sockid (48).
+        var request = [UInt8](repeating: 0, count: 72)
+        func put32(_ value: UInt32, at offset: Int) { withUnsafeBytes(of: value) { request.replaceSubrange(offset..<offset + 4, with: $0) } }
+        put32(72, at: 0)
+        request[4] = 20  // SOCK_DIAG_BY_FAMILY
+        request[6] = 1  // NLM_F_REQUEST: one socket, by its id
+        request[16] = UInt8(AF_INET)
+        request[17] = UInt8(IPPROTO_TCP)
+        put32(UInt32.max, at: 20)  // every state
+        request[24] = UInt8(local >> 8); request[25] = UInt8(local & 0xff)  // ports, big endian
+        request[26] = UInt8(remote >> 8); request[27] = UInt8(remote & 0xff)
+        request[28...31] = [127, 0, 0, 1][...]
+        request[44...47] = [127, 0, 0, 1][...]
+        put32(UInt32.max, at: 64)  // no cookie
+        put32(UInt32.max, at: 68)
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else { return nil }
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, 1000) == 1 else { return nil }
+        var reply = [UInt8](repeating: 0, count: 8192)
+        let n = reply.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        // An inet_diag_msg answers (type 20); an error (type 2) means no such socket.
+        guard n >= 96, reply[4] == 20 else { return nil }
+        // nlmsghdr (16), then family, state, timer, retrans (4), sockid (48), expires (4), rqueue, wqueue.
+        return Int(reply.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 76, as: UInt32.self) })
+    }
+
+    /// The bytes received and not read yet on `fd` (FIONREAD).
+    static func receiveQueue(_ fd: CInt) -> Int? {
+        var count: CInt = 0
+        return ioctl(fd, UInt(FIONREAD), &count) == 0 ? Int(count) : nil
+    }
+
     func testAServerAtItsMaxmemoryStillRefusesWritesAfterTheUpgrade() throws {
         let server = try UpgradableResp(["--maxmemory", "1mb"])
         defer { server.stop() }

@@ -65,19 +65,22 @@ public final class TestSocket: @unchecked Sendable {
 
     /// Connects to `host` (an IPv4 or IPv6 literal) and `port` within `timeout` seconds, from the
     /// local address `source` if given (another loopback address, such as 127.0.0.2, is another
-    /// client). `receiveBuffer` sets SO_RCVBUF before connecting, to make a slow reader.
+    /// client). `receiveBuffer` sets SO_RCVBUF before connecting, to make a slow reader;
+    /// `maxSegment` sets TCP_MAXSEG, so the peer is told a small MSS and its kernel sends (and
+    /// frees its send buffer) in small steps.
     public static func connect(host: String = "127.0.0.1", port: Int, from source: String? = nil, timeout: Double = 5,
-                               receiveBuffer: Int? = nil) throws -> TestSocket {
+                               receiveBuffer: Int? = nil, maxSegment: Int? = nil) throws -> TestSocket {
         let address = try LoopbackSockets.address(host: host, port: port)
-        return try connect(address, timeout: timeout, name: "\(host):\(port)", source: source, receiveBuffer: receiveBuffer)
+        return try connect(address, timeout: timeout, name: "\(host):\(port)", source: source, receiveBuffer: receiveBuffer,
+                           maxSegment: maxSegment)
     }
 
     /// Connects from the local address `source` (another loopback address, such as 127.0.0.2, is
     /// another client): the same as ``connect(host:port:from:timeout:receiveBuffer:)``, under the
     /// argument order tests written before it use.
     public static func connect(host: String = "127.0.0.1", port: Int, timeout: Double = 5, receiveBuffer: Int? = nil,
-                               source: String) throws -> TestSocket {
-        try connect(host: host, port: port, from: source, timeout: timeout, receiveBuffer: receiveBuffer)
+                               maxSegment: Int? = nil, source: String) throws -> TestSocket {
+        try connect(host: host, port: port, from: source, timeout: timeout, receiveBuffer: receiveBuffer, maxSegment: maxSegment)
     }
 
     /// Connects to the Unix-domain socket at `path` within `timeout` seconds.
@@ -86,11 +89,15 @@ public final class TestSocket: @unchecked Sendable {
     }
 
     private static func connect(_ address: (sockaddr_storage, socklen_t), timeout: Double, name: String,
-                                source: String? = nil, receiveBuffer: Int? = nil) throws -> TestSocket {
+                                source: String? = nil, receiveBuffer: Int? = nil, maxSegment: Int? = nil) throws -> TestSocket {
         let sock = TestSocket(fd: try LoopbackSockets.socket(CInt(address.0.ss_family)))
         if let receiveBuffer {
             var size = CInt(receiveBuffer)
             setsockopt(sock.fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<CInt>.size))
+        }
+        if let maxSegment {
+            var size = CInt(maxSegment)
+            setsockopt(sock.fd, CInt(IPPROTO_TCP), TCP_MAXSEG, &size, socklen_t(MemoryLayout<CInt>.size))
         }
         if let source {
             var (local, length) = try LoopbackSockets.address(host: source, port: 0)

@@ -34,7 +34,8 @@ final class UpgradeWireTests: XCTestCase {
     ]
 
     static let connections: [ConnectionRecord] = {
-        var open = ConnectionRecord(reactor: 0, flags: [.holdsLimitPlace, .pausedByHandler], idleSeconds: 12,
+        // Parked by its handler, its output past the high watermark (both gates travel).
+        var open = ConnectionRecord(reactor: 0, flags: [.holdsLimitPlace, .pausedByHandler, .backpressure], idleSeconds: 12,
                                     pendingLength: 70_000, peer: ipv4(40_001), state: [1, 2, 3, 0, 0, 0xff])
         open.fd = 200
         open.pending = (0..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }

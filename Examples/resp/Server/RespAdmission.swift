@@ -51,10 +51,8 @@ extension RespHandler {
         return .close(.eof)
     }
 
-    /// A metrics request's deadline, the PROXY header's, or the upgrade's resume timer: a parked
-    /// connection handed over by an upgrade (or taken back after a failed one) goes on with the
-    /// requests it kept (``RespUpgrade/resume``), since its backpressure did not travel and no
-    /// drain would call ``onWritable(_:state:)`` for it.
+    /// A metrics request's deadline or the PROXY header's. (A parked connection needs no timer
+    /// after an upgrade: its backpressure travels, and ``onWritable(_:state:)`` resumes it.)
     func onTimer(_ timer: TimerID, connection: borrowing Connection<Self>, state: inout RespConnection) -> Action {
         if let request = state.metrics { return context.metrics!.deadlinePassed(timer, request: request) }
         if let proxy = state.admission.proxy, timer == proxy.timer {
@@ -62,7 +60,7 @@ extension RespHandler {
             guard let refusal = state.admission.timedOut() else { return .continue }
             return refuse(refusal, connection.peer.description, connection)
         }
-        return onWritable(connection, state: &state)
+        return .continue
     }
 
     /// Closes at once, holding nothing, with the reason logged against the real peer.

@@ -8,9 +8,11 @@ import ZeroDropUpgrade
 /// `--max-connections-per-client`, whose key follows as a marker byte and 8 bytes little-endian,
 /// ``ClientKey/handOver``), then the bytes its framer holds (a half-read request, or pipelined
 /// requests not run yet; ``RequestFramer/handOverBytes``). The framer's parser starts over on them
-/// in the new process, which takes the place again (``RespUpgrade/adopt``). Nothing else travels:
-/// the `--maxmemory-clients` accounting starts afresh there (``RespUpgrade``). Metrics
-/// connections and connections still sending their PROXY header stay behind.
+/// in the new process, which takes the place again (``RespUpgrade/adopt``). A parked connection
+/// goes on there as here, in ``RespHandler/onWritable(_:state:)`` once its replies drain: the
+/// reactor's backpressure travels in the connection record. Nothing else travels: the
+/// `--maxmemory-clients` accounting starts afresh there (``RespUpgrade``). Metrics connections and
+/// connections still sending their PROXY header stay behind.
 struct RespHandOverCodec: HandOverCodec {
     static let parked: UInt8 = 1
     static let holdsPlace: UInt8 = 2

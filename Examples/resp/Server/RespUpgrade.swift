@@ -43,19 +43,12 @@ enum RespUpgrade {
         // process stops; the metrics listener goes, and the new process serves metrics on it.
         hooks.include = { $0.metrics == nil && !$0.admission.isWaiting }
         hooks.listenerRole = { $0.limited ? 0 : metricsRole }
-        hooks.resume = { resume($0, &$1) }
         // Its place goes back: nobody will close it here.
         hooks.lost = { reactor, state in
             if let place = state.admission.place { reactor.handler.context.admission.release(place) }
         }
         return Upgrader(executable: executable, arguments: Array(CommandLine.arguments.dropFirst()),
                         environment: environment, codec: RespHandOverCodec(), hooks: hooks, logger: logger)
-    }
-
-    /// What an installed connection gets back: a parked one goes on with its kept requests on a
-    /// timer (``RespHandler/onTimer(_:connection:state:)``).
-    static func resume(_ connection: borrowing Connection<RespHandler>, _ state: inout RespConnection) {
-        if state.parked { _ = connection.schedule(after: .milliseconds(1)) }
     }
 
     /// The new side: when started by an upgrade, receives everything and restores the keyspace
@@ -85,8 +78,7 @@ enum RespUpgrade {
         // The old process never gave the places back (it exits without): they are taken here
         // again, past the limit if need be, and given back once, at close.
         let limit = reactor.handler.context.admission.clientLimit
-        installed.add(takeOver.install(on: reactor, index: index, of: count, logger: logger) { connection, state in
-            resume(connection, &state)
+        installed.add(takeOver.install(on: reactor, index: index, of: count, logger: logger) { _, state in
             if let limit, let place = state.admission.place { limit.forceAcquire(place) }
         })
         return first
