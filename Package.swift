@@ -47,7 +47,8 @@ let package = Package(
         // and sd_notify, health checks, the signal policy, unbuffered stdout.
         .target(
             name: "ServerKit",
-            dependencies: ["Reactor", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["Reactor", .product(name: "SystemPackage", package: "swift-system"),
+                           .product(name: "Logging", package: "swift-log")]
         ),
         // The zero-drop binary upgrade, generic over the handler: the spawn, the hand-over protocol
         // and the connection record; a handler supplies a codec for its own state.

@@ -5,7 +5,7 @@ import ClientAdmission
 /// and how many connections it may hold, the same flags for every server of the package
 /// (`@OptionGroup var admission: AdmissionOptions`).
 public struct AdmissionOptions: ParsableArguments, Sendable {
-    @Option(parsing: .unconditional, help: ArgumentHelp("Most connections open at once from one client address (IPv6: one /64; behind --proxy-protocol, the address in the PROXY header); more are refused at once with reason `limit`. `auto`: 90 % of the connections the fd limit leaves room for, so one address never takes every fd (none under a lower --max-connections); `off`: no limit.", valueName: "n|auto|off"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Most connections open at once from one client address (IPv6: one /64; behind --proxy-protocol, the address in the PROXY header); more are refused at once with reason `limit`. `auto`: 90 % of the connections the fd limit leaves room for, so one address never takes every fd (none where the server's own limit on all connections together is lower); `off`: no limit.", valueName: "n|auto|off"))
     public var maxConnectionsPerClient: PerClientLimit = .auto
 
     @Flag(help: "Every connection starts with a PROXY protocol v1 or v2 header (HAProxy `send-proxy`/`send-proxy-v2`): logs and --max-connections-per-client see the client's address. A missing, malformed or late (3 s) header closes the connection with reason `proxy`. Trust it only from your balancers: see --proxy-protocol-from.")

@@ -170,6 +170,20 @@ where Codec.State == Handler.ConnectionState {
         for port in ports.withLock({ $0 }) { force ? port.handle.stopNow() : port.handle.stop() }
     }
 
+    /// Call it on the main thread once reactor 0 stopped: ``waitForUpgrade()``, then, after a
+    /// hand-over, stop signals (`signals`) that still reach this process go to the new one for
+    /// ``StopForwarding/grace`` (``StopForwarding``), and how many did is logged.
+    public func finish(forwarding signals: [CInt]) {
+        waitForUpgrade()
+        guard let child = successor else { return }
+        // The connections are the new process's: a stop signal that comes now is for it.
+        StopForwarding.install(forwardingTo: child, signals: signals)
+        StopForwarding.linger()
+        if StopForwarding.forwarded > 0 {
+            logger.notice("upgrade: forwarded \(StopForwarding.forwarded) stop signal(s) that reached this process after the hand-over to pid \(child)")
+        }
+    }
+
     /// Call it once reactor 0 stopped (a stop signal, or the hand-over done): an upgrade in
     /// flight finishes first, so that the new process gets everything it was promised (exiting
     /// now would close the socketpair under it). Bounded by twice the confirmation time.

@@ -94,8 +94,8 @@ struct Reflectd: ParsableCommand {
             help: ArgumentHelp("How long an undecided line-start prefix of `exit` (`e`, `ex`, … `exit\\r`) is held back while no more input arrives, before it is echoed (0 to 60000; 0 echoes it at once).", valueName: "ms"))
     var exitHoldMs = 250
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("After the first stop signal, keep serving (listeners open, echoes answered) for this many seconds while GET /readyz answers 503, so that a balancer or Kubernetes takes this server out of rotation before its listener closes; then stop gracefully (0 to 300; default 0: stop at once). A second stop signal stops at once.", valueName: "seconds"))
-    var stopDelay: Double = 0
+    /// --stop-delay.
+    @OptionGroup var stop: StopOptions
 
     @Flag(help: "Also serve the echo over UDP (RFC 862's other half), on --host and --port (or --udp-port): every datagram from 0 to 65,507 bytes goes back to its source unchanged; there is no exit line over UDP. Off by default: sources on service ports, broadcast and multicast sources and reflectd's own port are never answered, and each source's rate is limited (see --udp-rate), but a UDP echo on a public address is still a reflector to think about.")
     var udp = false
@@ -138,9 +138,6 @@ struct Reflectd: ParsableCommand {
         guard (0...86_400).contains(sendTimeout) else {
             throw ValidationError("--send-timeout must be between 0 (off) and 86400 seconds, got \(sendTimeout)")
         }
-        guard (0...300).contains(stopDelay) else {
-            throw ValidationError("--stop-delay must be between 0 and 300 seconds, got \(stopDelay)")
-        }
         if let keepalive, !(1...32_767).contains(keepalive) {
             throw ValidationError("--keepalive must be between 1 and 32767 seconds, got \(keepalive)")
         }
@@ -150,9 +147,7 @@ struct Reflectd: ParsableCommand {
     static let logFlushTimeout: Duration = .seconds(1)
 
     /// --stop-delay as a duration, nil for 0.
-    var stopDelayDuration: Duration? {
-        stopDelay > 0 ? .milliseconds(Int64((stopDelay * 1000).rounded())) : nil
-    }
+    var stopDelayDuration: Duration? { stop.delay }
 
     /// The exit-line flags as the echo's policy.
     var exitLinePolicy: ExitLinePolicy {

@@ -10,19 +10,16 @@ import Synchronization
 
 /// Starts the reactors, one per thread, and runs until a signal stops them.
 ///
-/// Reactor 0 runs on the main thread and owns the signalfd; on SIGTERM/SIGINT/SIGQUIT it stops the
-/// others through their handles, and it answers SIGHUP, SIGALRM and SIGUSR1 with a log line and SIGUSR2 with an upgrade (Upgrade.swift). Each reactor has its own listening socket on the same address
-/// (SO_REUSEPORT), so the kernel spreads connections; connections never move between threads.
+/// Reactor 0 runs on the main thread and owns the signalfd; it answers the kit's signal policy
+/// (``SignalPolicy/install(on:_:logger:)``): SIGTERM/SIGINT/SIGQUIT stop the others through their
+/// handles, SIGHUP, SIGALRM and SIGUSR1 get a log line and SIGUSR2 an upgrade (Upgrade.swift).
+/// Each reactor has its own listening socket on the same address (SO_REUSEPORT), so the kernel
+/// spreads connections; connections never move between threads.
 struct Server {
     let options: Reflectd
     let logger = Logger(label: "reflectd")
     /// Where log lines wait for stderr (for the drop count).
     let logQueue: LogQueue?
-
-    /// The kit's signal policy (``SignalPolicy``): SIGTERM, SIGINT, SIGQUIT stop the server.
-    static let stopSignals = SignalPolicy.stopSignals
-    /// SIGHUP, SIGALRM, SIGUSR1 get a log line, SIGUSR2 an upgrade.
-    static let noticeSignals = SignalPolicy.noticeSignals
 
     /// Blocks every signal the server handles (``SignalPolicy/block()``), before any other thread starts.
     static func blockSignals() {
@@ -132,45 +129,21 @@ struct Server {
         }
         group.handles.forEach(registry.add)
 
-        let others = Array(registry.all.dropFirst())
         do {
-            // Not the Reactor's own stop(onSignals:): a stop during an upgrade must wait for the
-            // upgrade to decide which process holds the connections (Upgrader.stopRequested).
-            let stops = StopCount()
-            let grace = configuration.shutdownGrace
-            let stopDelay = options.stopDelayDuration
-            try main.onSignals(Server.stopSignals) { [unowned main, logger] signal in
-                let force = stops.next() > 1
-                // /readyz fails at the first stop signal, also when an upgrade defers the stop (Readiness).
-                readiness.stopRequested()
-                guard upgrader.stopRequested(signal, force: force) == .stopHere else { return }
-                let stopReactors = { [unowned main] in
-                    for other in others { force ? other.stopNow() : other.stop() }
-                    if force { main.handle.stopNow() } else { main.handle.stop() }
-                }
-                if force {
-                    logger.notice("received \(Signals.name(signal)) again: stopping now, without waiting for slow peers")
-                } else if let stopDelay {
-                    // --stop-delay: keep serving (listeners open) while balancers see /readyz fail.
-                    logger.notice("received \(Signals.name(signal)): /readyz answers 503 now; still serving for \(stopDelay) (--stop-delay) so that balancers take this server out of rotation, then stopping gracefully (up to \(grace) for pending output; another stop signal stops at once)")
-                    main.schedule(after: stopDelay) {
-                        logger.notice("--stop-delay over: stopping gracefully (up to \(grace) for pending output)")
-                        stopReactors()
-                    }
-                    return
-                } else {
-                    logger.notice("received \(Signals.name(signal)): stopping gracefully (up to \(grace) for pending output; another stop signal cuts it short)")
-                }
-                stopReactors()
+            // The kit's signal policy. Not the Reactor's own stop(onSignals:): a stop during an
+            // upgrade must wait for the upgrade to decide which process holds the connections
+            // (Upgrader.stopRequested).
+            var actions = SignalPolicy.Actions(name: "reflectd")
+            actions.others = Array(registry.all.dropFirst())
+            actions.readiness = readiness
+            actions.stopDelay = options.stopDelayDuration
+            actions.stopsHere = { upgrader.stopRequested($0, force: $1) == .stopHere }
+            actions.upgrade = { upgrader.signalled(metrics: metrics) }
+            actions.snapshot = { [unowned main, logQueue] in
+                Server.snapshot(metrics?.echoTotals().total ?? Server.sum(registry, live: main.statistics),
+                                reactors: registry.all.count, logLinesDropped: logQueue?.droppedTotal ?? 0)
             }
-            try main.onSignals(Server.noticeSignals) { [unowned main, logger, logQueue] signal in
-                if signal == SIGUSR2 && PidOne.isInit { logger.warning("\(PidOne.upgradeRefusal)"); return }
-                if signal == SIGUSR2 { upgrader.signalled(metrics: metrics); return }
-                Server.noticeSignal(signal, logger: logger) {
-                    Server.snapshot(metrics?.echoTotals().total ?? Server.sum(registry, live: main.statistics),
-                                    reactors: registry.all.count, logLinesDropped: logQueue?.droppedTotal ?? 0)
-                }
-            }
+            try SignalPolicy.install(on: main, actions, logger: logger)
         } catch {
             group.stopNow()
             throw StartupFailure(message: "cannot receive signals: \(error)")
@@ -185,37 +158,17 @@ struct Server {
             takeOver.confirm(installed: installed, logger: logger)
             logger.notice("upgrade: took \(installed) connections from pid \(takeOver.oldPid) (this is pid \(getpid()))")
         } else {
-            do { try ServiceManager.notify("READY=1") } catch { logger.warning("cannot notify the service manager: \(error)") }
+            ServiceManager.notifyReady(logger: logger)
         }
         logger.info("reflectd started", metadata: ["reactors": "\(count)", "pid": "\(getpid())"])
         main.run()
-        upgrader.waitForUpgrade()
-        if let child = upgrader.successor {
-            // The connections are the new process's: a stop signal that comes now is for it.
-            StopForwarding.install(forwardingTo: child, signals: Server.stopSignals)
-            StopForwarding.linger()
-            if StopForwarding.forwarded > 0 {
-                logger.notice("upgrade: forwarded \(StopForwarding.forwarded) stop signal(s) that reached this process after the hand-over to pid \(child)")
-            }
-        }
+        upgrader.finish(forwarding: SignalPolicy.stopSignals)
         group.join()
         let total = registry.all.map(\.latestStatistics).reduce(ReactorStatistics(), +)
         logger.info("stopped", metadata: ["accepted": "\(total.accepted)"])
     }
 
-    // MARK: signals other than stop
-
-    /// One log line per signal. Nothing here is slow: it runs on reactor 0's thread.
-    static func noticeSignal(_ signal: CInt, logger: Logger, snapshot: () -> String) {
-        switch signal {
-        case SIGUSR1:
-            logger.notice("received SIGUSR1: \(snapshot())")
-        case SIGHUP:
-            logger.notice("received SIGHUP: ignored (reflectd has no configuration file to reload; restart it to change flags)")
-        default:
-            logger.notice("received \(Signals.name(signal)): ignored")
-        }
-    }
+    // MARK: statistics
 
     /// Reactor 0's live counters and the others' last published ones (at most a second old).
     static func sum(_ registry: ReactorRegistry, live: ReactorStatistics) -> ReactorStatistics {

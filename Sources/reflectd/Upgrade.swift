@@ -114,13 +114,7 @@ extension ZeroDropUpgrade.TakeOver where Codec == EchoHandOverCodec {
 
     /// Tells the service manager and then the old process that this one serves now.
     func confirm(installed: Int, logger: Logger) {
-        confirm(installed: installed, logger: logger) {
-            do {
-                try ServiceManager.notify("MAINPID=\(getpid())\nREADY=1")
-            } catch {
-                logger.warning("upgrade: cannot notify the service manager: \(error)")
-            }
-        }
+        confirm(installed: installed, logger: logger) { ServiceManager.notifyReady(logger: logger, upgraded: true) }
     }
 }
 

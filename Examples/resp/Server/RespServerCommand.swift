@@ -50,10 +50,12 @@ struct RespServer: ParsableCommand {
             --proxy-protocol takes the client's address from a PROXY v1/v2 header, and \
             --max-connections-per-client counts that address; --metrics-port serves resp_ \
             metrics and health checks over HTTP. Prints \
-            `listening on HOST:PORT` on stdout once it accepts connections. SIGTERM or SIGINT \
-            stops it gracefully, and it exits 0. SIGUSR2 upgrades: the binary at the startup path \
-            takes over every connection and every key (a failed upgrade keeps this process \
-            serving).
+            `listening on HOST:PORT` on stdout once it accepts connections, and tells a systemd \
+            `Type=notify` service manager READY=1 ($NOTIFY_SOCKET). SIGTERM, SIGINT or SIGQUIT \
+            stops it gracefully (GET /readyz answers 503 from then on, --stop-delay keeps serving \
+            a while first, STOPPING=1), and it exits 0; a second one stops it at once. SIGUSR2 \
+            upgrades: the binary at the startup path takes over every connection and every key (a \
+            failed upgrade keeps this process serving).
             """,
         version: PackageVersion.string)
 
@@ -92,6 +94,9 @@ struct RespServer: ParsableCommand {
     @Option(help: "Serve Prometheus metrics (series resp_…) at GET /metrics, and GET /livez and /readyz, on this port of --host.")
     var metricsPort: Int?
 
+    /// --stop-delay.
+    @OptionGroup var stop: StopOptions
+
     @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
@@ -128,7 +133,9 @@ struct RespServer: ParsableCommand {
         MallocTuning.setMmapThreshold(Self.mmapThreshold)
         // First, before any thread exists (the log writer is one), so every thread inherits the
         // mask and the signals arrive only through reactor 0's signalfd.
-        Signals.block([SIGTERM, SIGINT, SIGUSR2])
+        // The kit's policy (reflectd's): SIGTERM, SIGINT, SIGQUIT stop; SIGHUP, SIGALRM, SIGUSR1
+        // get a log line, SIGUSR2 an upgrade.
+        SignalPolicy.block()
         // Before the first log line: a stderr whose reader went away must give EPIPE, not SIGPIPE.
         Signals.ignoreSIGPIPE()
         // The log never blocks a reactor: a reader that stops reading stderr costs log lines
@@ -175,6 +182,7 @@ struct RespServer: ParsableCommand {
                                              metrics: metrics, configuration: configuration, logger: logger))
         }
         let registry = ReactorRegistry()
+        let readiness = Readiness()
         let metrics = try metricsPort.map { port in
             do {
                 return try metricsEndpoint(SocketAddress(host: host, port: port), registry: registry, log: log,
@@ -220,6 +228,7 @@ struct RespServer: ParsableCommand {
                 throw fail(log: log, "cannot listen on \(metrics.address) (--metrics-port): \(error)")
             }
             metrics.ownStatistics = { [unowned main] in main.statistics }
+            metrics.readiness = readiness
         }
         registry.add(main.handle)
         let group = ReactorGroup()
@@ -238,13 +247,27 @@ struct RespServer: ParsableCommand {
             throw fail(log: log, "\(error)")
         }
         group.handles.forEach(registry.add)
-        try RespUpgrade.handleSignals(main, others: group.handles, upgrader: upgrader, logger: logger)
+        do {
+            // A stop during an upgrade waits for the upgrade to decide which process stops
+            // (Upgrader.stopRequested); SIGUSR2 during a stop is ignored, with a log line.
+            var actions = SignalPolicy.Actions(name: "resp-server")
+            actions.others = group.handles
+            actions.readiness = readiness
+            actions.stopDelay = stop.delay
+            actions.stopsHere = { upgrader.stopRequested($0, force: $1) == .stopHere }
+            actions.upgrade = { upgrader.signalled() }
+            try SignalPolicy.install(on: main, actions, logger: logger)
+        } catch {
+            group.stopNow()
+            throw fail(log: log, "cannot receive signals: \(error)")
+        }
         UnbufferedOutput.write("listening on \(bound)\n", to: 1)
         if let metrics { UnbufferedOutput.write("metrics on http://\(metrics.address)/metrics\n", to: 1) }
+        if takeOver == nil { ServiceManager.notifyReady(logger: logger) }
         RespUpgrade.confirm(takeOver, installed: installed, keys: keyspace.count, logger: logger)
         logger.info("resp-server started", metadata: ["reactors": "\(count)", "pid": "\(getpid())"])
         main.run()
-        RespUpgrade.finish(upgrader)
+        upgrader.finish(forwarding: SignalPolicy.stopSignals)
         group.join()
         logger.info("resp-server stopped", metadata: ["keys": "\(keyspace.count)", "evicted-clients": "\(evictions.value)"])
     }

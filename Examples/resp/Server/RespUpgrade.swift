@@ -3,6 +3,7 @@ import Glibc
 import Logging
 import RESP
 import Reactor
+import ServerKit
 import ZeroDropUpgrade
 
 /// resp-server's zero-drop upgrade on SIGUSR2 (the protocol is the ZeroDropUpgrade product's):
@@ -90,42 +91,10 @@ enum RespUpgrade {
         return try reactor.attachHandedOverListener(record.listener)
     }
 
-    /// SIGTERM and SIGINT stop every reactor (the first gracefully, a second at once), unless an
-    /// upgrade is in flight: then the stop waits for it (``Upgrader/stopRequested(_:force:)``).
-    /// SIGUSR2 starts an upgrade.
-    static func handleSignals(_ main: Reactor<RespHandler>, others: [ReactorHandle],
-                              upgrader: Upgrader<RespHandler, RespHandOverCodec>, logger: Logger) throws(SyscallError) {
-        var stops = 0
-        let grace = main.configuration.shutdownGrace
-        try main.onSignals([SIGTERM, SIGINT]) { [unowned main] signal in
-            stops += 1
-            let force = stops > 1
-            guard upgrader.stopRequested(signal, force: force) == .stopHere else { return }
-            if force {
-                logger.notice("received \(Signals.name(signal)) again: stopping now, without waiting for slow peers")
-            } else {
-                logger.notice("received \(Signals.name(signal)): stopping gracefully (up to \(grace) for pending output; another stop signal cuts it short)")
-            }
-            for other in others { force ? other.stopNow() : other.stop() }
-            force ? main.handle.stopNow() : main.handle.stop()
-        }
-        try main.onSignals([SIGUSR2]) { _ in upgrader.signalled() }
-    }
-
     /// The new process serves: tells the old one, which then exits.
     static func confirm(_ takeOver: TakeOver<RespHandOverCodec>?, installed: InstallCount, keys: Int, logger: Logger) {
         guard let takeOver else { return }
-        takeOver.confirm(installed: installed.value, logger: logger) {}
+        takeOver.confirm(installed: installed.value, logger: logger) { ServiceManager.notifyReady(logger: logger, upgraded: true) }
         logger.notice("upgrade: took \(installed.value) connections and \(keys) keys from pid \(takeOver.oldPid) (this is pid \(getpid()))")
-    }
-
-    /// Reactor 0 stopped: an upgrade in flight ends first; after a hand-over, stop signals that
-    /// still reach this process go to the new one for a moment (``StopForwarding``).
-    static func finish(_ upgrader: Upgrader<RespHandler, RespHandOverCodec>) {
-        upgrader.waitForUpgrade()
-        if let child = upgrader.successor {
-            StopForwarding.install(forwardingTo: child, signals: [SIGTERM, SIGINT])
-            StopForwarding.linger()
-        }
     }
 }
