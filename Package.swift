@@ -110,8 +110,9 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")],
             path: "Examples/resp/Server"
         ),
-        // Blocking loopback sockets with timeouts, shared by the test targets.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // What the test targets share: the one loopback client socket (deadlines on everything),
+        // the one in-process reactor runner and the one process runner.
+        .target(name: "TestSupport", dependencies: ["Reactor"], path: "Tests/TestSupport"),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEpoll", "TestSupport"]),
         .testTarget(
             name: "ReflectdTests",
@@ -120,7 +121,7 @@ let package = Package(
         ),
         .testTarget(name: "ClientAdmissionTests", dependencies: ["ClientAdmission", "Reactor"]),
         .testTarget(name: "ZeroDropUpgradeTests", dependencies: ["ZeroDropUpgrade"]),
-        .testTarget(name: "ToolsTests", dependencies: ["CEpoll"]),
+        .testTarget(name: "ToolsTests", dependencies: ["CEpoll", "TestSupport"]),
         .testTarget(name: "ChatTests", dependencies: ["CEpoll", "TestSupport"]),
         .testTarget(name: "RespTests", dependencies: ["RESP", "CEpoll", "TestSupport"]),
     ]

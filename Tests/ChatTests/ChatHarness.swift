@@ -18,7 +18,7 @@ extension ChildServer {
 
 typealias Failure = HarnessFailure
 
-/// A chat client on a blocking socket, with a timeout on every read.
+/// A chat client that speaks lines, on the shared TestSocket, with a timeout on every read.
 final class ChatClient {
     enum Event: Equatable {
         case line(String)
@@ -26,7 +26,8 @@ final class ChatClient {
         case timeout
     }
 
-    let fd: CInt
+    let socket: TestSocket
+    var fd: CInt { socket.fd }
     /// The name the server gave this client in its welcome line.
     private(set) var name = ""
     /// Bytes received so far, lines or not.
@@ -35,31 +36,11 @@ final class ChatClient {
     /// Where the unread part of `buffer` starts.
     private var head = 0
     private var chunk = [UInt8](repeating: 0, count: 65536)
-    private var isClosed = false
 
     /// Connects and reads the welcome line, so that the client is in the room when this returns.
     /// `receiveBuffer` sets SO_RCVBUF before connecting, to make a slow reader's window small.
     init(_ server: ChatServer, receiveBuffer: Int? = nil) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw Failure("socket: errno \(errno)") }
-        if let receiveBuffer {
-            var size = CInt(receiveBuffer)
-            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<CInt>.size))
-        }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(server.port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard rc == 0 else {
-            let error = errno
-            Glibc.close(fd)
-            throw Failure("connect to 127.0.0.1:\(server.port): errno \(error)")
-        }
+        socket = try TestSocket.connect(port: server.port, receiveBuffer: receiveBuffer)
         guard case .line(let welcome) = next(timeout: 5), welcome.hasPrefix("* welcome ") else {
             throw Failure("no welcome line from the server")
         }
@@ -68,24 +49,13 @@ final class ChatClient {
 
     deinit { close() }
 
-    func close() {
-        guard !isClosed else { return }
-        isClosed = true
-        Glibc.close(fd)
-    }
+    func close() { socket.close() }
 
     func send(_ text: String) { send(Array(text.utf8)) }
 
-    func send(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
-                if n <= 0 { return }
-                offset += n
-            }
-        }
-    }
+    /// Sends every byte, waiting while the server does not take them (at most 60 s, as long as
+    /// any test here may block a writer); stops quietly if the server went away.
+    func send(_ bytes: [UInt8]) { _ = try? socket.send(bytes, timeout: 60) }
 
     /// The next line (without its `\n`), EOF, or `.timeout` after `timeout` seconds.
     func next(timeout: Double = 5) -> Event {
@@ -97,6 +67,7 @@ final class ChatClient {
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             guard poll(&pfd, 1, CInt(min(left * 1000 + 1, 1000))) > 0 else { continue }
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 && (errno == EAGAIN || errno == EINTR) { continue }
             if n <= 0 { return .eof }  // 0: the server closed; -1: reset
             bytesReceived += n
             if head > 0 && head == buffer.count {

@@ -84,7 +84,7 @@ struct RecordingEchoHandler: ConnectionHandler {
 }
 
 final class ConnectionTimerTests: XCTestCase {
-    private var reactors: [RunningReactor] = []
+    private var reactors: [ReactorRunner<Int>] = []
 
     override func tearDown() {
         for reactor in reactors { reactor.handle.stopNow() }
@@ -95,8 +95,8 @@ final class ConnectionTimerTests: XCTestCase {
 
     private func start<H: ConnectionHandler & SendableMetatype>(
         _ configuration: ReactorConfiguration = ReactorConfiguration(), _ make: @escaping @Sendable () -> H
-    ) throws -> RunningReactor {
-        let reactor = try RunningReactor.start(configuration: configuration, makeHandler: make)
+    ) throws -> ReactorRunner<Int> {
+        let reactor = try ReactorRunner.listening(configuration: configuration, makeHandler: make)
         reactors.append(reactor)
         return reactor
     }

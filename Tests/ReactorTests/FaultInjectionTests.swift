@@ -21,7 +21,7 @@ final class FaultInjectionTests: XCTestCase {
         for call in interrupted { faults.plan(call, .interruptOnce) }
         let server = try FaultServer(interposer: faults)
         let clients = try (0..<3).map { i in
-            FaultConversation(try FaultClient(port: server.port), payload: faultPayload(200_000, seed: UInt64(i)))
+            FaultConversation(try TestSocket.connect(port: server.port), payload: faultPayload(200_000, seed: UInt64(i)))
         }
         XCTAssertTrue(FaultPump.run(clients), "pump timed out")
         assertEchoedExactly(clients)
@@ -46,7 +46,7 @@ final class FaultInjectionTests: XCTestCase {
                                     .limit(3), .fail(.resourceTemporarilyUnavailable)]))
         let server = try FaultServer(interposer: faults, configuration: configuration)
         let clients = try (0..<3).map { i in
-            FaultConversation(try FaultClient(port: server.port), payload: faultPayload(150_000, seed: 10 + UInt64(i)),
+            FaultConversation(try TestSocket.connect(port: server.port), payload: faultPayload(150_000, seed: 10 + UInt64(i)),
                               chunk: 3000)
         }
         XCTAssertTrue(FaultPump.run(clients), "pump timed out")
@@ -67,7 +67,7 @@ final class FaultInjectionTests: XCTestCase {
         configuration.lowWatermark = 1024
         let server = try FaultServer(interposer: faults, configuration: configuration)
         let clients = try (0..<2).map { i in
-            FaultConversation(try FaultClient(port: server.port), payload: faultPayload(24_000, seed: 20 + UInt64(i)))
+            FaultConversation(try TestSocket.connect(port: server.port), payload: faultPayload(24_000, seed: 20 + UInt64(i)))
         }
         XCTAssertTrue(FaultPump.run(clients, timeout: 60), "pump timed out")
         assertEchoedExactly(clients)
@@ -87,7 +87,7 @@ final class FaultInjectionTests: XCTestCase {
         faults.plan(.read, .limit(1))
         let server = try FaultServer(interposer: faults)
         let clients = try (0..<2).map { i in
-            FaultConversation(try FaultClient(port: server.port), payload: faultPayload(8_000, seed: 30 + UInt64(i)))
+            FaultConversation(try TestSocket.connect(port: server.port), payload: faultPayload(8_000, seed: 30 + UInt64(i)))
         }
         XCTAssertTrue(FaultPump.run(clients, timeout: 60), "pump timed out")
         assertEchoedExactly(clients)
@@ -114,7 +114,7 @@ final class FaultInjectionTests: XCTestCase {
             configuration.lowWatermark = 2048
             let server = try FaultServer(interposer: faults, configuration: configuration)
             let clients = try (0..<4).map { i in
-                FaultConversation(try FaultClient(port: server.port), payload: faultPayload(60_000, seed: seed * 100 + UInt64(i)),
+                FaultConversation(try TestSocket.connect(port: server.port), payload: faultPayload(60_000, seed: seed * 100 + UInt64(i)),
                                   chunk: 1 + Int(seed) * 997)
             }
             XCTAssertTrue(FaultPump.run(clients, timeout: 60), "seed \(seed): pump timed out")
@@ -242,8 +242,8 @@ final class FaultInjectionTests: XCTestCase {
                 }
             }
         }
-        try victim.sendAll(faultPayload(1000, seed: 72))
-        victim.reset()
+        try victim.send(faultPayload(1000, seed: 72))
+        victim.closeWithReset()
         usleep(50_000)
         mode.withLock { $0 = .stripIn }
         let log = try XCTUnwrap(server.recorder.waitForClose(peerPort: hello.client.localPort))
@@ -271,8 +271,8 @@ final class FaultInjectionTests: XCTestCase {
         faults.plan(.write, .fail(.resourceTemporarilyUnavailable, times: .max), fds: [victimID.fd])
         let payload = faultPayload(4 << 20, seed: 81)
         var offset = 0
-        let deadline = faultNow() + 1.5
-        while offset < payload.count && faultNow() < deadline {
+        let deadline = monotonicSeconds() + 1.5
+        while offset < payload.count && monotonicSeconds() < deadline {
             if case .success(let n) = victim.sendSome(payload[offset..<min(payload.count, offset + 65536)]) {
                 offset += n
                 if n == 0 { usleep(2000) }
@@ -289,7 +289,7 @@ final class FaultInjectionTests: XCTestCase {
         let b = FaultConversation(bystander, payload: faultPayload(100_000, seed: 82))
         XCTAssertTrue(FaultPump.run([b]), "pump timed out")
         XCTAssertTrue(b.echoedExactly, b.summary)
-        victim.reset()
+        victim.closeWithReset()
         let closed = try XCTUnwrap(server.recorder.waitForClose(peerPort: log.peerPort))
         XCTAssertEqual(closed.closeReason, CloseReason.reset)
         let stats = try XCTUnwrap(server.stop())
@@ -303,11 +303,11 @@ final class FaultInjectionTests: XCTestCase {
         let server = try FaultServer(interposer: faults)
         // The next epoll_ctl is the EPOLL_CTL_ADD of the next accepted connection.
         faults.plan(.epollCtl, .fail(.noSpace, times: 1))
-        let refused = try FaultClient(port: server.port)
-        let (_, end) = refused.readToEnd(timeout: 10)
+        let refused = try TestSocket.connect(port: server.port)
+        let (_, end) = refused.receiveUntilEnd(timeout: 10)
         XCTAssertTrue(end.isClosed, "the connection epoll refused should be closed, not left hanging")
         XCTAssertEqual(faults.injected(.epollCtl), 1)
-        let next = FaultConversation(try FaultClient(port: server.port), payload: faultPayload(50_000, seed: 131))
+        let next = FaultConversation(try TestSocket.connect(port: server.port), payload: faultPayload(50_000, seed: 131))
         XCTAssertTrue(FaultPump.run([next]), "pump timed out")
         XCTAssertTrue(next.echoedExactly, next.summary)
         let stats = try XCTUnwrap(server.stop())
@@ -351,9 +351,9 @@ final class FaultInjectionTests: XCTestCase {
         let faults = FaultInterposer()
         faults.plan(.accept4, .fail(.connectionAbort, times: 3))
         let server = try FaultServer(interposer: faults)
-        let first = FaultConversation(try FaultClient(port: server.port), payload: faultPayload(10_000, seed: 91))
+        let first = FaultConversation(try TestSocket.connect(port: server.port), payload: faultPayload(10_000, seed: 91))
         XCTAssertTrue(FaultPump.run([first]), "pump timed out")
-        let second = FaultConversation(try FaultClient(port: server.port), payload: faultPayload(10_000, seed: 92))
+        let second = FaultConversation(try TestSocket.connect(port: server.port), payload: faultPayload(10_000, seed: 92))
         XCTAssertTrue(FaultPump.run([second]), "pump timed out")
         assertEchoedExactly([first, second])
         let stats = try XCTUnwrap(server.stop())
@@ -372,7 +372,7 @@ final class FaultInjectionTests: XCTestCase {
     func testStaleEventForAnFDClosedAndReusedInTheSameBatchIsDropped() throws {
         let faults = FaultInterposer()
         let server = try FaultServer(interposer: faults)
-        let a = try FaultClient(port: server.port)
+        let a = try TestSocket.connect(port: server.port)
         let hello = FaultConversation(a, payload: faultPayload(100, seed: 101), halfClose: .never)
         XCTAssertTrue(FaultPump.run([hello]))
         XCTAssertEqual(hello.received, hello.payload)
@@ -414,8 +414,8 @@ final class FaultInjectionTests: XCTestCase {
                 }
             }
         }
-        let b = try FaultClient(port: server.port)
-        a.reset()
+        let b = try TestSocket.connect(port: server.port)
+        a.closeWithReset()
         // accept4 gives the lowest free fd: take every free fd below A's (the client's own
         // socket that reset() just freed, among others), so that A's is the one B gets.
         var placeholders: [CInt] = []
@@ -426,8 +426,8 @@ final class FaultInjectionTests: XCTestCase {
             if p < aID.fd { placeholders.append(p) } else { Glibc.close(p); break }
         }
         script.withLock { $0.phase = .armed }
-        let deadline = faultNow() + 10
-        while script.withLock({ $0.phase }) != .done && faultNow() < deadline { usleep(1000) }
+        let deadline = monotonicSeconds() + 10
+        while script.withLock({ $0.phase }) != .done && monotonicSeconds() < deadline { usleep(1000) }
         let batch = script.withLock { $0.batch }
         XCTAssertEqual(batch.count, 3, "the scripted batch never ran: \(batch)")
 
@@ -454,9 +454,9 @@ final class FaultInjectionTests: XCTestCase {
     func testStaleEventForAClosedFDThatWasNotReusedIsDropped() throws {
         let faults = FaultInterposer()
         let server = try FaultServer(interposer: faults)
-        let bystander = try FaultClient(port: server.port)
+        let bystander = try TestSocket.connect(port: server.port)
         XCTAssertNotNil(server.recorder.waitForConnection(peerPort: bystander.localPort))
-        let a = FaultConversation(try FaultClient(port: server.port), payload: faultPayload(1000, seed: 111))
+        let a = FaultConversation(try TestSocket.connect(port: server.port), payload: faultPayload(1000, seed: 111))
         XCTAssertTrue(FaultPump.run([a]))
         XCTAssertTrue(a.echoedExactly, a.summary)
         let aLog = try XCTUnwrap(server.recorder.waitForClose(peerPort: a.client.localPort))
@@ -484,9 +484,9 @@ final class FaultInjectionTests: XCTestCase {
     // MARK: helpers
 
     /// Two connected clients whose server side is open; returns the victim's server-side id.
-    private func victimAndBystander(_ server: FaultServer) throws -> (FaultClient, ConnectionID, FaultClient) {
-        let victim = try FaultClient(port: server.port)
-        let bystander = try FaultClient(port: server.port)
+    private func victimAndBystander(_ server: FaultServer) throws -> (TestSocket, ConnectionID, TestSocket) {
+        let victim = try TestSocket.connect(port: server.port)
+        let bystander = try TestSocket.connect(port: server.port)
         let victimLog = try XCTUnwrap(server.recorder.waitForConnection(peerPort: victim.localPort), "victim never accepted")
         _ = try XCTUnwrap(server.recorder.waitForConnection(peerPort: bystander.localPort), "bystander never accepted")
         return (victim, victimLog.id, bystander)
@@ -520,12 +520,12 @@ final class FaultInjectionTests: XCTestCase {
         let faults = FaultInterposer()
         faults.plan(.accept4, .fail(e, times: failures))
         let server = try FaultServer(interposer: faults)
-        let start = faultNow()
-        let first = FaultConversation(try FaultClient(port: server.port), payload: faultPayload(10_000, seed: 121))
+        let start = monotonicSeconds()
+        let first = FaultConversation(try TestSocket.connect(port: server.port), payload: faultPayload(10_000, seed: 121))
         XCTAssertTrue(FaultPump.run([first]), "pump timed out", file: file, line: line)
-        let elapsed = faultNow() - start
+        let elapsed = monotonicSeconds() - start
         // Accepting resumed for good: a later client is served at once.
-        let second = FaultConversation(try FaultClient(port: server.port), payload: faultPayload(10_000, seed: 122))
+        let second = FaultConversation(try TestSocket.connect(port: server.port), payload: faultPayload(10_000, seed: 122))
         XCTAssertTrue(FaultPump.run([second]), "pump timed out", file: file, line: line)
         assertEchoedExactly([first, second], name, file: file, line: line)
         let stats = try XCTUnwrap(server.stop(), file: file, line: line)

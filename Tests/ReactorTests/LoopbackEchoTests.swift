@@ -9,7 +9,7 @@ import Synchronization
 import XCTest
 
 final class LoopbackEchoTests: XCTestCase {
-    private var reactors: [RunningReactor] = []
+    private var reactors: [ReactorRunner<Int>] = []
 
     override func setUp() {
         super.setUp()
@@ -24,9 +24,9 @@ final class LoopbackEchoTests: XCTestCase {
         super.tearDown()
     }
 
-    private func startEchoReactor(_ configuration: ReactorConfiguration = ReactorConfiguration()) throws -> (RunningReactor, Probe) {
+    private func startEchoReactor(_ configuration: ReactorConfiguration = ReactorConfiguration()) throws -> (ReactorRunner<Int>, Probe) {
         let probe = Probe()
-        let reactor = try RunningReactor.start(configuration: configuration) { ProbeEchoHandler(probe: probe) }
+        let reactor = try ReactorRunner.listening(configuration: configuration) { ProbeEchoHandler(probe: probe) }
         reactors.append(reactor)
         return (reactor, probe)
     }
@@ -121,7 +121,7 @@ final class LoopbackEchoTests: XCTestCase {
     func testGracefulCloseWritesAReplyQueuedAtEOF() throws {
         let probe = Probe()
         let reply = PatternStream().bytes(from: 0, count: 8 << 20)
-        let reactor = try RunningReactor.start { ReplyOnEOFHandler(reply: reply, probe: probe) }
+        let reactor = try ReactorRunner.listening { ReplyOnEOFHandler(reply: reply, probe: probe) }
         reactors.append(reactor)
         let client = try TestSocket.connect(port: reactor.port)
         client.shutdownWrite()
@@ -143,7 +143,7 @@ final class LoopbackEchoTests: XCTestCase {
         let reply = PatternStream().bytes(from: 0, count: 8 << 20)
         var configuration = ReactorConfiguration()
         configuration.closeTimeout = .seconds(1)
-        let reactor = try RunningReactor.start(configuration: configuration) { ReplyOnEOFHandler(reply: reply, probe: probe) }
+        let reactor = try ReactorRunner.listening(configuration: configuration) { ReplyOnEOFHandler(reply: reply, probe: probe) }
         reactors.append(reactor)
         let client = try TestSocket.connect(port: reactor.port, receiveBuffer: 4096)
         client.shutdownWrite()

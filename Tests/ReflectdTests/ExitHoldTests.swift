@@ -10,14 +10,7 @@ import XCTest
 final class ExitHoldTests: ServerTestCase {
 
     private func start(_ extra: [String] = []) throws -> Int {
-        let server = try ServerProcess.reflectd(["--host", "127.0.0.1", "--port", "0", "--log-level", "warning"] + extra)
-        track(server)
-        return try server.waitForListening().port
-    }
-
-    private func roundTrip(_ client: TestSocket, _ message: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        try client.send(message)
-        XCTAssertEqual(try client.receiveString(exactly: message.utf8.count), message, file: file, line: line)
+        try startAndWait(["--host", "127.0.0.1", "--port", "0", "--log-level", "warning"] + extra).1
     }
 
     // MARK: the hold
@@ -149,7 +142,7 @@ final class ExitHoldTests: ServerTestCase {
     func testBadExitLineFlagsAreRejected() throws {
         for (arguments, option) in [(["--exit-line", "maybe"], "--exit-line"), (["--exit-hold-ms", "-5"], "--exit-hold-ms"),
                                     (["--exit-hold-ms", "soon"], "--exit-hold-ms"), (["--exit-hold-ms", "60001"], "--exit-hold-ms")] {
-            let server = try ServerProcess.reflectd(["--port", "0"] + arguments)
+            let server = try TestProcess.reflectd(["--port", "0"] + arguments)
             track(server)
             let status = server.waitForExit(timeout: 5)
             XCTAssertNotNil(status, "\(arguments) still runs")

@@ -211,10 +211,11 @@ func exitLineText(_ bytes: some Collection<UInt8>) -> String {
             server.cuts.set(cuts)
             let expected = ExitLineModel.atEOF(stream[...])
             do {
-                let client = try ExitLineClient(port: server.port)
-                try client.sendAll(stream)
+                let client = try TestSocket.connect(port: server.port)
+                try client.send(stream, timeout: 5)
                 client.shutdownWrite()
-                let (received, eof) = client.readToEnd()
+                let (received, end) = client.receiveUntilEnd(timeout: 5)
+                let eof = end == .eof
                 #expect(eof, "no EOF after \(exitLineText(stream)) cut by \(cuts)")
                 #expect(received[...] == expected.output,
                         "\(exitLineText(stream)) cut by \(cuts): echoed \(exitLineText(received)), model \(exitLineText(expected.output))")
@@ -293,100 +294,20 @@ struct ExitLineEchoHandler: ConnectionHandler {
     }
 }
 
-/// A reactor running ExitLineEchoHandler on its own thread, on 127.0.0.1 port 0.
+/// A reactor running ExitLineEchoHandler on 127.0.0.1 port 0, with its reads cut by `cuts`
+/// (TestSupport's ReactorRunner).
 final class ExitLineServer: Sendable {
-    let port: Int
-    let handle: ReactorHandle
     let cuts = ExitLineReadCuts()
     let recorder = ExitLineRecorder()
-    private let finished = DispatchSemaphore(value: 0)
-
-    struct StartError: Error, CustomStringConvertible { let description: String }
+    let runner: ReactorRunner<Int>
+    var port: Int { runner.port }
 
     init() throws {
-        let ready = DispatchSemaphore(value: 0)
-        let started = Locked<Result<(Int, ReactorHandle), StartError>?>(nil)
-        let (cuts, recorder, finished) = (self.cuts, self.recorder, self.finished)
-        let thread = Thread {
-            do {
-                let reactor = try Reactor(handler: ExitLineEchoHandler(recorder: recorder),
-                                          configuration: ReactorConfiguration(), interposer: cuts)
-                let bound = try reactor.listen(on: try SocketAddress(host: "127.0.0.1", port: 0))
-                started.withLock { $0 = .success((bound.port ?? 0, reactor.handle)) }
-                ready.signal()
-                reactor.run()
-            } catch {
-                started.withLock { $0 = .failure(StartError(description: "\(error)")) }
-                ready.signal()
-            }
-            finished.signal()
-        }
-        thread.start()
-        guard ready.wait(timeout: .now() + 10) == .success, let result = started.withLock({ $0 }) else {
-            throw StartError(description: "the reactor did not start")
-        }
-        (port, handle) = try result.get()
+        let (cuts, recorder) = (self.cuts, self.recorder)
+        runner = try ReactorRunner.start(
+            make: { try Reactor(handler: ExitLineEchoHandler(recorder: recorder), configuration: ReactorConfiguration(), interposer: cuts) },
+            setUp: { reactor in try reactor.listen(on: try SocketAddress(host: "127.0.0.1", port: 0)).port ?? 0 })
     }
 
-    func stop() {
-        handle.stop()
-        if finished.wait(timeout: .now() + 10) != .success { handle.stopNow() }
-    }
-}
-
-/// A blocking loopback client with 5-second timeouts.
-final class ExitLineClient {
-    let fd: CInt
-    let localPort: Int
-
-    struct Failure: Error, CustomStringConvertible { let description: String }
-
-    init(port: Int) throws {
-        let s = socket(AF_INET, CEPOLL_SOCK_STREAM, 0)
-        guard s >= 0 else { throw Failure(description: "socket: errno \(errno)") }
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else { Glibc.close(s); throw Failure(description: "connect: errno \(errno)") }
-        var local = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &local) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &length) }
-        }
-        fd = s
-        localPort = Int(UInt16(bigEndian: local.sin_port))
-    }
-
-    deinit { Glibc.close(fd) }
-
-    func sendAll(_ bytes: [UInt8]) throws {
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw Failure(description: "send: errno \(errno)") }
-            offset += n
-        }
-    }
-
-    func shutdownWrite() { _ = shutdown(fd, CInt(SHUT_WR)) }
-
-    /// Everything until EOF; the flag says whether EOF (not an error or the timeout) ended it.
-    func readToEnd() -> ([UInt8], Bool) {
-        var out: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 { out += buffer[..<n]; continue }
-            if n < 0 && errno == EINTR { continue }
-            return (out, n == 0)
-        }
-    }
+    func stop() { runner.stop(timeout: 10, thenNow: true) }
 }

@@ -1,6 +1,7 @@
 // The log queue in-process (NonBlockingLog): a pipe stands in for stderr, and the test decides
 // when its reader reads.
 
+import TestSupport
 import Glibc
 import Logging
 import NonBlockingLog
@@ -30,8 +31,8 @@ final class LogQueueTests: XCTestCase {
         _ = fcntl(pipeEnds[0], F_SETFL, flags | O_NONBLOCK)
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
-        let deadline = Ops.now() + timeout
-        while Ops.now() < deadline {
+        let deadline = monotonicSeconds() + timeout
+        while monotonicSeconds() < deadline {
             let n = buffer.withUnsafeMutableBytes { read(pipeEnds[0], $0.baseAddress, $0.count) }
             if n > 0 { out += buffer[..<n]; continue }
             usleep(10_000)
@@ -44,9 +45,9 @@ final class LogQueueTests: XCTestCase {
         queue.start()
         let line = String(repeating: "x", count: 99) + "\n"  // 100 bytes
         var accepted = 0
-        let began = Ops.now()
+        let began = monotonicSeconds()
         for _ in 0..<1_000 where queue.enqueue(line) { accepted += 1 }
-        XCTAssertLessThan(Ops.now() - began, 0.5, "enqueue must not wait for the reader")
+        XCTAssertLessThan(monotonicSeconds() - began, 0.5, "enqueue must not wait for the reader")
         // The pipe (4 KiB) and the queue (16 KiB) hold about 200 of the 1,000 lines.
         XCTAssertLessThan(accepted, 400)
         XCTAssertGreaterThan(accepted, 100)
@@ -64,9 +65,9 @@ final class LogQueueTests: XCTestCase {
         let queue = LogQueue(fd: pipeEnds[1], capacity: 64 * 1024, label: "test")
         queue.start()
         for i in 0..<500 { queue.enqueue("line \(i) \(String(repeating: "y", count: 80))\n") }
-        let began = Ops.now()
+        let began = monotonicSeconds()
         XCTAssertFalse(queue.flush(timeout: .milliseconds(300)), "nothing reads: the queue cannot drain")
-        let waited = Ops.now() - began
+        let waited = monotonicSeconds() - began
         XCTAssertGreaterThanOrEqual(waited, 0.29)
         XCTAssertLessThan(waited, 1.0, "flush must give up at its timeout")
         _ = drain(timeout: 0.5)

@@ -4,20 +4,15 @@
 // a late header, and HAProxy's health checks counted as `check`. Through the built binary on
 // loopback; 127.0.0.2 plays a host that is not the balancer.
 
+import TestSupport
 import Foundation
 import Glibc
 import XCTest
 
 final class ProxyTrustTests: ServerTestCase {
 
-    private func start(_ arguments: [String], host: String = "127.0.0.1") throws -> (OpsProcess, Int) {
-        let server = try OpsProcess.reflectd(["--host", host, "--port", "0"] + arguments)
-        track(server)
-        return (server, try server.waitForTCPPort())
-    }
-
-    private func logged(_ server: OpsProcess, _ text: String, timeout: Double = 3) -> Bool {
-        Ops.waitUntil(timeout: timeout) { server.stderr.text.contains(text) }
+    private func start(_ arguments: [String], host: String = "127.0.0.1") throws -> (TestProcess, Int) {
+        try startAndWait(["--host", host, "--port", "0"] + arguments)
     }
 
     private static let payload: [UInt8] = (0..<2048).map { UInt8(truncatingIfNeeded: $0 &* 193 &+ 11) }
@@ -27,11 +22,11 @@ final class ProxyTrustTests: ServerTestCase {
     }
 
     /// The SIGUSR1 statistics line (the last one, after asking for a new one).
-    private func statistics(_ server: OpsProcess) -> String {
+    private func statistics(_ server: TestProcess) -> String {
         let count = { server.stderr.lines.filter { $0.contains("statistics:") }.count }
         let before = count()
         server.send(signal: SIGUSR1)
-        _ = Ops.waitUntil(timeout: 3) { count() > before }
+        _ = eventually(timeout: 3) { count() > before }
         return server.stderr.lines.last { $0.contains("statistics:") } ?? ""
     }
 
@@ -43,15 +38,15 @@ final class ProxyTrustTests: ServerTestCase {
     func testHeadersFromUntrustedSourcesAreRefused() throws {
         let (server, port) = try start(["--proxy-protocol", "--proxy-protocol-from", "127.0.0.1/32,::1",
                                         "--max-connections-per-client", "2"])
-        var forged: [OpsClient] = []
+        var forged: [TestSocket] = []
         for k in 0..<200 {
-            let client = try OpsClient.connect(host: "127.0.0.1", port: port, from: "127.0.0.2")
+            let client = try TestSocket.connect(host: "127.0.0.1", port: port, from: "127.0.0.2")
             try? client.send(v1("198.51.\(k / 250).\(k % 250 + 1)") + Self.payload)
             forged.append(client)
         }
         for (k, client) in forged.enumerated() {
             let (end, bytes) = client.waitForEnd(timeout: 2)
-            XCTAssertNotEqual(end, .stillOpen, "forged connection \(k) was not closed")
+            XCTAssertNotEqual(end, .timeout, "forged connection \(k) was not closed")
             XCTAssertEqual(bytes, 0, "forged connection \(k) was echoed")
         }
         XCTAssertTrue(logged(server, "connection from 127.0.0.2:"), server.stderr.text.suffix(1000).description)
@@ -59,7 +54,7 @@ final class ProxyTrustTests: ServerTestCase {
         XCTAssertFalse(server.stderr.text.contains("198.51."), "a forged source reached the log")
         XCTAssertTrue(statistics(server).contains("proxy=200"), statistics(server))
 
-        let balancer = try OpsClient.connect(host: "127.0.0.1", port: port, from: "127.0.0.1")
+        let balancer = try TestSocket.connect(host: "127.0.0.1", port: port, from: "127.0.0.1")
         try balancer.send(v1("192.0.2.77") + Self.payload)
         XCTAssertEqual(try balancer.receive(exactly: Self.payload.count), Self.payload)
         XCTAssertTrue(logged(server, "open 192.0.2.77:4242 via 127.0.0.1:"))
@@ -72,7 +67,7 @@ final class ProxyTrustTests: ServerTestCase {
                                    (["--proxy-protocol", "--proxy-protocol-from", "example.com"], "not an IPv4 or IPv6"),
                                    (["--proxy-protocol", "--proxy-protocol-from", "127.0.0.1,,::1"], "empty entry"),
                                    (["--proxy-protocol-from", "127.0.0.1"], "needs --proxy-protocol")] {
-            let failing = try OpsProcess.reflectd(["--port", "0"] + arguments)
+            let failing = try TestProcess.reflectd(["--port", "0"] + arguments)
             track(failing)
             let text = assertFailsAtOnce(failing)
             XCTAssertTrue(text.contains("--proxy-protocol-from") && text.contains(words), "\(arguments): \(text)")
@@ -96,9 +91,9 @@ final class ProxyTrustTests: ServerTestCase {
     /// A NUL inside a v1 address is refused (0.2.0 logged `9.9.9.9`).
     func testNulInsideAV1AddressIsRefused() throws {
         let (server, port) = try start(["--proxy-protocol"])
-        let client = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let client = try TestSocket.connect(host: "127.0.0.1", port: port)
         try client.send(Array("PROXY TCP4 9.9.9.9\u{0}junk 10.0.0.1 4242 8887\r\n".utf8) + Self.payload)
-        XCTAssertNotEqual(client.waitForEnd(timeout: 2).0, .stillOpen)
+        XCTAssertNotEqual(client.waitForEnd(timeout: 2).0, .timeout)
         XCTAssertTrue(logged(server, "refused: PROXY v1 address is not a valid address of its family"), server.stderr.text)
         XCTAssertFalse(server.stderr.text.contains("open 9.9.9.9"), server.stderr.text)
     }
@@ -107,12 +102,12 @@ final class ProxyTrustTests: ServerTestCase {
     /// each get a place of their own beside an IPv4 client at its limit of 1.
     func testForgedIPv6SourcesNeverShareAnIPv4ClientsPlace() throws {
         let (server, port) = try start(["--proxy-protocol", "--max-connections-per-client", "1"])
-        let ipv4 = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let ipv4 = try TestSocket.connect(host: "127.0.0.1", port: port)
         try ipv4.send(v1("127.0.0.1") + Self.payload)
         XCTAssertEqual(try ipv4.receive(exactly: Self.payload.count), Self.payload)
-        var held: [OpsClient] = [ipv4]
+        var held: [TestSocket] = [ipv4]
         for source in ["ffff:ffff:100:7f::", "::ffff:0:7f00:1", "7f00:1::"] {
-            let client = try OpsClient.connect(host: "127.0.0.1", port: port)
+            let client = try TestSocket.connect(host: "127.0.0.1", port: port)
             try client.send(ProxyHeaders.v2IPv6(source: ProxyHeaders.ipv6(source), sourcePort: 5000,
                                                 destination: ProxyHeaders.ipv6("2001:db8::1"), destinationPort: 8887) + Self.payload)
             XCTAssertEqual(try client.receive(exactly: Self.payload.count, timeout: 2), Self.payload,
@@ -120,9 +115,9 @@ final class ProxyTrustTests: ServerTestCase {
             held.append(client)
         }
         // And the IPv4 client is still at its limit.
-        let second = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let second = try TestSocket.connect(host: "127.0.0.1", port: port)
         try second.send(v1("127.0.0.1", port: 4243))
-        XCTAssertNotEqual(second.waitForEnd(timeout: 2).0, .stillOpen)
+        XCTAssertNotEqual(second.waitForEnd(timeout: 2).0, .timeout)
         XCTAssertTrue(logged(server, "1 connections from 127.0.0.1 open already"), server.stderr.text)
         _ = held
     }
@@ -131,13 +126,13 @@ final class ProxyTrustTests: ServerTestCase {
     /// log line counts what was received (0.2.0 said 100 bytes).
     func testLateHeaderLogCountsTheBytesReceived() throws {
         let (server, port) = try start(["--proxy-protocol"])
-        let client = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let client = try TestSocket.connect(host: "127.0.0.1", port: port)
         let tlv = [UInt8](repeating: 0x04, count: 2_000 - 12)
         let header = ProxyHeaders.v2IPv4(source: [192, 0, 2, 1], sourcePort: 1, destination: [10, 0, 0, 1],
                                          destinationPort: 8887, tlv: tlv)
         try client.send(Array(header.prefix(1_300)))
         XCTAssertTrue(logged(server, "(1300 bytes received)", timeout: 5), server.stderr.text)
-        XCTAssertNotEqual(client.waitForEnd(timeout: 2).0, .stillOpen)
+        XCTAssertNotEqual(client.waitForEnd(timeout: 2).0, .timeout)
     }
 
     // MARK: point 7: health checks are not resets
@@ -147,34 +142,34 @@ final class ProxyTrustTests: ServerTestCase {
     func testHealthChecksAreCountedApartFromResets() throws {
         let (server, port) = try start(["--proxy-protocol"])
         for k in 0..<3 {
-            let check = try OpsClient.connect(host: "127.0.0.1", port: port)
+            let check = try TestSocket.connect(host: "127.0.0.1", port: port)
             try check.send(ProxyHeaders.v2Local())
             // As HAProxy does, the reset right behind the header (one segment after the other,
             // usually both in before the server reads: the header must still be read first).
             if k > 0 { Thread.sleep(forTimeInterval: 0.05) }
             check.closeWithReset()
         }
-        let unknown = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let unknown = try TestSocket.connect(host: "127.0.0.1", port: port)
         try unknown.send(Array("PROXY UNKNOWN\r\n".utf8))
         Thread.sleep(forTimeInterval: 0.05)
         unknown.close()
         // HAProxy's v1 check: `PROXY TCP4` with its own addresses, nothing after, then a reset.
-        let v1Check = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let v1Check = try TestSocket.connect(host: "127.0.0.1", port: port)
         try v1Check.send(v1("127.0.0.1"))
         Thread.sleep(forTimeInterval: 0.05)
         v1Check.closeWithReset()
         // A client that sent bytes after its header, in a later segment, then reset: a reset.
-        let talker = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let talker = try TestSocket.connect(host: "127.0.0.1", port: port)
         try talker.send(v1("192.0.2.6"))
         Thread.sleep(forTimeInterval: 0.05)
         try talker.send("hi\n")
         XCTAssertEqual(try talker.receive(exactly: 3), Array("hi\n".utf8))
         talker.closeWithReset()
-        let real = try OpsClient.connect(host: "127.0.0.1", port: port)
+        let real = try TestSocket.connect(host: "127.0.0.1", port: port)
         try real.send(v1("192.0.2.5") + Array("hello\n".utf8))
         XCTAssertEqual(try real.receive(exactly: 6), Array("hello\n".utf8))
         real.closeWithReset()
-        XCTAssertTrue(Ops.waitUntil(timeout: 3) { self.statistics(server).contains("check=5") }, statistics(server))
+        XCTAssertTrue(eventually(timeout: 3) { self.statistics(server).contains("check=5") }, statistics(server))
         let line = statistics(server)
         XCTAssertTrue(line.contains("reset=2"), line)
     }

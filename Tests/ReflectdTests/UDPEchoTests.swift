@@ -9,19 +9,19 @@ import XCTest
 final class UDPEchoTests: ServerTestCase {
     /// Starts reflectd with `arguments` and returns it with its UDP port (from the
     /// `listening on udp HOST:PORT` line) and every `listening on` line in order.
-    private func startUDP(_ arguments: [String], host: String = "127.0.0.1") throws -> (server: ServerProcess, udpPort: Int, lines: [String]) {
-        let server = track(try ServerProcess.reflectd(["--host", host, "--port", "0", "--log-level", "warning"] + arguments))
-        _ = try server.process.waitForListening(count: 2)
+    private func startUDP(_ arguments: [String], host: String = "127.0.0.1") throws -> (server: TestProcess, udpPort: Int, lines: [String]) {
+        let server = track(try TestProcess.reflectd(["--host", host, "--port", "0", "--log-level", "warning"] + arguments))
+        _ = try server.waitForListening(count: 2)
         let lines = server.stdout.lines.filter { $0.hasPrefix("listening on ") }
         guard let udp = lines.first(where: { $0.hasPrefix("listening on udp ") }),
               let port = Int(udp.split(separator: ":").last ?? "") else {
-            throw OpsFailure("no `listening on udp` line: \(lines)")
+            throw TestFailure("no `listening on udp` line: \(lines)")
         }
         return (server, port, lines)
     }
 
-    private func metrics(_ server: ServerProcess) throws -> Int {
-        try server.process.waitForMetricsPort()
+    private func metrics(_ server: TestProcess) throws -> Int {
+        try server.waitForMetricsPort()
     }
 
     /// Binds a client to a privileged port, or skips when this user may not.
@@ -36,8 +36,8 @@ final class UDPEchoTests: ServerTestCase {
     // MARK: enabling
 
     func testUDPIsOffByDefault() throws {
-        let server = track(try ServerProcess.reflectd(["--host", "127.0.0.1", "--port", "0", "--log-level", "warning"]))
-        let (_, port) = try server.waitForListening()
+        let server = track(try TestProcess.reflectd(["--host", "127.0.0.1", "--port", "0", "--log-level", "warning"]))
+        let (_, port) = try server.waitForListeningLine()
         let client = try TestDatagramSocket()
         try client.send([1, 2, 3], to: "127.0.0.1", port: port)
         XCTAssertNil(client.receive(timeout: 0.3), "reflectd answered UDP without --udp")
@@ -62,7 +62,7 @@ final class UDPEchoTests: ServerTestCase {
 
     func testUDPPortInUseIsAnErrorNamingIt() throws {
         let taken = try TestDatagramSocket()
-        let server = track(try ServerProcess.reflectd(["--host", "127.0.0.1", "--port", "0", "--udp-port", String(taken.port)]))
+        let server = track(try TestProcess.reflectd(["--host", "127.0.0.1", "--port", "0", "--udp-port", String(taken.port)]))
         XCTAssertNotNil(server.waitForExit(timeout: 10))
         XCTAssertTrue(server.stderr.text.contains("UDP echo socket"), server.stderr.text)
         XCTAssertTrue(server.stderr.text.contains("EADDRINUSE"), server.stderr.text)
@@ -114,7 +114,7 @@ final class UDPEchoTests: ServerTestCase {
         let clients = try (0..<32).map { _ in try TestDatagramSocket() }
         for (i, client) in clients.enumerated() { try client.send([UInt8(i)], to: "127.0.0.1", port: port) }
         for (i, client) in clients.enumerated() { XCTAssertEqual(client.receive()?.bytes, [UInt8(i)]) }
-        let (scraped, unmet) = try OpsMetrics.scrape(port: try metrics(server), until: [
+        let (scraped, unmet) = try MetricsScrape.scrape(port: try metrics(server), until: [
             "reflectd_udp_datagrams_received_total": 32, "reflectd_udp_datagrams_sent_total": 32,
             "reflectd_udp_bytes_received_total": 32, "reflectd_udp_bytes_sent_total": 32,
         ])
@@ -137,7 +137,7 @@ final class UDPEchoTests: ServerTestCase {
         let answered = try client(port: 1024)
         try answered.send([2], to: "127.0.0.1", port: port)
         XCTAssertEqual(answered.receive()?.bytes, [2], "port 1024 is not a service port")
-        let (scraped, unmet) = try OpsMetrics.scrape(port: try metrics(server), until: [
+        let (scraped, unmet) = try MetricsScrape.scrape(port: try metrics(server), until: [
             "reflectd_udp_datagrams_dropped_total{reason=\"refused_port\"}": 4, "reflectd_udp_datagrams_sent_total": 1,
         ])
         XCTAssertEqual(unmet, [], scraped.description)
@@ -157,7 +157,7 @@ final class UDPEchoTests: ServerTestCase {
     }
 
     func testABadRefusePortsListIsRefused() throws {
-        let server = track(try ServerProcess.reflectd(["--port", "0", "--udp", "--udp-refuse-ports", "7,70000"]))
+        let server = track(try TestProcess.reflectd(["--port", "0", "--udp", "--udp-refuse-ports", "7,70000"]))
         XCTAssertNotNil(server.waitForExit(timeout: 10))
         XCTAssertTrue(server.stderr.text.contains("'70000' is not a port"), server.stderr.text)
     }
@@ -168,7 +168,7 @@ final class UDPEchoTests: ServerTestCase {
         let forger = try TestDatagramSocket(host: "127.0.0.2", port: port)
         try forger.send([1], to: "127.0.0.1", port: port)
         XCTAssertNil(forger.receive(timeout: 0.3), "a datagram from the echo's own port was answered: an echo loop")
-        let (scraped, unmet) = try OpsMetrics.scrape(port: try metrics(server), until: [
+        let (scraped, unmet) = try MetricsScrape.scrape(port: try metrics(server), until: [
             "reflectd_udp_datagrams_dropped_total{reason=\"refused_port\"}": 1,
         ])
         XCTAssertEqual(unmet, [], scraped.description)
@@ -190,7 +190,7 @@ final class UDPEchoTests: ServerTestCase {
         let other = try TestDatagramSocket(host: "127.0.0.3")
         for i in 0..<10 { try other.send([UInt8(i)], to: "127.0.0.1", port: port) }
         XCTAssertEqual(other.receiveAll(quiet: 0.3).count, 10)
-        let (scraped, unmet) = try OpsMetrics.scrape(port: try metrics(server), until: [
+        let (scraped, unmet) = try MetricsScrape.scrape(port: try metrics(server), until: [
             "reflectd_udp_datagrams_dropped_total{reason=\"rate_limited\"}": 3 * rate - answered,
             "reflectd_udp_datagrams_sent_total": answered + 10,
         ])
@@ -221,7 +221,7 @@ final class UDPEchoTests: ServerTestCase {
             }
         }
         XCTAssertEqual(unanswered, 0, "a new source always has its burst")
-        let scraped = try OpsMetrics.scrape(port: try metrics(server))
+        let scraped = try MetricsScrape.scrape(port: try metrics(server))
         XCTAssertGreaterThanOrEqual(scraped["reflectd_udp_datagrams_received_total"] ?? 0, 20_000, scraped.description)
         XCTAssertEqual(scraped["reflectd_udp_datagrams_dropped_total{reason=\"rate_limited\"}"], 0, "a new source always has its burst")
         let rssAfter = residentKiB(server.pid)
@@ -247,9 +247,9 @@ final class UDPEchoTests: ServerTestCase {
 
     /// Runs `shell` with a deadline and returns its stdout.
     private func run(_ shell: String, timeout: Double = 5) throws -> String {
-        let process = track(try OpsProcess.spawn("/bin/sh", ["-c", shell]))
+        let process = track(try TestProcess.spawn("/bin/sh", ["-c", shell]))
         guard process.waitForExit(timeout: timeout) != nil else {
-            throw OpsFailure("`\(shell)` did not finish in \(timeout) s")
+            throw TestFailure("`\(shell)` did not finish in \(timeout) s")
         }
         process.stdout.waitForEOF(timeout: 2)
         return process.stdout.text
@@ -277,10 +277,10 @@ final class UDPEchoTests: ServerTestCase {
 
 extension UDPEchoTests {
     func testSocketActivationServesAnInheritedUDPSocket() throws {
-        let listener = try OpsListener(host: "127.0.0.1")
+        let listener = try TestListener(host: "127.0.0.1")
         let datagram = try TestDatagramSocket()
         // LISTEN_PID must be reflectd's pid: the shell exports its own pid, then execs reflectd.
-        let server = track(try OpsProcess.reflectd(
+        let server = track(try TestProcess.reflectd(
             shellPrologue: "export LISTEN_PID=$$",
             ["--reactors", "2", "--log-level", "warning", "--udp"],
             environment: ["LISTEN_FDS": "2"], inheritedListeners: [listener.fd, datagram.fd]))
@@ -293,7 +293,7 @@ extension UDPEchoTests {
             XCTAssertEqual(client.receive()?.bytes, [UInt8(i)], "datagram \(i)")
         }
         // --udp binds nothing of its own under socket activation, and says so.
-        XCTAssertTrue(Ops.waitUntil(timeout: 2) { server.stderr.text.contains("--udp ignored") }, server.stderr.text)
+        XCTAssertTrue(eventually(timeout: 2) { server.stderr.text.contains("--udp ignored") }, server.stderr.text)
     }
 }
 
@@ -301,9 +301,9 @@ extension UDPEchoTests {
     /// SIGUSR2 hands the UDP sockets to the new process: datagrams sent across the swap wait in
     /// the socket buffer and are echoed by whichever process holds the socket, once.
     func testAnUpgradeCarriesTheUDPSocketsAcrossAThousandDatagrams() throws {
-        let server = track(try ServerProcess.reflectd(["--host", "127.0.0.1", "--port", "0", "--udp", "--udp-rate", "0",
+        let server = track(try TestProcess.reflectd(["--host", "127.0.0.1", "--port", "0", "--udp", "--udp-rate", "0",
                                                        "--reactors", "2", "--log-level", "notice"]))
-        _ = try server.process.waitForListening(count: 2)
+        _ = try server.waitForListening(count: 2)
         let line = server.stdout.lines.first { $0.hasPrefix("listening on udp ") } ?? ""
         let port = try XCTUnwrap(Int(line.split(separator: ":").last ?? ""), line)
         let client = try TestDatagramSocket(receiveBuffer: 4 << 20)
@@ -355,7 +355,7 @@ extension UDPEchoTests {
             (["--udp", "--udp-rate", "1", "--udp-rate", "2"], "udp-rate"),
         ]
         for (arguments, message) in cases {
-            let server = track(try ServerProcess.reflectd(["--port", "0"] + arguments))
+            let server = track(try TestProcess.reflectd(["--port", "0"] + arguments))
             XCTAssertNotNil(server.waitForExit(timeout: 10), "\(arguments)")
             server.stderr.waitForEOF(timeout: 2)
             XCTAssertTrue(server.stderr.text.contains(message), "\(arguments): \(server.stderr.text)")
@@ -412,13 +412,13 @@ extension UDPEchoTests {
                     }
                 }
             }
-            guard n == packet.count else { throw OpsFailure("raw sendto from \(source): errno \(errno)") }
+            guard n == packet.count else { throw TestFailure("raw sendto from \(source): errno \(errno)") }
         }
         try forge(from: "127.0.0.9")  // a unicast forgery: it reaches the socket
-        let (first, unmet) = try OpsMetrics.scrape(port: metricsPort, until: ["reflectd_udp_datagrams_received_total": 1])
+        let (first, unmet) = try MetricsScrape.scrape(port: metricsPort, until: ["reflectd_udp_datagrams_received_total": 1])
         XCTAssertEqual(unmet, [], first.description)
         for source in ["224.0.0.1", "239.1.2.3", "0.0.0.5", "255.255.255.255"] { try forge(from: source) }
-        let (after, unmetAfter) = try OpsMetrics.scrape(port: metricsPort, until: [
+        let (after, unmetAfter) = try MetricsScrape.scrape(port: metricsPort, until: [
             "reflectd_udp_datagrams_received_total": 5,
             "reflectd_udp_datagrams_dropped_total{reason=\"refused_address\"}": 4,
             "reflectd_udp_datagrams_sent_total": 1,
@@ -477,13 +477,13 @@ extension UDPEchoTests {
         let count = 1_000_000
         for i in 0..<count {
             // 127.1.0.0 on: distinct addresses, never the server's own 127.0.0.1.
-            guard forger.send(from: 0x7F01_0000 &+ UInt32(i)) else { throw OpsFailure("raw sendto failed: errno \(errno)") }
+            guard forger.send(from: 0x7F01_0000 &+ UInt32(i)) else { throw TestFailure("raw sendto failed: errno \(errno)") }
             if i % 2_000 == 1_999 { usleep(2_000) }  // pace a little; what overflows is counted
         }
         var seen = 0
         let deadline = monotonicSeconds() + 60
         while monotonicSeconds() < deadline {
-            let m = try OpsMetrics.scrape(port: metricsPort)
+            let m = try MetricsScrape.scrape(port: metricsPort)
             seen = (m["reflectd_udp_datagrams_received_total"] ?? 0)
                 + (m["reflectd_udp_datagrams_dropped_total{reason=\"receive_queue_full\"}"] ?? 0)
             if seen >= count { break }
@@ -491,7 +491,7 @@ extension UDPEchoTests {
             _ = forger.send(from: 0x7F20_0000)
             usleep(200_000)
         }
-        let m = try OpsMetrics.scrape(port: metricsPort)
+        let m = try MetricsScrape.scrape(port: metricsPort)
         let received = m["reflectd_udp_datagrams_received_total"] ?? 0
         let kernelDropped = m["reflectd_udp_datagrams_dropped_total{reason=\"receive_queue_full\"}"] ?? 0
         print("a million forged sources: \(received) received, \(kernelDropped) dropped by the kernel (counted)")

@@ -28,13 +28,7 @@ typealias Failure = HarnessFailure
 
 /// The third-party tools: redis-cli and redis-benchmark (Debian's redis-tools).
 enum Tools {
-    static func path(_ name: String) -> String? {
-        for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") + ["/usr/bin"] {
-            let candidate = "\(directory)/\(name)"
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        return nil
-    }
+    static func path(_ name: String) -> String? { TestProcess.installed(name) }
 
     static func require(_ name: String) throws -> String {
         guard let path = path(name) else { throw XCTSkip("\(name) is not installed (CI installs redis-tools)") }
@@ -44,31 +38,11 @@ enum Tools {
     /// Runs a tool with `input` on stdin; its status, stdout and stderr. Killed after `timeout`.
     static func run(_ name: String, _ arguments: [String], input: [UInt8] = [], timeout: Double = 60) throws
         -> (status: Int32, stdout: [UInt8], stderr: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try require(name))
-        process.arguments = arguments
-        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
-        let outBox = Locked<[UInt8]>([]), errBox = Locked<[UInt8]>([])
-        let readers = [TestThread { outBox.withLock { $0 = Array(stdout.fileHandleForReading.readDataToEndOfFile()) } },
-                       TestThread { errBox.withLock { $0 = Array(stderr.fileHandleForReading.readDataToEndOfFile()) } }]
-        let writer = TestThread { [input] in
-            stdin.fileHandleForWriting.write(Data(input))
-            try? stdin.fileHandleForWriting.close()
+        let result = try TestProcess.run(try require(name), arguments, input: .bytes(input), timeout: timeout)
+        guard let status = result.status else {
+            throw Failure("\(name) \(arguments.joined(separator: " ")) did not finish within \(timeout) s (or was killed)")
         }
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(5_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            throw Failure("\(name) \(arguments.joined(separator: " ")) did not finish within \(timeout) s")
-        }
-        _ = writer.join(timeout: 5)
-        for reader in readers { _ = reader.join(timeout: 5) }
-        return (process.terminationStatus, outBox.withLock { $0 }, String(decoding: errBox.withLock { $0 }, as: UTF8.self))
+        return (status, result.stdoutBytes, result.stderr)
     }
 
     /// `redis-cli -h 127.0.0.1 -p PORT ARGS`, its stdout as text.

@@ -7,11 +7,13 @@
 
 import Glibc
 
+/// A value that one pthread mutex guards.
 public final class Locked<Value>: @unchecked Sendable {
     // @unchecked: `value` is only touched with `mutex` held.
     private var value: Value
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
+    /// Guards `value`.
     public init(_ value: Value) {
         self.value = value
         mutex = .allocate(capacity: 1)
@@ -25,6 +27,7 @@ public final class Locked<Value>: @unchecked Sendable {
         mutex.deallocate()
     }
 
+    /// Runs `body` with the value, the mutex held.
     public func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }

@@ -6,7 +6,9 @@ import Glibc
 /// A UDP socket bound to `host` (IPv4 or IPv6 literal) and `port` (0: any), for sending
 /// datagrams to a server on loopback and reading its replies with a deadline.
 public final class TestDatagramSocket {
+    /// The socket.
     public let fd: CInt
+    /// AF_INET or AF_INET6.
     public let family: CInt
     /// The port this socket is bound to.
     public private(set) var port: Int = 0
@@ -106,9 +108,4 @@ public final class TestDatagramSocket {
         while let next = receive(timeout: quiet) { all.append(next.bytes) }
         return all
     }
-}
-
-/// `count` bytes cycling through every byte value, starting at `start`.
-public func everyByteValue(count: Int, start: Int = 0) -> [UInt8] {
-    (0..<count).map { UInt8(truncatingIfNeeded: $0 + start) }
 }

@@ -1,16 +1,19 @@
-// Blocking-style loopback client sockets for tests, with a deadline on every operation.
+// The one client socket of the tests: TCP over IPv4 or IPv6 (from a chosen local address if
+// asked), or Unix-domain, with a deadline on every operation.
 //
 // The socket itself is non-blocking; every wait goes through poll(2) with the time left, so no
 // test can hang on a socket. Every send uses MSG_NOSIGNAL: a peer that went away gives EPIPE,
 // never a SIGPIPE that would kill the test process.
 
-import Foundation
 import Glibc
 
 /// A socket call that failed in a test.
 public struct SocketFailure: Error, CustomStringConvertible {
+    /// The call and what it was doing.
     public let operation: String
+    /// The errno (0 for an unexpected EOF).
     public let code: CInt
+    /// A failure of `operation` with errno `code`.
     public init(operation: String, code: CInt) {
         self.operation = operation
         self.code = code
@@ -22,153 +25,108 @@ public struct SocketFailure: Error, CustomStringConvertible {
 public enum StreamEnd: Equatable, CustomStringConvertible {
     /// recv returned 0: the peer closed cleanly (FIN).
     case eof
-    /// recv failed (ECONNRESET: the peer sent RST).
+    /// recv failed with ECONNRESET: the peer sent RST.
+    case reset
+    /// recv failed with another error.
     case failed(CInt)
-    /// The deadline passed first.
+    /// The deadline passed first: the stream is still open.
     case timeout
     /// More bytes arrived than the caller allowed.
     case tooMuch
 
+    /// The end of a stream whose recv failed with `code`.
+    public static func error(_ code: CInt) -> StreamEnd { code == ECONNRESET ? .reset : .failed(code) }
+
+    /// The peer ended the stream (EOF, reset or another error), rather than the deadline passing.
+    public var isClosed: Bool { self == .eof || self == .reset || { if case .failed = self { return true }; return false }() }
+
     public var description: String {
         switch self {
         case .eof: return "EOF"
+        case .reset: return "reset"
         case .failed(let e): return "error \(String(cString: strerror(e))) (errno \(e))"
-        case .timeout: return "timeout"
+        case .timeout: return "still open (timeout)"
         case .tooMuch: return "more bytes than expected"
         }
     }
 }
 
-/// Seconds on the monotonic clock.
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
-/// Milliseconds left until `deadline`, for poll(2); never negative.
-private func millisecondsLeft(_ deadline: Double) -> CInt {
-    CInt(max(0, min(Double(CInt.max), ((deadline - monotonicSeconds()) * 1000).rounded(.up))))
-}
-
-/// Deterministic, non-periodic test bytes: a reordered, lost or duplicated chunk never matches.
-public func testPattern(count: Int, seed: UInt64 = 0x9E37_79B9_7F4A_7C15) -> [UInt8] {
-    var state = seed
-    var out = [UInt8](repeating: 0, count: count)
-    var i = 0
-    while i < count {
-        // SplitMix64
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        for shift in stride(from: 0, to: 64, by: 8) where i < count {
-            out[i] = UInt8(truncatingIfNeeded: z >> UInt64(shift))
-            i += 1
-        }
-    }
-    return out
-}
-
-/// The index of the first byte where `a` and `b` differ (or the shorter length), nil if equal.
-public func firstDifference(_ a: [UInt8], _ b: [UInt8]) -> Int? {
-    let n = min(a.count, b.count)
-    var i = 0
-    while i < n {
-        if a[i] != b[i] { return i }
-        i += 1
-    }
-    return a.count == b.count ? nil : n
-}
-
-/// A connected TCP client socket. Thread-safe enough for one sender thread and one reader thread.
+/// A connected client socket. Thread-safe enough for one sender thread and one reader thread.
 public final class TestSocket: @unchecked Sendable {
+    /// The socket (non-blocking).
     public let fd: CInt
     private var closed = false
+    /// The local port, kept once known: the test may ask for it after closing the socket.
+    private var knownLocalPort: Int?
 
     private init(fd: CInt) { self.fd = fd }
 
     deinit { if !closed { Glibc.close(fd) } }
 
-    /// Connects to `host` (an IPv4 or IPv6 loopback literal) and `port` within `timeout` seconds.
-    /// `receiveBuffer` sets SO_RCVBUF before connecting, to make a slow reader; `maxSegment`
-    /// sets TCP_MAXSEG, so the peer is told a small MSS and its kernel sends (and frees its
-    /// send buffer) in small steps. `source` (an IPv4 literal, e.g. `127.0.0.2`: all of 127/8 is
-    /// loopback) binds the client's own address first.
+    /// Connects to `host` (an IPv4 or IPv6 literal) and `port` within `timeout` seconds, from the
+    /// local address `source` if given (another loopback address, such as 127.0.0.2, is another
+    /// client). `receiveBuffer` sets SO_RCVBUF before connecting, to make a slow reader;
+    /// `maxSegment` sets TCP_MAXSEG, so the peer is told a small MSS and its kernel sends (and
+    /// frees its send buffer) in small steps.
+    public static func connect(host: String = "127.0.0.1", port: Int, from source: String? = nil, timeout: Double = 5,
+                               receiveBuffer: Int? = nil, maxSegment: Int? = nil) throws -> TestSocket {
+        let address = try LoopbackSockets.address(host: host, port: port)
+        return try connect(address, timeout: timeout, name: "\(host):\(port)", source: source, receiveBuffer: receiveBuffer,
+                           maxSegment: maxSegment)
+    }
+
+    /// Connects from the local address `source` (another loopback address, such as 127.0.0.2, is
+    /// another client): the same as ``connect(host:port:from:timeout:receiveBuffer:)``, under the
+    /// argument order tests written before it use.
     public static func connect(host: String = "127.0.0.1", port: Int, timeout: Double = 5, receiveBuffer: Int? = nil,
-                               maxSegment: Int? = nil, source: String? = nil) throws -> TestSocket {
-        let family = host.contains(":") ? AF_INET6 : AF_INET
-        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw SocketFailure(operation: "socket", code: errno) }
-        let sock = TestSocket(fd: fd)
+                               maxSegment: Int? = nil, source: String) throws -> TestSocket {
+        try connect(host: host, port: port, from: source, timeout: timeout, receiveBuffer: receiveBuffer, maxSegment: maxSegment)
+    }
+
+    /// Connects to the Unix-domain socket at `path` within `timeout` seconds.
+    public static func connect(unixPath path: String, timeout: Double = 5) throws -> TestSocket {
+        try connect(LoopbackSockets.unixAddress(path), timeout: timeout, name: path)
+    }
+
+    private static func connect(_ address: (sockaddr_storage, socklen_t), timeout: Double, name: String,
+                                source: String? = nil, receiveBuffer: Int? = nil, maxSegment: Int? = nil) throws -> TestSocket {
+        let sock = TestSocket(fd: try LoopbackSockets.socket(CInt(address.0.ss_family)))
         if let receiveBuffer {
             var size = CInt(receiveBuffer)
-            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<CInt>.size))
-        }
-        if let source {
-            var s = sockaddr_in()
-            s.sin_family = sa_family_t(AF_INET)
-            guard family == AF_INET, inet_pton(AF_INET, source, &s.sin_addr) == 1 else {
-                throw SocketFailure(operation: "inet_pton \(source)", code: EINVAL)
-            }
-            let bound = withUnsafePointer(to: &s) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard bound == 0 else { throw SocketFailure(operation: "bind to \(source)", code: errno) }
+            setsockopt(sock.fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<CInt>.size))
         }
         if let maxSegment {
             var size = CInt(maxSegment)
-            setsockopt(fd, CInt(IPPROTO_TCP), TCP_MAXSEG, &size, socklen_t(MemoryLayout<CInt>.size))
+            setsockopt(sock.fd, CInt(IPPROTO_TCP), TCP_MAXSEG, &size, socklen_t(MemoryLayout<CInt>.size))
         }
-        let rc: CInt
-        if family == AF_INET {
-            var a = sockaddr_in()
-            a.sin_family = sa_family_t(AF_INET)
-            a.sin_port = in_port_t(UInt16(port)).bigEndian
-            guard inet_pton(AF_INET, host, &a.sin_addr) == 1 else { throw SocketFailure(operation: "inet_pton \(host)", code: EINVAL) }
-            rc = withUnsafePointer(to: &a) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        if let source {
+            var (local, length) = try LoopbackSockets.address(host: source, port: 0)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(sock.fd, $0, length) }
             }
-        } else {
-            var a = sockaddr_in6()
-            a.sin6_family = sa_family_t(AF_INET6)
-            a.sin6_port = in_port_t(UInt16(port)).bigEndian
-            guard inet_pton(AF_INET6, host, &a.sin6_addr) == 1 else { throw SocketFailure(operation: "inet_pton \(host)", code: EINVAL) }
-            rc = withUnsafePointer(to: &a) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-            }
+            guard bound == 0 else { throw SocketFailure(operation: "bind \(source)", code: errno) }
         }
-        if rc != 0 {
-            let e = errno
-            guard e == EINPROGRESS else { throw SocketFailure(operation: "connect to \(host):\(port)", code: e) }
-            var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            guard poll(&p, 1, millisecondsLeft(monotonicSeconds() + timeout)) == 1 else {
-                throw SocketFailure(operation: "connect to \(host):\(port) (timed out)", code: ETIMEDOUT)
-            }
-            var error: CInt = 0
-            var len = socklen_t(MemoryLayout<CInt>.size)
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len)
-            guard error == 0 else { throw SocketFailure(operation: "connect to \(host):\(port)", code: error) }
+        guard LoopbackSockets.startConnect(sock.fd, address) else {
+            throw SocketFailure(operation: "connect to \(name)", code: errno)
         }
+        guard LoopbackSockets.wait(sock.fd, Int16(POLLOUT), until: monotonicSeconds() + timeout) != 0 else {
+            throw SocketFailure(operation: "connect to \(name) (timed out)", code: ETIMEDOUT)
+        }
+        if let error = LoopbackSockets.intOption(sock.fd, SOL_SOCKET, SO_ERROR), error != 0 {
+            throw SocketFailure(operation: "connect to \(name)", code: error)
+        }
+        sock.knownLocalPort = sock.queryLocalPort()
         return sock
     }
 
-    /// The local port (how the server's logs name this client).
-    public var localPort: Int {
-        var storage = sockaddr_storage()
-        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        _ = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-        }
-        let family = storage.ss_family
-        return withUnsafeBytes(of: storage) { raw -> Int in
-            if family == sa_family_t(AF_INET6) {
-                return Int(UInt16(bigEndian: raw.loadUnaligned(as: sockaddr_in6.self).sin6_port))
-            }
-            return Int(UInt16(bigEndian: raw.loadUnaligned(as: sockaddr_in.self).sin_port))
-        }
-    }
+    /// Adopts a connected (or connecting) non-blocking fd; it is closed with the socket.
+    public static func adopt(_ fd: CInt) -> TestSocket { TestSocket(fd: fd) }
+
+    /// The local port (how the server's logs name this client); 0 for a Unix-domain socket.
+    /// Still known after ``close()``.
+    public var localPort: Int { knownLocalPort ?? queryLocalPort() }
+
+    private func queryLocalPort() -> Int { LoopbackSockets.localAddress(fd).flatMap(LoopbackSockets.port(of:)) ?? 0 }
 
     /// Sends every byte within `timeout` seconds, or throws (with the count sent so far in the message).
     public func send(_ bytes: [UInt8], timeout: Double = 10) throws {
@@ -176,6 +134,7 @@ public final class TestSocket: @unchecked Sendable {
         if case .failure(let failure) = sent { throw failure }
     }
 
+    /// Sends `text` as UTF-8 within `timeout` seconds.
     public func send(_ text: String, timeout: Double = 10) throws { try send(Array(text.utf8), timeout: timeout) }
 
     /// Sends as much of `bytes` as it can within `timeout`; returns the count sent and the error that stopped it.
@@ -193,9 +152,7 @@ public final class TestSocket: @unchecked Sendable {
             guard n < 0 && (e == EAGAIN || e == EWOULDBLOCK) else {
                 return .failure(SocketFailure(operation: "send (after \(offset) of \(bytes.count) bytes)", code: e))
             }
-            var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            let left = millisecondsLeft(deadline)
-            if left == 0 || poll(&p, 1, left) == 0 {
+            if LoopbackSockets.wait(fd, Int16(POLLOUT), until: deadline) == 0 {
                 return .failure(SocketFailure(operation: "send (after \(offset) of \(bytes.count) bytes, timed out)", code: ETIMEDOUT))
             }
         }
@@ -207,6 +164,14 @@ public final class TestSocket: @unchecked Sendable {
         let n = Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
         if n >= 0 { return n }
         return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : nil
+    }
+
+    /// One non-blocking send of what the socket takes now: the count (0 when full), or the error.
+    public func sendSome(_ bytes: ArraySlice<UInt8>) -> Result<Int, SocketFailure> {
+        let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
+        if n >= 0 { return .success(n) }
+        if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return .success(0) }
+        return .failure(SocketFailure(operation: "send", code: errno))
     }
 
     /// One non-blocking read of whatever is there: nil when nothing is, [] at EOF; throws on error.
@@ -239,17 +204,43 @@ public final class TestSocket: @unchecked Sendable {
             guard e == EAGAIN || e == EWOULDBLOCK else {
                 throw SocketFailure(operation: "recv (after \(got) of \(count) bytes)", code: e)
             }
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let left = millisecondsLeft(deadline)
-            if left == 0 || poll(&p, 1, left) == 0 {
+            if LoopbackSockets.wait(fd, Int16(POLLIN), until: deadline) == 0 {
                 throw SocketFailure(operation: "recv: timed out after \(got) of \(count) bytes: \(Self.preview(out[..<got]))", code: ETIMEDOUT)
             }
         }
         return out
     }
 
+    /// Receives exactly `count` bytes as UTF-8 text within `timeout` seconds.
     public func receiveString(exactly count: Int, timeout: Double = 5) throws -> String {
         String(decoding: try receive(exactly: count, timeout: timeout), as: UTF8.self)
+    }
+
+    /// Reads up to `count` bytes, until EOF, an error or `timeout`: what arrived and how it ended
+    /// (`.timeout` when the stream is still open, whether or not every byte came).
+    public func receive(upTo count: Int, timeout: Double = 10) -> (bytes: [UInt8], end: StreamEnd) {
+        let deadline = monotonicSeconds() + timeout
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while out.count < count {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, min($0.count, count - out.count), 0) }
+            if n > 0 { out += buffer[..<n]; continue }
+            if n == 0 { return (out, .eof) }
+            let e = errno
+            if e == EINTR { continue }
+            guard e == EAGAIN || e == EWOULDBLOCK else { return (out, .error(e)) }
+            if LoopbackSockets.wait(fd, Int16(POLLIN), until: deadline) == 0 { break }
+        }
+        return (out, .timeout)
+    }
+
+    /// Sends `text` and expects exactly it back within `timeout` seconds.
+    public func expectEcho(_ text: String, timeout: Double = 5) throws {
+        try send(text, timeout: timeout)
+        let back = try receive(exactly: text.utf8.count, timeout: timeout)
+        guard back == Array(text.utf8) else {
+            throw TestFailure("echo mismatch: sent \(text.debugDescription), got \(String(decoding: back, as: UTF8.self).debugDescription)")
+        }
     }
 
     /// Reads until the peer closes, an error, `timeout` seconds, or more than `limit` bytes.
@@ -267,17 +258,40 @@ public final class TestSocket: @unchecked Sendable {
             if n == 0 { return (out, .eof) }
             let e = errno
             if e == EINTR { continue }
-            guard e == EAGAIN || e == EWOULDBLOCK else { return (out, .failed(e)) }
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let left = millisecondsLeft(deadline)
-            if left == 0 || poll(&p, 1, left) == 0 { return (out, .timeout) }
+            guard e == EAGAIN || e == EWOULDBLOCK else { return (out, .error(e)) }
+            if LoopbackSockets.wait(fd, Int16(POLLIN), until: deadline) == 0 { return (out, .timeout) }
+        }
+    }
+
+    /// Reads (and discards) until the stream ends or `timeout` seconds pass: how it ended
+    /// (`.timeout`: still open) and how many bytes came before.
+    public func waitForEnd(timeout: Double) -> (StreamEnd, Int) {
+        let deadline = monotonicSeconds() + timeout
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var received = 0
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 { received += n; continue }
+            if n == 0 { return (.eof, received) }
+            let e = errno
+            if e == EAGAIN || e == EWOULDBLOCK || e == EINTR {
+                if LoopbackSockets.wait(fd, Int16(POLLIN), until: deadline) == 0 { return (.timeout, received) }
+                continue
+            }
+            return (.error(e), received)
         }
     }
 
     /// True if nothing arrives (no byte, no EOF) within `seconds`.
     public func staysQuiet(for seconds: Double) -> Bool {
-        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        return poll(&p, 1, millisecondsLeft(monotonicSeconds() + seconds)) == 0
+        LoopbackSockets.wait(fd, Int16(POLLIN), until: monotonicSeconds() + seconds) == 0
+    }
+
+    /// True when nothing shows the stream ended (no EOF, no reset) right now.
+    public var looksOpen: Bool {
+        var byte: UInt8 = 0
+        let n = Glibc.recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
     }
 
     /// shutdown(SHUT_WR): the peer reads EOF, and we can still read.
@@ -287,119 +301,23 @@ public final class TestSocket: @unchecked Sendable {
 
     /// Closes with SO_LINGER {1, 0}: the kernel sends RST instead of FIN.
     public func closeWithReset() {
+        guard !closed else { return }
         var l = linger(l_onoff: 1, l_linger: 0)
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
         close()
     }
 
+    /// Closes the socket (at most once; deinit closes it otherwise).
     public func close() {
         guard !closed else { return }
+        if knownLocalPort == nil { knownLocalPort = queryLocalPort() }
         closed = true
         Glibc.close(fd)
     }
 
+    /// The first 80 bytes as a quoted string, for failure messages.
     public static func preview<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
         let shown = String(decoding: bytes.prefix(80), as: UTF8.self).debugDescription
         return bytes.count > 80 ? "\(shown)… (\(bytes.count) bytes)" : shown
-    }
-}
-
-/// A listening socket made by a test (to occupy a port).
-public final class TestListener {
-    public let fd: CInt
-    public let port: Int
-
-    public init(host: String = "127.0.0.1", port: Int = 0) throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw SocketFailure(operation: "socket", code: errno) }
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_port = in_port_t(UInt16(port)).bigEndian
-        inet_pton(AF_INET, host, &a.sin_addr)
-        let rc = withUnsafePointer(to: &a) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0, listen(fd, 16) == 0 else {
-            let e = errno
-            Glibc.close(fd)
-            throw SocketFailure(operation: "bind/listen \(host):\(port)", code: e)
-        }
-        var bound = sockaddr_in()
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &bound) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-        }
-        self.fd = fd
-        self.port = Int(UInt16(bigEndian: bound.sin_port))
-    }
-
-    deinit { Glibc.close(fd) }
-}
-
-/// Runs `body` on a new thread; `join` waits for it with a deadline.
-public final class TestThread: @unchecked Sendable {
-    private let done = DispatchSemaphore(value: 0)
-
-    public init(_ body: @escaping @Sendable () -> Void) {
-        let done = self.done
-        let thread = Thread {
-            body()
-            done.signal()
-        }
-        thread.start()
-    }
-
-    /// True if the thread finished within `timeout` seconds.
-    public func join(timeout: Double) -> Bool {
-        done.wait(timeout: .now() + timeout) == .success
-    }
-}
-
-/// Polls `condition` every 10 ms until it holds or `timeout` seconds pass; returns whether it held.
-public func eventually(timeout: Double = 5, _ condition: () -> Bool) -> Bool {
-    let deadline = monotonicSeconds() + timeout
-    while true {
-        if condition() { return true }
-        if monotonicSeconds() >= deadline { return false }
-        usleep(10_000)
-    }
-}
-
-/// An endless test byte stream: a non-periodic block of prime length, repeated. Cheap to send
-/// and to check at any offset, and a lost, duplicated or reordered chunk does not match.
-public struct PatternStream: Sendable {
-    public let block: [UInt8]
-
-    public init(period: Int = 1_048_573) { block = testPattern(count: period) }
-
-    /// `count` bytes of the stream from `offset`.
-    public func bytes(from offset: Int, count: Int) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(count)
-        var position = offset % block.count
-        var left = count
-        while left > 0 {
-            let take = min(left, block.count - position)
-            out += block[position..<(position + take)]
-            left -= take
-            position = 0
-        }
-        return out
-    }
-
-    /// The offset of the first byte of `received` (stream offset `offset` onwards) that is not the
-    /// stream's, or nil if all match.
-    public func firstMismatch(_ received: [UInt8], at offset: Int = 0) -> Int? {
-        block.withUnsafeBufferPointer { b in
-            received.withUnsafeBufferPointer { r in
-                var position = offset % b.count
-                for i in 0..<r.count {
-                    if r[i] != b[position] { return offset + i }
-                    position += 1
-                    if position == b.count { position = 0 }
-                }
-                return nil
-            }
-        }
     }
 }

@@ -1,4 +1,4 @@
-// A real Reactor with a FaultInterposer, on its own thread, listening on 127.0.0.1 port 0,
+// A real Reactor with a FaultInterposer, on its own thread (the shared ReactorRunner), listening on 127.0.0.1 port 0,
 // driving an echo handler that records everything it is told.
 
 import TestSupport
@@ -93,8 +93,8 @@ final class FaultRecorder: Sendable {
     /// Waits (up to `timeout` seconds) until the server has opened the connection of the client
     /// whose local port is `peerPort`.
     func waitForConnection(peerPort: Int, timeout: Double = 10) -> FaultConnectionLog? {
-        let deadline = faultNow() + timeout
-        while faultNow() < deadline {
+        let deadline = monotonicSeconds() + timeout
+        while monotonicSeconds() < deadline {
             if let log = connection(peerPort: peerPort) { return log }
             usleep(1000)
         }
@@ -103,8 +103,8 @@ final class FaultRecorder: Sendable {
 
     /// Waits until the connection of `peerPort` has closed, and returns its log.
     func waitForClose(peerPort: Int, timeout: Double = 10) -> FaultConnectionLog? {
-        let deadline = faultNow() + timeout
-        while faultNow() < deadline {
+        let deadline = monotonicSeconds() + timeout
+        while monotonicSeconds() < deadline {
             if let log = connection(peerPort: peerPort), log.closeReason != nil { return log }
             usleep(1000)
         }
@@ -149,81 +149,42 @@ struct FaultEchoHandler: ConnectionHandler {
     }
 }
 
-/// A reactor with a FaultInterposer running FaultEchoHandler on a background thread.
+/// A reactor with a FaultInterposer running FaultEchoHandler, on the shared ReactorRunner.
 final class FaultServer: Sendable {
-    let port: Int
-    let listenerFD: CInt
+    struct Info: Sendable {
+        let port: Int
+        let listenerFD: CInt
+        let listenerSlot: Int32
+    }
+
+    let runner: ReactorRunner<Info>
+    var port: Int { runner.info.port }
+    var listenerFD: CInt { runner.info.listenerFD }
     /// The listener's slot in the reactor's table (what epoll events carry).
-    let listenerSlot: Int32
-    let handle: ReactorHandle
+    var listenerSlot: Int32 { runner.info.listenerSlot }
+    var handle: ReactorHandle { runner.handle }
     let recorder: FaultRecorder
     let interposer: FaultInterposer
-    private let shared: Shared
-
-    private final class Shared: Sendable {
-        let ready = DispatchSemaphore(value: 0)
-        let finished = DispatchSemaphore(value: 0)
-        let started = Locked<Result<(port: Int, listenerFD: CInt, listenerSlot: Int32, handle: ReactorHandle), FaultServerError>?>(nil)
-        let final = Locked<ReactorStatistics?>(nil)
-    }
-
-    struct FaultServerError: Error, CustomStringConvertible {
-        let description: String
-    }
 
     init(interposer: FaultInterposer = FaultInterposer(),
          configuration: ReactorConfiguration = ReactorConfiguration(),
          recorder: FaultRecorder = FaultRecorder(),
          closeByte: UInt8? = nil) throws {
-        let shared = Shared()
-        let thread = Thread {
-            do {
-                let reactor = try Reactor(handler: FaultEchoHandler(recorder: recorder, closeByte: closeByte),
-                                          configuration: configuration, interposer: interposer)
+        runner = try ReactorRunner.start(
+            make: { try Reactor(handler: FaultEchoHandler(recorder: recorder, closeByte: closeByte),
+                                configuration: configuration, interposer: interposer) },
+            setUp: { reactor in
                 let bound = try reactor.listen(on: try SocketAddress(host: "127.0.0.1", port: 0))
-                let listenerFD = reactor.listeners.first?.fd ?? -1
-                let listenerSlot = reactor.listeners.first?.slot ?? -1
-                shared.started.withLock { $0 = .success((bound.port ?? 0, listenerFD, listenerSlot, reactor.handle)) }
-                shared.ready.signal()
-                reactor.run()
-                shared.final.withLock { $0 = reactor.statistics }
-            } catch {
-                shared.started.withLock { $0 = .failure(FaultServerError(description: "\(error)")) }
-                shared.ready.signal()
-            }
-            shared.finished.signal()
-        }
-        thread.name = "fault-reactor"
-        thread.start()
-        guard shared.ready.wait(timeout: .now() + 10) == .success else {
-            throw FaultServerError(description: "the reactor did not start within 10 s")
-        }
-        let started = try shared.started.withLock { $0 }!.get()
-        port = started.port
-        listenerFD = started.listenerFD
-        listenerSlot = started.listenerSlot
-        handle = started.handle
+                return Info(port: bound.port ?? 0, listenerFD: reactor.listeners.first?.fd ?? -1,
+                            listenerSlot: reactor.listeners.first?.slot ?? -1)
+            })
         self.recorder = recorder
         self.interposer = interposer
-        self.shared = shared
     }
 
     /// Stops the reactor gracefully and returns its final counters (nil if it did not stop within
     /// `timeout` seconds, even after `stopNow`; the thread is then abandoned).
     func stop(timeout: Double = 10) -> ReactorStatistics? {
-        handle.stop()
-        if shared.finished.wait(timeout: .now() + timeout) != .success {
-            handle.stopNow()
-            guard shared.finished.wait(timeout: .now() + 5) == .success else { return nil }
-        }
-        shared.finished.signal()  // a second stop() returns at once
-        return shared.final.withLock { $0 }
+        runner.stop(timeout: timeout, thenNow: true)
     }
-}
-
-/// Seconds on CLOCK_MONOTONIC.
-func faultNow() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }

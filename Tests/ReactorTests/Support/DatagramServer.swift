@@ -52,49 +52,33 @@ final class ProbeDatagramEcho: DatagramHandler {
     }
 }
 
-/// A reactor running on a background thread with one or more datagram sockets and a TCP listener.
+/// A reactor running on a background thread (the shared ReactorRunner) with one or more datagram
+/// sockets and a TCP listener.
 final class DatagramServer: Sendable {
-    let udpPort: Int
-    let tcpPort: Int
-    let udpFD: CInt
-    let handle: ReactorHandle
-    let probe: DatagramProbe
-    private let finished = DispatchSemaphore(value: 0)
-    private let final = Locked<ReactorStatistics?>(nil)
+    struct Info: Sendable {
+        let udpPort: Int
+        let tcpPort: Int
+        let udpFD: CInt
+    }
 
-    struct Failure: Error, CustomStringConvertible { let description: String }
+    let runner: ReactorRunner<Info>
+    var udpPort: Int { runner.info.udpPort }
+    var tcpPort: Int { runner.info.tcpPort }
+    var udpFD: CInt { runner.info.udpFD }
+    var handle: ReactorHandle { runner.handle }
+    let probe: DatagramProbe
 
     /// `bind` runs on the reactor's thread and returns the UDP port it bound.
     init(interposer: FaultInterposer? = nil, probe: DatagramProbe = DatagramProbe(), host: String = "127.0.0.1",
          bind: @escaping @Sendable (Reactor<FaultEchoHandler>, DatagramProbe) throws -> SocketAddress) throws {
-        let ready = DispatchSemaphore(value: 0)
-        let started = Locked<Result<(Int, Int, CInt, ReactorHandle), Failure>?>(nil)
-        let finished = self.finished
-        let final = self.final
-        let thread = Thread {
-            do {
-                let reactor = try Reactor(handler: FaultEchoHandler(recorder: FaultRecorder(keepBytes: false), closeByte: nil),
-                                          configuration: ReactorConfiguration(), interposer: interposer)
+        runner = try ReactorRunner.start(
+            make: { try Reactor(handler: FaultEchoHandler(recorder: FaultRecorder(keepBytes: false), closeByte: nil),
+                                configuration: ReactorConfiguration(), interposer: interposer) },
+            setUp: { reactor in
                 let tcp = try reactor.listen(on: try SocketAddress(host: host, port: 0))
                 let udp = try bind(reactor, probe)
-                let fd = reactor.datagramDescriptors.first ?? -1
-                started.withLock { $0 = .success((udp.port ?? 0, tcp.port ?? 0, fd, reactor.handle)) }
-                ready.signal()
-                reactor.run()
-                final.withLock { $0 = reactor.statistics }
-            } catch {
-                started.withLock { $0 = .failure(Failure(description: "\(error)")) }
-                ready.signal()
-            }
-            finished.signal()
-        }
-        thread.start()
-        guard ready.wait(timeout: .now() + 10) == .success else { throw Failure(description: "reactor did not start in 10 s") }
-        let (udpPort, tcpPort, fd, handle) = try started.withLock { $0 }!.get()
-        self.udpPort = udpPort
-        self.tcpPort = tcpPort
-        self.udpFD = fd
-        self.handle = handle
+                return Info(udpPort: udp.port ?? 0, tcpPort: tcp.port ?? 0, udpFD: reactor.datagramDescriptors.first ?? -1)
+            })
         self.probe = probe
     }
 
@@ -108,20 +92,9 @@ final class DatagramServer: Sendable {
 
     /// Freshly published statistics, polled until `condition` holds or `timeout` passes.
     func statistics(timeout: Double = 5, until condition: (ReactorStatistics) -> Bool = { _ in true }) -> ReactorStatistics {
-        let deadline = monotonicSeconds() + timeout
-        while true {
-            handle.requestStatistics()
-            usleep(10_000)
-            let last = handle.latestStatistics
-            if condition(last) || monotonicSeconds() >= deadline { return last }
-        }
+        runner.statistics(timeout: timeout, until: condition)
     }
 
     @discardableResult
-    func stop(timeout: Double = 10) -> ReactorStatistics? {
-        handle.stop()
-        guard finished.wait(timeout: .now() + timeout) == .success else { return nil }
-        finished.signal()
-        return final.withLock { $0 }
-    }
+    func stop(timeout: Double = 10) -> ReactorStatistics? { runner.stop(timeout: timeout) }
 }

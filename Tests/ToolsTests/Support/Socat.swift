@@ -2,32 +2,28 @@
 
 import Foundation
 import Glibc
+import TestSupport
 import XCTest
 
-/// A socat child process: found on the usual paths (XCTSkip where socat is not installed; .ci/run
-/// installs it), started with `arguments`, ready once `ready()` holds (within 5 s), and stopped
-/// with SIGTERM, then SIGKILL. One runner for the TCP and the UDP echoes.
+/// A socat child process (TestSupport's TestProcess): found on the usual paths (XCTSkip where
+/// socat is not installed; .ci/run installs it), started with `arguments`, ready once `ready()`
+/// holds (within 5 s), and stopped with SIGTERM, then SIGKILL. One runner for the TCP and the UDP
+/// echoes.
 final class SocatProcess {
-    let process = Process()
+    let process: TestProcess
 
     init(_ arguments: [String], what: String, ready: () -> Bool) throws {
         guard let socat = ["/usr/bin/socat", "/bin/socat", "/usr/local/bin/socat"].first(where: {
             FileManager.default.isExecutableFile(atPath: $0)
         }) else { throw XCTSkip("socat is not installed") }
-        process.executableURL = URL(fileURLWithPath: socat)
-        process.arguments = arguments
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
-        let deadline = Date().addingTimeInterval(5)
-        while Date() < deadline {
-            if ready() { return }
-            usleep(20_000)
+        process = try TestProcess.spawn(socat, arguments)
+        guard eventually(timeout: 5, interval: 0.02, ready) else {
+            stop()
+            throw TestError("socat did not \(what) within 5 s; stderr: \(process.stderr.text)")
         }
-        stop()
-        throw TestError("socat did not \(what) within 5 s")
     }
 
-    /// Whether `call` (connect or bind) on a new socket of `type` to 127.0.0.1:`port` returns 0.
+    /// Whether `call` (bind, for a UDP port) on a new socket of `type` to 127.0.0.1:`port` returns 0.
     static func loopback(_ port: Int, type: Int32, _ call: (CInt, UnsafePointer<sockaddr>, socklen_t) -> CInt) -> Bool {
         let fd = socket(AF_INET, type, 0)
         guard fd >= 0 else { return false }
@@ -42,12 +38,8 @@ final class SocatProcess {
     }
 
     func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = Date().addingTimeInterval(5)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        process.send(signal: SIGTERM)
+        if process.waitForExit(timeout: 5) == nil { process.kill() }
     }
 }
 
@@ -58,13 +50,11 @@ final class SocatEcho {
 
     init() throws {
         // A free port: bind port 0, read it, close (socat binds it a moment later).
-        let probe = try TinyServer { fd in close(fd) }
-        let port = probe.port
-        probe.stop()
+        let port = try LoopbackSockets.unusedPort()
         self.port = port
         socat = try SocatProcess(["TCP-LISTEN:\(port),bind=127.0.0.1,reuseaddr,fork", "EXEC:/bin/cat"],
                                  what: "listen on 127.0.0.1:\(port)") {
-            SocatProcess.loopback(port, type: Int32(SOCK_STREAM.rawValue)) { Glibc.connect($0, $1, $2) }
+            LoopbackSockets.somethingListens(port: port)
         }
     }
 

@@ -4,6 +4,7 @@
 import Foundation
 import Glibc
 import Synchronization
+import TestSupport
 import XCTest
 
 /// A UDP echo on 127.0.0.1 and a free port, served by one thread with recvfrom/sendto until
@@ -100,9 +101,7 @@ final class SocatUDPEcho {
 
     init() throws {
         // A free port: bind port 0, read it, close (socat binds it a moment later).
-        let probe = try TinyUDPEcho()
-        let port = probe.port
-        probe.stop()
+        let port = try TestDatagramSocket().port  // closed again at once
         self.port = port
         // A UDP bind has nothing to connect to: ready once the port is taken.
         socat = try SocatProcess(["UDP-RECVFROM:\(port),bind=127.0.0.1,fork", "EXEC:/bin/cat"],

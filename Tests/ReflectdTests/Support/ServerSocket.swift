@@ -4,9 +4,10 @@
 // running as root or with CAP_SYS_PTRACE has) copies one of the child's fds into this process,
 // and getsockopt on the copy reads the very same socket.
 
+import TestSupport
 import Glibc
 
-enum OpsServerSocket {
+enum ServerSocket {
     /// pidfd_getfd was refused (EPERM: no ptrace rights over the child here).
     struct NotPermitted: Error, CustomStringConvertible {
         let description: String
@@ -32,19 +33,19 @@ enum OpsServerSocket {
     static func socket(ofProcess pid: pid_t, peerPort clientPort: Int, candidates: [CInt]) throws -> CInt? {
         guard let open = symbol("pidfd_open", as: PidfdOpen.self),
               let getfd = symbol("pidfd_getfd", as: PidfdGetfd.self) else {
-            throw OpsFailure("pidfd_open/pidfd_getfd not available")
+            throw TestFailure("pidfd_open/pidfd_getfd not available")
         }
         let pidfd = open(pid, 0)
-        guard pidfd >= 0 else { throw OpsFailure("pidfd_open(\(pid)): \(String(cString: strerror(errno)))") }
+        guard pidfd >= 0 else { throw TestFailure("pidfd_open(\(pid)): \(String(cString: strerror(errno)))") }
         defer { Glibc.close(pidfd) }
         for target in candidates {
             let copy = getfd(pidfd, target, 0)
             if copy < 0 {
                 if errno == EBADF { continue }  // closed since /proc was listed
                 if errno == EPERM { throw NotPermitted(description: "pidfd_getfd: EPERM (no ptrace rights over pid \(pid))") }
-                throw OpsFailure("pidfd_getfd(\(target)): \(String(cString: strerror(errno)))")
+                throw TestFailure("pidfd_getfd(\(target)): \(String(cString: strerror(errno)))")
             }
-            if let peer = OpsSockets.peerAddress(copy), OpsSockets.port(of: peer) == clientPort {
+            if let peer = LoopbackSockets.peerAddress(copy), LoopbackSockets.port(of: peer) == clientPort {
                 _ = fcntl(copy, F_SETFD, FD_CLOEXEC)
                 return copy
             }
