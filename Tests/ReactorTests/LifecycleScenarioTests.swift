@@ -61,16 +61,16 @@ struct ScenarioHandler: ConnectionHandler {
 
 final class LifecycleScenarioTests: XCTestCase {
     private func start(pauseOnFirstRead: Bool = false, bigReply: [UInt8] = [], configuration: ReactorConfiguration = ReactorConfiguration(),
-                       interposer: FaultInterposer? = nil) throws -> (ThreadedReactor<ScenarioHandler>, Locked<[String]>) {
+                       interposer: FaultInterposer? = nil) throws -> (ReactorRunner<Int>, Locked<[String]>) {
         let log = Locked<[String]>([])
-        let reactor = try ThreadedReactor(configuration: configuration, interposer: interposer) {
+        let reactor = try ReactorRunner.listening(configuration: configuration, interposer: interposer) {
             ScenarioHandler(log: log, pauseOnFirstRead: pauseOnFirstRead, bigReply: bigReply)
         }
         return (reactor, log)
     }
 
     /// Runs `body` on the reactor's thread and waits for it.
-    private func onReactor<T: Sendable>(_ reactor: ThreadedReactor<ScenarioHandler>,
+    private func onReactor<T: Sendable>(_ reactor: ReactorRunner<Int>,
                                         _ body: @escaping @Sendable (ReactorContext<ScenarioHandler>) -> T) -> T? {
         let result = Locked<T?>(nil)
         let done = DispatchSemaphore(value: 0)
@@ -106,7 +106,7 @@ final class LifecycleScenarioTests: XCTestCase {
         }
         XCTAssertTrue(eventually { log.withLock { $0.last } == "close error ENOMEM" }, "log \(log.withLock { $0 })")
         XCTAssertEqual(onReactor(reactor) { $0.isLive(id) }, false)
-        XCTAssertTrue(reactor.stop())
+        XCTAssertNotNil(reactor.stop())
     }
 
     func testCloseWhileConnectingAbandonsTheConnectWithoutOnOpen() throws {
@@ -130,7 +130,7 @@ final class LifecycleScenarioTests: XCTestCase {
         setsockopt(accepted, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         XCTAssertLessThanOrEqual(recv(accepted, &byte, 1, 0), 0, "bytes queued before the connect were dropped")
         close(accepted)
-        XCTAssertTrue(reactor.stop())
+        XCTAssertNotNil(reactor.stop())
     }
 
     func testLingerEndsAtItsDeadlineWhenThePeerNeverCloses() throws {
@@ -145,7 +145,7 @@ final class LifecycleScenarioTests: XCTestCase {
         XCTAssertTrue(eventually(timeout: 10) { self.onReactor(reactor) { $0.statistics.open } == 0 },
                       "the linger deadline did not close the socket")
         XCTAssertEqual(log.withLock { $0.filter { $0.hasPrefix("close") } }, ["close quit"], "onClose ran once")
-        XCTAssertTrue(reactor.stop())
+        XCTAssertNotNil(reactor.stop())
     }
 
     func testHandlerHearsWhenABackedUpConnectionDrainsBelowTheLowWatermark() throws {
@@ -168,7 +168,7 @@ final class LifecycleScenarioTests: XCTestCase {
         let pendingAtEvent = Int(try XCTUnwrap(writable.first).split(separator: " ")[1])!
         XCTAssertLessThan(pendingAtEvent, ReactorConfiguration().lowWatermark)
         client.close()
-        XCTAssertTrue(reactor.stop())
+        XCTAssertNotNil(reactor.stop())
     }
 
     /// A connection handed over (``Reactor/installHandedOver(_:resume:)``) paused by its handler,
@@ -212,7 +212,7 @@ final class LifecycleScenarioTests: XCTestCase {
                 XCTAssertEqual(log.withLock { $0 }, [], "no onWritable without backpressure")
             }
             close(peer)
-            XCTAssertTrue(reactor.stop())
+            XCTAssertNotNil(reactor.stop())
         }
     }
 
@@ -231,7 +231,7 @@ final class LifecycleScenarioTests: XCTestCase {
         XCTAssertTrue(eventually { log.withLock { $0 }.contains("read 5") }, "log \(log.withLock { $0 })")
         client.shutdownWrite()
         XCTAssertTrue(eventually { log.withLock { $0.last } == "close eof" }, "log \(log.withLock { $0 })")
-        XCTAssertTrue(reactor.stop())
+        XCTAssertNotNil(reactor.stop())
     }
 
     func testAnIdStopsBeingLiveWhenItsConnectionIsGone() throws {
@@ -250,6 +250,6 @@ final class LifecycleScenarioTests: XCTestCase {
         XCTAssertTrue(eventually { log.withLock { $0.last } == "close eof" })
         XCTAssertEqual(onReactor(reactor) { $0.isLive(id) }, false)
         XCTAssertEqual(onReactor(reactor) { $0.write(to: id, "late") }, .closed)
-        XCTAssertTrue(reactor.stop())
+        XCTAssertNotNil(reactor.stop())
     }
 }
