@@ -106,12 +106,16 @@ where Codec.State == Handler.ConnectionState {
         }
         phase.withLock { $0 = .running(child: 0, stop: nil, force: false) }
         logger.notice("received SIGUSR2: upgrading to \(executable)")
-        guard ReactorThread.spawn({ [self] in perform() }) != nil else {
+        // Detached: nothing joins it (waitForUpgrade waits on `finished`), and a process may
+        // exit while it finishes its last log line; a joinable thread left unjoined is a leak
+        // to ThreadSanitizer.
+        guard let thread = ReactorThread.spawn({ [self] in perform() }) else {
             logger.error("upgrade failed: cannot start the upgrade thread; still serving")
             phase.withLock { $0 = .idle }
             running.store(false, ordering: .releasing)
             return
         }
+        pthread_detach(thread)
     }
 
     /// The process that took every connection over, once an upgrade committed; nil before.
