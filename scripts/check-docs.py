@@ -33,6 +33,10 @@ import sys
 # The library targets whose DocC catalogs CI builds and checks: one line each.
 TARGETS = [
     "Reactor",
+    "ClientAdmission",
+    "NonBlockingLog",
+    "ServerKit",
+    "ZeroDropUpgrade",
 ]
 
 BOILERPLATE = {"==(_:_:)", "!=(_:_:)", "hash(into:)", "hashValue", "description", "debugDescription",

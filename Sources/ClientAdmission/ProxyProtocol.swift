@@ -13,6 +13,7 @@ public struct ProxyAddress: Equatable, Hashable, Sendable, CustomStringConvertib
     /// The address family.
     public enum Family: UInt8, Sendable { case ipv4 = 4, ipv6 = 6 }
 
+    /// Whether the address is IPv4 or IPv6.
     public let family: Family
     /// The address bytes in network order: 4 for IPv4 (the rest zero), 16 for IPv6, as two
     /// unaligned loads so the value is plain and comparable.
@@ -74,7 +75,9 @@ public struct ProxyHeader: Equatable, Sendable {
 
 /// Why bytes are not a PROXY header. Every case has a fixed description, for the log line.
 public enum ProxyHeaderError: UInt8, Error, Sendable, CustomStringConvertible {
+    /// The header is not PROXY at all, or a v1 text line that does not parse.
     case notProxy, v1TooLong, v1BadLineEnd, v1BadProtocol, v1BadAddress, v1BadPort
+    /// A v2 binary header that does not parse.
     case v2BadVersion, v2BadCommand, v2BadFamily, v2NotStream, v2ShortAddresses
 
     public var description: String {
@@ -317,6 +320,7 @@ public struct ProxyHeaderReader {
         case done(ProxyHeader, dataStart: Int)
     }
 
+    /// A reader that has seen no bytes yet.
     public init() {}
 
     /// Header bytes seen so far (kept or skipped).

@@ -15,7 +15,9 @@ import Logging
 /// message and metadata autoclosures, so a filtered line allocates nothing and never reaches
 /// this handler.
 public struct QueuedLogHandler: LogHandler {
+    /// The label of the logger this handler serves, written on each line.
     public let label: String
+    /// The queue the handler writes its lines into.
     public let queue: LogQueue
     public var logLevel: Logger.Level = .info
     public var metadataProvider: Logger.MetadataProvider?

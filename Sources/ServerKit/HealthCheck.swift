@@ -11,7 +11,9 @@
 /// static strings written straight from the binary's read-only data: nothing is allocated for the
 /// request beyond what the metrics connection already holds (its request buffer).
 public enum HealthCheck {
+    /// `/livez`: 200 whenever reactor 0's loop answers at all.
     case live
+    /// `/readyz`: 200 while the process wants new clients, 503 from the first stop signal on.
     case ready
 
     /// The check a request line (without its line ending) asks for, and whether it is a HEAD;

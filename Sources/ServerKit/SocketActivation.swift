@@ -9,10 +9,12 @@ import Reactor
 /// the fds not being an open listening socket. The server then exits; it never falls back to binding
 /// its own address, which under systemd would open a port the operator meant to be activated.
 public enum SocketActivation {
+    /// The first inherited fd (`SD_LISTEN_FDS_START`): systemd passes its sockets from fd 3 on.
     public static let firstFD: CInt = 3
 
     /// A bad activation environment, in words naming the variable or the fd.
     public struct Failure: Error {
+        /// What was wrong, for the error line.
         public let message: String
     }
 

@@ -1,7 +1,7 @@
 import Glibc
 
 /// One connection as the wire carries it (its fd travels beside it, with SCM_RIGHTS): what the
-/// reactor knew about it (``HandedOverConnection``) and the handler's own state as its
+/// reactor knew about it (`HandedOverConnection`) and the handler's own state as its
 /// ``HandOverCodec`` wrote it.
 ///
 /// Wire (``UpgradeWire/version`` 2): reactor (u16), flags (u16, ``Flags``), idle seconds (u32),
@@ -12,23 +12,23 @@ import Glibc
 public struct ConnectionRecord: Sendable, Equatable {
     /// The reactor flags of a connection in a record.
     public struct Flags: OptionSet, Sendable, Equatable {
-        /// The connection-limit place (``HandedOverConnection/holdsLimitPlace``).
+        /// The connection-limit place (`HandedOverConnection/holdsLimitPlace`).
         public let rawValue: UInt16
         /// A flag from its bits.
         public init(rawValue: UInt16) { self.rawValue = rawValue }
-        /// ``HandedOverConnection/holdsLimitPlace``.
+        /// `HandedOverConnection/holdsLimitPlace`.
         public static let holdsLimitPlace = Flags(rawValue: 1 << 0)
-        /// ``HandedOverConnection/readEOF``.
+        /// `HandedOverConnection/readEOF`.
         public static let readEOF = Flags(rawValue: 1 << 1)
-        /// ``HandedOverConnection/closing`` is set.
+        /// `HandedOverConnection/closing` is set.
         public static let closing = Flags(rawValue: 1 << 2)
-        /// ``HandedOverConnection/lingering``.
+        /// `HandedOverConnection/lingering`.
         public static let lingering = Flags(rawValue: 1 << 3)
-        /// ``HandedOverConnection/shutdownPending``.
+        /// `HandedOverConnection/shutdownPending`.
         public static let shutdownPending = Flags(rawValue: 1 << 4)
-        /// ``HandedOverConnection/pausedByHandler``.
+        /// `HandedOverConnection/pausedByHandler`.
         public static let pausedByHandler = Flags(rawValue: 1 << 5)
-        /// ``HandedOverConnection/backpressure``.
+        /// `HandedOverConnection/backpressure`.
         public static let backpressure = Flags(rawValue: 1 << 6)
         /// Every flag this version knows; a record with another is refused.
         public static let known: Flags = [.holdsLimitPlace, .readEOF, .closing, .lingering, .shutdownPending, .pausedByHandler,
@@ -45,7 +45,7 @@ public struct ConnectionRecord: Sendable, Equatable {
     public static let maxStateLength = 1 << 30
 
     /// Why 512 bytes: a state this small travels inside the record (one message carries 200
-    /// records, so at most about 120 KiB, under ``HandOverChannel/maxMessage``); a larger one
+    /// records, so at most about 120 KiB, under `HandOverChannel/maxMessage`); a larger one
     /// travels in chunks of its own, as the pending output does.
     public static let inlineStateLimit = 512
 
@@ -63,7 +63,7 @@ public struct ConnectionRecord: Sendable, Equatable {
     public var reasonDetail: String
     /// See ``reasonName``.
     public var reasonErrno: Int32
-    /// The peer as sockaddr bytes (``SocketAddress/sockaddrBytes``).
+    /// The peer as sockaddr bytes (`SocketAddress/sockaddrBytes`).
     public var peer: [UInt8]
     /// The handler's state, as its codec wrote it (as far as received).
     public var state: [UInt8]

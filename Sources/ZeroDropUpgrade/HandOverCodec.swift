@@ -11,7 +11,7 @@ import Reactor
 /// `decode` reads bytes from another process: it must throw, never trap, on any input, and
 /// allocate no more than the bytes it is given justify.
 public protocol HandOverCodec: Sendable {
-    /// The handler's ``ConnectionHandler/ConnectionState``.
+    /// The handler's `ConnectionHandler/ConnectionState`.
     associatedtype State
 
     /// The state as bytes (at most ``ConnectionRecord/maxStateLength``).

@@ -11,13 +11,13 @@ public struct ListenerRecord: Sendable, Equatable {
     public var reactor: Int
     /// The socket (it travels beside the record).
     public var fd: CInt
-    /// Its local address as sockaddr bytes (``SocketAddress/sockaddrBytes``).
+    /// Its local address as sockaddr bytes (`SocketAddress/sockaddrBytes`).
     public var address: [UInt8]
     /// Its connections count toward the connection limit.
     public var limited: Bool
     /// The reactor created its Unix socket file and removes it when it stops.
     public var ownsUnixPath: Bool
-    /// A datagram socket (``Reactor/adoptDatagram(fd:handler:)``), not a listener.
+    /// A datagram socket (`Reactor/adoptDatagram(fd:handler:)`), not a listener.
     public var datagram: Bool
     /// What the server uses it for: 0 its service; other values are the server's own.
     public var role: UInt8

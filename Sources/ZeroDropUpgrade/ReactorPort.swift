@@ -3,7 +3,7 @@ import Reactor
 import Synchronization
 
 /// A reactor of this process, for the upgrade thread to reach. Its methods are called only in
-/// closures that run on the reactor's own thread (``ReactorHandle/execute(_:)``).
+/// closures that run on the reactor's own thread (`ReactorHandle/execute(_:)`).
 public struct ReactorPort<Handler: ConnectionHandler & SendableMetatype>: @unchecked Sendable {
     /// The reactor's index: its listeners and connections go to the new process's reactor of
     /// the same index (modulo the new count).

@@ -55,7 +55,7 @@ extension ListenerRecord {
         self.init(reactor: reactor, fd: socket.fd, address: socket.address.sockaddrBytes, datagram: true)
     }
 
-    /// The listener to attach (``Reactor/attachHandedOverListener(_:)``).
+    /// The listener to attach (`Reactor/attachHandedOverListener(_:)`).
     public var listener: HandedOverListener {
         let address = SocketAddress(sockaddrBytes: address) ?? (try! SocketAddress(unixPath: "?"))
         return HandedOverListener(fd: fd, address: address, limited: limited, ownsUnixPath: ownsUnixPath)

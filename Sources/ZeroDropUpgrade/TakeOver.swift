@@ -121,7 +121,7 @@ public final class TakeOver<Codec: HandOverCodec>: @unchecked Sendable {
     }
 
     /// Installs this reactor's share of the connections (on the reactor's thread, before it
-    /// runs), each with `resume` (``Reactor/installHandedOver(_:resume:)``). Returns how many are open.
+    /// runs), each with `resume` (`Reactor/installHandedOver(_:resume:)`). Returns how many are open.
     public func install<Handler: ConnectionHandler>(
         on reactor: Reactor<Handler>, index: Int, of count: Int, logger: Logger,
         resume: ((borrowing Connection<Handler>, inout Handler.ConnectionState) -> Void)? = nil

@@ -16,7 +16,7 @@ public struct UpgradeHooks<Handler: ConnectionHandler> {
     /// reactor stopped reading; given each reactor's counters as they were when it detached.
     public var processState: (Reactor<Handler>, [ReactorStatistics]) -> [UInt8] = { _, _ in [] }
     /// A connection taken back after a failed upgrade, as it is installed again
-    /// (``Reactor/installHandedOver(_:resume:)``): the place to re-arm the handler's timers.
+    /// (`Reactor/installHandedOver(_:resume:)`): the place to re-arm the handler's timers.
     public var resume: ((borrowing Connection<Handler>, inout Handler.ConnectionState) -> Void)?
     /// A connection that could not be taken back (epoll refused it; it is closed without
     /// onClose): the place to give back what its state holds outside the reactor.

@@ -36,11 +36,12 @@ public enum UpgradeWire {
     /// plus the handler's state) stay far below the socket buffer.
     public static let connectionsPerMessage = 200
     /// Why 64 KiB: a chunk of output or process state plus its header stays far below
-    /// ``HandOverChannel/maxMessage`` (256 KiB).
+    /// `HandOverChannel/maxMessage` (256 KiB).
     public static let outputChunk = 64 * 1024
 
     /// What a message is.
     public enum MessageType: UInt8, Sendable {
+        /// The message types, each described in ``UpgradeWire`` above.
         case hello = 1, listeners, connections, output, processState, end, ready, refuse, connectionState
     }
 
