@@ -5,7 +5,7 @@
 #
 # Usage: scripts/deb.sh              (no arguments; --help prints this)
 #
-#   scripts/deb.sh                      # writes .build-release/deb/reflectd_0.2.0_amd64.deb
+#   scripts/deb.sh                      # writes .build-release/deb/reflectd_0.3.0_amd64.deb
 #
 # The package holds what scripts/install.sh installs with --prefix /usr (binaries, systemd units,
 # man pages, completions), plus /usr/share/doc/reflectd/{copyright,changelog.gz,README.md} and

@@ -3,5 +3,5 @@
 /// test in ToolsTests checks that all of them agree.
 public enum PackageVersion {
     /// The version of this package, as `MAJOR.MINOR.PATCH`.
-    public static let string = "0.2.0"
+    public static let string = "0.3.0"
 }

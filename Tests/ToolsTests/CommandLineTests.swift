@@ -20,7 +20,7 @@ final class CommandLineTests: XCTestCase {
         let version = try XCTUnwrap(versions["reflectd"])
         XCTAssertNotNil(version.range(of: #"^[0-9]+\.[0-9]+\.[0-9]+$"#, options: .regularExpression), version)
         XCTAssertEqual(Set(versions.values), [version], "\(versions)")
-        XCTAssertEqual(version, "0.2.0")
+        XCTAssertEqual(version, "0.3.0")
 
         let changelog = try String(contentsOf: root.appendingPathComponent("CHANGELOG.md"), encoding: .utf8)
         // The newest released entry (an `## Unreleased` section may come first: changes not yet in a version).
