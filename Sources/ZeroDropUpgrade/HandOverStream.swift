@@ -92,7 +92,7 @@ public struct HandOverStream: Sendable {
                 throw UpgradeError("the old process handed over no listener of its service")
             }
             finished = true
-        case .hello, .ready, .refuse:
+        case .hello, .ready, .refuse, .progress:
             throw UpgradeError("unexpected \(r.type) message")
         }
     }

@@ -166,10 +166,21 @@ final class UpgradeWireTests: XCTestCase {
         let refuseReader = try UpgradeReader(refuse.bytes)
         XCTAssertEqual(refuseReader.type, .refuse)
         XCTAssertEqual(Array(refuseReader.remaining), Array("no".utf8))
+        // progress (new → old): type 10, the count of reports before it, no body.
+        let progress = UpgradeWriter(.progress, count: 7)
+        XCTAssertEqual(progress.bytes.count, UpgradeWire.headerSize)
+        XCTAssertEqual(progress.bytes[6], 10)
+        let progressReader = try UpgradeReader(progress.bytes)
+        XCTAssertEqual(progressReader.type, .progress)
+        XCTAssertEqual(progressReader.count, 7)
+        XCTAssertNoThrow(try progressReader.expectEnd())
+        var long = progress
+        long.u8(0)
+        XCTAssertThrowsError(try UpgradeReader(long.bytes).expectEnd(), "a progress with a body is refused by the old process")
     }
 
-    func testHelloReadyOrRefuseInsideTheStreamIsRefused() {
-        for type in [UpgradeWire.MessageType.hello, .ready, .refuse] {
+    func testHelloReadyRefuseOrProgressInsideTheStreamIsRefused() {
+        for type in [UpgradeWire.MessageType.hello, .ready, .refuse, .progress] {
             assertRefused([(UpgradeWriter(type).bytes, [])], containing: "unexpected \(type)")
         }
     }
@@ -239,7 +250,7 @@ final class UpgradeWireTests: XCTestCase {
         var bytes = UpgradeWriter(.end).bytes
         bytes[0] = UInt8(ascii: "X")
         XCTAssertThrowsError(try UpgradeReader(bytes)) { XCTAssertTrue("\($0)".contains("bad magic")) }
-        for type: UInt8 in [0, 10, 200, 255] {
+        for type: UInt8 in [0, 11, 200, 255] {  // 10 is progress
             var bytes = UpgradeWriter(.end).bytes
             bytes[6] = type
             XCTAssertThrowsError(try UpgradeReader(bytes)) { XCTAssertTrue("\($0)".contains("unknown hand-over message type \(type)")) }
