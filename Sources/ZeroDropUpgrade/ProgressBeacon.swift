@@ -3,7 +3,8 @@ import Glibc
 import Reactor
 import Synchronization
 
-/// The new process's `progress` reports (``UpgradeWire``) while it receives and restores: a
+/// `progress` reports (``UpgradeWire``), from the new process while it receives and restores,
+/// and from the old one while the server writes its process state. The new process's: a
 /// thread of its own sends one every `interval`, but only when the hand-over advanced since the
 /// last one (``advance()``: a message fed, a connection state read) or while the server's
 /// process-state closure runs (``restoring``: the library cannot see inside it, so there the

@@ -23,12 +23,14 @@
 /// - `ready` (new → old): count = connections installed; body = pid (u32). The old process
 ///   closes its copies and exits.
 /// - `refuse` (either way): body = the reason, UTF-8.
-/// - `progress` (new → old, any number between its hello and its `ready` or `refuse`): count =
-///   how many it sent before; no body. The new process is alive and still receiving or restoring:
-///   the old one waits for `ready` as long as the silence between two messages stays under its
-///   silence timeout (``Upgrader/silenceTimeout``) and the whole hand-over under
-///   ``Upgrader/handOverLimit``. The new process sends them only when the old one asked
-///   (`<PREFIX>_PROGRESS_MS`, see ``UpgradeEnvironment/progressInterval``), at most that often.
+/// - `progress` (either way): count = how many its sender sent before; no body, no fds. The
+///   sender is alive and busy. From the new process, any number between its hello and its `ready`
+///   or `refuse`, while it receives and restores: the old one waits for `ready` as long as the
+///   silence between two messages stays under its silence timeout (``Upgrader/silenceTimeout``)
+///   and the whole hand-over under ``Upgrader/handOverLimit``; the new process sends them only
+///   when the old one asked (`<PREFIX>_PROGRESS_MS`, see ``UpgradeEnvironment/progressInterval``),
+///   at most that often. From the old process, before `end`, while the server writes its process
+///   state (the new one's wait for the next message starts again).
 public enum UpgradeWire {
     /// The four bytes every message starts with.
     public static let magic: [UInt8] = Array("RFLU".utf8)

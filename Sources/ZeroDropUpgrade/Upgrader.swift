@@ -309,7 +309,15 @@ where Codec.State == Handler.ConnectionState {
                 sequence += batch.count
             }
             let live = detached.map(\.statistics)
-            let state = try reactors[0].run { reactor in hooks.value.processState(reactor, live) }
+            let snapshotStart = ContinuousClock.now
+            // Writing a large process state takes seconds (a keyspace of millions of keys), and
+            // the new process waits on our silence too: report progress meanwhile.
+            let beacon = ProgressBeacon(channel: channel, interval: Self.progressInterval(silence: silenceTimeout))
+            beacon.restoring.store(true, ordering: .relaxed)
+            let written = Result { try reactors[0].run { reactor in hooks.value.processState(reactor, live) } }
+            beacon.stop()
+            let state = try written.get()
+            let snapshotMs = Int((ContinuousClock.now - snapshotStart) / .milliseconds(1))
             try sendChunks(channel, .processState, count: 0, state)
             var end = UpgradeWriter(.end, count: records.count)
             end.u64(UInt64(state.count))
@@ -345,7 +353,7 @@ where Codec.State == Handler.ConnectionState {
             }
             let ms = (ContinuousClock.now - started) / .milliseconds(1)
             let stall = (ContinuousClock.now - detachedAt) / .milliseconds(1)
-            let stateNote = state.isEmpty ? "" : " and \(state.count) bytes of process state"
+            let stateNote = state.isEmpty ? "" : " and \(state.count) bytes of process state (written in \(snapshotMs) ms)"
             logger.notice("upgrade: handed \(records.count) connections and \(listenerFDs.count) listeners\(stateNote) to pid \(child) in \(Int(ms)) ms (reading paused \(Int(stall)) ms); exiting")
             if let stop = committed.stop {
                 logger.notice("upgrade: forwarding the \(Signals.name(stop)) received during the upgrade to pid \(child), which holds the connections now")

@@ -4,13 +4,14 @@ import TestSupport
 import XCTest
 
 /// An upgrade whose keyspace takes the new process longer to restore than the old one's silence
-/// timeout: the new process reports progress meanwhile, so the hand-over succeeds with every key;
+/// timeout, and the old one longer to write than the new one's: each reports progress meanwhile,
+/// so the hand-over succeeds with every key;
 /// and a new binary that goes silent is still given up on after the silence, everything taken
 /// back. The silence timeout is resp-server's hidden `--upgrade-silence-timeout` (0.5 s here,
-/// progress every 0.1 s), so that a keyspace quick to build stands for one of millions of keys.
+/// progress every 0.1 s), so that 2M keys stand for the tens of millions that would take longer than 5 s.
 final class RespUpgradeProgressTests: XCTestCase {
     static let silence = 0.5
-    static let keys = 600_000
+    static let keys = 2_000_000
 
     static func key(_ i: Int) -> [UInt8] { Array("key:\(i)".utf8) }
     /// Binary, with \r, \n and NUL, different for every key.
@@ -46,9 +47,9 @@ final class RespUpgradeProgressTests: XCTestCase {
         XCTAssertEqual(try server.mget(sample.map(key)), expected, "sampled values intact", file: file, line: line)
     }
 
-    /// The last `reading paused N ms` the old process logged.
-    static func pausedMilliseconds(_ log: String) -> Int? {
-        guard let range = log.range(of: "(reading paused ", options: .backwards) else { return nil }
+    /// The number after the last `marker` in `log`.
+    static func number(after marker: String, in log: String) -> Int? {
+        guard let range = log.range(of: marker, options: .backwards) else { return nil }
         return Int(log[range.upperBound...].prefix { $0.isNumber })
     }
 
@@ -63,10 +64,14 @@ final class RespUpgradeProgressTests: XCTestCase {
         XCTAssertEqual(try server.upgrade(), 1, "the open client is handed over")
         XCTAssertFalse(server.server.log.contains("upgrade failed"), String(server.server.log.suffix(2000)))
         // The premise: reads stayed paused for clearly longer than the silence timeout (the
-        // restore alone, in a debug build, takes about a second), so a limit on the total would
-        // have failed this upgrade.
-        let paused = try XCTUnwrap(Self.pausedMilliseconds(server.server.log), String(server.server.log.suffix(2000)))
-        XCTAssertGreaterThan(paused, Int(Self.silence * 2000), "reads paused \(paused) ms: the keyspace restores too quickly to test anything")
+        // restore alone, in a debug build, takes seconds), so a limit on the total would have
+        // failed this upgrade; and the old process took longer than the silence timeout to write
+        // the keyspace (about a second), which the new one waited out on the old one's reports.
+        let log = server.server.log
+        let paused = try XCTUnwrap(Self.number(after: "(reading paused ", in: log), String(log.suffix(2000)))
+        XCTAssertGreaterThan(paused, Int(Self.silence * 4000), "reads paused \(paused) ms: the keyspace restores too quickly to test anything")
+        let written = try XCTUnwrap(Self.number(after: "(written in ", in: log), String(log.suffix(2000)))
+        XCTAssertGreaterThan(written, Int(Self.silence * 1000), "the keyspace was written in \(written) ms: too quickly to test the new process's wait")
         XCTAssertEqual(try server.dbsize(), Self.keys, "every key")
         try Self.checkSample(server, keys: Self.keys)
         try client.send(respCommand([Array("GET".utf8), Self.key(42)]))

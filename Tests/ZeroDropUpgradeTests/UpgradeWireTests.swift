@@ -179,10 +179,32 @@ final class UpgradeWireTests: XCTestCase {
         XCTAssertThrowsError(try UpgradeReader(long.bytes).expectEnd(), "a progress with a body is refused by the old process")
     }
 
-    func testHelloReadyRefuseOrProgressInsideTheStreamIsRefused() {
-        for type in [UpgradeWire.MessageType.hello, .ready, .refuse, .progress] {
+    func testHelloReadyOrRefuseInsideTheStreamIsRefused() {
+        for type in [UpgradeWire.MessageType.hello, .ready, .refuse] {
             assertRefused([(UpgradeWriter(type).bytes, [])], containing: "unexpected \(type)")
         }
+    }
+
+    /// The old process reports progress while it writes its process state: anywhere before the
+    /// end, header only, it changes nothing; with a body or fds it is refused; after the end too.
+    func testProgressInsideTheStreamIsAcceptedHeaderOnly() {
+        var messages = Self.messages()
+        for k in stride(from: messages.count - 1, through: 0, by: -1) {
+            messages.insert((UpgradeWriter(.progress, count: k).bytes, []), at: k)
+        }
+        let (stream, error) = Self.run(messages)
+        XCTAssertNil(error)
+        XCTAssertTrue(stream.finished)
+        XCTAssertEqual(stream.listeners, Self.listeners)
+        XCTAssertEqual(stream.connections, Self.connections)
+        XCTAssertEqual(stream.processState, Self.processState)
+        var long = UpgradeWriter(.progress)
+        long.u8(0)
+        assertRefused([(long.bytes, [])], containing: "left over")
+        assertRefused([(UpgradeWriter(.progress).bytes, [7])], containing: "progress carries fds")
+        var afterEnd = Self.messages()
+        afterEnd.append((UpgradeWriter(.progress).bytes, []))
+        XCTAssertEqual(Self.run(afterEnd).1?.description, "a message after the end")
     }
 
     func testAMessageAfterTheEndIsRefused() {

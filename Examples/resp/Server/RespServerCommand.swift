@@ -101,7 +101,7 @@ struct RespServer: ParsableCommand {
     var logLevel: Logger.Level = .info
 
     /// Expert, hidden (`--help-hidden`): for tests and slow machines.
-    @Option(help: ArgumentHelp("Upgrade: give up on a new binary silent this long (no progress, no confirmation; it reports progress every fifth of it).",
+    @Option(help: ArgumentHelp("Upgrade: give up on the other process when silent this long (no progress, no confirmation; each reports progress every fifth of it).",
                                valueName: "seconds", visibility: .hidden))
     var upgradeSilenceTimeout: Double = 5
 
@@ -203,7 +203,8 @@ struct RespServer: ParsableCommand {
         // Started by an upgrade (RespUpgrade.swift): the keyspace, listeners and connections come
         // from the old process.
         let takeOver: TakeOver<RespHandOverCodec>?
-        do { takeOver = try RespUpgrade.receiveIfUpgrading(keyspace: keyspace, evictions: evictions) } catch {
+        do { takeOver = try RespUpgrade.receiveIfUpgrading(keyspace: keyspace, evictions: evictions,
+                                                                   silenceTimeout: .milliseconds(Int(upgradeSilenceTimeout * 1000))) } catch {
             throw fail(log: log, "\(error)")
         }
         let upgrader = RespUpgrade.upgrader(keyspace: keyspace, evictions: evictions, logger: logger,

@@ -59,8 +59,11 @@ enum RespUpgrade {
 
     /// The new side: when started by an upgrade, receives everything and restores the keyspace
     /// (before any reactor serves); nil otherwise.
-    static func receiveIfUpgrading(keyspace: Keyspace, evictions: EvictionCount) throws(UpgradeError) -> TakeOver<RespHandOverCodec>? {
-        try TakeOver.receiveIfUpgrading(environment: environment, codec: RespHandOverCodec()) { bytes in
+    /// `silenceTimeout` (`--upgrade-silence-timeout`) is how long it waits for each message of the
+    /// old process (which reports progress while it writes the keyspace).
+    static func receiveIfUpgrading(keyspace: Keyspace, evictions: EvictionCount,
+                                   silenceTimeout: Duration = .seconds(5)) throws(UpgradeError) -> TakeOver<RespHandOverCodec>? {
+        try TakeOver.receiveIfUpgrading(environment: environment, codec: RespHandOverCodec(), timeout: silenceTimeout) { bytes in
             guard bytes.first == processStateVersion, bytes.count >= 9 else {
                 throw UpgradeError("resp-server process state: version \(bytes.first.map(String.init) ?? "missing"), this binary reads \(processStateVersion)")
             }
