@@ -102,6 +102,12 @@ where Codec.State == Handler.ConnectionState {
     /// `codec`, and asks `hooks` the rest. Add every reactor with ``add(_:)``.
     ///
     /// - Parameters:
+    ///   - executable: the file started at an upgrade (``resolveExecutable()``).
+    ///   - arguments: its arguments, without argv[0].
+    ///   - environment: the names of the variables that tell the new process it is one.
+    ///   - codec: writes each connection's handler state.
+    ///   - hooks: what goes, and the process state.
+    ///   - logger: where the upgrade's lines go.
     ///   - silenceTimeout: how long the new process may be silent (``silenceTimeout``); 5 s by
     ///     default. A test or an operator with a slow machine may change it; the new process
     ///     reports progress every fifth of it (``progressInterval(silence:)``).
