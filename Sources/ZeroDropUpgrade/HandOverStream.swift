@@ -92,6 +92,10 @@ public struct HandOverStream: Sendable {
                 throw UpgradeError("the old process handed over no listener of its service")
             }
             finished = true
+        case .progress:
+            // The old process is writing its process state (seconds for a large one): alive.
+            guard fds.isEmpty else { throw UpgradeError("progress carries fds") }
+            try r.expectEnd()
         case .hello, .ready, .refuse:
             throw UpgradeError("unexpected \(r.type) message")
         }

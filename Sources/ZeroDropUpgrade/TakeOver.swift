@@ -100,20 +100,31 @@ public final class TakeOver<Codec: HandOverCodec>: @unchecked Sendable {
             throw UpgradeError("announced hand-over format version \(UpgradeWire.announced) (\(environment.announceVersion)), the old process speaks \(UpgradeWire.version)")
         }
 
+        // Progress reports while this takes long (a large keyspace), when the old process asked
+        // for them: it then waits on silence, not on the total (``Upgrader/silenceTimeout``).
+        let beacon = environment.take(environment.progressInterval).flatMap { Int($0) }.flatMap {
+            $0 > 0 ? ProgressBeacon(channel: channel, interval: .milliseconds($0)) : nil
+        }
+        defer { beacon?.stop() }
         var stream = HandOverStream()
         do {
             while !stream.finished {
                 let message = try next(channel)
                 try stream.feed(message.bytes, fds: message.fds)
+                beacon?.advance()
             }
             // Every state is read once now: a state this binary cannot read refuses the whole
             // upgrade (the old process keeps serving) instead of losing one connection later.
             for record in stream.connections {
                 let peer = SocketAddress(sockaddrBytes: record.peer) ?? (try! SocketAddress(unixPath: "?"))
                 _ = try codec.decode(record.state[...], peer: peer)
+                beacon?.advance()
             }
+            beacon?.restoring.store(true, ordering: .relaxed)
             try acceptProcessState(stream.processState)
+            beacon?.restoring.store(false, ordering: .relaxed)
         } catch {
+            beacon?.stop()
             for fd in stream.receivedFDs { close(fd) }
             throw error
         }

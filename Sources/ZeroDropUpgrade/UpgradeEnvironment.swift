@@ -15,12 +15,16 @@ public struct UpgradeEnvironment: Sendable {
     public var stdoutFD: String { prefix + "_STDOUT_FD" }
     /// The old process's group, which the new one joins when it takes over.
     public var processGroup: String { prefix + "_PGID" }
+    /// How often, in milliseconds, the new process is to send `progress` while it receives and
+    /// restores (``UpgradeWire``): set by an old process that waits on silence
+    /// (``Upgrader/silenceTimeout``); without it the new process sends none.
+    public var progressInterval: String { prefix + "_PROGRESS_MS" }
     /// For tests: the format version the new process announces (to see the refusal).
     public var announceVersion: String { prefix + "_ANNOUNCE_VERSION" }
 
     /// The variables the old process sets (and does not pass on from its own environment), and
     /// systemd's `LISTEN_*`, which describe the old process's inherited sockets, not the new one's.
-    var owned: [String] { [fd + "=", stdoutFD + "=", processGroup + "=", "LISTEN_"] }
+    var owned: [String] { [fd + "=", stdoutFD + "=", processGroup + "=", progressInterval + "=", "LISTEN_"] }
 
     /// Reads and removes `name` (so no grandchild inherits it).
     func take(_ name: String) -> String? {

@@ -18,7 +18,7 @@ enum UpgradeSpawn {
     /// signal mask and SIGPIPE's disposition reset (a server blocks and ignores them); in a
     /// process group of its own, with stdout on /dev/null until its hello.
     static func spawn(_ executable: String, arguments: [String], childFD: CInt,
-                      environment names: UpgradeEnvironment) throws(UpgradeError) -> pid_t {
+                      environment names: UpgradeEnvironment, progressInterval: Duration) throws(UpgradeError) -> pid_t {
         var argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) }
         argv.append(nil)
         var environment: [String] = []
@@ -38,6 +38,8 @@ enum UpgradeSpawn {
         if stdoutCopy >= 0 { environment.append("\(names.stdoutFD)=\(stdoutCopy)") }
         // Its own process group, killed whole on failure; it rejoins ours once it takes over.
         environment.append("\(names.processGroup)=\(getpgrp())")
+        // How often it reports progress while it receives and restores (the old process waits on silence).
+        environment.append("\(names.progressInterval)=\(max(1, Int(progressInterval / .milliseconds(1))))")
         var envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) }
         envp.append(nil)
         defer {

@@ -23,12 +23,22 @@
 /// - `ready` (new → old): count = connections installed; body = pid (u32). The old process
 ///   closes its copies and exits.
 /// - `refuse` (either way): body = the reason, UTF-8.
+/// - `progress` (either way): count = how many its sender sent before; no body, no fds. The
+///   sender is alive and busy. From the new process, any number between its hello and its `ready`
+///   or `refuse`, while it receives and restores: the old one waits for `ready` as long as the
+///   silence between two messages stays under its silence timeout (``Upgrader/silenceTimeout``)
+///   and the whole hand-over under ``Upgrader/handOverLimit``; the new process sends them only
+///   when the old one asked (`<PREFIX>_PROGRESS_MS`, see ``UpgradeEnvironment/progressInterval``),
+///   at most that often. From the old process, before `end`, while the server writes its process
+///   state (the new one's wait for the next message starts again).
 public enum UpgradeWire {
     /// The four bytes every message starts with.
     public static let magic: [UInt8] = Array("RFLU".utf8)
     /// Version 1: reflectd 0.2's format (the exit-line detector inside the record). Version 2:
     /// the record generic over the handler (its state is one length-prefixed blob written by the
-    /// handler's codec) and the process-state blob. Bump it whenever a record changes.
+    /// handler's codec) and the process-state blob; `progress` (added while 2 was unreleased; a
+    /// new process sends it only to an old one that asked, so no bump). Bump it whenever a record
+    /// changes.
     public static let version: UInt16 = 2
     /// magic (4) + version (2) + type (1) + reserved (1) + count (4).
     public static let headerSize = 12
@@ -42,7 +52,7 @@ public enum UpgradeWire {
     /// What a message is.
     public enum MessageType: UInt8, Sendable {
         /// The message types, each described in ``UpgradeWire`` above.
-        case hello = 1, listeners, connections, output, processState, end, ready, refuse, connectionState
+        case hello = 1, listeners, connections, output, processState, end, ready, refuse, connectionState, progress
     }
 
     /// The version this process writes in its headers. `<PREFIX>_ANNOUNCE_VERSION` makes a process

@@ -28,14 +28,38 @@ private struct Detached<State>: @unchecked Sendable {
 /// SCM_RIGHTS beside each connection's record (``ConnectionRecord``, the handler's state written
 /// by its ``HandOverCodec``), then the server's process state. The old process keeps its copies
 /// until the new one says `ready`; then it closes them and its reactors stop. If anything fails
-/// first (the new binary cannot start, exits, refuses, or does not answer within
-/// ``confirmTimeout``), the old process takes everything back, resumes accepting and logs why at
-/// error level.
+/// first (the new binary cannot start, exits, refuses, is silent for ``silenceTimeout``, or has
+/// not confirmed within ``handOverLimit``), the old process takes everything back, resumes
+/// accepting and logs why at error level. A new process that is still receiving or restoring a
+/// large process state says so with `progress` messages (``UpgradeWire``), so a big but healthy
+/// hand-over is not cut off while a stuck one still is, after the silence.
 public final class Upgrader<Handler: ConnectionHandler & SendableMetatype, Codec: HandOverCodec>: @unchecked Sendable
 where Codec.State == Handler.ConnectionState {
-    /// Why 5 s: a new binary that has not started and said hello (or taken 10,000 connections)
-    /// by then is broken or stuck; the old one is still serving meanwhile.
+    /// The default ``silenceTimeout``. Why 5 s: a new binary that has not started and said hello
+    /// by then, or that sent nothing (no `progress`, no `ready`) for that long while it receives
+    /// and restores (it reports every ``progressInterval(silence:)``), is broken or stuck.
     public static var confirmTimeout: Duration { .seconds(5) }
+    /// The default ``handOverLimit``. Why 10 minutes: reads stay paused from the detach until the
+    /// new process confirms, so this bounds the outage of a new process that keeps reporting
+    /// progress but never finishes (a restore that loops). A healthy restore is far quicker: a
+    /// resp-server keyspace of 2M keys (about 60 MB) takes seconds in a debug build, and the
+    /// largest process state a new process accepts (``HandOverStream/maxProcessState``, 16 GiB)
+    /// would not fit in minutes anyway. A server that needs longer passes its own limit.
+    public static var defaultHandOverLimit: Duration { .seconds(600) }
+
+    /// How long the new process may stay silent: before its hello, and between two of its
+    /// messages (`progress`, then `ready`) once everything was sent. Also the timeout of each
+    /// send to it. ``confirmTimeout`` unless given to ``init(executable:arguments:environment:codec:hooks:logger:silenceTimeout:handOverLimit:)``.
+    public let silenceTimeout: Duration
+    /// The longest a hand-over may take from the detach (reads paused) to `ready`, however much
+    /// progress the new process reports. ``defaultHandOverLimit`` unless given.
+    public let handOverLimit: Duration
+
+    /// How often a new process reports progress to an old one with this silence timeout: a fifth of
+    /// it (so one late or lost report is not fatal), at most 1 s, at least 10 ms.
+    public static func progressInterval(silence: Duration) -> Duration {
+        min(.seconds(1), max(.milliseconds(10), silence / 5))
+    }
 
     /// The file started at an upgrade.
     public let executable: String
@@ -76,8 +100,24 @@ where Codec.State == Handler.ConnectionState {
 
     /// An upgrader that starts `executable` with `arguments`, writes each connection's state with
     /// `codec`, and asks `hooks` the rest. Add every reactor with ``add(_:)``.
+    ///
+    /// - Parameters:
+    ///   - executable: the file started at an upgrade (``resolveExecutable()``).
+    ///   - arguments: its arguments, without argv[0].
+    ///   - environment: the names of the variables that tell the new process it is one.
+    ///   - codec: writes each connection's handler state.
+    ///   - hooks: what goes, and the process state.
+    ///   - logger: where the upgrade's lines go.
+    ///   - silenceTimeout: how long the new process may be silent (``silenceTimeout``); 5 s by
+    ///     default. A test or an operator with a slow machine may change it; the new process
+    ///     reports progress every fifth of it (``progressInterval(silence:)``).
+    ///   - handOverLimit: the longest a hand-over may keep reads paused (``handOverLimit``); 10
+    ///     minutes by default.
     public init(executable: String, arguments: [String], environment: UpgradeEnvironment, codec: Codec,
-                hooks: UpgradeHooks<Handler> = UpgradeHooks(), logger: Logger) {
+                hooks: UpgradeHooks<Handler> = UpgradeHooks(), logger: Logger,
+                silenceTimeout: Duration = confirmTimeout, handOverLimit: Duration = defaultHandOverLimit) {
+        self.silenceTimeout = max(.milliseconds(50), silenceTimeout)
+        self.handOverLimit = max(self.silenceTimeout, handOverLimit)
         self.executable = executable
         self.arguments = arguments
         self.environment = environment
@@ -158,7 +198,7 @@ where Codec.State == Handler.ConnectionState {
         case .stopHere:
             return .stopHere
         case .wait:
-            logger.notice("received \(Signals.name(signal)) during an upgrade: the stop waits for the upgrade to end (at most \(Self.confirmTimeout * 2)); then whichever process holds the connections stops gracefully (another stop signal aborts the upgrade)")
+            logger.notice("received \(Signals.name(signal)) during an upgrade: the stop waits for the upgrade to end (at most \(handOverLimit + silenceTimeout * 2)); then whichever process holds the connections stops gracefully (another stop signal aborts the upgrade)")
         case .abort(let child):
             logger.notice("received \(Signals.name(signal)) again during an upgrade: aborting it, taking everything back and stopping now")
             if child > 0 { kill(-child, SIGKILL) }
@@ -190,11 +230,13 @@ where Codec.State == Handler.ConnectionState {
 
     /// Call it once reactor 0 stopped (a stop signal, or the hand-over done): an upgrade in
     /// flight finishes first, so that the new process gets everything it was promised (exiting
-    /// now would close the socketpair under it). Bounded by twice the confirmation time.
+    /// now would close the socketpair under it). Bounded by ``handOverLimit`` and twice
+    /// ``silenceTimeout`` (the hello, and the confirmation after the limit).
     public func waitForUpgrade() {
         guard running.load(ordering: .acquiring), !handedOver.load(ordering: .acquiring) else { return }
         logger.notice("upgrade in progress: waiting for it to finish before exiting")
-        _ = finished.wait(timeout: .now() + .seconds(2 * 5))
+        let bound = handOverLimit + silenceTimeout * 2
+        _ = finished.wait(timeout: .now() + .milliseconds(Int(bound / .milliseconds(1))))
     }
 
     private let finished = DispatchSemaphore(value: 0)
@@ -208,8 +250,9 @@ where Codec.State == Handler.ConnectionState {
         let hooks = Unchecked(value: self.hooks)
         do {
             let (channel, childFD) = try HandOverChannel.pair()
-            try channel.setTimeout(Self.confirmTimeout)
-            child = try UpgradeSpawn.spawn(executable, arguments: arguments, childFD: childFD, environment: environment)
+            try channel.setTimeout(silenceTimeout)
+            child = try UpgradeSpawn.spawn(executable, arguments: arguments, childFD: childFD, environment: environment,
+                                           progressInterval: Self.progressInterval(silence: silenceTimeout))
             Glibc.close(childFD)
             let spawned = child
             let abortedEarly = phase.withLock { phase -> Bool in
@@ -272,14 +315,33 @@ where Codec.State == Handler.ConnectionState {
                 sequence += batch.count
             }
             let live = detached.map(\.statistics)
-            let state = try reactors[0].run { reactor in hooks.value.processState(reactor, live) }
+            let snapshotStart = ContinuousClock.now
+            // Writing a large process state takes seconds (a keyspace of millions of keys), and
+            // the new process waits on our silence too: report progress meanwhile.
+            let beacon = ProgressBeacon(channel: channel, interval: Self.progressInterval(silence: silenceTimeout))
+            beacon.restoring.store(true, ordering: .relaxed)
+            let written = Result { try reactors[0].run { reactor in hooks.value.processState(reactor, live) } }
+            beacon.stop()
+            let state = try written.get()
+            let snapshotMs = Int((ContinuousClock.now - snapshotStart) / .milliseconds(1))
             try sendChunks(channel, .processState, count: 0, state)
             var end = UpgradeWriter(.end, count: records.count)
             end.u64(UInt64(state.count))
             try channel.send(end.bytes)
 
-            // 4. the new process confirms; then our copies go and this process exits.
-            let ready = try receive(channel, child: child)
+            // 4. the new process confirms; then our copies go and this process exits. Meanwhile
+            // it reports progress while it receives and restores (a large keyspace takes
+            // seconds): each report restarts the silence timeout, and the whole is capped.
+            var ready = try receive(channel, child: child)
+            var reports = 0
+            while ready.type == .progress {
+                try ready.expectEnd()
+                reports += 1
+                if ContinuousClock.now - detachedAt > handOverLimit {
+                    throw UpgradeError("the new process (pid \(child)) reported progress \(reports) times but did not confirm within \(handOverLimit) (the hand-over limit)")
+                }
+                ready = try receive(channel, child: child)
+            }
             guard ready.type == .ready else { throw UpgradeError("expected ready, got \(ready.type)") }
             // Commit, unless a forced stop aborted the upgrade meanwhile (then the new process
             // was killed, and everything comes back here).
@@ -297,7 +359,7 @@ where Codec.State == Handler.ConnectionState {
             }
             let ms = (ContinuousClock.now - started) / .milliseconds(1)
             let stall = (ContinuousClock.now - detachedAt) / .milliseconds(1)
-            let stateNote = state.isEmpty ? "" : " and \(state.count) bytes of process state"
+            let stateNote = state.isEmpty ? "" : " and \(state.count) bytes of process state (written in \(snapshotMs) ms)"
             logger.notice("upgrade: handed \(records.count) connections and \(listenerFDs.count) listeners\(stateNote) to pid \(child) in \(Int(ms)) ms (reading paused \(Int(stall)) ms); exiting")
             if let stop = committed.stop {
                 logger.notice("upgrade: forwarding the \(Signals.name(stop)) received during the upgrade to pid \(child), which holds the connections now")
@@ -398,7 +460,7 @@ where Codec.State == Handler.ConnectionState {
     private func receive(_ channel: HandOverChannel, child: pid_t) throws -> UpgradeReader {
         let received = Result { () throws(SyscallError) in try channel.receive() }
         if case .failure(let error) = received, error.errno == .resourceTemporarilyUnavailable {
-            throw UpgradeError("the new process (pid \(child)) did not answer within \(Self.confirmTimeout)")
+            throw UpgradeError("the new process (pid \(child)) did not answer within \(silenceTimeout) (no progress, no confirmation)")
         }
         let message = try received.get()
         guard let message else { throw gone(child) }

@@ -346,7 +346,7 @@ final class UpgradableResp: @unchecked Sendable {
         _ = rename(temporary.path, path.path)
     }
 
-    private func replaceBinary(with script: String) throws {
+    func replaceBinary(with script: String) throws {
         let temporary = directory.appendingPathComponent("resp-server.new")
         try script.write(to: temporary, atomically: false, encoding: .utf8)
         chmod(temporary.path, 0o755)

@@ -166,12 +166,45 @@ final class UpgradeWireTests: XCTestCase {
         let refuseReader = try UpgradeReader(refuse.bytes)
         XCTAssertEqual(refuseReader.type, .refuse)
         XCTAssertEqual(Array(refuseReader.remaining), Array("no".utf8))
+        // progress (new → old): type 10, the count of reports before it, no body.
+        let progress = UpgradeWriter(.progress, count: 7)
+        XCTAssertEqual(progress.bytes.count, UpgradeWire.headerSize)
+        XCTAssertEqual(progress.bytes[6], 10)
+        let progressReader = try UpgradeReader(progress.bytes)
+        XCTAssertEqual(progressReader.type, .progress)
+        XCTAssertEqual(progressReader.count, 7)
+        XCTAssertNoThrow(try progressReader.expectEnd())
+        var long = progress
+        long.u8(0)
+        XCTAssertThrowsError(try UpgradeReader(long.bytes).expectEnd(), "a progress with a body is refused by the old process")
     }
 
     func testHelloReadyOrRefuseInsideTheStreamIsRefused() {
         for type in [UpgradeWire.MessageType.hello, .ready, .refuse] {
             assertRefused([(UpgradeWriter(type).bytes, [])], containing: "unexpected \(type)")
         }
+    }
+
+    /// The old process reports progress while it writes its process state: anywhere before the
+    /// end, header only, it changes nothing; with a body or fds it is refused; after the end too.
+    func testProgressInsideTheStreamIsAcceptedHeaderOnly() {
+        var messages = Self.messages()
+        for k in stride(from: messages.count - 1, through: 0, by: -1) {
+            messages.insert((UpgradeWriter(.progress, count: k).bytes, []), at: k)
+        }
+        let (stream, error) = Self.run(messages)
+        XCTAssertNil(error)
+        XCTAssertTrue(stream.finished)
+        XCTAssertEqual(stream.listeners, Self.listeners)
+        XCTAssertEqual(stream.connections, Self.connections)
+        XCTAssertEqual(stream.processState, Self.processState)
+        var long = UpgradeWriter(.progress)
+        long.u8(0)
+        assertRefused([(long.bytes, [])], containing: "left over")
+        assertRefused([(UpgradeWriter(.progress).bytes, [7])], containing: "progress carries fds")
+        var afterEnd = Self.messages()
+        afterEnd.append((UpgradeWriter(.progress).bytes, []))
+        XCTAssertEqual(Self.run(afterEnd).1?.description, "a message after the end")
     }
 
     func testAMessageAfterTheEndIsRefused() {
@@ -239,7 +272,7 @@ final class UpgradeWireTests: XCTestCase {
         var bytes = UpgradeWriter(.end).bytes
         bytes[0] = UInt8(ascii: "X")
         XCTAssertThrowsError(try UpgradeReader(bytes)) { XCTAssertTrue("\($0)".contains("bad magic")) }
-        for type: UInt8 in [0, 10, 200, 255] {
+        for type: UInt8 in [0, 11, 200, 255] {  // 10 is progress
             var bytes = UpgradeWriter(.end).bytes
             bytes[6] = type
             XCTAssertThrowsError(try UpgradeReader(bytes)) { XCTAssertTrue("\($0)".contains("unknown hand-over message type \(type)")) }

@@ -100,7 +100,15 @@ struct RespServer: ParsableCommand {
     @Option(help: "Least severe log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
+    /// Expert, hidden (`--help-hidden`): for tests and slow machines.
+    @Option(help: ArgumentHelp("Upgrade: give up on the other process when silent this long (no progress, no confirmation; each reports progress every fifth of it).",
+                               valueName: "seconds", visibility: .hidden))
+    var upgradeSilenceTimeout: Double = 5
+
     func validate() throws {
+        guard upgradeSilenceTimeout >= 0.05, upgradeSilenceTimeout <= 3600 else {
+            throw ValidationError("--upgrade-silence-timeout must be between 0.05 and 3600 seconds, got \(upgradeSilenceTimeout)")
+        }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, got \(port)") }
         if let metricsPort, !(0...65535).contains(metricsPort) {
             throw ValidationError("--metrics-port must be between 0 and 65535, got \(metricsPort)")
@@ -195,10 +203,12 @@ struct RespServer: ParsableCommand {
         // Started by an upgrade (RespUpgrade.swift): the keyspace, listeners and connections come
         // from the old process.
         let takeOver: TakeOver<RespHandOverCodec>?
-        do { takeOver = try RespUpgrade.receiveIfUpgrading(keyspace: keyspace, evictions: evictions) } catch {
+        do { takeOver = try RespUpgrade.receiveIfUpgrading(keyspace: keyspace, evictions: evictions,
+                                                                   silenceTimeout: .milliseconds(Int(upgradeSilenceTimeout * 1000))) } catch {
             throw fail(log: log, "\(error)")
         }
-        let upgrader = RespUpgrade.upgrader(keyspace: keyspace, evictions: evictions, logger: logger)
+        let upgrader = RespUpgrade.upgrader(keyspace: keyspace, evictions: evictions, logger: logger,
+                                            silenceTimeout: .milliseconds(Int(upgradeSilenceTimeout * 1000)))
         let installed = InstallCount()
 
         let main = try Reactor(handler: makeHandler(metrics), configuration: configuration)

@@ -13,8 +13,9 @@ import ZeroDropUpgrade
 /// flags, which the new process is started with again; `--maxmemory` is checked against the
 /// keyspace restored, so a server at its limit still refuses writes after the swap.
 ///
-/// A failed upgrade (the new binary cannot start, exits, refuses, or is silent for 5 s) takes
-/// every listener and connection back; the keyspace never left.
+/// A failed upgrade (the new binary cannot start, exits, refuses, or is silent for 5 s: no
+/// progress report while it restores the keyspace, no confirmation) takes every listener and
+/// connection back; the keyspace never left.
 enum RespUpgrade {
     /// `RESP_SERVER_UPGRADE_FD` and the others (``UpgradeEnvironment``).
     static let environment = UpgradeEnvironment(prefix: "RESP_SERVER_UPGRADE")
@@ -26,7 +27,10 @@ enum RespUpgrade {
     static let executable = Upgrader<RespHandler, RespHandOverCodec>.resolveExecutable()
 
     /// The old side: every connection goes; the keyspace is the process state.
-    static func upgrader(keyspace: Keyspace, evictions: EvictionCount, logger: Logger) -> Upgrader<RespHandler, RespHandOverCodec> {
+    /// `silenceTimeout` is `--upgrade-silence-timeout` (hidden; 5 s): how long the new process may go
+    /// without a progress report or its confirmation (it reports while it restores the keyspace).
+    static func upgrader(keyspace: Keyspace, evictions: EvictionCount, logger: Logger,
+                         silenceTimeout: Duration = Upgrader<RespHandler, RespHandOverCodec>.confirmTimeout) -> Upgrader<RespHandler, RespHandOverCodec> {
         var hooks = UpgradeHooks<RespHandler>()
         // Their ids die here: what they held under --maxmemory-clients is no one's any more (a
         // connection taken back is counted again at its next event).
@@ -49,13 +53,17 @@ enum RespUpgrade {
             if let place = state.admission.place { reactor.handler.context.admission.release(place) }
         }
         return Upgrader(executable: executable, arguments: Array(CommandLine.arguments.dropFirst()),
-                        environment: environment, codec: RespHandOverCodec(), hooks: hooks, logger: logger)
+                        environment: environment, codec: RespHandOverCodec(), hooks: hooks, logger: logger,
+                        silenceTimeout: silenceTimeout)
     }
 
     /// The new side: when started by an upgrade, receives everything and restores the keyspace
     /// (before any reactor serves); nil otherwise.
-    static func receiveIfUpgrading(keyspace: Keyspace, evictions: EvictionCount) throws(UpgradeError) -> TakeOver<RespHandOverCodec>? {
-        try TakeOver.receiveIfUpgrading(environment: environment, codec: RespHandOverCodec()) { bytes in
+    /// `silenceTimeout` (`--upgrade-silence-timeout`) is how long it waits for each message of the
+    /// old process (which reports progress while it writes the keyspace).
+    static func receiveIfUpgrading(keyspace: Keyspace, evictions: EvictionCount,
+                                   silenceTimeout: Duration = .seconds(5)) throws(UpgradeError) -> TakeOver<RespHandOverCodec>? {
+        try TakeOver.receiveIfUpgrading(environment: environment, codec: RespHandOverCodec(), timeout: silenceTimeout) { bytes in
             guard bytes.first == processStateVersion, bytes.count >= 9 else {
                 throw UpgradeError("resp-server process state: version \(bytes.first.map(String.init) ?? "missing"), this binary reads \(processStateVersion)")
             }
