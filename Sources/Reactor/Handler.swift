@@ -35,6 +35,11 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
     /// Pending output made no progress for ``ReactorConfiguration/sendTimeout``: the peer does
     /// not read. Named `timeout` (it counts with ``timeout``), described as `send-timeout`.
     public static let sendTimeout = CloseReason("timeout", errno: nil, detail: "send-timeout")
+    /// A closing connection's pending output made no progress for
+    /// ``ReactorConfiguration/closeTimeout``: the peer stopped reading before it took it all.
+    /// Replaces the reason the close began with (its output is lost). Named `timeout`,
+    /// described as `close-timeout`.
+    public static let closeTimeout = CloseReason("timeout", errno: nil, detail: "close-timeout")
     /// The connection limit was reached; the connection was accepted only to be closed.
     public static let limit = CloseReason("limit")
     /// Another socket error.

@@ -474,8 +474,8 @@ public final class Reactor<Handler: ConnectionHandler> {
         guard let timeout = configuration.sendTimeout?.nanoseconds, slot.pointee.output != nil else { return }
         let due = slot.pointee.lastProgress + timeout
         if due <= now {
-            configuration.logger.debug("connection \(ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)): no output progress for \(timeout / 1_000_000) ms (send-timeout)")
-            requestClose(i, .sendTimeout, abort: true)
+            configuration.logger.debug("connection \(slot.pointee.peer) (\(ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd))): no output progress for \(timeout / 1_000_000) ms (send-timeout)")
+            cutDiscarding(i, .sendTimeout)
             return
         }
         slot.pointee.book.insert(.sendDeadlineArmed)
