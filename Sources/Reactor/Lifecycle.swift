@@ -181,8 +181,9 @@ struct Lifecycle: Equatable, Sendable {
         return false
     }
 
-    /// closing or lingering → closed at the next settle: the lingering deadline passed, or the
-    /// lingering peer sent EOF or failed. Returns false (and changes nothing) in other phases.
+    /// closing or lingering → closed at the next settle: the close deadline passed (the peer
+    /// took nothing for `closeTimeout`), the lingering deadline passed, or the lingering peer
+    /// sent EOF or failed. Returns false (and changes nothing) in other phases.
     @inlinable
     mutating func cut() -> Bool {
         switch phase {
@@ -564,14 +565,17 @@ extension Reactor {
         let now = undelivered(i)
         if now >= before {
             configuration.logger.debug("connection \(slot.pointee.peer) (\(ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd))): closing, its peer took nothing for \(configuration.closeTimeout), \(now) bytes dropped (close-timeout)")
-            cutDiscarding(i, .closeTimeout)
+            // The output is dropped: the reason the close began with (eof, the handler's) no
+            // longer says what happened.
+            if slot.pointee.life.cut() { closeReasons[i] = .closeTimeout }
+            markDirty(i)
             return
         }
         slot.pointee.book.insert(.closeDeadlineArmed)
         _ = addConnectionTimer(i, after: configuration.closeTimeout.nanoseconds, interval: nil, .closeDeadline(undelivered: now))
     }
 
-    /// Pending output will not be delivered (a deadline ran out): close at once, abortively
+    /// Pending output will not be delivered (the send timeout ran out): close at once, abortively
     /// (``finishClose(_:notify:)`` resets the connection), reported with `reason` even when a
     /// graceful close was already under way with another one, whose promise of every byte
     /// this breaks.
