@@ -204,6 +204,25 @@ final class LoopbackEchoTests: XCTestCase {
         client.close()
     }
 
+    func testRefusingWithPendingOutputResetsThePeer() throws {
+        // Refusing (like a discarding close) drops the pending output: the peer must read a
+        // reset after what the kernel already held, not a clean EOF that passes for the end.
+        let probe = Probe()
+        let reply = PatternStream().bytes(from: 0, count: 8 << 20)
+        let reactor = try ReactorRunner.listening(configuration: ReactorConfiguration()) {
+            ReplyOnEOFHandler(reply: reply, probe: probe, then: .refuse(CloseReason("refused")))
+        }
+        reactors.append(reactor)
+        let client = try TestSocket.connect(port: reactor.port, receiveBuffer: 4096)
+        client.shutdownWrite()
+        XCTAssertTrue(probe.wait { $0.closed == ["refused": 1] }, "closed: \(probe.snapshot.closed)")
+        XCTAssertGreaterThan(probe.snapshot.pendingAtEOF.first ?? 0, 1 << 20, "the reply was not queued; the test proves nothing")
+        let (received, end) = client.receiveUntilEnd(timeout: 5, limit: reply.count)
+        XCTAssertEqual(end, .reset, "a refusal that dropped output ended in \(end) after \(received.count) of \(reply.count) bytes")
+        XCTAssertLessThan(received.count, reply.count)
+        client.close()
+    }
+
     func testHalfCloseRightAfterASmallMessage() throws {
         let (reactor, _) = try startEchoReactor()
         let client = try TestSocket.connect(port: reactor.port)

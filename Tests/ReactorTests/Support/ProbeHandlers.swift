@@ -75,12 +75,14 @@ struct ProbeEchoHandler: ConnectionHandler {
 struct ReplyOnEOFHandler: ConnectionHandler {
     let reply: [UInt8]
     let probe: Probe
+    /// What it returns once the reply is queued.
+    var then: Action = .close(.eof)
 
     func onReadEOF(_ connection: borrowing Connection<Self>, state: inout Void) -> Action {
         reply.withUnsafeBytes { _ = connection.write($0) }
         let pending = connection.pendingOutputBytes
         probe.update { $0.pendingAtEOF.append(pending) }
-        return .close(.eof)
+        return then
     }
 
     func onClose(_ connection: borrowing Connection<Self>, state: inout Void, reason: CloseReason) {
