@@ -573,8 +573,9 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// Closes a connection. By default its pending output is written first (the peer gets every
     /// byte, then EOF); with `discardingOutput` it is closed at once, which is how to drop a peer
     /// that does not read: reset (SO_LINGER 0) when output was pending, so the peer reads
-    /// ECONNRESET rather than a clean EOF after a shortened stream. A connection still connecting is abandoned (its queued bytes were
-    /// never sent). Does nothing if the connection is gone.
+    /// ECONNRESET rather than a clean EOF after a shortened stream. A connection still
+    /// connecting is abandoned (its queued bytes were never sent). Does nothing if the
+    /// connection is gone.
     func close(_ id: ConnectionID, reason: CloseReason, discardingOutput: Bool = false) {
         guard slots.isLive(id) else { return }
         requestClose(id.index, reason, abort: discardingOutput)
