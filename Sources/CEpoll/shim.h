@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
@@ -218,6 +219,12 @@ static inline int cepoll_socket_drops(int fd, uint32_t *out) {
     if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, info, &length) != 0 || length < sizeof info) return -1;
     *out = info[8];
     return 0;
+}
+/* Bytes in a TCP socket's send queue not yet acknowledged by the peer (SIOCOUTQ, which is
+ * TIOCOUTQ for sockets: linux/sockios.h), or -1 (not a TCP socket). */
+static inline int cepoll_send_queue(int fd) {
+    int value = 0;
+    return ioctl(fd, TIOCOUTQ, &value) == 0 ? value : -1;
 }
 static const int CEPOLL_SOCK_DGRAM = SOCK_DGRAM;
 static const int CEPOLL_MSG_TRUNC = MSG_TRUNC;

@@ -31,8 +31,14 @@ public struct ReactorConfiguration: Sendable {
     public var connectionLimit: ConnectionLimit? = nil
 
     /// How long a connection closed with pending output (``Action/close(_:)``, EOF, a stop) may
-    /// take to flush it before it is cut. A peer that never reads cannot hold the connection and
-    /// its output buffer forever.
+    /// go without its peer taking any of it before it is cut. Not a limit on the whole flush: a
+    /// peer that keeps reading, however slowly, gets every byte and then EOF. One that takes
+    /// nothing for this long (what is undelivered, the output buffer plus the kernel's
+    /// unacknowledged bytes, sampled each period, did not shrink) is cut between `closeTimeout`
+    /// and twice that after the last byte it took: with a reset (the peer reads ECONNRESET,
+    /// never a clean EOF after a shortened stream) and ``CloseReason/closeTimeout``, its output
+    /// freed at once. So a peer that stops reading cannot hold the connection and its output
+    /// buffer (at most ``highWatermark`` + ``readBufferSize``) forever.
     public var closeTimeout: Duration = .seconds(10)
 
     /// Close a connection whose pending output has made no progress for this long (nil: never),

@@ -229,7 +229,7 @@ extension Reactor {
                 configuration.connectionLimit?.release()
             }
             closeReasons[i] = connection.closing ?? .eof
-            _ = addTimer(after: Budget.lingerNs, interval: nil, .closeDeadline(id))
+            _ = addTimer(after: Budget.lingerNs, interval: nil, .lingerDeadline(id))
         } else if let reason = connection.closing {
             _ = slot.pointee.life.requestClose(abort: false)
             closeReasons[i] = reason

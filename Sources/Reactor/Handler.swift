@@ -35,6 +35,11 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
     /// Pending output made no progress for ``ReactorConfiguration/sendTimeout``: the peer does
     /// not read. Named `timeout` (it counts with ``timeout``), described as `send-timeout`.
     public static let sendTimeout = CloseReason("timeout", errno: nil, detail: "send-timeout")
+    /// A closing connection's pending output made no progress for
+    /// ``ReactorConfiguration/closeTimeout``: the peer stopped reading before it took it all.
+    /// Replaces the reason the close began with (its output is lost). Named `timeout`,
+    /// described as `close-timeout`.
+    public static let closeTimeout = CloseReason("timeout", errno: nil, detail: "close-timeout")
     /// The connection limit was reached; the connection was accepted only to be closed.
     public static let limit = CloseReason("limit")
     /// Another socket error.
@@ -69,10 +74,12 @@ public enum Action: Sendable, Equatable {
     case `continue`
     /// Stop reading from this connection until ``ReactorContext/resumeReading(_:)`` is called.
     case pauseReading
-    /// Write every pending byte (within ``ReactorConfiguration/closeTimeout``), then close the
-    /// connection with this reason. Nothing more is read or delivered.
+    /// Write every pending byte, then close the connection with this reason. Nothing more is
+    /// read or delivered. A peer that takes none of it for ``ReactorConfiguration/closeTimeout``
+    /// is reset instead, with ``CloseReason/closeTimeout``.
     case close(CloseReason)
-    /// Refuse the connection: close it at once with this reason, discarding any pending output,
+    /// Refuse the connection: close it at once with this reason, discarding any pending output
+    /// (with a reset when there was some, so the peer cannot take a cut stream for a whole one),
     /// with no linger. Every place it held (its fd, its ``ReactorConfiguration/connectionLimit``
     /// place) is free when the callback returns, so a peer that keeps opening refused
     /// connections holds nothing. For a limit, a bad or untrusted header, a deadline: anything

@@ -23,7 +23,9 @@ enum Phase: UInt8, Sendable {
     /// Read (while the read gate is open) and written.
     case open
     /// A close was requested: nothing more is read or accepted for writing; pending output is
-    /// flushed within ``ReactorConfiguration/closeTimeout``.
+    /// flushed for as long as the peer keeps taking it: the connection is cut (reset, with
+    /// ``CloseReason/closeTimeout``) only once its output made no progress for
+    /// ``ReactorConfiguration/closeTimeout``.
     case closing
     /// Output flushed and the write side shut down; the handler is done (onClose ran). Input is
     /// discarded until the peer closes, for at most `Budget.lingerNs`.
@@ -87,7 +89,8 @@ struct Bookkeeping: OptionSet, Sendable {
     @inlinable init(rawValue: UInt8) { self.rawValue = rawValue }
     /// In the reactor's dirty list, waiting to be settled.
     @inlinable static var dirty: Bookkeeping { Bookkeeping(rawValue: 1 << 0) }
-    /// The close deadline timer is armed.
+    /// The close deadline timer is armed: closing with output pending, cut after
+    /// ``ReactorConfiguration/closeTimeout`` without progress.
     @inlinable static var closeDeadlineArmed: Bookkeeping { Bookkeeping(rawValue: 1 << 1) }
     /// The send deadline timer is armed (``ReactorConfiguration/sendTimeout``).
     @inlinable static var sendDeadlineArmed: Bookkeeping { Bookkeeping(rawValue: 1 << 2) }
@@ -178,8 +181,9 @@ struct Lifecycle: Equatable, Sendable {
         return false
     }
 
-    /// closing or lingering → closed at the next settle: the close deadline passed, or the
-    /// lingering peer sent EOF or failed. Returns false (and changes nothing) in other phases.
+    /// closing or lingering → closed at the next settle: the close deadline passed (the peer
+    /// took nothing for `closeTimeout`), the lingering deadline passed, or the lingering peer
+    /// sent EOF or failed. Returns false (and changes nothing) in other phases.
     @inlinable
     mutating func cut() -> Bool {
         switch phase {
@@ -257,8 +261,9 @@ struct Lifecycle: Equatable, Sendable {
     enum Step: Equatable, Sendable {
         /// Nothing to do beyond its epoll interest.
         case stay
-        /// Closing with output pending: let the peer take it, within `closeTimeout` (the
-        /// reactor arms that deadline once).
+        /// Closing with output pending: let the peer take it for as long as it makes progress
+        /// (the reactor arms the close deadline once; it cuts after `closeTimeout` without
+        /// progress).
         case flush
         /// closing → lingering: output flushed, the peer may still send.
         case linger
@@ -469,6 +474,12 @@ extension Reactor {
             // An adopted fd may share its file description with other fds (a dup'd stdin, a
             // terminal on 0, 1 and 2); then close(2) does not take it out of the epoll set.
             _ = sys.epollCtl(epfd, EPOLL_CTL_DEL, slot.pointee.fd, events: 0, data: 0)
+        } else if let out = slot.pointee.output, !out.isEmpty {
+            // Output the peer has not received is being thrown away (a deadline, a discarding
+            // close, a stop past its grace, an error): reset, so that the peer sees ECONNRESET
+            // and not a clean EOF after a shortened stream. (Not for adopted fds: a pipe has no
+            // reset, and a shared socket's other fds would reset it later.)
+            sys.resetOnClose(slot.pointee.fd)
         }
         sys.close(slot.pointee.fd)
         if let out = slot.pointee.output {
@@ -492,6 +503,7 @@ extension Reactor {
     func startLinger(_ i: Int32) {
         let slot = slots[Int(i)]
         if slot.pointee.timerHead != 0 { cancelConnectionTimers(i) }
+        slot.pointee.book.remove([.closeDeadlineArmed, .sendDeadlineArmed])  // their timers are gone
         let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
         handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state,
                         reason: closeReasons[i] ?? peerClose(i, .eof))
@@ -503,7 +515,7 @@ extension Reactor {
             configuration.connectionLimit?.release()
         }
         sys.shutdownWrite(slot.pointee.fd)
-        _ = addTimer(after: Budget.lingerNs, interval: nil, .closeDeadline(id))
+        _ = addTimer(after: Budget.lingerNs, interval: nil, .lingerDeadline(id))
     }
 
     /// Lingering: discard what arrives; the peer's EOF (or an error) ends the linger.
@@ -522,19 +534,61 @@ extension Reactor {
         }
     }
 
-    /// Closing with output pending: give the peer `closeTimeout` to take it.
+    /// Closing with output pending: the peer gets `closeTimeout` without progress to take it.
+    /// Progress is what the peer received: the bytes still in the output buffer plus those the
+    /// kernel holds unacknowledged (SIOCOUTQ), sampled when the deadline is armed and again
+    /// when it fires. Writes are not timed: with a large kernel send buffer and a slow reader
+    /// the reactor may not write for seconds while the peer reads all the time, and the write
+    /// path stays as it is. A peer that keeps taking bytes gets all of them; one that stops is
+    /// cut between `closeTimeout` and twice that after the last byte it took.
     @usableFromInline
     func armCloseDeadline(_ i: Int32) {
-        let slot = slots[Int(i)]
-        slot.pointee.book.insert(.closeDeadlineArmed)
-        _ = addTimer(after: configuration.closeTimeout.nanoseconds, interval: nil,
-                     .closeDeadline(ConnectionID(index: i, generation: slot.pointee.generation)))
+        slots[Int(i)].pointee.book.insert(.closeDeadlineArmed)
+        _ = addConnectionTimer(i, after: configuration.closeTimeout.nanoseconds, interval: nil,
+                               .closeDeadline(undelivered: undelivered(i)))
     }
 
-    /// A closing or lingering connection ran out of time to flush or to linger: cut it,
-    /// keeping its reason.
+    /// What connection `i` has not delivered: its pending output, and what its socket holds that
+    /// the peer has not acknowledged (0 where the fd cannot tell, such as an adopted pipe).
+    func undelivered(_ i: Int32) -> Int {
+        let slot = slots[Int(i)]
+        return (slot.pointee.output?.count ?? 0) + (sys.unacknowledgedBytes(slot.pointee.fd) ?? 0)
+    }
+
+    /// The close deadline fired: if the peer received nothing since it was armed (what is
+    /// undelivered did not shrink), cut the connection, abortively and with
+    /// ``CloseReason/closeTimeout``; else arm it again, for another `closeTimeout`.
+    func closeDeadline(_ i: Int32, undelivered before: Int) {
+        let slot = slots[Int(i)]
+        slot.pointee.book.remove(.closeDeadlineArmed)
+        guard slot.pointee.life.phase == .closing, slot.pointee.output != nil else { return }
+        let now = undelivered(i)
+        if now >= before {
+            configuration.logger.debug("connection \(slot.pointee.peer) (\(ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd))): closing, its peer took nothing for \(configuration.closeTimeout), \(now) bytes dropped (close-timeout)")
+            // The output is dropped: the reason the close began with (eof, the handler's) no
+            // longer says what happened.
+            if slot.pointee.life.cut() { closeReasons[i] = .closeTimeout }
+            markDirty(i)
+            return
+        }
+        slot.pointee.book.insert(.closeDeadlineArmed)
+        _ = addConnectionTimer(i, after: configuration.closeTimeout.nanoseconds, interval: nil, .closeDeadline(undelivered: now))
+    }
+
+    /// Pending output will not be delivered (the send timeout ran out): close at once, abortively
+    /// (``finishClose(_:notify:)`` resets the connection), reported with `reason` even when a
+    /// graceful close was already under way with another one, whose promise of every byte
+    /// this breaks.
+    func cutDiscarding(_ i: Int32, _ reason: CloseReason) {
+        _ = slots[Int(i)].pointee.life.requestClose(abort: true)
+        closeReasons[i] = reason
+        markDirty(i)
+    }
+
+    /// A lingering connection ran out of time for its peer to close: cut it, keeping its
+    /// reason (its output was all taken by then).
     @usableFromInline
-    func closeDeadline(_ id: ConnectionID) {
+    func lingerDeadline(_ id: ConnectionID) {
         guard slots.isLive(id) else { return }
         let slot = slots[Int(id.index)]
         if slot.pointee.life.cut() { markDirty(id.index) }

@@ -474,8 +474,8 @@ public final class Reactor<Handler: ConnectionHandler> {
         guard let timeout = configuration.sendTimeout?.nanoseconds, slot.pointee.output != nil else { return }
         let due = slot.pointee.lastProgress + timeout
         if due <= now {
-            configuration.logger.debug("connection \(ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)): no output progress for \(timeout / 1_000_000) ms (send-timeout)")
-            requestClose(i, .sendTimeout, abort: true)
+            configuration.logger.debug("connection \(slot.pointee.peer) (\(ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd))): no output progress for \(timeout / 1_000_000) ms (send-timeout)")
+            cutDiscarding(i, .sendTimeout)
             return
         }
         slot.pointee.book.insert(.sendDeadlineArmed)
@@ -572,8 +572,10 @@ public final class Reactor<Handler: ConnectionHandler> {
 
     /// Closes a connection. By default its pending output is written first (the peer gets every
     /// byte, then EOF); with `discardingOutput` it is closed at once, which is how to drop a peer
-    /// that does not read. A connection still connecting is abandoned (its queued bytes were
-    /// never sent). Does nothing if the connection is gone.
+    /// that does not read: reset (SO_LINGER 0) when output was pending, so the peer reads
+    /// ECONNRESET rather than a clean EOF after a shortened stream. A connection still
+    /// connecting is abandoned (its queued bytes were never sent). Does nothing if the
+    /// connection is gone.
     func close(_ id: ConnectionID, reason: CloseReason, discardingOutput: Bool = false) {
         guard slots.isLive(id) else { return }
         requestClose(id.index, reason, abort: discardingOutput)

@@ -84,6 +84,8 @@ enum AcceptResult {
 @usableFromInline
 enum SyscallName: Sendable, Equatable {
     case accept4, read, write, close, epollCtl, epollWait, shutdown
+    /// setsockopt(SO_LINGER {on, 0}) before an abortive close (``Syscalls/resetOnClose(_:)``).
+    case linger
     /// The datagram calls; an interposer's `.limit(n)` cuts the batch to n messages.
     case recvmmsg, sendmmsg
 }
@@ -425,6 +427,25 @@ struct Syscalls {
             let e = cepoll_errno()
             precondition(e != EBADF, "close(\(fd)): EBADF, the fd was closed twice: a reactor bug")
         }
+    }
+
+    /// SO_LINGER {on, 0}: the close(2) that follows resets the connection (RST) and drops what
+    /// the kernel still holds to send, instead of a FIN after it. For a close that discards
+    /// output the peer has not received: the peer must see ECONNRESET, never a clean EOF after a
+    /// shortened stream. A failure (ENOTSOCK for an adopted pipe, a socket already reset) leaves
+    /// a plain close, which is all that is left to do.
+    @usableFromInline @inline(never)
+    func resetOnClose(_ fd: CInt) {
+        if case .fail = consult(.linger, fd) { return }
+        var value = linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &value, socklen_t(MemoryLayout<linger>.size))
+    }
+
+    /// Bytes the kernel holds for a TCP socket that the peer has not acknowledged yet (sent or
+    /// not: SIOCOUTQ), or nil when it cannot tell (not a TCP socket).
+    func unacknowledgedBytes(_ fd: CInt) -> Int? {
+        let n = cepoll_send_queue(fd)
+        return n >= 0 ? Int(n) : nil
     }
 
     @usableFromInline @inline(never)

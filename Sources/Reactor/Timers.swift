@@ -26,6 +26,10 @@ enum ConnectionTimerKind {
     case handler
     /// Pending output made no progress for ``ReactorConfiguration/sendTimeout``.
     case sendDeadline
+    /// A closing connection's output may have made no progress for
+    /// ``ReactorConfiguration/closeTimeout``: `undelivered` is what the peer had not received
+    /// yet when the timer was armed (see ``Reactor/closeDeadline(_:undelivered:)``).
+    case closeDeadline(undelivered: Int)
 }
 
 enum TimerWork {
@@ -33,7 +37,8 @@ enum TimerWork {
     case publishStatistics
     case resumeAccepting
     case shutdownDeadline
-    case closeDeadline(ConnectionID)
+    /// A lingering connection's `Budget.lingerNs` ran out.
+    case lingerDeadline(ConnectionID)
     /// Bound to a connection: linked into its slot's timer list and cancelled when it closes.
     case connection(ConnectionID, ConnectionTimerKind)
     case user(() -> Void)
@@ -244,6 +249,8 @@ extension Reactor {
             apply(action, id.index)
         case .sendDeadline:
             sendDeadline(id.index, now: now)
+        case .closeDeadline(let undelivered):
+            closeDeadline(id.index, undelivered: undelivered)
         }
     }
 
@@ -274,7 +281,7 @@ extension Reactor {
             case .publishStatistics: handle.publish(counters.pointee)
             case .resumeAccepting: resumeAccepting()
             case .shutdownDeadline: abortAll()
-            case .closeDeadline(let id): closeDeadline(id)
+            case .lingerDeadline(let id): lingerDeadline(id)
             case .connection(let id, let kind): connectionTimerFired(entry, id, kind, now: now)
             case .user(let body): body()
             }

@@ -136,9 +136,11 @@ final class LoopbackEchoTests: XCTestCase {
         XCTAssertTrue(probe.wait { $0.closed == ["eof": 1] }, "closed: \(probe.snapshot.closed)")
     }
 
-    func testGracefulCloseToAPeerThatNeverReadsIsCutAfterCloseTimeout() throws {
+    func testGracefulCloseToAPeerThatNeverReadsIsResetAfterCloseTimeout() throws {
         // A graceful close waits for pending output, but not forever: a peer that never reads
-        // must not hold the connection and its output buffer past closeTimeout.
+        // must not hold the connection and its output buffer past closeTimeout. The output it
+        // did not take is lost, so the cut is a reset (the peer must not read a clean EOF after
+        // a shortened stream), counted and reported as a timeout, not as the EOF it began with.
         let probe = Probe()
         let reply = PatternStream().bytes(from: 0, count: 8 << 20)
         var configuration = ReactorConfiguration()
@@ -151,10 +153,73 @@ final class LoopbackEchoTests: XCTestCase {
         XCTAssertGreaterThan(probe.snapshot.pendingAtEOF.first ?? 0, 1 << 20, "the reply was not queued; the test proves nothing")
         let started = monotonicSeconds()
         // The client never reads. The server must give up on it after about a second.
-        XCTAssertTrue(probe.wait(timeout: 6) { $0.closed == ["eof": 1] }, "still open after 6 s: \(probe.snapshot.closed)")
+        XCTAssertTrue(probe.wait(timeout: 6) { !$0.closed.isEmpty }, "still open after 6 s: \(probe.snapshot.closed)")
         XCTAssertLessThan(monotonicSeconds() - started, 4, "the close deadline was not honoured")
+        XCTAssertEqual(probe.snapshot.closed, ["timeout": 1], "the cut must count as a timeout")
+        XCTAssertEqual(probe.snapshot.closeLog, ["close-timeout 127.0.0.1:\(client.localPort)"])
         let statistics = reactor.statistics { $0.open == 0 }
         XCTAssertEqual(statistics.open, 0, "the connection is still in the table")
+        XCTAssertEqual(statistics.closed["timeout"], 1, "statistics: \(statistics.closed)")
+        // What the kernel already held arrives, then a reset, never a clean EOF.
+        let (received, end) = client.receiveUntilEnd(timeout: 5, limit: reply.count)
+        XCTAssertEqual(end, .reset, "a cut that dropped output ended in \(end) after \(received.count) of \(reply.count) bytes")
+        XCTAssertLessThan(received.count, reply.count)
+        XCTAssertNil(firstDifference(received, Array(reply[..<received.count])), "what arrived is not a prefix of the reply")
+        client.close()
+    }
+
+    func testGracefulCloseToASlowSteadyReaderDeliversEveryByte() throws {
+        // A closing connection whose peer keeps reading is not cut, however long the flush
+        // takes: closeTimeout counts time without progress, not the whole close. The reader
+        // takes a little every 50 ms, for several closeTimeouts in all.
+        let probe = Probe()
+        let reply = PatternStream().bytes(from: 0, count: 3 << 20)
+        var configuration = ReactorConfiguration()
+        configuration.closeTimeout = .seconds(1)
+        let reactor = try ReactorRunner.listening(configuration: configuration) { ReplyOnEOFHandler(reply: reply, probe: probe) }
+        reactors.append(reactor)
+        let client = try TestSocket.connect(port: reactor.port, receiveBuffer: 4096)
+        client.shutdownWrite()
+        XCTAssertTrue(probe.wait { !$0.pendingAtEOF.isEmpty })
+        XCTAssertGreaterThan(probe.snapshot.pendingAtEOF.first ?? 0, 32 << 10, "the reply was not queued; the test proves nothing")
+        let started = monotonicSeconds()
+        var received: [UInt8] = []
+        var end = StreamEnd.timeout
+        while monotonicSeconds() - started < 30 {
+            let (bytes, how) = client.receive(upTo: 32 << 10, timeout: 0.2)
+            received += bytes
+            if how != .timeout { end = how; break }
+            if received.count >= reply.count {
+                end = client.receiveUntilEnd(timeout: 5, limit: 0).end
+                break
+            }
+            usleep(50_000)
+        }
+        let took = monotonicSeconds() - started
+        XCTAssertGreaterThan(took, 2.5, "the reader was not slow enough to outlast closeTimeout; the test proves nothing")
+        XCTAssertEqual(received.count, reply.count, "a slow but steady reader lost output (after \(took) s, \(end))")
+        XCTAssertNil(firstDifference(received, reply))
+        XCTAssertEqual(end, .eof)
+        XCTAssertTrue(probe.wait { $0.closed == ["eof": 1] }, "closed: \(probe.snapshot.closed)")
+        client.close()
+    }
+
+    func testRefusingWithPendingOutputResetsThePeer() throws {
+        // Refusing (like a discarding close) drops the pending output: the peer must read a
+        // reset after what the kernel already held, not a clean EOF that passes for the end.
+        let probe = Probe()
+        let reply = PatternStream().bytes(from: 0, count: 8 << 20)
+        let reactor = try ReactorRunner.listening(configuration: ReactorConfiguration()) {
+            ReplyOnEOFHandler(reply: reply, probe: probe, then: .refuse(CloseReason("refused")))
+        }
+        reactors.append(reactor)
+        let client = try TestSocket.connect(port: reactor.port, receiveBuffer: 4096)
+        client.shutdownWrite()
+        XCTAssertTrue(probe.wait { $0.closed == ["refused": 1] }, "closed: \(probe.snapshot.closed)")
+        XCTAssertGreaterThan(probe.snapshot.pendingAtEOF.first ?? 0, 1 << 20, "the reply was not queued; the test proves nothing")
+        let (received, end) = client.receiveUntilEnd(timeout: 5, limit: reply.count)
+        XCTAssertEqual(end, .reset, "a refusal that dropped output ended in \(end) after \(received.count) of \(reply.count) bytes")
+        XCTAssertLessThan(received.count, reply.count)
         client.close()
     }
 

@@ -6,11 +6,11 @@ import XCTest
 final class TimerQueueTests: XCTestCase {
     /// The user payload of an entry, for checking which timer fired.
     private func tag(_ entry: TimerEntry?) -> Int64? {
-        guard let entry, case .closeDeadline(let id) = entry.work else { return nil }
+        guard let entry, case .lingerDeadline(let id) = entry.work else { return nil }
         return Int64(id.index)
     }
 
-    private func work(_ n: Int32) -> TimerWork { .closeDeadline(ConnectionID(index: n, generation: 1)) }
+    private func work(_ n: Int32) -> TimerWork { .lingerDeadline(ConnectionID(index: n, generation: 1)) }
 
     func testTimersFireInDeadlineOrderWhateverTheOrderAdded() {
         var queue = TimerQueue()

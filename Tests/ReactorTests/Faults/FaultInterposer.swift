@@ -191,8 +191,8 @@ final class FaultInterposer: SyscallInterposer, @unchecked Sendable {
                 return roll < 20 ? .fail(.interrupted) : .proceed
             case .close:
                 return roll < 20 ? .fail(.interrupted) : .proceed  // close is never retried; the fd is freed anyway
-            case .epollCtl, .shutdown:
-                return .proceed  // neither reports a transient error
+            case .epollCtl, .shutdown, .linger:
+                return .proceed  // none reports a transient error
             case .recvmmsg, .sendmmsg:
                 if roll < 15 { return .fail(.interrupted) }
                 if roll < 30 { return .fail(.resourceTemporarilyUnavailable) }

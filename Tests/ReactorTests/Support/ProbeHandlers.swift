@@ -17,6 +17,8 @@ final class Probe: Sendable {
         var bytesRead = 0
         /// `pendingOutputBytes` of each connection when its peer's EOF arrived.
         var pendingAtEOF: [Int] = []
+        /// "REASON PEER" of each close, the reason as a log shows it (``CloseReason/description``).
+        var closeLog: [String] = []
     }
 
     private let seen = Mutex(Seen())
@@ -60,7 +62,11 @@ struct ProbeEchoHandler: ConnectionHandler {
     }
 
     func onClose(_ connection: borrowing Connection<Self>, state: inout Void, reason: CloseReason) {
-        probe.update { $0.closed[reason.name, default: 0] += 1 }
+        let line = "\(reason) \(connection.peer)"
+        probe.update {
+            $0.closed[reason.name, default: 0] += 1
+            $0.closeLog.append(line)
+        }
     }
 }
 
@@ -69,15 +75,21 @@ struct ProbeEchoHandler: ConnectionHandler {
 struct ReplyOnEOFHandler: ConnectionHandler {
     let reply: [UInt8]
     let probe: Probe
+    /// What it returns once the reply is queued.
+    var then: Action = .close(.eof)
 
     func onReadEOF(_ connection: borrowing Connection<Self>, state: inout Void) -> Action {
         reply.withUnsafeBytes { _ = connection.write($0) }
         let pending = connection.pendingOutputBytes
         probe.update { $0.pendingAtEOF.append(pending) }
-        return .close(.eof)
+        return then
     }
 
     func onClose(_ connection: borrowing Connection<Self>, state: inout Void, reason: CloseReason) {
-        probe.update { $0.closed[reason.name, default: 0] += 1 }
+        let line = "\(reason) \(connection.peer)"
+        probe.update {
+            $0.closed[reason.name, default: 0] += 1
+            $0.closeLog.append(line)
+        }
     }
 }
