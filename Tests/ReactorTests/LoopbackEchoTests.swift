@@ -136,13 +136,13 @@ final class LoopbackEchoTests: XCTestCase {
         XCTAssertTrue(probe.wait { $0.closed == ["eof": 1] }, "closed: \(probe.snapshot.closed)")
     }
 
-    func testGracefulCloseToAPeerThatNeverReadsIsResetAfterCloseTimeout() throws {
-        // A graceful close waits for pending output, but not forever: a peer that never reads
-        // must not hold the connection and its output buffer past closeTimeout. The output it
-        // did not take is lost, so the cut is a reset (the peer must not read a clean EOF after
-        // a shortened stream), counted and reported as a timeout, not as the EOF it began with.
+    /// A reactor with a 1 s closeTimeout whose handler answers the client's EOF with `count`
+    /// bytes; a client with a 4 KiB receive buffer that half-closes and has read nothing, once
+    /// at least `queuedAtLeast` bytes of the reply wait in the server's output buffer.
+    private func halfCloseWithQueuedReply(count: Int, queuedAtLeast: Int) throws
+        -> (Probe, ReactorRunner<Int>, TestSocket, [UInt8]) {
         let probe = Probe()
-        let reply = PatternStream().bytes(from: 0, count: 8 << 20)
+        let reply = PatternStream().bytes(from: 0, count: count)
         var configuration = ReactorConfiguration()
         configuration.closeTimeout = .seconds(1)
         let reactor = try ReactorRunner.listening(configuration: configuration) { ReplyOnEOFHandler(reply: reply, probe: probe) }
@@ -150,7 +150,16 @@ final class LoopbackEchoTests: XCTestCase {
         let client = try TestSocket.connect(port: reactor.port, receiveBuffer: 4096)
         client.shutdownWrite()
         XCTAssertTrue(probe.wait { !$0.pendingAtEOF.isEmpty })
-        XCTAssertGreaterThan(probe.snapshot.pendingAtEOF.first ?? 0, 1 << 20, "the reply was not queued; the test proves nothing")
+        XCTAssertGreaterThan(probe.snapshot.pendingAtEOF.first ?? 0, queuedAtLeast, "the reply was not queued; the test proves nothing")
+        return (probe, reactor, client, reply)
+    }
+
+    func testGracefulCloseToAPeerThatNeverReadsIsResetAfterCloseTimeout() throws {
+        // A graceful close waits for pending output, but not forever: a peer that never reads
+        // must not hold the connection and its output buffer past closeTimeout. The output it
+        // did not take is lost, so the cut is a reset (the peer must not read a clean EOF after
+        // a shortened stream), counted and reported as a timeout, not as the EOF it began with.
+        let (probe, reactor, client, reply) = try halfCloseWithQueuedReply(count: 8 << 20, queuedAtLeast: 1 << 20)
         let started = monotonicSeconds()
         // The client never reads. The server must give up on it after about a second.
         XCTAssertTrue(probe.wait(timeout: 6) { !$0.closed.isEmpty }, "still open after 6 s: \(probe.snapshot.closed)")
@@ -172,16 +181,7 @@ final class LoopbackEchoTests: XCTestCase {
         // A closing connection whose peer keeps reading is not cut, however long the flush
         // takes: closeTimeout counts time without progress, not the whole close. The reader
         // takes a little every 50 ms, for several closeTimeouts in all.
-        let probe = Probe()
-        let reply = PatternStream().bytes(from: 0, count: 3 << 20)
-        var configuration = ReactorConfiguration()
-        configuration.closeTimeout = .seconds(1)
-        let reactor = try ReactorRunner.listening(configuration: configuration) { ReplyOnEOFHandler(reply: reply, probe: probe) }
-        reactors.append(reactor)
-        let client = try TestSocket.connect(port: reactor.port, receiveBuffer: 4096)
-        client.shutdownWrite()
-        XCTAssertTrue(probe.wait { !$0.pendingAtEOF.isEmpty })
-        XCTAssertGreaterThan(probe.snapshot.pendingAtEOF.first ?? 0, 32 << 10, "the reply was not queued; the test proves nothing")
+        let (probe, reactor, client, reply) = try halfCloseWithQueuedReply(count: 3 << 20, queuedAtLeast: 32 << 10)
         let started = monotonicSeconds()
         var received: [UInt8] = []
         var end = StreamEnd.timeout
