@@ -181,7 +181,7 @@ final class LoopbackEchoTests: XCTestCase {
         // A closing connection whose peer keeps reading is not cut, however long the flush
         // takes: closeTimeout counts time without progress, not the whole close. The reader
         // takes a little every 50 ms, for several closeTimeouts in all.
-        let (probe, reactor, client, reply) = try halfCloseWithQueuedReply(count: 3 << 20, queuedAtLeast: 32 << 10)
+        let (probe, _, client, reply) = try halfCloseWithQueuedReply(count: 3 << 20, queuedAtLeast: 32 << 10)
         let started = monotonicSeconds()
         var received: [UInt8] = []
         var end = StreamEnd.timeout
