@@ -144,10 +144,10 @@ public protocol ConnectionHandler {
     /// echo a bulk stream inside the kernel (splice(2) through a pipe; see
     /// ``ReactorConfiguration/kernelEcho``) without calling ``onRead(_:connection:state:)`` for
     /// those bytes: they never reach user space, and are counted in
-    /// ``ReactorStatistics/bytesEchoedInKernel``. Asked after a read of at least half the read
-    /// buffer that the handler answered with ``Action/continue`` and nothing left pending; the
-    /// connection then streams in the kernel until a splice brings less than that, and reads
-    /// again as usual. Default: false.
+    /// ``ReactorStatistics/bytesEchoedInKernel``. Asked after a read that filled the whole read
+    /// buffer (a stream), with the connection still open and reading and nothing pending; the
+    /// connection then streams in the kernel until a splice brings less than half the buffer,
+    /// and reads again as usual. Never asked for message-sized reads. Default: false.
     func echoesUnchanged(_ connection: borrowing Connection<Self>, state: inout ConnectionState) -> Bool
 
     /// The connection is done: its output was flushed (or discarded, for an abortive close).

@@ -341,34 +341,25 @@ public final class Reactor<Handler: ConnectionHandler> {
         let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: fd)
         for _ in 0..<Budget.readsPerEvent {
             // A streaming connection whose handler echoes unchanged: in the kernel (KernelEcho.swift),
-            // unless output is pending or the reactor cannot splice.
-            let result: IOResult
-            let inKernel: Bool
-            if _slowPath(slot.pointee.book.contains(.kernelEcho)), let echoed = echoInKernel(i) {
-                result = echoed
-                inKernel = true
-            } else {
-                result = sys.read(fd, into: readBuffer)
-                inKernel = false
+            // unless output is pending or the reactor cannot splice (nil: read as usual).
+            if _slowPath(slot.pointee.book.contains(.kernelEcho)), let again = echoedInKernel(i, id) {
+                if again { continue }
+                return
             }
-            switch result {
+            switch sys.read(fd, into: readBuffer) {
             case .bytes(let n):
                 counters.pointee.bytesIn &+= n
                 slot.pointee.lastActive = hot.pointee.tick
-                if _fastPath(!inKernel) {
-                    let action = handler.onRead(UnsafeRawBufferPointer(rebasing: readBuffer[..<n]),
-                                                connection: Connection(reactor: self, id: id),
-                                                state: &slot.pointee.state)
-                    apply(action, i)
-                    if _slowPath(n >= Budget.kernelEchoMinimum(readBufferSize: readBuffer.count)) { mayEchoInKernel(i, action) }
-                }
+                let action = handler.onRead(UnsafeRawBufferPointer(rebasing: readBuffer[..<n]),
+                                            connection: Connection(reactor: self, id: id),
+                                            state: &slot.pointee.state)
+                apply(action, i)
                 guard n == readBuffer.count, slot.pointee.life.isReading else { return }
                 if let out = slot.pointee.output, out.count > configuration.highWatermark { return }
+                // A read that filled the buffer: a stream. Its handler may let the kernel echo it.
+                if slot.pointee.output == nil { mayEchoInKernel(i) }
             case .eof:
-                slot.pointee.life.readEOF()
-                markDirty(i)
-                let action = handler.onReadEOF(Connection(reactor: self, id: id), state: &slot.pointee.state)
-                apply(action, i)
+                readEnded(i, id)
                 return
             case .wouldBlock:
                 return
@@ -377,6 +368,16 @@ public final class Reactor<Handler: ConnectionHandler> {
                 return
             }
         }
+    }
+
+    /// The peer shut down its side: the handler hears it, and the connection is settled.
+    @inlinable
+    func readEnded(_ i: Int32, _ id: ConnectionID) {
+        let slot = slots[Int(i)]
+        slot.pointee.life.readEOF()
+        markDirty(i)
+        let action = handler.onReadEOF(Connection(reactor: self, id: id), state: &slot.pointee.state)
+        apply(action, i)
     }
 
     @inlinable
