@@ -57,7 +57,10 @@ run() {
     done
     [ -n "$port" ] || { echo "server did not start: $(cat "$out")" >&2; exit 1; }
     python3 "benchmarks/tools/$workload" "$port" $arg1 $arg2 >/dev/null || { echo "$workload failed against $1 $name" >&2; kill -KILL "$pid"; exit 1; }
-    kill -TERM "$pid"; wait "$pid" || true
+    kill -TERM "$pid"
+    local status=0
+    wait "$pid" || status=$?
+    echo "$status" >"$work/$name.status"
 }
 # awk reads to the end: with pipefail, `grep -m1` would kill the writer with SIGPIPE.
 instructions() { callgrind_annotate "$work/$1.cg" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n { gsub(",", "", $1); print $1; n = 1 }'; }
@@ -72,7 +75,14 @@ per_message_instructions() {
     run callgrind "$name-l" pingpong.py "$conns $large" 64 "$@"
     local s l
     s=$(instructions "$name-s"); l=$(instructions "$name-l")
-    [ -n "$s" ] && [ -n "$l" ] || { echo "no callgrind totals: $(tail -c 300 "$work/$name-l.vg" 2>/dev/null)" >&2; return 1; }
+    if [ -z "$s" ] || [ -z "$l" ]; then
+        # Say why: valgrind's own last words, or how the server ended (143: SIGTERM killed it
+        # under valgrind before callgrind could write its profile, as Go's runtime does).
+        local why
+        why=$(grep -h -m1 -E 'Process terminating|VALGRIND INTERNAL ERROR|valgrind: the .impossible' "$work/$name-s.vg" "$work/$name-l.vg" 2>/dev/null | head -1 | sed 's/^==[0-9]*== //')
+        echo "callgrind wrote no profile (exit status under valgrind: $(cat "$work/$name-s.status" 2>/dev/null) and $(cat "$work/$name-l.status" 2>/dev/null)${why:+; $why})" >&2
+        return 1
+    fi
     echo $(( (l - s) / (conns * (large - small)) ))
 }
 
