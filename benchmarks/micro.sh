@@ -11,7 +11,9 @@
 #   any servers: COMMAND is a server's command line, words split at spaces, to which `--port 0` is
 #   appended; it must print `listening on ...:PORT`. Prints one line per server on stdout,
 #   `NAME INSTRUCTIONS`, or `NAME n/a WHY` when the server did not run under valgrind. Builds
-#   nothing and writes no report (benchmarks/run.sh uses it for its instructions column).
+#   nothing and writes no report (benchmarks/run.sh uses it for its instructions column). The
+#   profile is dumped (callgrind_control) before SIGTERM, for servers that callgrind cannot stop
+#   cleanly (Go: also set GODEBUG=asyncpreemptoff=1, as run.sh does; see run.py).
 set -euo pipefail
 build=yes
 per_message=()
@@ -57,13 +59,30 @@ run() {
     done
     [ -n "$port" ] || { echo "server did not start: $(cat "$out")" >&2; exit 1; }
     python3 "benchmarks/tools/$workload" "$port" $arg1 $arg2 >/dev/null || { echo "$workload failed against $1 $name" >&2; kill -KILL "$pid"; exit 1; }
+    # Per-message mode: dump the profile before stopping the server, for servers that do not
+    # survive a signal under callgrind (Go: callgrind asserts in vgCallgrind_post_signal on
+    # SIGTERM and writes nothing at exit). A dump zeroes the counters, so instructions() sums the
+    # dump and the exit profile.
+    if [ "$tool" = callgrind ] && [ "$mode" = per-message ]; then
+        callgrind_control --dump "$pid" >/dev/null 2>&1 || true
+    fi
     kill -TERM "$pid"
     local status=0
     wait "$pid" || status=$?
     echo "$status" >"$work/$name.status"
 }
 # awk reads to the end: with pipefail, `grep -m1` would kill the writer with SIGPIPE.
-instructions() { callgrind_annotate "$work/$1.cg" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n { gsub(",", "", $1); print $1; n = 1 }'; }
+# The profile written at exit, plus in --per-message mode the dump taken before SIGTERM (NAME.cg.1);
+# empty when none of them holds totals.
+instructions() {
+    local file total="" n
+    for file in "$work/$1.cg" "$work/$1.cg".[0-9]*; do
+        [ -s "$file" ] || continue
+        n=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n { gsub(",", "", $1); print $1; n = 1 }')
+        [ -n "$n" ] && total=$(( ${total:-0} + n ))
+    done
+    echo "$total"
+}
 allocs() { awk '/total heap usage/ && !n { v = $0; sub(/.*usage: /, "", v); sub(/ allocs.*/, "", v); gsub(",", "", v); print v; n = 1 }' "$work/$1.vg"; }
 
 small=1; large=2001; conns=10       # ping-pong rounds per connection
