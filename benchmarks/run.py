@@ -362,8 +362,8 @@ def syscalls_per_message(server, bench_bin, args):
 # one goroutine per connection never needs preempting, so that changes nothing it counts.
 GO_COUNT_ENV = {"GODEBUG": "asyncpreemptoff=1"}
 GO_UNDER_VALGRIND = (" (counted with `GODEBUG=asyncpreemptoff=1`: callgrind 3.19 asserts in vgCallgrind_post_signal on the "
-                     "SIGURG of Go's asynchronous preemption; and the runtime's scheduling makes the count vary by about 1 % "
-                     "between runs: 2,369 to 2,387 in three runs on 2026-12-07)")
+                     "SIGURG of Go's asynchronous preemption; the runtime's scheduling makes the count vary by a few % "
+                     "between runs: 2,329 to 2,387 in four runs on 2026-12-07)")
 
 
 def instructions_per_message(servers):
@@ -572,7 +572,8 @@ def write_report(rows, args, started, seed, instructions, failures=()):
               "under callgrind for 10 connections × 1 and × 2,001 ping-pong rounds (`tools/pingpong.py`) and divides the difference by the "
               "20,000 extra messages, so start-up and shutdown cancel out (the profile is dumped before the server is stopped, and the dump and "
               "the exit profile are summed). Kernel work is not counted. All threads of the server count (Go's runtime, NIO's, "
-              "Python's interpreter). The C, Swift and Python servers repeat their counts exactly.", ""]
+              "Python's interpreter). The C and Swift servers repeat their counts to within an instruction; Go and Python "
+              "vary by a few % (uvloop 3,501 to 3,520 in three runs on 2026-12-07).", ""]
     for s in servers:
         v = instructions.get(s)
         lines.append(f"- {s}: " + ("not measured (`--no-instructions`)" if v is None else f"{v:,}" if isinstance(v, int) else v)
