@@ -108,6 +108,31 @@ static inline long cepoll_raw_accept4(int fd, struct sockaddr *addr, socklen_t *
 }
 #endif
 
+/* Kernel echo (KernelEcho.swift): splice(2) between a socket and a pipe, with no offsets, and
+ * the pipe. Both are GNU extensions that glibc declares only under _GNU_SOURCE (see the top),
+ * so they are made with syscall(2), result or -errno like the calls above; the flags are the
+ * kernel's values (SPLICE_F_MOVE 1, SPLICE_F_NONBLOCK 2; O_NONBLOCK and O_CLOEXEC for pipe2,
+ * F_SETPIPE_SZ 1031). Bulk streams only: the extra instructions of syscall(2) do not matter. */
+static inline long cepoll_raw_splice(int fd_in, int fd_out, size_t length) {
+    long r = syscall(SYS_splice, fd_in, (void *)0, fd_out, (void *)0, length, 1 | 2);
+    return r < 0 ? -(long)errno : r;
+}
+static inline long cepoll_raw_pipe(int fds[2]) {
+    long r = syscall(SYS_pipe2, fds, O_NONBLOCK | O_CLOEXEC);
+    return r < 0 ? -(long)errno : r;
+}
+static inline long cepoll_set_pipe_size(int fd, int size) {
+    long r = fcntl(fd, 1031, size);
+    return r < 0 ? -(long)errno : r;
+}
+/* 1 when SIGPIPE is ignored in this process: splice(2) to a socket has no MSG_NOSIGNAL, so a
+ * reset peer would raise SIGPIPE. */
+static inline int cepoll_sigpipe_ignored(void) {
+    struct sigaction current;
+    if (sigaction(SIGPIPE, (void *)0, &current) != 0) return 0;
+    return current.sa_handler == SIG_IGN;
+}
+
 static inline int cepoll_errno(void) { return errno; }
 static inline void cepoll_set_errno(int value) { errno = value; }
 

@@ -167,6 +167,12 @@ public struct EchoHandler: ConnectionHandler {
         EchoProtocol.readEOF(connection: connection, state: &state)
     }
 
+    /// With the exit line off every byte goes back unchanged: a bulk stream may be echoed inside
+    /// the kernel (``ReactorConfiguration/kernelEcho``).
+    public func echoesUnchanged(_ connection: borrowing Connection<Self>, state: inout EchoState) -> Bool {
+        !policy.enabled
+    }
+
     public func onTimer(_ timer: TimerID, connection: borrowing Connection<Self>, state: inout EchoState) -> Action {
         EchoProtocol.timerFired(timer, connection: connection, state: &state)
         return .continue

@@ -40,6 +40,12 @@ enum Budget {
     /// `readsPerEvent`, a flooded socket gets 128 datagrams per turn, then TCP connections and
     /// other sockets get theirs; level triggering brings it back at once.
     @usableFromInline static let datagramBatchesPerEvent = 4
+    /// The smallest read (or splice) that starts (or keeps) a connection echoing inside the
+    /// kernel, when its handler allows it. Why half the read buffer (32 KiB by default): a read
+    /// that large means a peer streaming faster than one turn of the loop (a message-sized
+    /// exchange brings a few KiB at most), where splice saves two copies of 64 KiB for one more
+    /// pipe operation; below it a splice costs more than the copy it saves.
+    @inlinable static func kernelEchoMinimum(readBufferSize: Int) -> Int { max(readBufferSize / 2, 1) }
     /// The largest datagram the receive area holds whole. Why 65,535: the largest UDP payload
     /// an IPv4 or IPv6 (non-jumbogram) datagram can carry fits, so nothing is ever cut. The
     /// area is `datagramsPerBatch` × this, 2 MiB of address space, mapped lazily: pages are

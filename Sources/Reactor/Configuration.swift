@@ -53,6 +53,13 @@ public struct ReactorConfiguration: Sendable {
     /// After a stop is requested, how long connections get to flush before they are cut.
     public var shutdownGrace: Duration = .seconds(4)
 
+    /// Let the reactor echo bulk input inside the kernel for handlers that allow it
+    /// (``ConnectionHandler/echoesUnchanged(_:state:)``): splice(2) from the connection to a
+    /// pipe of the reactor and back, instead of a read into user space and a write. It saves
+    /// both copies of every byte. Used only while the process ignores SIGPIPE
+    /// (``Signals/ignoreSIGPIPE()``: splice has no MSG_NOSIGNAL). Off: always read and write.
+    public var kernelEcho = true
+
     /// Where the reactor reports accept errors and other events that are not a connection's.
     public var logger = Logger(label: "reactor")
 

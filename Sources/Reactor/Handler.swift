@@ -139,6 +139,17 @@ public protocol ConnectionHandler {
     /// a slow peer (a broadcast, a file being sent) can write again. Not called while closing.
     func onWritable(_ connection: borrowing Connection<Self>, state: inout ConnectionState) -> Action
 
+    /// Whether everything this connection reads now would be written back to it unchanged, in
+    /// order and at once, with nothing else to do (an RFC 862 echo). When true, the reactor may
+    /// echo a bulk stream inside the kernel (splice(2) through a pipe; see
+    /// ``ReactorConfiguration/kernelEcho``) without calling ``onRead(_:connection:state:)`` for
+    /// those bytes: they never reach user space, and are counted in
+    /// ``ReactorStatistics/bytesEchoedInKernel``. Asked after a read of at least half the read
+    /// buffer that the handler answered with ``Action/continue`` and nothing left pending; the
+    /// connection then streams in the kernel until a splice brings less than that, and reads
+    /// again as usual. Default: false.
+    func echoesUnchanged(_ connection: borrowing Connection<Self>, state: inout ConnectionState) -> Bool
+
     /// The connection is done: its output was flushed (or discarded, for an abortive close).
     /// Writes made here are discarded. The state is destroyed after the socket is closed; the
     /// reactor may still linger on the socket for up to 2 s so that the peer's last bytes do not
@@ -162,5 +173,6 @@ extension ConnectionHandler {
         .continue
     }
     public func onWritable(_ connection: borrowing Connection<Self>, state: inout ConnectionState) -> Action { .continue }
+    public func echoesUnchanged(_ connection: borrowing Connection<Self>, state: inout ConnectionState) -> Bool { false }
     public func onClose(_ connection: borrowing Connection<Self>, state: inout ConnectionState, reason: CloseReason) {}
 }

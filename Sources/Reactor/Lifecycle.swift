@@ -97,6 +97,9 @@ struct Bookkeeping: OptionSet, Sendable {
     /// Holds a place of the connection limit, given back at close or when lingering starts.
     /// Connections from a listener exempt from the limit, from connect(to:) or adopt(fd:) hold none.
     @inlinable static var holdsLimitPlace: Bookkeeping { Bookkeeping(rawValue: 1 << 3) }
+    /// Streaming: its input is echoed inside the kernel while no output is pending
+    /// (KernelEcho.swift). Set after a bulk read its handler allowed, cleared by a small one.
+    @inlinable static var kernelEcho: Bookkeeping { Bookkeeping(rawValue: 1 << 4) }
 }
 
 /// The epoll interest meaning "not in the epoll set at all". Never a real mask: the reactor

@@ -104,6 +104,13 @@ public final class Reactor<Handler: ConnectionHandler> {
         /// `runState` is `.stopping`: what the loop checks each turn (a class property would cost
         /// a dynamic exclusivity check there, 76 instructions per turn by callgrind).
         @usableFromInline var stopping = false
+        /// The kernel echo's pipe (KernelEcho.swift): made at the first bulk read a handler lets
+        /// the kernel echo, empty between calls. -1 until then.
+        @usableFromInline var pipeRead: CInt = -1
+        @usableFromInline var pipeWrite: CInt = -1
+        /// No kernel echo in this reactor: off in the configuration, or the pipe or a splice
+        /// failed in a way that will not change.
+        @usableFromInline var kernelEchoUnavailable = false
     }
 
     /// Creates a reactor: an epoll instance, its wake-up eventfd, its read buffer and its
@@ -126,6 +133,7 @@ public final class Reactor<Handler: ConnectionHandler> {
         readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: configuration.readBufferSize, alignment: 64)
         hot = .allocate(capacity: 1)
         hot.initialize(to: HotState())
+        hot.pointee.kernelEchoUnavailable = !configuration.kernelEcho
         dirty = .allocate(capacity: 1)
         dirty.initialize(to: [])
         books = .allocate(capacity: 1)
@@ -158,6 +166,7 @@ public final class Reactor<Handler: ConnectionHandler> {
         for socket in datagrams.sockets { sys.close(socket.fd) }
         sys.close(timerFD)
         if signalFD >= 0 { sys.close(signalFD) }
+        closeKernelEchoPipe()
         sys.close(epfd)
         slots.unmap()
         readBuffer.deallocate()
@@ -331,14 +340,28 @@ public final class Reactor<Handler: ConnectionHandler> {
         let fd = slot.pointee.fd
         let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: fd)
         for _ in 0..<Budget.readsPerEvent {
-            switch sys.read(fd, into: readBuffer) {
+            // A streaming connection whose handler echoes unchanged: in the kernel (KernelEcho.swift),
+            // unless output is pending or the reactor cannot splice.
+            let result: IOResult
+            let inKernel: Bool
+            if _slowPath(slot.pointee.book.contains(.kernelEcho)), let echoed = echoInKernel(i) {
+                result = echoed
+                inKernel = true
+            } else {
+                result = sys.read(fd, into: readBuffer)
+                inKernel = false
+            }
+            switch result {
             case .bytes(let n):
                 counters.pointee.bytesIn &+= n
                 slot.pointee.lastActive = hot.pointee.tick
-                let action = handler.onRead(UnsafeRawBufferPointer(rebasing: readBuffer[..<n]),
-                                            connection: Connection(reactor: self, id: id),
-                                            state: &slot.pointee.state)
-                apply(action, i)
+                if _fastPath(!inKernel) {
+                    let action = handler.onRead(UnsafeRawBufferPointer(rebasing: readBuffer[..<n]),
+                                                connection: Connection(reactor: self, id: id),
+                                                state: &slot.pointee.state)
+                    apply(action, i)
+                    if _slowPath(n >= Budget.kernelEchoMinimum(readBufferSize: readBuffer.count)) { mayEchoInKernel(i, action) }
+                }
                 guard n == readBuffer.count, slot.pointee.life.isReading else { return }
                 if let out = slot.pointee.output, out.count > configuration.highWatermark { return }
             case .eof:

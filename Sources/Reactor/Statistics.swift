@@ -17,6 +17,10 @@ public struct ReactorStatistics: Sendable, Equatable {
     public var bytesIn = 0
     /// Bytes written to connections (taken by the kernel).
     public var bytesOut = 0
+    /// Of ``bytesIn``, the bytes echoed inside the kernel (splice(2), never copied to user
+    /// space: ``ConnectionHandler/echoesUnchanged(_:state:)``). Each is in ``bytesOut`` too once
+    /// sent.
+    public var bytesEchoedInKernel = 0
     /// Failed accept4 calls, by error name (`EMFILE`, `ENFILE`, …).
     public var acceptErrors: [String: Int] = [:]
     /// Times accepting was paused for back-off after EMFILE, ENFILE, ENOBUFS or ENOMEM.
@@ -52,6 +56,7 @@ public struct ReactorStatistics: Sendable, Equatable {
         sum.closed.merge(b.closed, uniquingKeysWith: +)
         sum.bytesIn += b.bytesIn
         sum.bytesOut += b.bytesOut
+        sum.bytesEchoedInKernel += b.bytesEchoedInKernel
         sum.acceptErrors.merge(b.acceptErrors, uniquingKeysWith: +)
         sum.acceptPauses += b.acceptPauses
         sum.loopIterations += b.loopIterations

@@ -88,6 +88,10 @@ enum SyscallName: Sendable, Equatable {
     case linger
     /// The datagram calls; an interposer's `.limit(n)` cuts the batch to n messages.
     case recvmmsg, sendmmsg
+    /// The kernel echo (KernelEcho.swift): splice(2) from a connection into the reactor's pipe,
+    /// and from the pipe back to the connection. `fd` is the connection's in both; `.limit(n)`
+    /// cuts the length.
+    case spliceIn, spliceOut
 }
 
 /// The result of one recvmmsg or sendmmsg call.
@@ -415,6 +419,73 @@ struct Syscalls {
                 return .failed(Errno(rawValue: e))
             }
         }
+    }
+
+    // MARK: kernel echo
+
+    /// splice(2) of at most `length` bytes from `source` to `sink`, one of them a pipe, without
+    /// blocking. `call` names the direction for the test seam (`.spliceIn`: socket → pipe,
+    /// `.spliceOut`: pipe → socket) and `fd` the connection. 0 bytes from a socket is its end of
+    /// input; EINVAL, ENOSYS and EOPNOTSUPP mean this file cannot splice (the caller falls back).
+    @usableFromInline @inline(never)
+    func splice(_ call: SyscallName, from source: CInt, to sink: CInt, connection fd: CInt, length: Int) -> IOResult {
+        while true {
+            var length = length
+            switch consult(call, fd) {
+            case .proceed: break
+            case .limit(let n): length = min(length, max(n, 1))
+            case .fail(let e):
+                if e == .interrupted { continue }
+                if e == .resourceTemporarilyUnavailable { return .wouldBlock }
+                return .failed(e)
+            }
+            let n = cepoll_raw_splice(source, sink, length)
+            if n > 0 { return .bytes(n) }
+            if n == 0 { return .eof }
+            let e = CInt(truncatingIfNeeded: -n)
+            switch e {
+            case EINTR: continue
+            case EAGAIN: return .wouldBlock
+            default:
+                precondition(!isProgrammerError(e), "splice(\(source) → \(sink)) failed with errno \(e): a reactor bug")
+                return .failed(Errno(rawValue: e))
+            }
+        }
+    }
+
+    /// Whether a splice failure means the file cannot splice at all (rather than a failed
+    /// connection).
+    @usableFromInline
+    static func cannotSplice(_ e: Errno) -> Bool {
+        e == .invalidArgument || e == .noFunction || e == .notSupportedOnSocket
+    }
+
+    /// A non-blocking, close-on-exec pipe of at least `size` bytes when the kernel allows
+    /// (a smaller one otherwise), or the error. Only when SIGPIPE is ignored: a splice to a reset
+    /// socket raises it (splice has no MSG_NOSIGNAL), so without that the pipe is refused with
+    /// EPIPE and the caller does not splice.
+    static func splicePipe(size: Int) -> Result<(read: CInt, write: CInt), Errno> {
+        guard cepoll_sigpipe_ignored() != 0 else { return .failure(.brokenPipe) }
+        var fds: (CInt, CInt) = (-1, -1)
+        let rc = withUnsafeMutableBytes(of: &fds) { cepoll_raw_pipe($0.baseAddress!.assumingMemoryBound(to: CInt.self)) }
+        if rc < 0 { return .failure(Errno(rawValue: CInt(truncatingIfNeeded: -rc))) }
+        _ = cepoll_set_pipe_size(fds.1, CInt(clamping: size))  // the default (64 KiB) will do otherwise
+        return .success((fds.0, fds.1))
+    }
+
+    /// Reads what is left in the reactor's pipe into `buffer`: the bytes a short splice to the
+    /// connection left behind. Returns the bytes read, or nil on a failure no pipe should have.
+    @usableFromInline @inline(never)
+    static func drainPipe(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+        var total = 0
+        while total < buffer.count {
+            let n = cepoll_raw_read(fd, buffer.baseAddress! + total, buffer.count - total)
+            if n > 0 { total += n; continue }
+            if n == -Int(EINTR) { continue }
+            if n == -Int(EAGAIN) || n == 0 { break }
+            return nil
+        }
+        return total
     }
 
     /// close(2). Linux always frees the fd, even when close reports EINTR or EIO, so it is never

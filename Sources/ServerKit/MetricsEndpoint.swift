@@ -278,6 +278,7 @@ public final class MetricsEndpoint {
         out.metric("connections_closed_total", "counter", "Client connections closed, by reason.", closedSamples)
         out.metric("bytes_received_total", "counter", "Bytes read from clients.", [("", total.bytesIn)])
         out.metric("bytes_sent_total", "counter", "Bytes written to clients.", [("", total.bytesOut)])
+        out.metric("bytes_echoed_in_kernel_total", "counter", "Of the bytes sent, those echoed inside the kernel (splice), never copied through the server's memory.", [("", total.bytesEchoedInKernel)])
         let errors = Set(["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]).union(total.acceptErrors.keys).sorted()
         out.metric("accept_errors_total", "counter", "Failed accept calls, by error.", errors.map { ("{error=\"\($0)\"}", total.acceptErrors[$0] ?? 0) })
         out.metric("accept_pauses_total", "counter", "Times accepting paused for back-off after running out of fds or memory.", [("", total.acceptPauses)])

@@ -23,7 +23,7 @@ struct FileMode: ExpressibleByArgument, Sendable {
     static var defaultValueDescription: String { "the umask's" }
 }
 
-/// `--exit-line on|off`.
+/// `--exit-line on|off` and `--kernel-echo on|off`.
 enum ExitLineMode: String, ExpressibleByArgument, CaseIterable, Sendable {
     case on, off
 }
@@ -93,6 +93,9 @@ struct Reflectd: ParsableCommand {
     @Option(parsing: .unconditional,
             help: ArgumentHelp("How long an undecided line-start prefix of `exit` (`e`, `ex`, … `exit\\r`) is held back while no more input arrives, before it is echoed (0 to 60000; 0 echoes it at once).", valueName: "ms"))
     var exitHoldMs = 250
+
+    @Option(help: ArgumentHelp("With --exit-line off, echo a bulk stream inside the kernel (splice(2) through a pipe per reactor: the bytes are never copied to the server's memory and back): `on`, or `off` to read and write every byte.", valueName: "on|off"))
+    var kernelEcho: ExitLineMode = .on
 
     /// --stop-delay.
     @OptionGroup var stop: StopOptions

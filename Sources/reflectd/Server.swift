@@ -50,6 +50,7 @@ struct Server {
         configuration.sendTimeout = options.sendTimeout == 0 ? nil : .seconds(options.sendTimeout)
         configuration.keepAlive = options.keepalive
         configuration.noDelay = options.tcpNodelay
+        configuration.kernelEcho = options.kernelEcho == .on
         configuration.connectionLimit = options.maxConnections.map { ConnectionLimit(maximum: $0) }
 
         // Started by an upgrade: take the old process's listeners and connections first.

@@ -94,6 +94,14 @@ struct ServerHandler: ConnectionHandler {
         return EchoProtocol.readEOF(connection: connection, state: &state.echo)
     }
 
+    /// `--exit-line off`: an echo connection (past its PROXY header, if any) sends every byte back
+    /// unchanged, so a bulk stream is echoed inside the kernel (`--kernel-echo`).
+    func echoesUnchanged(_ connection: borrowing Connection<Self>, state: inout State) -> Bool {
+        guard !exitLine.enabled else { return false }
+        guard let extra = state.extra else { return true }
+        return extra.http == nil && extra.pending == nil && !extra.quiet
+    }
+
     func onTimer(_ timer: TimerID, connection: borrowing Connection<Self>, state: inout State) -> Action {
         if let request = state.extra?.http { return metrics!.deadlinePassed(timer, request: request) }
         EchoProtocol.timerFired(timer, connection: connection, state: &state.echo)

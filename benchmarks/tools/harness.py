@@ -2,7 +2,8 @@
 #   python3 benchmarks/tools/harness.py [--seconds 4] [--repeats 3] [--scenarios bulk:reflect-bench,bulk:cbulk,churn]
 #                                       [--base DIR] [--trace] [--out FILE.jsonl]
 # Run from the repository root after `swift build -c release` and `make -C benchmarks/baselines/c-epoll`.
-# Servers: reflectd (exit line on), reflectd-off, c-epoll, and with --base DIR the reflectd in DIR
+# Servers: reflectd (exit line on), reflectd-off, reflectd-off-copy (--kernel-echo off, where the
+# build has it), c-epoll, and with --base DIR the reflectd in DIR
 # (another release build) as base / base-off. Server on CPU 0, load on CPU 1.
 # Load generators for bulk: reflect-bench (4 connections, 64 KiB writes, 4 deep, binary) and cbulk
 # (benchmarks/tools/cbulk.c, the same shape in C, built into a temporary directory).
@@ -31,6 +32,9 @@ subprocess.run(["cc", "-O2", "-o", CBULK, "benchmarks/tools/cbulk.c"], check=Tru
 servers = {"reflectd": [f"{NEW}/reflectd", "--log-level", "warning"],
            "reflectd-off": [f"{NEW}/reflectd", "--log-level", "warning", "--exit-line", "off"],
            "c-epoll": ["benchmarks/baselines/c-epoll/echo_epoll"]}
+if "--kernel-echo" in subprocess.run([f"{NEW}/reflectd", "--help"], capture_output=True, text=True).stdout:
+    # reflectd-off echoes bulk in the kernel (splice); this one reads and writes every byte, as before.
+    servers["reflectd-off-copy"] = [f"{NEW}/reflectd", "--log-level", "warning", "--exit-line", "off", "--kernel-echo", "off"]
 if args.base:
     servers["base"] = [f"{args.base}/reflectd", "--log-level", "warning"]
     servers["base-off"] = [f"{args.base}/reflectd", "--log-level", "warning", "--exit-line", "off"]

@@ -177,7 +177,7 @@ final class FaultInterposer: SyscallInterposer, @unchecked Sendable {
         case .random(let maxLimit):
             let roll = s.random.next() % 100
             switch call {
-            case .read, .write:
+            case .read, .write, .spliceIn, .spliceOut:
                 if roll < 15 { return .fail(.interrupted) }
                 if roll < 30 { return .fail(.resourceTemporarilyUnavailable) }
                 if roll < 70 { return .limit(1 + Int(s.random.next() % UInt64(max(1, maxLimit)))) }
