@@ -59,7 +59,10 @@ def build(args):
     # than the default per-client limit allows (90 % of the fd room): off, as for any benchmark.
     unlimited = ["--max-connections-per-client", "off"] if supports(reflectd, "--max-connections-per-client") else []
     servers = {"reflectd": [reflectd, "--log-level", "warning"] + unlimited,
-               "reflectd-off": [reflectd, "--log-level", "warning", "--exit-line", "off"] + unlimited}
+               "reflectd-off": [reflectd, "--log-level", "warning", "--exit-line", "off"] + unlimited,
+               # reflectd-off echoes bulk streams inside the kernel (splice, issue 23.2); this one
+               # reads and writes every byte, as before, to show what the kernel echo is worth.
+               "reflectd-off-copy": [reflectd, "--log-level", "warning", "--exit-line", "off", "--kernel-echo", "off"] + unlimited}
     baselines = os.path.join(ROOT, "benchmarks", "baselines")
     wanted = set(args.servers)
     if not args.no_build and wanted & {"c-epoll", "nio", "go", "uvloop", "fork"}:
@@ -76,6 +79,9 @@ def build(args):
     if "reflectd-off" in wanted and not supports(reflectd, "--exit-line"):
         log("skipping reflectd-off: this reflectd has no --exit-line option")
         wanted.discard("reflectd-off")
+    if "reflectd-off-copy" in wanted and not supports(reflectd, "--kernel-echo"):
+        log("skipping reflectd-off-copy: this reflectd has no --kernel-echo option")
+        wanted.discard("reflectd-off-copy")
     if "uvloop" in wanted and subprocess.run([sys.executable, "-c", "import uvloop"], capture_output=True).returncode != 0:
         log("skipping uvloop: no uvloop module for this python3 (benchmarks/baselines/build.sh installs it)")
         wanted.discard("uvloop")
@@ -243,7 +249,7 @@ def get(d, *names, default=0):
 
 # ---------------------------------------------------------------- scenarios
 
-SERVER_ORDER = ["reflectd", "reflectd-off", "c-epoll", "go", "nio", "uvloop", "fork"]
+SERVER_ORDER = ["reflectd", "reflectd-off", "reflectd-off-copy", "c-epoll", "go", "nio", "uvloop", "fork"]
 
 SCENARIOS = [
     # name, load generator and its scenario, flags
@@ -485,7 +491,9 @@ def write_report(rows, args, started, seed, instructions, failures=()):
              f"- kernel: {uname}; CPU: {cpu}; {os.cpu_count()} cores",
              f"- server pinned to CPU {SERVER_CPU} (`taskset -c {SERVER_CPU}`), load generator (`reflect-bench`, or `cbulk` for bulk-cbulk) to CPU {LOAD_CPU}",
              f"- payload: {meta['payload']}",
-             "- reflectd runs twice: `reflectd` with the exit line on (the default), `reflectd-off` with `--exit-line off` (a pure RFC 862 echo, no scan)",
+             "- reflectd runs as `reflectd` with the exit line on (the default), `reflectd-off` with `--exit-line off` (a pure RFC 862 echo, no scan; "
+             "bulk streams echoed inside the kernel with splice where the build has it) and `reflectd-off-copy` with `--exit-line off --kernel-echo off` "
+             "(every byte read and written, as before the kernel echo; only where the build has `--kernel-echo`)",
              f"- **{args.repeats} repeat{'s' if args.repeats != 1 else ''}**; in each, every server runs every scenario, the servers of each scenario in a fresh random order "
              f"(Python `random.Random({seed})`, `--seed {seed}` repeats the order), each run on a fresh server process: a {args.warmup} s warm-up, "
              f"then a {args.duration} s measured run. Memory per idle connection and system calls per message are measured once (repeat 0).",
@@ -628,7 +636,7 @@ def chart(med, servers, instructions, date):
               ("CPU per churn cycle (µs, own)", "churn", "cpu_us_per_msg"),
               ("user instructions per message (callgrind)", None, None),
               ("memory (PSS) per idle connection (B)", "idle", "rss_per_connection")]
-    colors = {"reflectd": "#d9480f", "reflectd-off": "#f08c00", "c-epoll": "#1c7ed6", "go": "#0b7285", "nio": "#2b8a3e",
+    colors = {"reflectd": "#d9480f", "reflectd-off": "#f08c00", "reflectd-off-copy": "#fab005", "c-epoll": "#1c7ed6", "go": "#0b7285", "nio": "#2b8a3e",
               "uvloop": "#7048e8", "fork": "#868e96"}
     w, ph = 760, 34 + 28 * len(servers)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{ph * len(panels) + 40}" font-family="sans-serif" font-size="12">',
@@ -661,7 +669,8 @@ def main():
     p.add_argument("--repeats", type=int, default=3, help="how many times every server runs every scenario (default 3)")
     p.add_argument("--seed", type=int, default=None, help="seed of the servers' random order (default: from the clock; the report names it)")
     p.add_argument("--servers", default=",".join(SERVER_ORDER),
-                   help="comma-separated, from: " + ", ".join(SERVER_ORDER) + " (reflectd-off is reflectd --exit-line off)")
+                   help="comma-separated, from: " + ", ".join(SERVER_ORDER) + " (reflectd-off is reflectd --exit-line off; "
+                        "reflectd-off-copy adds --kernel-echo off)")
     p.add_argument("--payload", choices=["binary", "text"], default="binary",
                    help="reflect-bench payload: binary (every byte value; the default) or text lines")
     p.add_argument("--idle-connections", type=int, default=10000)
