@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Build the four baseline echo servers used by reflectd's comparison
+# Build the five baseline echo servers used by reflectd's comparison
 # benchmarks. Idempotent: safe to run repeatedly (C sources are recompiled
-# only when changed, SwiftPM rebuilds incrementally).
+# only when changed, SwiftPM rebuilds incrementally, uvloop is installed
+# only when missing).
 #
 # Usage: benchmarks/baselines/build.sh      (no arguments; --help prints this)
 #
-# Build logs go to stderr; stdout gets exactly four lines, the absolute
+# Build logs go to stderr; stdout gets exactly five lines, the absolute
 # paths of the binaries, in this order:
-#   c-epoll/echo_epoll, c-fork/echo_fork, nio-echo (release), go-echo/go-echo
+#   c-epoll/echo_epoll, c-fork/echo_fork, nio-echo (release), go-echo/go-echo,
+#   uvloop-echo/echo.py (a Python script: run it with $PYTHON)
 # Exits non-zero on any failure. The Go server needs a Go toolchain (Debian:
 # golang-go); without one it is skipped with a warning (its path is still
-# printed, and the binary is missing).
+# printed, and the binary is missing). The uvloop server needs the uvloop
+# package for $PYTHON: installed with `$PYTHON -m pip install uvloop` when
+# missing; if that fails, a warning (its path is still printed).
 #
 # Environment: CC (default cc), SWIFT (default: swift on PATH, else
-# /opt/swift/usr/bin/swift), GO (default: go on PATH).
+# /opt/swift/usr/bin/swift), GO (default: go on PATH), PYTHON (default python3).
 set -euo pipefail
 for argument in "$@"; do
     case "$argument" in
@@ -73,7 +77,18 @@ else
     echo "build.sh: warning: no Go toolchain (apt-get install golang-go): go-echo not built" >&2
 fi
 
+# uvloop: a pip package (PyPI), for the interpreter that will run echo.py.
+PYTHON="${PYTHON:-python3}"
+if "$PYTHON" -c 'import uvloop' 2>/dev/null; then
+    echo "= uvloop is installed for $PYTHON" >&2
+else
+    echo "+ $PYTHON -m pip install uvloop" >&2
+    "$PYTHON" -m pip install --quiet uvloop >&2 \
+        || echo "build.sh: warning: pip install uvloop failed: uvloop-echo will not run" >&2
+fi
+
 echo "$here/c-epoll/echo_epoll"
 echo "$here/c-fork/echo_fork"
 echo "$nio_bin"
 echo "$go_bin"
+echo "$here/uvloop-echo/echo.py"

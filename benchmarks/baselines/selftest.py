@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Self-test for the baseline echo servers (loopback 127.0.0.1 only).
 
-    python3 benchmarks/baselines/selftest.py [--skip-build] [epoll] [fork] [nio] [go]
+    python3 benchmarks/baselines/selftest.py [--skip-build] [epoll] [fork] [nio] [go] [uvloop]
 
 Builds the servers with build.sh (unless --skip-build), then for each server:
 starts it with `--port 0`, parses the exact "listening on 0.0.0.0:PORT" line
@@ -36,7 +36,10 @@ DEFAULT_BINS = {
     "fork": os.path.join(HERE, "c-fork", "echo_fork"),
     "nio": os.path.join(HERE, "nio-echo", ".build", "release", "nio-echo"),
     "go": os.path.join(HERE, "go-echo", "go-echo"),
+    "uvloop": os.path.join(HERE, "uvloop-echo", "echo.py"),
 }
+# build.sh prints one path per server, in this order.
+BUILD_ORDER = ["epoll", "fork", "nio", "go", "uvloop"]
 
 
 class Failure(Exception):
@@ -51,8 +54,10 @@ def check(cond, msg):
 class Server:
     def __init__(self, name, binary, args):
         self.name = name
+        # A Python server (uvloop) runs with this interpreter, the one build.sh installed uvloop for.
+        command = [sys.executable, binary] if binary.endswith(".py") else [binary]
         self.proc = subprocess.Popen(
-            [binary] + args,
+            command + args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -335,7 +340,7 @@ def main(argv):
     parser.add_argument("--skip-build", action="store_true", help="use the binaries already built (build.sh not run)")
     args = parser.parse_args(argv)
     skip_build = args.skip_build
-    names = args.names or ["epoll", "fork", "nio", "go"]
+    names = args.names or list(BUILD_ORDER)
     for n in names:
         if n not in DEFAULT_BINS:
             print(f"unknown server {n!r}; choose from {sorted(DEFAULT_BINS)}", file=sys.stderr)
@@ -350,16 +355,16 @@ def main(argv):
             print(f"FAIL build.sh: {e}", file=sys.stderr)
             return 1
         paths = out.decode().split()
-        if len(paths) != 4:
-            print(f"FAIL build.sh printed {paths!r}, want 4 paths", file=sys.stderr)
+        if len(paths) != len(BUILD_ORDER):
+            print(f"FAIL build.sh printed {paths!r}, want {len(BUILD_ORDER)} paths", file=sys.stderr)
             return 1
-        bins = dict(zip(["epoll", "fork", "nio", "go"], paths))
+        bins = dict(zip(BUILD_ORDER, paths))
 
     npass = nfail = 0
     for n in names:
         b = bins[n]
         print(f"== {n}: {b}", flush=True)
-        if not os.access(b, os.X_OK):
+        if not os.access(b, os.R_OK if b.endswith(".py") else os.X_OK):
             print(f"  FAIL binary missing: {b}")
             nfail += 1
             continue
