@@ -11,6 +11,10 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
     /// A finer word for logs where one name covers several causes (`send-timeout` for a
     /// ``timeout``); nil when the name says it all.
     public let detail: String?
+    /// Which of the reactor's own reasons this is exactly (`.other` for any other), so that a
+    /// closing connection keeps it in a byte of its slot and the statistics count it in a fixed
+    /// counter, with no hashing (see CloseCounts.swift).
+    @usableFromInline let code: CloseReasonCode
 
     /// A handler-defined reason, such as `CloseReason("exit")`.
     public init(_ name: String) {
@@ -22,26 +26,50 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
         self.name = name
         self.errno = code
         self.detail = detail
+        self.code = .other
+    }
+
+    /// One of the reactor's own reasons below.
+    init(_ name: String, detail: String? = nil, code: CloseReasonCode) {
+        self.name = name
+        self.errno = nil
+        self.detail = detail
+        self.code = code
+    }
+
+    /// The reason a code stands for: one of the reactor's own (`code` is neither `.none` nor `.other`).
+    @inlinable
+    static func preset(_ code: CloseReasonCode) -> CloseReason {
+        switch code {
+        case .eof: return .eof
+        case .reset: return .reset
+        case .shutdown: return .shutdown
+        case .timeout: return .timeout
+        case .sendTimeout: return .sendTimeout
+        case .closeTimeout: return .closeTimeout
+        case .limit: return .limit
+        case .none, .other: preconditionFailure("close reason code \(code) names no preset")
+        }
     }
 
     /// The peer shut down its side and every pending byte was written.
-    public static let eof = CloseReason("eof")
+    public static let eof = CloseReason("eof", code: .eof)
     /// The peer reset the connection (ECONNRESET, EPIPE).
-    public static let reset = CloseReason("reset")
+    public static let reset = CloseReason("reset", code: .reset)
     /// The reactor is stopping.
-    public static let shutdown = CloseReason("shutdown")
+    public static let shutdown = CloseReason("shutdown", code: .shutdown)
     /// No traffic in either direction for the idle timeout.
-    public static let timeout = CloseReason("timeout")
+    public static let timeout = CloseReason("timeout", code: .timeout)
     /// Pending output made no progress for ``ReactorConfiguration/sendTimeout``: the peer does
     /// not read. Named `timeout` (it counts with ``timeout``), described as `send-timeout`.
-    public static let sendTimeout = CloseReason("timeout", errno: nil, detail: "send-timeout")
+    public static let sendTimeout = CloseReason("timeout", detail: "send-timeout", code: .sendTimeout)
     /// A closing connection's pending output made no progress for
     /// ``ReactorConfiguration/closeTimeout``: the peer stopped reading before it took it all.
     /// Replaces the reason the close began with (its output is lost). Named `timeout`,
     /// described as `close-timeout`.
-    public static let closeTimeout = CloseReason("timeout", errno: nil, detail: "close-timeout")
+    public static let closeTimeout = CloseReason("timeout", detail: "close-timeout", code: .closeTimeout)
     /// The connection limit was reached; the connection was accepted only to be closed.
-    public static let limit = CloseReason("limit")
+    public static let limit = CloseReason("limit", code: .limit)
     /// Another socket error.
     public static func error(_ code: Errno) -> CloseReason { CloseReason("error", errno: code) }
 

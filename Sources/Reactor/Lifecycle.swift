@@ -429,7 +429,7 @@ extension Reactor {
         if let e = sys.epollCtl(epfd, EPOLL_CTL_ADD, fd, events: interest, data: id.epollData) {
             slot.pointee.registered = outOfEpollSet
             _ = slot.pointee.life.requestClose(abort: true)
-            closeReasons[i] = .error(e)
+            setCloseReason(i, .error(e))
             finishClose(i, notify: false)
             throw SyscallError(call: "epoll_ctl", errno: e)
         }
@@ -444,8 +444,42 @@ extension Reactor {
     func requestClose(_ i: Int32, _ reason: CloseReason, abort: Bool) {
         let slot = slots[Int(i)]
         guard slot.pointee.kind == .connection else { return }
-        if slot.pointee.life.requestClose(abort: abort) { closeReasons[i] = peerClose(i, reason) }
+        if slot.pointee.life.requestClose(abort: abort) { setCloseReason(i, peerClose(i, reason)) }
         markDirty(i)
+    }
+
+    /// Records the reason connection `i` closes with, replacing any earlier one: one of the
+    /// reactor's own as its code in the slot (no hashing on the common close), any other in
+    /// `closeReasons`.
+    @inlinable
+    func setCloseReason(_ i: Int32, _ reason: CloseReason) {
+        let slot = slots[Int(i)]
+        if slot.pointee.closing == .other && reason.code != .other { closeReasons.removeValue(forKey: i) }
+        slot.pointee.closing = reason.code
+        if reason.code == .other { closeReasons[i] = reason }
+    }
+
+    /// The reason recorded for connection `i`, or nil when none was.
+    @inlinable
+    func closeReason(_ i: Int32) -> CloseReason? {
+        switch slots[Int(i)].pointee.closing {
+        case .none: return nil
+        case .other: return closeReasons[i]
+        case let code: return .preset(code)
+        }
+    }
+
+    /// The reason recorded for connection `i`, or nil, forgetting it.
+    @inlinable
+    func takeCloseReason(_ i: Int32) -> CloseReason? {
+        let slot = slots[Int(i)]
+        let code = slot.pointee.closing
+        slot.pointee.closing = .none
+        switch code {
+        case .none: return nil
+        case .other: return closeReasons.removeValue(forKey: i)
+        default: return .preset(code)
+        }
     }
 
     /// `reason`, or what ``Connection/countPeerClose(as:)`` asked for when the peer ended it.
@@ -461,7 +495,7 @@ extension Reactor {
     @inlinable @inline(never)
     func finishClose(_ i: Int32, notify: Bool = true) {
         let slot = slots[Int(i)]
-        let reason = closeReasons.removeValue(forKey: i) ?? peerClose(i, .eof)
+        let reason = takeCloseReason(i) ?? peerClose(i, .eof)
         if !peerCloseReasons.isEmpty { peerCloseReasons.removeValue(forKey: i) }
         if slot.pointee.timerHead != 0 { cancelConnectionTimers(i) }
         if notify && slot.pointee.life.phase != .lingering {
@@ -487,7 +521,7 @@ extension Reactor {
             pool.give(out)
         }
         counters.pointee.open &-= 1
-        counters.pointee.closed[reason.name, default: 0] += 1
+        counters.pointee.closes.count(reason)
         if slot.pointee.book.contains(.holdsLimitPlace) { configuration.connectionLimit?.release() }
         let generation = slot.pointee.generation
         slot.deinitialize(count: 1)
@@ -506,7 +540,7 @@ extension Reactor {
         slot.pointee.book.remove([.closeDeadlineArmed, .sendDeadlineArmed])  // their timers are gone
         let id = ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd)
         handler.onClose(Connection(reactor: self, id: id), state: &slot.pointee.state,
-                        reason: closeReasons[i] ?? peerClose(i, .eof))
+                        reason: closeReason(i) ?? peerClose(i, .eof))
         slot.pointee.life.linger()
         // A lingering connection is done: it counts against no limit (a peer that never closes
         // must not keep a place for the whole linger). Its fd is the only thing it still holds.
@@ -567,7 +601,7 @@ extension Reactor {
             configuration.logger.debug("connection \(slot.pointee.peer) (\(ConnectionID(index: i, generation: slot.pointee.generation, fd: slot.pointee.fd))): closing, its peer took nothing for \(configuration.closeTimeout), \(now) bytes dropped (close-timeout)")
             // The output is dropped: the reason the close began with (eof, the handler's) no
             // longer says what happened.
-            if slot.pointee.life.cut() { closeReasons[i] = .closeTimeout }
+            if slot.pointee.life.cut() { setCloseReason(i, .closeTimeout) }
             markDirty(i)
             return
         }
@@ -581,7 +615,7 @@ extension Reactor {
     /// this breaks.
     func cutDiscarding(_ i: Int32, _ reason: CloseReason) {
         _ = slots[Int(i)].pointee.life.requestClose(abort: true)
-        closeReasons[i] = reason
+        setCloseReason(i, reason)
         markDirty(i)
     }
 
