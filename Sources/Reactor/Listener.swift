@@ -184,7 +184,7 @@ extension Reactor {
         for _ in 0..<Budget.acceptsPerWakeup {
             switch sys.accept(listenFD, &address) {
             case .accepted(let fd):
-                open(fd, peer: SocketAddress(storage: address), listener: listener)
+                open(fd, peer: SocketAddress(accepted: &address), listener: listener)
             case .wouldBlock:
                 return
             case .failed(let e):

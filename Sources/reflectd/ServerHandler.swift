@@ -67,6 +67,8 @@ struct ServerHandler: ConnectionHandler {
             return .continue
         }
         if logsConnections { logger.info("open \(connection.peer) (\(connection.id))") }
+        // No per-client limit: no client key to make (about 450 user instructions per accept).
+        if admission.clientLimit == nil { return .continue }
         return admit(ClientKey(connection.peer), name: connection.peer.description, connection, &state)
     }
 
