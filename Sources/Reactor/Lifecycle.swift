@@ -411,9 +411,9 @@ extension Reactor {
     /// Puts a new connection in the table and registers it with epoll, with the interest of its
     /// first phase. Throws, with the fd closed, if there is no slot or epoll refused it (ENOMEM,
     /// or ENOSPC past fs.epoll.max_user_watches); the handler then hears nothing of it (no
-    /// onOpen, so no onClose either).
+    /// onOpen, so no onClose either). `peer` and `state` are consumed: moved into the slot, not copied.
     @inlinable
-    func install(_ fd: CInt, peer: SocketAddress?, state: Handler.ConnectionState, origin: Origin) throws(SyscallError) -> ConnectionID {
+    func install(_ fd: CInt, peer: consuming SocketAddress?, state: consuming Handler.ConnectionState, origin: Origin) throws(SyscallError) -> ConnectionID {
         guard let i = slots.allocate(fd: fd) else {
             sys.close(fd)
             throw SyscallError(call: "no free connection slot (the fd hard limit is \(slots.capacity))", errno: .tooManyOpenFiles)
