@@ -7,16 +7,30 @@
 // instructions of a 3,800-instruction connect / echo / close cycle (callgrind, 2026-12-07,
 // benchmarks/results/2026-12-07-callgrind-churn-after.md).
 
-/// Which of the reactor's own close reasons a ``CloseReason`` is, exactly (name, detail, no
-/// errno): one byte, kept in a closing connection's slot instead of the reason itself.
+/// Which of the reactor's own close reasons a ``CloseReason`` is (its name and detail follow),
+/// or `.other`: one byte, kept in a closing connection's slot instead of the reason itself when
+/// the reason has no errno.
 @usableFromInline
 enum CloseReasonCode: UInt8, Sendable {
     /// No reason recorded (in a slot); never a reason's own code.
     case none = 0
-    case eof, reset, shutdown, timeout, sendTimeout, closeTimeout, limit
-    /// Any other reason: a handler's, or one carrying an errno. A slot with this code has its
-    /// reason in the reactor's `closeReasons`.
+    case eof, reset, shutdown, timeout, sendTimeout, closeTimeout, limit, error
+    /// A reason's: a handler's, with its own words. A slot's: the reason is in the reactor's
+    /// `closeReasons` (a handler's, or one with an errno).
     case other
+}
+
+/// The name and detail of a handler's ``CloseReason``. A class, so that copying a reason costs
+/// at most one retain, and nothing for the reactor's own reasons (which have none).
+@usableFromInline
+final class CloseReasonWords: Sendable {
+    @usableFromInline let name: String
+    @usableFromInline let detail: String?
+
+    @usableFromInline init(name: String, detail: String?) {
+        self.name = name
+        self.detail = detail
+    }
 }
 
 /// ``ReactorStatistics/closed``'s storage.
@@ -47,11 +61,12 @@ struct CloseCounts: Sendable, Equatable {
         case .shutdown: shutdown &+= 1
         case .timeout, .sendTimeout, .closeTimeout: timeout &+= 1
         case .limit: limit &+= 1
+        case .error: error &+= 1
         case .none, .other: countByName(reason.name)
         }
     }
 
-    /// A reason that is not exactly one of the reactor's: a handler's, or `reset`/`error` with an errno.
+    /// A handler's reason (which may have one of the reactor's names).
     @usableFromInline @inline(never)
     mutating func countByName(_ name: String) {
         self[name] &+= 1

@@ -451,14 +451,18 @@ extension Reactor {
     }
 
     /// Records the reason connection `i` closes with, replacing any earlier one: one of the
-    /// reactor's own as its code in the slot (no hashing on the common close), any other in
-    /// `closeReasons`.
+    /// reactor's own without an errno as its code in the slot (no hashing on the common close),
+    /// any other in `closeReasons`.
     @inlinable
     func setCloseReason(_ i: Int32, _ reason: CloseReason) {
         let slot = slots[Int(i)]
-        if slot.pointee.closing == .other && reason.code != .other { closeReasons.removeValue(forKey: i) }
-        slot.pointee.closing = reason.code
-        if reason.code == .other { closeReasons[i] = reason }
+        if reason.isPreset {
+            if slot.pointee.closing == .other { closeReasons.removeValue(forKey: i) }
+            slot.pointee.closing = reason.code
+        } else {
+            slot.pointee.closing = .other
+            closeReasons[i] = reason
+        }
     }
 
     /// The reason recorded for connection `i`, or nil when none was.

@@ -70,8 +70,30 @@ final class CloseCountsTests: XCTestCase {
         }
         for reason in [CloseReason("exit"), CloseReason("eof"), .error(.badFileDescriptor), .failure(.connectionReset),
                        .handedOver(name: "eof", errno: nil, detail: nil)] {
-            XCTAssertEqual(reason.code, .other, "\(reason) is kept whole, not as a code")
+            XCTAssertFalse(reason.isPreset, "\(reason) is kept whole, not as a code")
         }
+    }
+
+    /// The reactor's own reasons have their words from their code: the same words as before.
+    func testTheReactorsReasonsReadAsTheyDid() {
+        let words: [(CloseReason, String, String?, String)] = [
+            (.eof, "eof", nil, "eof"), (.reset, "reset", nil, "reset"), (.shutdown, "shutdown", nil, "shutdown"),
+            (.timeout, "timeout", nil, "timeout"), (.sendTimeout, "timeout", "send-timeout", "send-timeout"),
+            (.closeTimeout, "timeout", "close-timeout", "close-timeout"), (.limit, "limit", nil, "limit"),
+            (.error(.badFileDescriptor), "error", nil, "error (EBADF)"), (.failure(.connectionReset), "reset", nil, "reset"),
+            (.failure(.brokenPipe), "reset", nil, "reset"), (.failure(.timedOut), "error", nil, "error (ETIMEDOUT)"),
+            (CloseReason("exit"), "exit", nil, "exit"), (.handedOver(name: "timeout", errno: nil, detail: "close-timeout"), "timeout", "close-timeout", "close-timeout"),
+        ]
+        for (reason, name, detail, description) in words {
+            XCTAssertEqual(reason.name, name)
+            XCTAssertEqual(reason.detail, detail, "\(name)")
+            XCTAssertEqual(reason.description, description)
+        }
+        XCTAssertEqual(CloseReason.failure(.connectionReset).errno, .connectionReset)
+        XCTAssertEqual(CloseReason.failure(.connectionReset), .reset, "equal by name")
+        XCTAssertEqual(CloseReason("eof"), .eof, "equal by name")
+        XCTAssertEqual(CloseReason("eof").hashValue, CloseReason.eof.hashValue)
+        XCTAssertNotEqual(CloseReason.sendTimeout, .limit)
     }
 
     /// The code sits in what was padding: a slot is no larger.
