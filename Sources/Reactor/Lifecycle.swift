@@ -533,7 +533,8 @@ extension Reactor {
         // whole slot's deinitialize(count:) went through Slot<State>'s generic value witness
         // (about 180 user instructions per close, callgrind 2026-12-07). The rest are plain
         // values, left as they are for the next install to overwrite.
-        _ = withUnsafeMutablePointer(to: &slot.pointee.peer) { $0.deinitialize(count: 1) }
+        // An IP peer holds nothing to release; only a Unix path (a String) does.
+        if slot.pointee.peer.isUnix { _ = withUnsafeMutablePointer(to: &slot.pointee.peer) { $0.deinitialize(count: 1) } }
         _ = withUnsafeMutablePointer(to: &slot.pointee.state) { $0.deinitialize(count: 1) }
         slots.release(i)
     }

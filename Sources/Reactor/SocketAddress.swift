@@ -124,7 +124,7 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
     }
 
     /// True for a Unix-domain address.
-    public var isUnix: Bool { if case .unix = storage { return true } else { return false } }
+    @inlinable public var isUnix: Bool { if case .unix = storage { return true } else { return false } }
 
     public var description: String {
         switch storage {
