@@ -153,7 +153,7 @@ extension Reactor {
                 pool.give(out)
             }
             let idle = wheel.map { min(hot.pointee.tick &- slot.pointee.lastActive, $0.timeout) } ?? 0
-            let reason = closeReasons.removeValue(forKey: i)
+            let reason = takeCloseReason(i)
             peerCloseReasons.removeValue(forKey: i)
             let closing = life.phase == .open ? nil : (reason ?? .eof)
             taken.append(HandedOverConnection(
@@ -228,11 +228,11 @@ extension Reactor {
                 slot.pointee.book.remove(.holdsLimitPlace)  // a lingering connection holds no place
                 configuration.connectionLimit?.release()
             }
-            closeReasons[i] = connection.closing ?? .eof
+            setCloseReason(i, connection.closing ?? .eof)
             _ = addTimer(after: Budget.lingerNs, interval: nil, .lingerDeadline(id))
         } else if let reason = connection.closing {
             _ = slot.pointee.life.requestClose(abort: false)
-            closeReasons[i] = reason
+            setCloseReason(i, reason)
         }
         markDirty(i)
         settleDirty()

@@ -3,53 +3,100 @@ import SystemPackage
 /// Why a connection was closed. Reactor-made reasons are static members; a handler names its own
 /// (`CloseReason("exit")`).
 public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
-    /// A short lowercase word for logs and metrics labels (`eof`, `reset`, `exit`). Statistics
-    /// count closes per name, so use a fixed set of names, not text built at run time.
-    public let name: String
+    /// Which reason this is: one of the reactor's own (its words follow from the code, so
+    /// copying it retains nothing and a closing connection keeps it as one byte of its slot), or
+    /// `.other`, a handler's, whose words are in `words`. See CloseCounts.swift.
+    @usableFromInline let code: CloseReasonCode
     /// The socket error behind `.reset` and `.error`, when there was one.
     public let errno: Errno?
+    /// The name and detail of an `.other` reason; nil for the reactor's own.
+    @usableFromInline let words: CloseReasonWords?
+
+    /// A short lowercase word for logs and metrics labels (`eof`, `reset`, `exit`). Statistics
+    /// count closes per name, so use a fixed set of names, not text built at run time.
+    public var name: String {
+        if let words { return words.name }
+        switch code {
+        case .eof: return "eof"
+        case .reset: return "reset"
+        case .shutdown: return "shutdown"
+        case .timeout, .sendTimeout, .closeTimeout: return "timeout"
+        case .limit: return "limit"
+        case .error: return "error"
+        case .none, .other: return ""
+        }
+    }
+
     /// A finer word for logs where one name covers several causes (`send-timeout` for a
     /// ``timeout``); nil when the name says it all.
-    public let detail: String?
+    public var detail: String? {
+        if let words { return words.detail }
+        switch code {
+        case .sendTimeout: return "send-timeout"
+        case .closeTimeout: return "close-timeout"
+        default: return nil
+        }
+    }
 
     /// A handler-defined reason, such as `CloseReason("exit")`.
     public init(_ name: String) {
         self.init(name, errno: nil)
     }
 
+    /// Any reason, by its words: a handler's, or one handed over from another process.
     @usableFromInline
-    init(_ name: String, errno code: Errno?, detail: String? = nil) {
-        self.name = name
-        self.errno = code
-        self.detail = detail
+    init(_ name: String, errno: Errno?, detail: String? = nil) {
+        self.code = .other
+        self.errno = errno
+        self.words = CloseReasonWords(name: name, detail: detail)
+    }
+
+    /// One of the reactor's own reasons.
+    @usableFromInline
+    init(code: CloseReasonCode, errno: Errno? = nil) {
+        self.code = code
+        self.errno = errno
+        self.words = nil
+    }
+
+    /// Whether a closing connection can keep this reason as its code alone: one of the
+    /// reactor's own, with no errno.
+    @inlinable var isPreset: Bool { words == nil && errno == nil }
+
+    /// The reason a code stands for: one of the reactor's own, with no errno (`code` is neither
+    /// `.none` nor `.other`).
+    @inlinable
+    static func preset(_ code: CloseReasonCode) -> CloseReason {
+        precondition(code != .none && code != .other, "close reason code \(code) names no preset")
+        return CloseReason(code: code)
     }
 
     /// The peer shut down its side and every pending byte was written.
-    public static let eof = CloseReason("eof")
+    public static let eof = CloseReason(code: .eof)
     /// The peer reset the connection (ECONNRESET, EPIPE).
-    public static let reset = CloseReason("reset")
+    public static let reset = CloseReason(code: .reset)
     /// The reactor is stopping.
-    public static let shutdown = CloseReason("shutdown")
+    public static let shutdown = CloseReason(code: .shutdown)
     /// No traffic in either direction for the idle timeout.
-    public static let timeout = CloseReason("timeout")
+    public static let timeout = CloseReason(code: .timeout)
     /// Pending output made no progress for ``ReactorConfiguration/sendTimeout``: the peer does
     /// not read. Named `timeout` (it counts with ``timeout``), described as `send-timeout`.
-    public static let sendTimeout = CloseReason("timeout", errno: nil, detail: "send-timeout")
+    public static let sendTimeout = CloseReason(code: .sendTimeout)
     /// A closing connection's pending output made no progress for
     /// ``ReactorConfiguration/closeTimeout``: the peer stopped reading before it took it all.
     /// Replaces the reason the close began with (its output is lost). Named `timeout`,
     /// described as `close-timeout`.
-    public static let closeTimeout = CloseReason("timeout", errno: nil, detail: "close-timeout")
+    public static let closeTimeout = CloseReason(code: .closeTimeout)
     /// The connection limit was reached; the connection was accepted only to be closed.
-    public static let limit = CloseReason("limit")
+    public static let limit = CloseReason(code: .limit)
     /// Another socket error.
-    public static func error(_ code: Errno) -> CloseReason { CloseReason("error", errno: code) }
+    public static func error(_ code: Errno) -> CloseReason { CloseReason(code: .error, errno: code) }
 
     /// The reason for a failed read or write on a connection.
 @usableFromInline
     static func failure(_ code: Errno) -> CloseReason {
         switch code {
-        case .connectionReset, .brokenPipe: return CloseReason("reset", errno: code)
+        case .connectionReset, .brokenPipe: return CloseReason(code: .reset, errno: code)
         default: return .error(code)
         }
     }

@@ -56,7 +56,8 @@ public final class Reactor<Handler: ConnectionHandler> {
     /// would cost a dynamic exclusivity check there.
     @usableFromInline let dirty: UnsafeMutablePointer<[Int32]>
     /// The reason of each connection being closed (the first one given), by slot, from the
-    /// close request until the slot is freed.
+    /// close request until the slot is freed, for reasons that are not one of the reactor's own
+    /// (those are a code in the slot: see `setCloseReason`).
     @inlinable var closeReasons: [Int32: CloseReason] {
         get { books.pointee.closeReasons }
         _modify { yield &books.pointee.closeReasons }
@@ -542,7 +543,7 @@ public final class Reactor<Handler: ConnectionHandler> {
         let limited = listenerIsLimited(listener)
         if limited, let limit = configuration.connectionLimit, !limit.acquire() {
             counters.pointee.rejectedByLimit &+= 1
-            counters.pointee.closed[CloseReason.limit.name, default: 0] += 1
+            counters.pointee.closes.limit &+= 1
             configuration.logger.info("connection from \(peer?.description ?? "?") refused: limit of \(limit.maximum) connections reached (reason limit)")
             sys.close(fd)
             return

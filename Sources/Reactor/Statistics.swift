@@ -11,8 +11,16 @@ public struct ReactorStatistics: Sendable, Equatable {
     public var open = 0
     /// Connections closed at once because the connection limit was reached.
     public var rejectedByLimit = 0
-    /// Closed connections, by ``CloseReason/name``.
-    public var closed: [String: Int] = [:]
+    /// Closed connections, by ``CloseReason/name``. The reactor's own names (`eof`, `reset`,
+    /// `shutdown`, `timeout`, `limit`, `error`) appear once their count is not zero; a handler's
+    /// names once counted. Built at each read from fixed counters (closing a connection hashes
+    /// nothing): read it once per report, not per name.
+    public var closed: [String: Int] {
+        get { closes.dictionary }
+        set { closes = CloseCounts(newValue) }
+    }
+    /// The storage of ``closed``.
+    @usableFromInline var closes = CloseCounts()
     /// Bytes read from connections.
     public var bytesIn = 0
     /// Bytes written to connections (taken by the kernel).
@@ -53,7 +61,7 @@ public struct ReactorStatistics: Sendable, Equatable {
         sum.accepted += b.accepted
         sum.open += b.open
         sum.rejectedByLimit += b.rejectedByLimit
-        sum.closed.merge(b.closed, uniquingKeysWith: +)
+        sum.closes = sum.closes + b.closes
         sum.bytesIn += b.bytesIn
         sum.bytesOut += b.bytesOut
         sum.bytesEchoedInKernel += b.bytesEchoedInKernel

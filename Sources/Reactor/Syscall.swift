@@ -493,11 +493,9 @@ struct Syscalls {
     @usableFromInline @inline(never)
     func close(_ fd: CInt) {
         if case .fail = consult(.close, fd) { Glibc.close(fd); return }
-        let rc = Glibc.close(fd)
-        if rc != 0 {
-            let e = cepoll_errno()
-            precondition(e != EBADF, "close(\(fd)): EBADF, the fd was closed twice: a reactor bug")
-        }
+        // The raw call (0 or -errno): glibc's close is a cancellation point.
+        let rc = cepoll_raw_close(fd)
+        precondition(rc != -Int(EBADF), "close(\(fd)): EBADF, the fd was closed twice: a reactor bug")
     }
 
     /// SO_LINGER {on, 0}: the close(2) that follows resets the connection (RST) and drops what

@@ -139,13 +139,16 @@ final class LoopbackEchoTests: XCTestCase {
     /// A reactor with a 1 s closeTimeout whose handler answers the client's EOF with `count`
     /// bytes; a client with a 4 KiB receive buffer that half-closes and has read nothing, once
     /// at least `queuedAtLeast` bytes of the reply wait in the server's output buffer.
-    private func halfCloseWithQueuedReply(count: Int, queuedAtLeast: Int) throws
+    /// `then` is what the handler returns once the reply is queued.
+    private func halfCloseWithQueuedReply(count: Int, queuedAtLeast: Int, then: Action = .close(.eof)) throws
         -> (Probe, ReactorRunner<Int>, TestSocket, [UInt8]) {
         let probe = Probe()
         let reply = PatternStream().bytes(from: 0, count: count)
         var configuration = ReactorConfiguration()
         configuration.closeTimeout = .seconds(1)
-        let reactor = try ReactorRunner.listening(configuration: configuration) { ReplyOnEOFHandler(reply: reply, probe: probe) }
+        let reactor = try ReactorRunner.listening(configuration: configuration) {
+            ReplyOnEOFHandler(reply: reply, probe: probe, then: then)
+        }
         reactors.append(reactor)
         let client = try TestSocket.connect(port: reactor.port, receiveBuffer: 4096)
         client.shutdownWrite()
@@ -174,6 +177,35 @@ final class LoopbackEchoTests: XCTestCase {
         XCTAssertEqual(end, .reset, "a cut that dropped output ended in \(end) after \(received.count) of \(reply.count) bytes")
         XCTAssertLessThan(received.count, reply.count)
         XCTAssertNil(firstDifference(received, Array(reply[..<received.count])), "what arrived is not a prefix of the reply")
+        client.close()
+    }
+
+    /// A handler's own reason (kept whole by the reactor, not as a one-byte code) is replaced
+    /// by the cut's when the close deadline drops the output, and the statistics count only the
+    /// cut's.
+    func testTheCloseTimeoutReplacesAHandlersReason() throws {
+        let (probe, reactor, client, _) = try halfCloseWithQueuedReply(count: 8 << 20, queuedAtLeast: 1 << 20,
+                                                                       then: .close(CloseReason("bye")))
+        XCTAssertTrue(probe.wait(timeout: 6) { !$0.closed.isEmpty }, "still open after 6 s: \(probe.snapshot.closed)")
+        XCTAssertEqual(probe.snapshot.closed, ["timeout": 1], "the cut must count as a timeout, not as the handler's bye")
+        XCTAssertEqual(probe.snapshot.closeLog, ["close-timeout 127.0.0.1:\(client.localPort)"])
+        let statistics = reactor.statistics { $0.open == 0 }
+        XCTAssertEqual(statistics.closed, ["timeout": 1], "statistics: \(statistics.closed)")
+        client.close()
+    }
+
+    /// A handler's own reason reaches its onClose and the statistics once every byte is taken.
+    func testAHandlersReasonIsReportedAfterAGracefulClose() throws {
+        let (probe, reactor, client, reply) = try halfCloseWithQueuedReply(count: 3 << 20, queuedAtLeast: 32 << 10,
+                                                                           then: .close(CloseReason("bye")))
+        let (received, end) = client.receiveUntilEnd(timeout: 10, limit: reply.count)
+        XCTAssertEqual(end, .eof, "after \(received.count) of \(reply.count) bytes")
+        XCTAssertEqual(received.count, reply.count)
+        XCTAssertTrue(probe.wait(timeout: 6) { !$0.closed.isEmpty }, "still open: \(probe.snapshot.closed)")
+        XCTAssertEqual(probe.snapshot.closed, ["bye": 1])
+        XCTAssertEqual(probe.snapshot.closeLog, ["bye 127.0.0.1:\(client.localPort)"])
+        let statistics = reactor.statistics { $0.open == 0 }
+        XCTAssertEqual(statistics.closed, ["bye": 1], "statistics: \(statistics.closed)")
         client.close()
     }
 

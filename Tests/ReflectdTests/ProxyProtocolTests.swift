@@ -326,6 +326,20 @@ final class ProxyProtocolTests: XCTestCase {
         XCTAssertEqual(limit.clients, 0, "a client with nothing open leaves the table")
     }
 
+    /// The same for IPv6 /64s (the other table), and a refused client leaves no entry behind.
+    func testClientLimitCountsAnIPv6SiteOnceAndGivesItsPlaceBack() throws {
+        let limit = ClientLimit(maximum: 1)
+        let a = try XCTUnwrap(ClientKey(host: "2001:db8:1:2::1")), sameSite = try XCTUnwrap(ClientKey(host: "2001:db8:1:2::ff"))
+        XCTAssertTrue(limit.acquire(a))
+        XCTAssertFalse(limit.acquire(sameSite), "one /64 is one client")
+        XCTAssertEqual(limit.count(a), 1)
+        XCTAssertEqual(limit.clients, 1)
+        limit.release(sameSite)
+        XCTAssertEqual(limit.count(a), 0)
+        XCTAssertEqual(limit.clients, 0, "a client with nothing open leaves the table")
+        XCTAssertTrue(limit.acquire(a))
+    }
+
     /// The bound stated in ClientLimit's documentation: 100,000 distinct clients (half IPv4,
     /// half IPv6 /64s) with a connection each take at most 4 MiB of table storage
     /// (`tableBytes`, from the dictionary's capacity and element sizes, which does not depend on
