@@ -45,23 +45,23 @@ public struct CloseReason: Sendable, Hashable, CustomStringConvertible {
 
     /// Any reason, by its words: a handler's, or one handed over from another process.
     @usableFromInline
-    init(_ name: String, errno: Errno?, detail: String? = nil) {
+    init(_ name: String, errno failure: Errno?, detail: String? = nil) {
         self.code = .other
-        self.errno = errno
+        self.errno = failure
         self.words = CloseReasonWords(name: name, detail: detail)
     }
 
     /// One of the reactor's own reasons.
     @usableFromInline
-    init(code: CloseReasonCode, errno: Errno? = nil) {
+    init(code: CloseReasonCode, errno failure: Errno? = nil) {
         self.code = code
-        self.errno = errno
+        self.errno = failure
         self.words = nil
     }
 
     /// Whether a closing connection can keep this reason as its code alone: one of the
     /// reactor's own, with no errno.
-    @inlinable var isPreset: Bool { words == nil && errno == nil }
+    @inlinable var isPreset: Bool { words == nil && self.errno == nil }
 
     /// The reason a code stands for: one of the reactor's own, with no errno (`code` is neither
     /// `.none` nor `.other`).

@@ -160,6 +160,14 @@ struct Syscalls {
     /// when none was, because an interposer must be consulted first).
     @usableFromInline @inline(never)
     func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer, first: Int?) -> IOResult {
+        receive(.read, fd, length: buffer.count, first: first, what: "read(\(fd))") { cepoll_raw_read(fd, buffer.baseAddress, $0) }
+    }
+
+    /// A call that moves bytes from `fd` (read, a splice from it): the test seam's answer for
+    /// `call` first, then `make(length)` (the raw result, or -errno), retried on EINTR; 0 is the
+    /// peer's end of input. `first` is the raw result of a call already made (nil when none was).
+    private func receive(_ call: SyscallName, _ fd: CInt, length: Int, first: Int?, what: @autoclosure () -> String,
+                         _ make: (Int) -> Int) -> IOResult {
         var made = first
         while true {
             let n: Int
@@ -167,16 +175,16 @@ struct Syscalls {
                 n = r
                 made = nil
             } else {
-                var length = buffer.count
-                switch consult(.read, fd) {
+                var allowed = length
+                switch consult(call, fd) {
                 case .proceed: break
-                case .limit(let n): length = min(length, max(n, 1))
+                case .limit(let n): allowed = min(allowed, max(n, 1))
                 case .fail(let e):
                     if e == .interrupted { continue }
                     if e == .resourceTemporarilyUnavailable { return .wouldBlock }
                     return .failed(e)
                 }
-                n = cepoll_raw_read(fd, buffer.baseAddress, length)
+                n = make(allowed)
             }
             if n > 0 { return .bytes(n) }
             if n == 0 { return .eof }
@@ -185,7 +193,7 @@ struct Syscalls {
             case EINTR: continue
             case EAGAIN: return .wouldBlock
             default:
-                precondition(!isProgrammerError(e), "read(\(fd)) failed with errno \(e): a reactor bug")
+                precondition(!isProgrammerError(e), "\(what()) failed with errno \(e): a reactor bug")
                 return .failed(Errno(rawValue: e))
             }
         }
@@ -429,28 +437,7 @@ struct Syscalls {
     /// input; EINVAL, ENOSYS and EOPNOTSUPP mean this file cannot splice (the caller falls back).
     @usableFromInline @inline(never)
     func splice(_ call: SyscallName, from source: CInt, to sink: CInt, connection fd: CInt, length: Int) -> IOResult {
-        while true {
-            var length = length
-            switch consult(call, fd) {
-            case .proceed: break
-            case .limit(let n): length = min(length, max(n, 1))
-            case .fail(let e):
-                if e == .interrupted { continue }
-                if e == .resourceTemporarilyUnavailable { return .wouldBlock }
-                return .failed(e)
-            }
-            let n = cepoll_raw_splice(source, sink, length)
-            if n > 0 { return .bytes(n) }
-            if n == 0 { return .eof }
-            let e = CInt(truncatingIfNeeded: -n)
-            switch e {
-            case EINTR: continue
-            case EAGAIN: return .wouldBlock
-            default:
-                precondition(!isProgrammerError(e), "splice(\(source) → \(sink)) failed with errno \(e): a reactor bug")
-                return .failed(Errno(rawValue: e))
-            }
-        }
+        receive(call, fd, length: length, first: nil, what: "splice(\(source) → \(sink))") { cepoll_raw_splice(source, sink, $0) }
     }
 
     /// Whether a splice failure means the file cannot splice at all (rather than a failed
