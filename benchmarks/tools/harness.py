@@ -13,6 +13,10 @@
 #   cpu0   CPU 0's non-idle time from /proc/stat (user+nice+system+irq+softirq+steal): includes
 #          every other process that ran on CPU 0, so a run where it exceeds the server's own time
 #          by more than 10 % is flagged "contaminated" (someone else used CPU 0).
+# With --paired A,B only those two servers run, alternating which goes first, and the last lines
+# are the median of the per-repeat ratios A/B (many short pairs beat medians of a few long runs
+# when the machine drifts: churn's CPU per cycle moved 28.8 -> 35.3 us for the same server between
+# repeats of one run.sh run).
 # With --trace (needs perf and tracepoints), each bulk run also records system calls per MB, bytes
 # per read and per send, and the bytes a server copied into an output buffer after a short send.
 import argparse, collections, json, os, random, re, subprocess, sys, tempfile, time
@@ -24,6 +28,10 @@ ap.add_argument("--scenarios", default="bulk:reflect-bench,bulk:cbulk,churn")
 ap.add_argument("--base")
 ap.add_argument("--trace", action="store_true")
 ap.add_argument("--out")
+ap.add_argument("--paired", metavar="A,B",
+                help="run only servers A and B, in the order A B in even repeats and B A in odd ones, and end with "
+                     "the median of the per-repeat ratios A/B for each scenario and measure: drift over the run "
+                     "(the host, TIME_WAIT sockets piling up) falls on both sides of each pair alike")
 args = ap.parse_args()
 NEW = ".build/release"
 tmp = tempfile.mkdtemp()
@@ -99,11 +107,20 @@ def trace_summary(data):
                 copied_to_output_B_per_MB=round(sum(l - r for b, l, r in sends if b == shared) / mb),
                 sent_from_output_B_per_MB=round(sum(r for b, l, r in sends if b != shared) / mb))
 
+pair = args.paired.split(",") if args.paired else None
+if pair:
+    unknown = [p for p in pair if p not in servers]
+    if len(pair) != 2 or unknown:
+        raise SystemExit(f"--paired wants two of {', '.join(servers)}, not {args.paired}")
 out = open(args.out, "a") if args.out else None
+results = []
 for rep in range(args.repeats):
     for scen in args.scenarios.split(","):
         kind = scen.split(":")[-1]
-        order = list(servers.items()); random.shuffle(order)
+        if pair:
+            order = [(n, servers[n]) for n in (pair if rep % 2 == 0 else pair[::-1])]
+        else:
+            order = list(servers.items()); random.shuffle(order)
         for name, argv in order:
             p, port = start(argv)
             bench(kind, port, 1)  # warm-up
@@ -126,5 +143,22 @@ for rep in range(args.repeats):
             if rec:
                 r.update(trace_summary(data))
             print(json.dumps(r), flush=True)
+            results.append(r)
             if out:
                 out.write(json.dumps(r) + "\n"); out.flush()
+if pair:
+    for scen in args.scenarios.split(","):
+        for measure in ("utst_us", "cpu0_us"):
+            ratios = []
+            for rep in range(args.repeats):
+                a = [r for r in results if r["rep"] == rep and r["scenario"] == scen and r["server"] == pair[0]]
+                b = [r for r in results if r["rep"] == rep and r["scenario"] == scen and r["server"] == pair[1]]
+                if a and b and b[0][measure]:
+                    ratios.append(round(a[0][measure] / b[0][measure], 4))
+            ratios.sort()
+            median = ratios[len(ratios) // 2] if len(ratios) % 2 else (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+            line = dict(paired=f"{pair[0]}/{pair[1]}", scenario=scen, measure=measure, pairs=len(ratios),
+                        median_ratio=round(median, 4), ratios=ratios)
+            print(json.dumps(line), flush=True)
+            if out:
+                out.write(json.dumps(line) + "\n"); out.flush()
