@@ -33,6 +33,26 @@ final class KernelEchoServerTests: ServerTestCase {
         XCTAssertGreaterThan(inKernel, 4 << 20, "most of an 8 MiB stream should be echoed in the kernel")
     }
 
+    func testAProxiedConnectionIsEchoedInTheKernelOnceItsHeaderIsRead() throws {
+        // The header itself must reach reflectd's parser (never spliced back); the stream after it may.
+        let server = try start(["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--log-level", "info",
+                                "--exit-line", "off", "--proxy-protocol"])
+        let port = try server.waitForTCPPort()
+        let metricsPort = try server.waitForMetricsPort()
+        var random = SystemRandomNumberGenerator()
+        let payload = (0..<(8 << 20)).map { _ in UInt8.random(in: 0...255, using: &random) }
+        let client = try TestSocket.connect(port: port)
+        try client.send(Array("PROXY TCP4 10.1.2.3 127.0.0.1 5555 \(port)\r\n".utf8))
+        let writer = Thread { _ = payload.withUnsafeBytes { client.sendAll($0, timeout: 30) }; client.shutdownWrite() }
+        writer.start()
+        let (echo, end) = client.receiveUntilEnd(timeout: 30, limit: payload.count + 1)
+        XCTAssertEqual(end, .eof)
+        XCTAssertTrue(echo == payload, "the echo differs from what was sent after the header (\(echo.count) bytes back)")
+        let (metrics, _) = try MetricsScrape.scrape(port: metricsPort, until: ["reflectd_bytes_sent_total": payload.count])
+        XCTAssertGreaterThan(metrics["reflectd_bytes_echoed_in_kernel_total"] ?? 0, 4 << 20)
+        waitForLog(server, "open 10.1.2.3:5555")
+    }
+
     func testKernelEchoOffReadsEveryByte() throws {
         XCTAssertEqual(try streamed(["--exit-line", "off", "--kernel-echo", "off"]), 0)
     }
