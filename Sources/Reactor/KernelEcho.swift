@@ -53,9 +53,7 @@ extension Reactor {
         case .bytes(let n):
             counters.pointee.bytesIn &+= n
             slot.pointee.lastActive = hot.pointee.tick
-            guard n == readBuffer.count, slot.pointee.life.isReading else { return false }
-            if let out = slot.pointee.output, out.count > configuration.highWatermark { return false }
-            return true
+            return readsAgain(i, n)
         case .eof:
             readEnded(i, id)
             return false
