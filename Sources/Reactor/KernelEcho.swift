@@ -53,7 +53,9 @@ extension Reactor {
         case .bytes(let n):
             counters.pointee.bytesIn &+= n
             slot.pointee.lastActive = hot.pointee.tick
-            return readsAgain(i, n)
+            guard n == readBuffer.count, slot.pointee.life.isReading else { return false }
+            if let out = slot.pointee.output, out.count > configuration.highWatermark { return false }
+            return true
         case .eof:
             readEnded(i, id)
             return false

@@ -355,9 +355,10 @@ public final class Reactor<Handler: ConnectionHandler> {
                                             connection: Connection(reactor: self, id: id),
                                             state: &slot.pointee.state)
                 apply(action, i)
-                guard readsAgain(i, n) else { return }
+                guard n == readBuffer.count, slot.pointee.life.isReading else { return }
+                if let out = slot.pointee.output, out.count > configuration.highWatermark { return }
                 // A read that filled the buffer: a stream. Its handler may let the kernel echo it.
-                mayEchoInKernel(i)
+                if slot.pointee.output == nil { mayEchoInKernel(i) }
             case .eof:
                 readEnded(i, id)
                 return
@@ -368,17 +369,6 @@ public final class Reactor<Handler: ConnectionHandler> {
                 return
             }
         }
-    }
-
-    /// After a read (or a splice) of `n` bytes: whether to read again in this event. Only when it
-    /// filled the buffer (level triggering reports whatever is left otherwise), the connection
-    /// still reads, and its pending output is not past the high watermark.
-    @inlinable @inline(__always)
-    func readsAgain(_ i: Int32, _ n: Int) -> Bool {
-        let slot = slots[Int(i)]
-        guard n == readBuffer.count, slot.pointee.life.isReading else { return false }
-        if let out = slot.pointee.output, out.count > configuration.highWatermark { return false }
-        return true
     }
 
     /// The peer shut down its side: the handler hears it, and the connection is settled.
