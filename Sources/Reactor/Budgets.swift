@@ -5,9 +5,15 @@ enum Budget {
     /// when a read filled the whole buffer). Why 4: a bulk sender gets 256 KiB per turn, then
     /// the others get theirs (prevents one connection starving the loop; SwiftNIO's default).
     @usableFromInline static let readsPerEvent = 4
-    /// Connections accepted per listener wakeup. Why 64: a connect storm is drained in few
-    /// wakeups while existing connections still get served between them.
+    /// The most connections accepted per listener wakeup (a listener starts at one per wakeup and
+    /// doubles while full batches keep coming; see `Reactor.acceptReady`). Why 64: a connect storm
+    /// is drained in few wakeups while existing connections still get served between them.
     @usableFromInline static let acceptsPerWakeup = 64
+    /// Loop turns in a row that must each accept a whole batch before a listener's batch doubles.
+    /// Why 3: connections that arrive often but one at a time also find the listener ready two
+    /// turns running, and a doubled batch then ends in an accept4 that only says EAGAIN; three
+    /// turns running is rare for them, and a real backlog pays just two more turns.
+    static let fullAcceptTurnsBeforeGrowing = 3
     /// Events per epoll_wait at first; the array doubles when a wait fills it, up to `maxEvents`.
     @usableFromInline static let initialEvents = 64
     /// Why 4096: beyond that one wait already returns more work than a millisecond of processing.

