@@ -13,7 +13,7 @@ enum Budget {
     /// Why 3: connections that arrive often but one at a time also find the listener ready two
     /// turns running, and a doubled batch then ends in an accept4 that only says EAGAIN; three
     /// turns running is rare for them, and a real backlog pays just two more turns.
-    static let fullAcceptTurnsBeforeGrowing = 3
+    @usableFromInline static let fullAcceptTurnsBeforeGrowing = 3
     /// Events per epoll_wait at first; the array doubles when a wait fills it, up to `maxEvents`.
     @usableFromInline static let initialEvents = 64
     /// Why 4096: beyond that one wait already returns more work than a millisecond of processing.

@@ -15,14 +15,6 @@ struct Listener {
     /// The socket file this reactor bound (device and inode), so that it removes only that file:
     /// another server may have replaced it since.
     var unixFile: FileIdentity? = nil
-    /// Connections to accept at its next wakeup: 1 while connections arrive one at a time, doubling
-    /// (up to `Budget.acceptsPerWakeup`) while full batches keep coming turn after turn. See
-    /// `Reactor.acceptReady`.
-    var acceptBatch = 1
-    /// The loop turn (`loopIterations`) of its last wakeup that accepted a whole batch.
-    var lastFullBatchTurn = -2
-    /// Turns in a row, up to `lastFullBatchTurn`, that accepted a whole batch.
-    var fullBatchTurns = 0
 }
 
 /// A file's device and inode: the same path may name another file later.
@@ -183,7 +175,8 @@ extension Reactor {
     /// The addresses this reactor listens on.
     public var listeningAddresses: [SocketAddress] { listeners.map(\.address) }
 
-    /// Accepts up to the listener's `acceptBatch` connections, then adapts the batch.
+    /// Accepts up to the listener's `acceptBatch` connections, then adapts the batch (kept in the
+    /// listener's slot: `Slot.acceptBatch`).
     ///
     /// Draining the backlog until accept4 says EAGAIN costs one failed accept4 per wakeup, and
     /// when connections arrive one at a time (the common case below saturation) that is one
@@ -196,9 +189,10 @@ extension Reactor {
     /// connection went from 1.9 to 1.0 and its CPU per cycle to 0.96x (median of 10 pairs).
     @inlinable
     func acceptReady(_ slot: Int32) {
-        let listenFD = slots[Int(slot)].pointee.fd
+        let listenerSlot = slots[Int(slot)]
+        let listenFD = listenerSlot.pointee.fd
         let listener = listenerIndex(slot: slot)
-        let batch = acceptBatch(listener)
+        let batch = listenerSlot.pointee.acceptBatch
         var address = sockaddr_storage()
         var accepted = 0
         while accepted < batch {
@@ -207,43 +201,23 @@ extension Reactor {
                 accepted += 1
                 open(fd, peer: SocketAddress(accepted: &address), listener: listener)
             case .wouldBlock:
-                adaptAcceptBatch(listener, slot: slot, wholeBatch: false)
+                // The backlog ran dry: connections arrive one at a time.
+                listenerSlot.pointee.acceptBatch = 1
+                listenerSlot.pointee.fullAcceptTurns = 0
                 return
             case .failed(let e):
                 acceptFailed(e)
                 return
             }
         }
-        adaptAcceptBatch(listener, slot: slot, wholeBatch: true)
-    }
-
-    @usableFromInline
-    func acceptBatch(_ listener: Int) -> Int {
-        listener >= 0 && listener < books.pointee.listeners.count ? books.pointee.listeners[listener].acceptBatch : Budget.acceptsPerWakeup
-    }
-
-    /// After a wakeup: back to one connection when the backlog ran dry, doubled once
-    /// `Budget.fullAcceptTurnsBeforeGrowing` turns in a row have each taken a whole batch.
-    @usableFromInline
-    func adaptAcceptBatch(_ listener: Int, slot: Int32, wholeBatch: Bool) {
-        // `open` ran handlers, which may have closed or added listeners: find it again if moved.
-        var k = listener
-        if k < 0 || k >= books.pointee.listeners.count || books.pointee.listeners[k].slot != slot {
-            k = listenerIndex(slot: slot)
-            guard k >= 0 else { return }
-        }
-        guard wholeBatch else {
-            books.pointee.listeners[k].acceptBatch = 1
-            books.pointee.listeners[k].fullBatchTurns = 0
-            return
-        }
+        // A whole batch, maybe with more left: double it after a few such turns in a row.
         let turn = counters.pointee.loopIterations
-        let streak = books.pointee.listeners[k].lastFullBatchTurn == turn - 1 ? books.pointee.listeners[k].fullBatchTurns + 1 : 1
+        let streak = listenerSlot.pointee.lastFullAcceptTurn == turn &- 1 ? listenerSlot.pointee.fullAcceptTurns + 1 : 1
         if streak >= Budget.fullAcceptTurnsBeforeGrowing {
-            books.pointee.listeners[k].acceptBatch = min(books.pointee.listeners[k].acceptBatch * 2, Budget.acceptsPerWakeup)
+            listenerSlot.pointee.acceptBatch = min(batch * 2, Budget.acceptsPerWakeup)
         }
-        books.pointee.listeners[k].fullBatchTurns = streak
-        books.pointee.listeners[k].lastFullBatchTurn = turn
+        listenerSlot.pointee.fullAcceptTurns = streak
+        listenerSlot.pointee.lastFullAcceptTurn = turn
     }
 
     // These two read the listeners in place (`books.pointee`): through the `listeners`
@@ -316,5 +290,30 @@ extension Reactor {
         }
         listeners.removeAll()
         closeDatagramSockets()
+    }
+}
+
+/// A listener's slot keeps its accept batching (`Reactor.acceptReady`) in fields that only
+/// connections use otherwise (the idle timer's `lastActive`, the send timeout's `lastProgress`),
+/// so the accept path reads and writes them in place, with no array to check or copy.
+/// `Reactor.register(special:kind:)` zeroes them: a batch of one, no streak.
+extension Slot {
+    /// Connections to accept at the listener's next wakeup: 1 while they arrive one at a time, up
+    /// to `Budget.acceptsPerWakeup` (stored less one, in the low half of `lastActive`).
+    @inlinable var acceptBatch: Int {
+        get { Int(lastActive & 0xFFFF) + 1 }
+        set { lastActive = (lastActive & 0xFFFF_0000) | UInt32(truncatingIfNeeded: newValue - 1) & 0xFFFF }
+    }
+    /// Turns in a row, up to `lastFullAcceptTurn`, that each accepted a whole batch (the high half
+    /// of `lastActive`).
+    @inlinable var fullAcceptTurns: Int {
+        get { Int(lastActive >> 16) }
+        set { lastActive = (lastActive & 0xFFFF) | UInt32(truncatingIfNeeded: min(newValue, 0xFFFF)) << 16 }
+    }
+    /// The loop turn (`ReactorStatistics.loopIterations`) of the last wakeup that accepted a whole
+    /// batch (in `lastProgress`).
+    @inlinable var lastFullAcceptTurn: Int {
+        get { Int(lastProgress) }
+        set { lastProgress = Int64(newValue) }
     }
 }

@@ -210,6 +210,9 @@ public final class Reactor<Handler: ConnectionHandler> {
         slot.pointee.generation &+= 1
         slot.pointee.kind = kind
         slot.pointee.registered = CEPOLL_IN
+        // A slot may be reused: a listener starts accepting one at a time (Slot.acceptBatch).
+        slot.pointee.lastActive = 0
+        slot.pointee.lastProgress = 0
         let data = ConnectionID(index: i, generation: slot.pointee.generation).epollData
         if let e = sys.epollCtl(epfd, EPOLL_CTL_ADD, fd, events: CEPOLL_IN, data: data) {
             slots.release(i)

@@ -42,7 +42,8 @@ struct Slot<State> {
     @usableFromInline var registered: UInt32
     /// Index in the reactor's listeners of the one that accepted this connection, or -1.
     @usableFromInline var listener: Int16
-    /// Idle-timer bookkeeping (see Timers.swift). `wheelNext` also links the free list.
+    /// Idle-timer bookkeeping (see Timers.swift). `wheelNext` also links the free list. A
+    /// listener's slot keeps its accept batch in `lastActive` (Listener.swift, `Slot.acceptBatch`).
     @usableFromInline var lastActive: UInt32
     @usableFromInline var wheelBucket: Int32
     @usableFromInline var wheelPrev: Int32
@@ -50,7 +51,8 @@ struct Slot<State> {
     @usableFromInline var output: OutputBuffer?
     /// The first of this connection's timers (0: none); see Timers.swift.
     @usableFromInline var timerHead: UInt64 = 0
-    /// When pending output last made progress (monotonic ns), for the send timeout.
+    /// When pending output last made progress (monotonic ns), for the send timeout. A listener's
+    /// slot keeps the turn of its last full accept batch here (`Slot.lastFullAcceptTurn`).
     @usableFromInline var lastProgress: Int64 = 0
     @usableFromInline var peer: SocketAddress
     @usableFromInline var state: State
