@@ -37,15 +37,20 @@ NEW = ".build/release"
 tmp = tempfile.mkdtemp()
 CBULK = os.path.join(tmp, "cbulk")
 subprocess.run(["cc", "-O2", "-o", CBULK, "benchmarks/tools/cbulk.c"], check=True)
-servers = {"reflectd": [f"{NEW}/reflectd", "--log-level", "warning"],
-           "reflectd-off": [f"{NEW}/reflectd", "--log-level", "warning", "--exit-line", "off"],
+# As in run.sh: no per-client connection limit (the C server has none; reflectd's default table
+# costs about 800 user instructions per connection).
+UNLIMITED = ["--max-connections-per-client", "off"]
+servers = {"reflectd": [f"{NEW}/reflectd", "--log-level", "warning"] + UNLIMITED,
+           "reflectd-off": [f"{NEW}/reflectd", "--log-level", "warning", "--exit-line", "off"] + UNLIMITED,
            "c-epoll": ["benchmarks/baselines/c-epoll/echo_epoll"]}
 if "--kernel-echo" in subprocess.run([f"{NEW}/reflectd", "--help"], capture_output=True, text=True).stdout:
     # reflectd-off echoes bulk in the kernel (splice); this one reads and writes every byte, as before.
-    servers["reflectd-off-copy"] = [f"{NEW}/reflectd", "--log-level", "warning", "--exit-line", "off", "--kernel-echo", "off"]
+    servers["reflectd-off-copy"] = [f"{NEW}/reflectd", "--log-level", "warning", "--exit-line", "off", "--kernel-echo", "off"] + UNLIMITED
 if args.base:
-    servers["base"] = [f"{args.base}/reflectd", "--log-level", "warning"]
-    servers["base-off"] = [f"{args.base}/reflectd", "--log-level", "warning", "--exit-line", "off"]
+    base_help = subprocess.run([f"{args.base}/reflectd", "--help"], capture_output=True, text=True).stdout
+    base_unlimited = UNLIMITED if "--max-connections-per-client" in base_help else []
+    servers["base"] = [f"{args.base}/reflectd", "--log-level", "warning"] + base_unlimited
+    servers["base-off"] = [f"{args.base}/reflectd", "--log-level", "warning", "--exit-line", "off"] + base_unlimited
 TICK = os.sysconf("SC_CLK_TCK")
 
 def start(argv):
