@@ -262,4 +262,21 @@ static inline int cepoll_send_queue(int fd) {
 static const int CEPOLL_SOCK_DGRAM = SOCK_DGRAM;
 static const int CEPOLL_MSG_TRUNC = MSG_TRUNC;
 
+
+/* A thread's id and CPU affinity (NonBlockingLog's writer thread runs on the CPUs of the thread
+ * that started its queue, not on those of whichever thread logged first). gettid and
+ * sched_{get,set}affinity's cpu_set_t are GNU (see the top), so these take the kernel's raw mask:
+ * `bytes` bytes of bits, one per CPU. Result or -errno; getaffinity returns the mask's size. */
+static inline long cepoll_gettid(void) {
+    return syscall(SYS_gettid);
+}
+static inline long cepoll_getaffinity(long tid, void *mask, size_t bytes) {
+    long r = syscall(SYS_sched_getaffinity, tid, bytes, mask);
+    return r < 0 ? -(long)errno : r;
+}
+static inline long cepoll_setaffinity(long tid, const void *mask, size_t bytes) {
+    long r = syscall(SYS_sched_setaffinity, tid, bytes, mask);
+    return r < 0 ? -(long)errno : r;
+}
+
 #endif
