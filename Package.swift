@@ -42,7 +42,7 @@ let package = Package(
         .target(name: "ClientAdmission", dependencies: ["Reactor"]),
         // Logging that never blocks its caller: a swift-log LogHandler over a bounded queue drained
         // by one writer thread.
-        .target(name: "NonBlockingLog", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        .target(name: "NonBlockingLog", dependencies: ["CEpoll", .product(name: "Logging", package: "swift-log")]),
         // What a server process needs around its reactors: the fd limit, systemd socket activation
         // and sd_notify, health checks, the signal policy, unbuffered stdout.
         .target(

@@ -1,3 +1,4 @@
+import CEpoll
 import Glibc
 
 /// A bounded in-memory queue of log lines, drained to a file descriptor (stderr) by one writer
@@ -40,6 +41,10 @@ public final class LogQueue: @unchecked Sendable {
     private var wanted = false
     /// The writer thread was created (or its creation failed).
     private var started = false
+    /// The CPU affinity of the thread that called ``start()`` (the kernel's mask, one bit per CPU;
+    /// empty if unknown). The writer is created by whichever thread logs first, and a new thread
+    /// inherits its creator's affinity: a reactor pinned to one core would get the writer on it.
+    private var affinity: [UInt8] = []
 
     /// Creates a queue for `fd` holding at most `capacity` bytes of lines. Call ``start()`` to
     /// begin writing; lines queued before that wait for it.
@@ -83,7 +88,10 @@ public final class LogQueue: @unchecked Sendable {
     /// (median of 12 alternating pairs, 2026-12-07). The thread is created with every signal
     /// blocked, so signals reach the threads that handle them, never the writer.
     public func start() {
+        var mask = [UInt8](repeating: 0, count: 1024)
+        let size = cepoll_getaffinity(0, &mask, mask.count)
         let create = locked { () -> Bool in
+            if !wanted && size > 0 { affinity = Array(mask.prefix(size)) }
             wanted = true
             guard !started, count > 0 || droppedSinceReport > 0 else { return false }
             started = true
@@ -102,6 +110,9 @@ public final class LogQueue: @unchecked Sendable {
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { argument in
             let queue = Unmanaged<LogQueue>.fromOpaque(argument!).takeRetainedValue()
+            let affinity = queue.locked { queue.affinity }
+            // Where the process runs, not where the thread that logged first was pinned.
+            if !affinity.isEmpty { _ = cepoll_setaffinity(0, affinity, affinity.count) }
             queue.writeForever()
             return nil
         }, box)
