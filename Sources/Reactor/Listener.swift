@@ -210,9 +210,15 @@ extension Reactor {
                 return
             }
         }
-        // A whole batch, maybe with more left: double it after a few such turns in a row.
+        // A whole batch, maybe with more left: double it after a few such turns in a row. "In a
+        // row" skips the turns whose wait came back full: with more fds ready than one wait
+        // returns, epoll reports them in rotation, and a listener with a backlog every other turn
+        // or so (its batch would stay at one: a storm accepted one per two full turns).
+        // `lastRoomyTurn` is before this turn, so the last full batch was the turn before, or
+        // every turn since it was full.
         let turn = counters.pointee.loopIterations
-        let streak = listenerSlot.pointee.lastFullAcceptTurn == turn &- 1 ? listenerSlot.pointee.fullAcceptTurns + 1 : 1
+        let streak = listenerSlot.pointee.lastFullAcceptTurn >= hot.pointee.lastRoomyTurn
+            ? listenerSlot.pointee.fullAcceptTurns + 1 : 1
         if streak >= Budget.fullAcceptTurnsBeforeGrowing {
             listenerSlot.pointee.acceptBatch = min(batch * 2, Budget.acceptsPerWakeup)
         }

@@ -112,6 +112,11 @@ public final class Reactor<Handler: ConnectionHandler> {
         /// No kernel echo in this reactor: off in the configuration, or the pipe or a splice
         /// failed in a way that will not change.
         @usableFromInline var kernelEchoUnavailable = false
+        /// The last loop turn whose epoll_wait had room to spare, so every ready fd was reported
+        /// (`ReactorStatistics.loopIterations`). A full wait may leave a ready listener out: epoll
+        /// hands out more ready fds than fit in rotation. The accept batch (`Reactor.acceptReady`)
+        /// counts a streak of full batches across such turns.
+        @usableFromInline var lastRoomyTurn = 0
     }
 
     /// Creates a reactor: an epoll instance, its wake-up eventfd, its read buffer and its
@@ -238,10 +243,14 @@ public final class Reactor<Handler: ConnectionHandler> {
             let n = sys.epollWait(epfd, events, capacity: capacity, timeoutMs: -1)
             counters.pointee.loopIterations &+= 1
             for i in 0..<n { dispatch(events + i) }
-            if _slowPath(n == capacity) && capacity < Budget.maxEvents {
-                growEvents()
-                events = self.events
-                capacity = eventCapacity
+            if _slowPath(n == capacity) {
+                if capacity < Budget.maxEvents {
+                    growEvents()
+                    events = self.events
+                    capacity = eventCapacity
+                }
+            } else {
+                hot.pointee.lastRoomyTurn = counters.pointee.loopIterations
             }
         }
         finishRunning()
