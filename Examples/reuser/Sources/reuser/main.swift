@@ -67,7 +67,7 @@ let limit = arguments.firstIndex(of: "--max-connections-per-client").flatMap { a
 guard let port = arguments.first.flatMap(Int.init) else { UnbufferedOutput.write("usage: reuser PORT [--proxy-protocol] [--max-connections-per-client N]\n", to: 2); exit(2) }
 let policy = AdmissionPolicy(proxyProtocol: arguments.contains("--proxy-protocol"), clientLimit: limit.map(ClientLimit.init))
 Signals.ignoreSIGPIPE()
-Signals.block([SIGTERM, SIGINT, SIGUSR2])  // before the log writer's thread starts: only the signalfd sees them
+Signals.block([SIGTERM, SIGINT, SIGUSR2])  // before any thread starts: only the signalfd sees them
 let log = QueuedLogHandler.bootstrap(label: "reuser", logLevel: .info)
 let logger = Logger(label: "reuser")
 let environment = UpgradeEnvironment(prefix: "REUSER_UPGRADE")
