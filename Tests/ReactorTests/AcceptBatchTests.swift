@@ -34,19 +34,10 @@ final class AcceptBatchTests: XCTestCase {
     func testABacklogIsAcceptedInDoublingBatches() throws {
         let faults = FaultInterposer()
         let server = try FaultServer(interposer: faults)
-        // Hold the loop in a closure while the kernel queues every connection in the backlog.
-        let held = DispatchSemaphore(value: 0)
-        let release = DispatchSemaphore(value: 0)
-        XCTAssertTrue(server.handle.execute { (_: ReactorContext<FaultEchoHandler>) in
-            held.signal()
-            release.wait()
-        })
-        XCTAssertEqual(held.wait(timeout: .now() + 10), .success)
         let count = 200
-        var clients: [TestSocket] = []
-        for _ in 0..<count { clients.append(try TestSocket.connect(port: server.port)) }
-        XCTAssertEqual(faults.calls(.accept4), 0, "the loop was held")
-        release.signal()
+        var acceptsWhileHeld = -1
+        let clients = try XCTUnwrap(server.connectWhileHeld(count) { acceptsWhileHeld = faults.calls(.accept4) })
+        XCTAssertEqual(acceptsWhileHeld, 0, "the loop was held")
         let conversations = clients.enumerated().map { i, client in
             FaultConversation(client, payload: faultPayload(32, seed: UInt64(600 + i)))
         }

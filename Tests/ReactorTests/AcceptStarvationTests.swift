@@ -22,24 +22,15 @@ final class AcceptStarvationTests: XCTestCase {
     func testABacklogStillGrowsItsBatchWhenFullWaitsCrowdTheListenerOutEveryOtherTurn() throws {
         let faults = FaultInterposer()
         let server = try FaultServer(interposer: faults)
-        let held = DispatchSemaphore(value: 0)
-        let release = DispatchSemaphore(value: 0)
-        XCTAssertTrue(server.handle.execute { (_: ReactorContext<FaultEchoHandler>) in
-            held.signal()
-            release.wait()
-        })
-        XCTAssertEqual(held.wait(timeout: .now() + 10), .success)
         let count = 200
-        var clients: [TestSocket] = []
-        for _ in 0..<count { clients.append(try TestSocket.connect(port: server.port)) }
-
         // Every other wait is full of other fds' events: an id whose generation no slot has.
         let turns = TurnCounter()
         let other = FaultEvent(mask: 1 /* EPOLLIN */, data: UInt64(UInt32.max) << 32)
-        faults.rewriteBatches { events, capacity in
-            if turns.next() % 2 == 1 { events = Array(repeating: other, count: capacity) }
-        }
-        release.signal()
+        let clients = try XCTUnwrap(server.connectWhileHeld(count) {
+            faults.rewriteBatches { events, capacity in
+                if turns.next() % 2 == 1 { events = Array(repeating: other, count: capacity) }
+            }
+        })
         let conversations = clients.enumerated().map { i, client in
             FaultConversation(client, payload: faultPayload(32, seed: UInt64(900 + i)))
         }

@@ -188,3 +188,22 @@ final class FaultServer: Sendable {
         runner.stop(timeout: timeout, thenNow: true)
     }
 }
+
+extension FaultServer {
+    /// Connects `count` clients while the reactor's loop is held inside a closure, so that the
+    /// kernel queues every one of them in the listener's backlog; runs `beforeRelease` (still
+    /// held), then lets the loop go on. Nil if the loop could not be held within 10 s.
+    func connectWhileHeld(_ count: Int, beforeRelease: () -> Void = {}) throws -> [TestSocket]? {
+        let held = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        guard handle.execute({ (_: ReactorContext<FaultEchoHandler>) in
+            held.signal()
+            release.wait()
+        }), held.wait(timeout: .now() + 10) == .success else { return nil }
+        defer { release.signal() }
+        var clients: [TestSocket] = []
+        for _ in 0..<count { clients.append(try TestSocket.connect(port: port)) }
+        beforeRelease()
+        return clients
+    }
+}
