@@ -22,6 +22,9 @@ public final class LogQueue: @unchecked Sendable {
     /// lasts (a full disk) should cost 16 calls per chunk, not a spinning thread.
     static let attemptsPerChunk = 16
 
+    /// The writer thread's name (`top -H`, `/proc/PID/task/TID/comm`).
+    static let threadName = "log-writer"
+
     /// Where the lines go.
     public let fd: CInt
     /// Names the process in the drop report.
@@ -110,6 +113,7 @@ public final class LogQueue: @unchecked Sendable {
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { argument in
             let queue = Unmanaged<LogQueue>.fromOpaque(argument!).takeRetainedValue()
+            _ = cepoll_name_thread(LogQueue.threadName)
             let affinity = queue.locked { queue.affinity }
             // Where the process runs, not where the thread that logged first was pinned.
             if !affinity.isEmpty { _ = cepoll_setaffinity(0, affinity, affinity.count) }

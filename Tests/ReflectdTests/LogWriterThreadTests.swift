@@ -37,6 +37,11 @@ final class LogWriterThreadTests: ServerTestCase {
         XCTAssertTrue(eventually(timeout: 5) { server.stderr.text.contains("does not start with a PROXY v1 or v2 signature") },
                       server.stderr.text)
         XCTAssertEqual(threads(server), 2, "the writer thread started with the first line")
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.pid)/task")) ?? []).compactMap {
+            try? String(contentsOfFile: "/proc/\(server.pid)/task/\($0)/comm", encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        XCTAssertTrue(names.contains("log-writer"), "the writer names itself for top -H: \(names)")
 
         // And the echo goes on.
         let after = try TestSocket.connect(host: "127.0.0.1", port: port)
