@@ -275,13 +275,13 @@ static inline long cepoll_getaffinity(long tid, void *mask, size_t bytes) {
     long r = syscall(SYS_sched_getaffinity, tid, bytes, mask);
     return r < 0 ? -(long)errno : r;
 }
-/* Names the calling thread (at most 15 bytes show: `top -H`, /proc/PID/task/TID/comm). */
-static inline int cepoll_name_thread(const char *name) {
-    return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
-}
 static inline long cepoll_setaffinity(long tid, const void *mask, size_t bytes) {
     long r = syscall(SYS_sched_setaffinity, tid, bytes, mask);
     return r < 0 ? -(long)errno : r;
+}
+/* Names the calling thread (at most 15 bytes show: `top -H`, /proc/PID/task/TID/comm). */
+static inline int cepoll_name_thread(const char *name) {
+    return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
 }
 
 #endif
