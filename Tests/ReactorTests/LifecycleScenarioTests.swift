@@ -224,7 +224,7 @@ final class LifecycleScenarioTests: XCTestCase {
         let (received, end) = client.receiveUntilEnd(timeout: 60)
         XCTAssertEqual(end, .eof, "EOF after the reply")
         // The handler's answer to onWritable (one 0xEE byte) still goes before the shutdown.
-        XCTAssertEqual(received.count, reply.count + 1)
+        XCTAssertEqual(received.count, reply.count + 1, "log \(log.withLock { $0 })")
         XCTAssertNil(firstDifference(received, reply + [0xEE]))
         // Our side still reads: the bytes reach the handler, and our EOF closes it.
         try client.send("after")
